@@ -1,0 +1,42 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+
+	"medmesh/controlplane/bootstrap"
+)
+
+func runBootstrap(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bootstrap", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o bootstrap.Options
+	fs.StringVar(&o.XDSAddress, "xds-address", "127.0.0.1:15010", "control plane xDS address host:port")
+	fs.StringVar(&o.NodeID, "node-id", "", "node id: the Consul service ID of the instance")
+	fs.StringVar(&o.Service, "service", "", "service name (node.cluster)")
+	proxyless := fs.Bool("proxyless", false, "print a gRPC xDS bootstrap (JSON) for GRPC_XDS_BOOTSTRAP")
+	fs.StringVar(&o.SVIDDir, "svid-dir", "", "proxyless: directory holding svid.pem, svid_key.pem and bundle.pem")
+	sotw := fs.Bool("sotw", false, "Envoy: use state-of-the-world xDS instead of delta")
+	fs.IntVar(&o.AdminPort, "admin-port", 15901, "Envoy: admin port on loopback")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	o.Delta = !*sotw
+	var out []byte
+	var err error
+	if *proxyless {
+		out, err = bootstrap.Proxyless(o)
+	} else {
+		out, err = bootstrap.Envoy(o)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "medmesh bootstrap:", err)
+		return 2
+	}
+	stdout.Write(out)
+	if len(out) > 0 && out[len(out)-1] != '\n' {
+		fmt.Fprintln(stdout)
+	}
+	return 0
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"medmesh/controlplane"
+	"medmesh/registry"
+)
+
+func runControlPlane(args []string, _, stderr io.Writer) int {
+	fs := flag.NewFlagSet("controlplane", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	defConsul := os.Getenv("CONSUL_HTTP_ADDR")
+	if defConsul == "" {
+		defConsul = "http://127.0.0.1:8500"
+	}
+	consulAddr := fs.String("consul", defConsul, "Consul HTTP address (default from CONSUL_HTTP_ADDR); empty with --catalog runs without Consul")
+	catalog := fs.String("catalog", "", "YAML catalog file (used instead of Consul)")
+	policies := fs.String("policies", "", "directory of policy YAML files (not implemented yet)")
+	kubeconfig := fs.String("kubeconfig", "", "read policies from Kubernetes (not implemented yet)")
+	xdsListen := fs.String("xds-listen", "127.0.0.1:15010", "xDS (ADS) gRPC listen address")
+	adminListen := fs.String("admin-listen", "127.0.0.1:15000", "admin HTTP listen address")
+	trustDomain := fs.String("trust-domain", "medmesh.local", "SPIFFE trust domain")
+	stateDir := fs.String("state-dir", "", "directory for the last good catalog (served at start if the registry is down)")
+	dev := fs.Bool("dev", false, "development mode: hand SVIDs to loopback proxies without proof of identity (never in production)")
+	coalesce := fs.Duration("coalesce", 50*time.Millisecond, "gather bursts of changes for this long before publishing")
+	emptyGrace := fs.Duration("empty-catalog-grace", time.Minute, "how long the registry must list no services before the mesh is emptied")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log := newLogger(stderr, *logFormat, *logLevel)
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	if *policies != "" || *kubeconfig != "" {
+		fmt.Fprintln(stderr, "medmesh controlplane: --policies and --kubeconfig are not implemented in this version; refusing to start rather than ignore your policies")
+		return 2
+	}
+	if *dev {
+		log.Warn("DEVELOPMENT MODE (--dev): workloads on loopback are trusted without proof of identity. NEVER use this in production or with real patient data.")
+	}
+
+	var src controlplane.CatalogSource
+	switch {
+	case *catalog != "" && set["consul"] && *consulAddr != "":
+		fmt.Fprintln(stderr, "medmesh controlplane: --catalog and --consul both given; use --consul=\"\" with --catalog to run without Consul")
+		return 2
+	case *catalog != "":
+		if _, err := os.Stat(*catalog); err != nil {
+			fmt.Fprintf(stderr, "medmesh controlplane: --catalog: %v\n", err)
+			return 2
+		}
+		src = &registry.File{Path: *catalog, Logger: log}
+	case *consulAddr == "":
+		fmt.Fprintln(stderr, "medmesh controlplane: --consul is empty and no --catalog given: nothing to serve")
+		return 2
+	default:
+		cfg := api.DefaultConfig()
+		cfg.Address = *consulAddr
+		client, err := api.NewClient(cfg)
+		if err != nil {
+			fmt.Fprintf(stderr, "medmesh controlplane: --consul %q: %v\n", *consulAddr, err)
+			return 2
+		}
+		src = registry.NewConsul(registry.ConsulOptions{Client: client, Logger: log})
+	}
+
+	cp, err := controlplane.New(controlplane.Options{
+		Logger: log, Source: src, TrustDomain: *trustDomain, StateDir: *stateDir,
+		XDSListen: *xdsListen, AdminListen: *adminListen, Coalesce: *coalesce, EmptyCatalogGrace: *emptyGrace,
+	})
+	if err != nil {
+		fmt.Fprintf(stderr, "medmesh controlplane: %v\n", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := cp.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("control plane stopped", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"medmesh/controlplane"
+)
+
+func runStatus(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	admin := fs.String("admin", "127.0.0.1:15000", "control plane admin address")
+	asJSON := fs.Bool("json", false, "print the raw JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	url := *admin
+	if !strings.Contains(url, "://") {
+		url = "http://" + url
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url + "/debug/proxies")
+	if err != nil {
+		fmt.Fprintf(stderr, "medmesh status: cannot reach the control plane at %s: %v\n", *admin, err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "medmesh status: %s: %s\n", resp.Status, body)
+		return 1
+	}
+	if *asJSON {
+		stdout.Write(body)
+		return 0
+	}
+	var pr controlplane.ProxiesResponse
+	if err := json.Unmarshal(body, &pr); err != nil {
+		fmt.Fprintf(stderr, "medmesh status: bad response: %v\n", err)
+		return 1
+	}
+	PrintStatus(stdout, &pr)
+	return 0
+}
+
+// PrintStatus renders the status table.
+func PrintStatus(w io.Writer, pr *controlplane.ProxiesResponse) {
+	src := "synced"
+	if !pr.Source.Synced {
+		src = "not synced"
+	}
+	if pr.Source.LastError != "" {
+		src += "; last error: " + pr.Source.LastError
+	}
+	fmt.Fprintf(w, "ready=%t services=%d serving=%s registry: %s\n", pr.Ready, pr.Services, orDash(pr.Serving), src)
+	if pr.Error != "" {
+		fmt.Fprintf(w, "publish error: %s\n", pr.Error)
+	}
+	for _, warn := range pr.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", warn)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSERVICE\tKIND\tXDS\tLDS\tRDS\tCDS\tEDS\tLAST NACK")
+	for _, p := range pr.Proxies {
+		nack := "-"
+		if p.LastNACK != nil {
+			nack = fmt.Sprintf("%s %s: %s", shortType(p.LastNACK.TypeURL), short(p.LastNACK.Version), oneLine(p.LastNACK.Message, 80))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, orDash(p.Service), p.Kind, p.Transport,
+			acked(p, "LDS"), acked(p, "RDS"), acked(p, "CDS"), acked(p, "EDS"), nack)
+	}
+	tw.Flush()
+}
+
+// acked shows the ACKed version, marked with * while a newer one is in
+// flight.
+func acked(p controlplane.ProxyView, typ string) string {
+	ts, ok := p.Types[typ]
+	if !ok || (ts.Acked == "" && ts.Sent == "") {
+		return "-"
+	}
+	if ts.Acked != ts.Sent {
+		return short(ts.Acked) + "*"
+	}
+	return short(ts.Acked)
+}
+
+func short(v string) string {
+	if len(v) > 8 {
+		return v[len(v)-8:]
+	}
+	if v == "" {
+		return "-"
+	}
+	return v
+}
+
+func shortType(t string) string {
+	i := strings.LastIndex(t, ".")
+	return t[i+1:]
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}

@@ -1,0 +1,117 @@
+package controlplane
+
+import (
+	"encoding/json"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"medmesh/controlplane/xds"
+	"medmesh/registry"
+)
+
+// ProxyView is one row of /debug/proxies and `medmesh status`.
+type ProxyView struct {
+	xds.ProxyStatus
+	// Published are the versions last published for the proxy, by type.
+	Published map[string]string `json:"published,omitempty"`
+}
+
+// ProxiesResponse is the body of /debug/proxies.
+type ProxiesResponse struct {
+	Ready    bool                  `json:"ready"`
+	Source   registry.SourceStatus `json:"source"`
+	Serving  string                `json:"serving"` // where the served catalog came from
+	Services int                   `json:"services"`
+	Error    string                `json:"error,omitempty"`
+	Warnings []string              `json:"warnings,omitempty"`
+	Proxies  []ProxyView           `json:"proxies"`
+}
+
+func (cp *ControlPlane) adminServer() *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", cp.handleReady)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cp.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /debug/proxies", cp.handleProxies)
+	mux.HandleFunc("GET /debug/config", cp.handleConfig)
+	mux.HandleFunc("GET /debug/catalog", cp.handleCatalog)
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+}
+
+func (cp *ControlPlane) handleReady(w http.ResponseWriter, _ *http.Request) {
+	if !cp.Ready() {
+		st := cp.opts.Source.Status()
+		w.WriteHeader(http.StatusServiceUnavailable)
+		msg := "not ready: no catalog received yet from " + cp.opts.Source.Name()
+		if st.LastError != "" {
+			msg += " (last error: " + st.LastError + ")"
+		}
+		w.Write([]byte(msg + "\n"))
+		return
+	}
+	w.Write([]byte("ready\n"))
+}
+
+func (cp *ControlPlane) handleProxies(w http.ResponseWriter, _ *http.Request) {
+	cp.mu.RLock()
+	resp := ProxiesResponse{
+		Ready: cp.state.ready, Source: cp.opts.Source.Status(), Serving: cp.state.catalogFrom,
+		Error: cp.state.lastError, Warnings: cp.state.warnings,
+	}
+	if cp.state.catalog != nil {
+		resp.Services = len(cp.state.catalog.Services)
+	}
+	cp.mu.RUnlock()
+	for _, ps := range cp.xds.Tracker().Statuses() {
+		v := ProxyView{ProxyStatus: ps}
+		if pub, ok := cp.xds.PublishedFor(ps.ID); ok {
+			v.Published = pub.Versions
+		}
+		resp.Proxies = append(resp.Proxies, v)
+	}
+	writeJSON(w, resp)
+}
+
+// handleConfig shows what one proxy was sent, as Envoy's JSON.
+func (cp *ControlPlane) handleConfig(w http.ResponseWriter, r *http.Request) {
+	node := r.URL.Query().Get("node")
+	pub, ok := cp.xds.PublishedFor(node)
+	if !ok {
+		http.Error(w, "no configuration published for node "+node, http.StatusNotFound)
+		return
+	}
+	out := map[string][]json.RawMessage{}
+	for typ, rs := range pub.Resources(cp.xds) {
+		for _, res := range rs {
+			b, err := protojson.Marshal(res.(proto.Message))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			out[typ] = append(out[typ], b)
+		}
+	}
+	for _, v := range out {
+		sort.Slice(v, func(i, j int) bool { return string(v[i]) < string(v[j]) })
+	}
+	writeJSON(w, map[string]any{"node": node, "versions": pub.Versions, "resources": out})
+}
+
+func (cp *ControlPlane) handleCatalog(w http.ResponseWriter, _ *http.Request) {
+	cp.mu.RLock()
+	cat := cp.state.catalog
+	cp.mu.RUnlock()
+	writeJSON(w, cat)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

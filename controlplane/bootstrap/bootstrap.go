@@ -1,0 +1,213 @@
+// Package bootstrap writes the bootstrap configuration a data plane needs
+// to find the control plane: an Envoy bootstrap (YAML), or a gRPC xDS
+// bootstrap (JSON, for GRPC_XDS_BOOTSTRAP) for proxyless services.
+package bootstrap
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"sigs.k8s.io/yaml"
+
+	"medmesh/controlplane/ir"
+	"medmesh/controlplane/translate"
+	"medmesh/controlplane/xds"
+)
+
+// Options describe the proxy being bootstrapped.
+type Options struct {
+	XDSAddress string // host:port of the control plane
+	NodeID     string // Consul service ID of the instance (Envoy)
+	Service    string // service name (node.cluster)
+	// Delta selects incremental xDS for Envoy (the default in medmesh);
+	// false selects state-of-the-world.
+	Delta bool
+	// AdminPort is Envoy's admin port, bound on loopback only.
+	AdminPort int
+	// SVIDDir is where proxyless services find their certificates.
+	SVIDDir string
+}
+
+const xdsClusterName = "medmesh_xds"
+
+// Envoy returns a validated Envoy bootstrap as YAML.
+func Envoy(o Options) ([]byte, error) {
+	host, port, err := splitHostPort(o.XDSAddress)
+	if err != nil {
+		return nil, err
+	}
+	if o.NodeID == "" {
+		return nil, fmt.Errorf("bootstrap: --node-id is required (the Consul service ID of the instance)")
+	}
+	if o.AdminPort == 0 {
+		o.AdminPort = 15901
+	}
+	apiType := corev3.ApiConfigSource_GRPC
+	if o.Delta {
+		apiType = corev3.ApiConfigSource_DELTA_GRPC
+	}
+	h2, err := anypb.New(&upstreamhttpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+				},
+			},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	ads := &corev3.ConfigSource{
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+	}
+	b := &bootstrapv3.Bootstrap{
+		Node: &corev3.Node{
+			Id: o.NodeID, Cluster: o.Service,
+			Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+				xds.NodeMetaKind: structpb.NewStringValue(string(ir.ProxyEnvoy)),
+			}},
+		},
+		Admin: &bootstrapv3.Admin{Address: socket("127.0.0.1", o.AdminPort)},
+		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Clusters: []*clusterv3.Cluster{{
+			Name:                 xdsClusterName,
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS},
+			ConnectTimeout:       durationpb.New(2e9),
+			TypedExtensionProtocolOptions: map[string]*anypb.Any{
+				"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": h2,
+			},
+			LoadAssignment: &endpointv3.ClusterLoadAssignment{
+				ClusterName: xdsClusterName,
+				Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socket(host, port)}},
+				}}}},
+			},
+		}}},
+		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
+			AdsConfig: &corev3.ApiConfigSource{
+				ApiType:             apiType,
+				TransportApiVersion: corev3.ApiVersion_V3,
+				GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
+					EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: xdsClusterName},
+				}}},
+				SetNodeOnFirstMessageOnly: true,
+			},
+			LdsConfig: ads,
+			CdsConfig: ads,
+		},
+	}
+	if err := b.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("bootstrap: %w", err)
+	}
+	js, err := protojson.Marshal(b)
+	if err != nil {
+		return nil, err
+	}
+	return yaml.JSONToYAML(js)
+}
+
+// CertProviderName is the certificate provider instance proxyless TLS
+// contexts refer to.
+const CertProviderName = "medmesh"
+
+// GRPCBootstrap is grpc-go's xDS bootstrap file format.
+type GRPCBootstrap struct {
+	XDSServers                         []GRPCXDSServer             `json:"xds_servers"`
+	Node                               GRPCNode                    `json:"node"`
+	ServerListenerResourceNameTemplate string                      `json:"server_listener_resource_name_template"`
+	CertificateProviders               map[string]GRPCCertProvider `json:"certificate_providers,omitempty"`
+}
+
+// GRPCXDSServer is one management server entry.
+type GRPCXDSServer struct {
+	ServerURI      string           `json:"server_uri"`
+	ChannelCreds   []map[string]any `json:"channel_creds"`
+	ServerFeatures []string         `json:"server_features"`
+}
+
+// GRPCNode is the node identity a proxyless client presents.
+type GRPCNode struct {
+	ID       string            `json:"id"`
+	Cluster  string            `json:"cluster,omitempty"`
+	Metadata map[string]string `json:"metadata"`
+}
+
+// GRPCCertProvider is a certificate provider plugin instance.
+type GRPCCertProvider struct {
+	PluginName string         `json:"plugin_name"`
+	Config     map[string]any `json:"config"`
+}
+
+// SVID file names inside an SVID directory.
+const (
+	SVIDCertFile   = "svid.pem"
+	SVIDKeyFile    = "svid_key.pem"
+	SVIDBundleFile = "bundle.pem"
+)
+
+// Proxyless returns a gRPC xDS bootstrap as indented JSON.
+func Proxyless(o Options) ([]byte, error) {
+	if _, _, err := splitHostPort(o.XDSAddress); err != nil {
+		return nil, err
+	}
+	if o.NodeID == "" {
+		return nil, fmt.Errorf("bootstrap: --node-id is required")
+	}
+	b := GRPCBootstrap{
+		XDSServers: []GRPCXDSServer{{
+			ServerURI:    o.XDSAddress,
+			ChannelCreds: []map[string]any{{"type": "insecure"}},
+			// xds_v3 is implied by current grpc-go; ignore_resource_deletion
+			// keeps serving the last resource if the control plane loses
+			// it, the last-known-good rule applied on the client side.
+			ServerFeatures: []string{"xds_v3", "ignore_resource_deletion"},
+		}},
+		Node: GRPCNode{ID: o.NodeID, Cluster: o.Service, Metadata: map[string]string{
+			xds.NodeMetaKind: string(ir.ProxyProxyless),
+		}},
+		ServerListenerResourceNameTemplate: translate.ProxylessServerListenerPrefix + "%s",
+	}
+	if o.SVIDDir != "" {
+		b.CertificateProviders = map[string]GRPCCertProvider{CertProviderName: {
+			PluginName: "file_watcher",
+			Config: map[string]any{
+				"certificate_file":    filepath.Join(o.SVIDDir, SVIDCertFile),
+				"private_key_file":    filepath.Join(o.SVIDDir, SVIDKeyFile),
+				"ca_certificate_file": filepath.Join(o.SVIDDir, SVIDBundleFile),
+				"refresh_interval":    "60s",
+			},
+		}}
+	}
+	return json.MarshalIndent(b, "", "  ")
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("bootstrap: --xds-address %q: %w", addr, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port <= 0 || port > 65535 {
+		return "", 0, fmt.Errorf("bootstrap: --xds-address %q: bad port", addr)
+	}
+	return host, port, nil
+}
+
+func socket(host string, port int) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
+	}}}
+}

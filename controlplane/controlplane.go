@@ -1,0 +1,193 @@
+// Package controlplane runs medmesh's control plane: it watches a catalog
+// source, turns the catalog into xDS resources for every connected proxy
+// and serves them, with admin HTTP for health, metrics and debugging.
+//
+// One goroutine (loop) owns all mutable state. Sources and the xDS
+// tracker only signal it; changes are coalesced, and a failure at any step
+// keeps the last good configuration in place.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"medmesh/controlplane/ir"
+	"medmesh/controlplane/xds"
+	"medmesh/registry"
+)
+
+// CatalogSource is what the control plane needs from a registry.
+type CatalogSource interface {
+	Name() string
+	// Run sends complete catalogs on out ("latest wins") until ctx ends.
+	Run(ctx context.Context, out chan *registry.Catalog) error
+	Status() registry.SourceStatus
+}
+
+// Options configure a control plane.
+type Options struct {
+	Logger      *slog.Logger
+	Source      CatalogSource
+	Defaults    ir.Defaults
+	TrustDomain string
+	// StateDir keeps the last good catalog on disk so an edge site serves
+	// its mesh after a restart without the registry. Empty: memory only.
+	StateDir    string
+	XDSListen   string
+	AdminListen string
+	// Coalesce gathers bursts of changes into one reconciliation.
+	Coalesce time.Duration
+	// EmptyCatalogGrace is how long a catalog that suddenly lists no
+	// services must stay empty before it is believed: a registry that
+	// restarted with an empty store must not wipe out the mesh.
+	EmptyCatalogGrace time.Duration
+	// Registry receives the Prometheus metrics; nil makes a new one.
+	Registry *prometheus.Registry
+}
+
+// ControlPlane is a running control plane.
+type ControlPlane struct {
+	opts    Options
+	log     *slog.Logger
+	xds     *xds.Server
+	metrics *metrics
+	reg     *prometheus.Registry
+
+	xdsAddr, adminAddr net.Addr
+	started            chan struct{}
+
+	mu    sync.RWMutex
+	state view // what the admin endpoints show; written by the loop only
+}
+
+// view is the loop's published state for readers.
+type view struct {
+	ready        bool
+	catalog      *registry.Catalog
+	catalogFrom  string // source name, or "disk"
+	mesh         *ir.Mesh
+	lastError    string
+	lastChange   time.Time
+	translateErr string
+	warnings     []string
+}
+
+// New validates options and fills in defaults.
+func New(opts Options) (*ControlPlane, error) {
+	if opts.Source == nil {
+		return nil, errors.New("controlplane: no catalog source")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.TrustDomain == "" {
+		opts.TrustDomain = "medmesh.local"
+	}
+	if opts.XDSListen == "" {
+		opts.XDSListen = "127.0.0.1:15010"
+	}
+	if opts.AdminListen == "" {
+		opts.AdminListen = "127.0.0.1:15000"
+	}
+	if opts.Coalesce <= 0 {
+		opts.Coalesce = 50 * time.Millisecond
+	}
+	if opts.EmptyCatalogGrace <= 0 {
+		opts.EmptyCatalogGrace = time.Minute
+	}
+	if opts.Defaults == (ir.Defaults{}) {
+		opts.Defaults = ir.DefaultDefaults()
+	}
+	reg := opts.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	return &ControlPlane{opts: opts, log: opts.Logger, reg: reg, metrics: newMetrics(reg), started: make(chan struct{})}, nil
+}
+
+// XDSAddr is the xDS listen address, once Run has started listening.
+func (cp *ControlPlane) XDSAddr() net.Addr { <-cp.started; return cp.xdsAddr }
+
+// AdminAddr is the admin listen address, once Run has started listening.
+func (cp *ControlPlane) AdminAddr() net.Addr { <-cp.started; return cp.adminAddr }
+
+// Ready reports whether a configuration is being served.
+func (cp *ControlPlane) Ready() bool {
+	cp.mu.RLock()
+	defer cp.mu.RUnlock()
+	return cp.state.ready
+}
+
+// XDS exposes the xDS server (tests and benchmarks read its tracker).
+func (cp *ControlPlane) XDS() *xds.Server { <-cp.started; return cp.xds }
+
+// Run serves until ctx ends.
+func (cp *ControlPlane) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cp.xds = xds.New(ctx, cp.log, cp.reg)
+
+	xl, err := net.Listen("tcp", cp.opts.XDSListen)
+	if err != nil {
+		return fmt.Errorf("xds listen %s: %w", cp.opts.XDSListen, err)
+	}
+	al, err := net.Listen("tcp", cp.opts.AdminListen)
+	if err != nil {
+		xl.Close()
+		return fmt.Errorf("admin listen %s: %w", cp.opts.AdminListen, err)
+	}
+	cp.xdsAddr, cp.adminAddr = xl.Addr(), al.Addr()
+
+	g := grpc.NewServer(
+		grpc.MaxConcurrentStreams(1<<20),
+		// Proxies hold ADS streams open for days; keepalives find dead
+		// ones behind NATs and unreliable edge uplinks.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	cp.xds.Register(g)
+	admin := cp.adminServer()
+	close(cp.started)
+
+	errc := make(chan error, 3)
+	go func() { errc <- g.Serve(xl) }()
+	go func() { errc <- admin.Serve(al) }()
+
+	catalogs := make(chan *registry.Catalog, 1)
+	go func() {
+		if err := cp.opts.Source.Run(ctx, catalogs); err != nil && ctx.Err() == nil {
+			errc <- fmt.Errorf("catalog source %s: %w", cp.opts.Source.Name(), err)
+		}
+	}()
+	cp.log.Info("control plane started", "xds", cp.xdsAddr.String(), "admin", cp.adminAddr.String(),
+		"source", cp.opts.Source.Name(), "trustDomain", cp.opts.TrustDomain)
+
+	loopErr := make(chan error, 1)
+	go func() { loopErr <- cp.loop(ctx, catalogs) }()
+
+	select {
+	case <-ctx.Done():
+		err = nil
+	case err = <-errc:
+	}
+	cancel()
+	// Not GracefulStop: proxies hold xDS streams open indefinitely, so a
+	// graceful stop would wait forever; they reconnect and resync.
+	g.Stop()
+	shutdownCtx, done := context.WithTimeout(context.Background(), 2*time.Second)
+	defer done()
+	_ = admin.Shutdown(shutdownCtx)
+	<-loopErr
+	return err
+}

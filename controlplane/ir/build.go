@@ -1,0 +1,88 @@
+package ir
+
+import (
+	"fmt"
+	"sort"
+
+	"medmesh/registry"
+)
+
+// Build resolves a catalog and defaults into a Mesh. It is pure.
+func Build(cat *registry.Catalog, d Defaults, trustDomain string) *Mesh {
+	m := &Mesh{TrustDomain: trustDomain, Services: make([]Service, 0, len(cat.Services))}
+	for i := range cat.Services {
+		m.Services = append(m.Services, buildService(&cat.Services[i], d))
+	}
+	return m
+}
+
+func buildService(s *registry.Service, d Defaults) Service {
+	out := Service{
+		Name: s.Name, Namespace: s.Namespace, Kind: s.Kind, Protocol: s.Protocol, PHI: s.PHI,
+		Port:           commonPort(s.Instances),
+		LB:             LoadBalancer{Policy: s.LB},
+		ConnectTimeout: d.ConnectTimeout,
+		CircuitBreaker: d.CircuitBreaker,
+		Outlier:        d.Outlier,
+		Route:          d.route(s),
+		Instances:      s.Instances,
+	}
+	switch s.LB {
+	case registry.LBLeastRequest:
+		out.LB.ChoiceCount = 2
+	case registry.LBRingHash:
+		out.LB.MinRingSize, out.LB.MaxRingSize = 1024, 8*1024*1024
+	}
+	byLoc := map[registry.Locality][]Endpoint{}
+	for _, in := range s.Instances {
+		if in.Health == registry.HealthCritical {
+			continue
+		}
+		w := uint32(max(in.Weight, 1))
+		byLoc[in.Locality] = append(byLoc[in.Locality], Endpoint{
+			InstanceID: in.ID, Address: in.Address, Port: in.Port,
+			Degraded: in.Health == registry.HealthWarning, Weight: w,
+		})
+	}
+	for loc, eps := range byLoc {
+		out.Localities = append(out.Localities, LocalityEndpoints{Locality: loc, Endpoints: eps})
+	}
+	sort.Slice(out.Localities, func(i, j int) bool {
+		return localityKey(out.Localities[i].Locality) < localityKey(out.Localities[j].Locality)
+	})
+	return out
+}
+
+func localityKey(l registry.Locality) string {
+	return fmt.Sprintf("%s/%s/%s", l.Region, l.Zone, l.Site)
+}
+
+// commonPort is the port most instances use (ties: the lowest), which is
+// what callers of a TCP service dial on their local sidecar.
+func commonPort(instances []registry.Instance) int {
+	count := map[int]int{}
+	best, bestN := 0, 0
+	for _, in := range instances {
+		count[in.Port]++
+	}
+	for p, n := range count {
+		if n > bestN || (n == bestN && p < best) {
+			best, bestN = p, n
+		}
+	}
+	return best
+}
+
+// Service returns the named service.
+func (m *Mesh) Service(name string) (*Service, bool) {
+	i := sort.Search(len(m.Services), func(i int) bool { return m.Services[i].Name >= name })
+	if i < len(m.Services) && m.Services[i].Name == name {
+		return &m.Services[i], true
+	}
+	return nil, false
+}
+
+// SpiffeID is the SPIFFE ID of a service (CONTRACT.md).
+func (m *Mesh) SpiffeID(s *Service) string {
+	return fmt.Sprintf("spiffe://%s/ns/%s/svc/%s", m.TrustDomain, s.Namespace, s.Name)
+}

@@ -1,0 +1,132 @@
+// Package ir is medmesh's intermediate representation: a plain Go model of
+// the mesh with every default resolved, built from the registry catalog and
+// (later) operator policies. It holds no Envoy protos; the translate
+// package is the only place that turns it into xDS resources.
+package ir
+
+import (
+	"time"
+
+	"medmesh/registry"
+)
+
+// Mesh is everything the translator needs, for all proxies.
+type Mesh struct {
+	TrustDomain string    `json:"trustDomain"`
+	Services    []Service `json:"services"` // sorted by name
+}
+
+// Service is one upstream service with its resolved traffic settings.
+type Service struct {
+	Name      string            `json:"name"`
+	Namespace string            `json:"namespace"`
+	Kind      registry.Kind     `json:"kind"`
+	Protocol  registry.Protocol `json:"protocol"`
+	PHI       bool              `json:"phi"`
+	// Port is the port callers address the service on; for TCP services it
+	// is the local outbound listener's port on Envoy sidecars.
+	Port           int            `json:"port"`
+	LB             LoadBalancer   `json:"lb"`
+	ConnectTimeout time.Duration  `json:"connectTimeout"`
+	CircuitBreaker CircuitBreaker `json:"circuitBreaker"`
+	Outlier        Outlier        `json:"outlierDetection"`
+	Route          Route          `json:"route"`
+	// Localities hold the endpoints that may receive traffic: passing
+	// (HEALTHY) and warning (DEGRADED) instances, never critical ones.
+	Localities []LocalityEndpoints `json:"localities"`
+	// Instances are all registered instances, healthy or not; inbound
+	// listeners are built for them so a recovering instance is ready.
+	Instances []registry.Instance `json:"instances"`
+}
+
+// LoadBalancer is the load-balancing algorithm and its parameters.
+type LoadBalancer struct {
+	Policy registry.LBPolicy `json:"policy"`
+	// ChoiceCount is for least_request (power of N choices).
+	ChoiceCount uint32 `json:"choiceCount,omitempty"`
+	// MinRingSize and MaxRingSize are for ring_hash.
+	MinRingSize uint64 `json:"minRingSize,omitempty"`
+	MaxRingSize uint64 `json:"maxRingSize,omitempty"`
+}
+
+// CircuitBreaker bounds what one proxy may ask of an upstream.
+type CircuitBreaker struct {
+	MaxConnections     uint32 `json:"maxConnections"`
+	MaxPendingRequests uint32 `json:"maxPendingRequests"`
+	MaxRequests        uint32 `json:"maxRequests"`
+	// RetryBudgetPercent caps concurrent retries as a share of active
+	// requests, so retries cannot amplify an outage into a storm.
+	RetryBudgetPercent  float64 `json:"retryBudgetPercent"`
+	MinRetryConcurrency uint32  `json:"minRetryConcurrency"`
+}
+
+// Outlier configures passive health checking (ejection of failing hosts).
+type Outlier struct {
+	Consecutive5xx            uint32        `json:"consecutive5xx"`
+	ConsecutiveGatewayFailure uint32        `json:"consecutiveGatewayFailure"`
+	Interval                  time.Duration `json:"interval"`
+	BaseEjectionTime          time.Duration `json:"baseEjectionTime"`
+	MaxEjectionPercent        uint32        `json:"maxEjectionPercent"`
+}
+
+// Route holds per-request settings for calls to a service.
+type Route struct {
+	// Timeout is the whole-request timeout; 0 disables it (streams).
+	Timeout time.Duration `json:"timeout"`
+	// IdleTimeout ends streams with no activity.
+	IdleTimeout time.Duration `json:"idleTimeout"`
+	Retry       Retry         `json:"retry"`
+	// WebSocket allows HTTP/1.1 upgrade (vitals streams, WebRTC signalling).
+	WebSocket bool `json:"webSocket,omitempty"`
+}
+
+// Retry is the retry policy of a route.
+type Retry struct {
+	Attempts      uint32        `json:"attempts"` // retries, not counting the first try
+	PerTryTimeout time.Duration `json:"perTryTimeout"`
+	// RetryOn is the Envoy retry_on list; for gRPC services it holds status
+	// names that grpc-go understands too.
+	RetryOn              []string      `json:"retryOn"`
+	RetriableStatusCodes []uint32      `json:"retriableStatusCodes,omitempty"`
+	BackoffBase          time.Duration `json:"backoffBase"`
+	BackoffMax           time.Duration `json:"backoffMax"`
+	// IdempotentOnly restricts retries to idempotent HTTP methods: a
+	// medication order sent twice is a clinical incident.
+	IdempotentOnly bool `json:"idempotentOnly"`
+}
+
+// LocalityEndpoints are the endpoints of one locality.
+type LocalityEndpoints struct {
+	Locality  registry.Locality `json:"locality"`
+	Endpoints []Endpoint        `json:"endpoints"`
+}
+
+// Endpoint is one routable instance.
+type Endpoint struct {
+	InstanceID string `json:"instanceId"`
+	Address    string `json:"address"`
+	Port       int    `json:"port"`
+	Degraded   bool   `json:"degraded,omitempty"`
+	Weight     uint32 `json:"weight"`
+}
+
+// ProxyKind is the kind of data plane a proxy is.
+type ProxyKind string
+
+// Proxy kinds.
+const (
+	ProxyEnvoy     ProxyKind = "envoy"
+	ProxyProxyless ProxyKind = "proxyless"
+)
+
+// Proxy is one connected data plane client.
+type Proxy struct {
+	// ID is the xDS node.id: for Envoy the Consul service ID of the
+	// instance it fronts.
+	ID string `json:"id"`
+	// Service is node.cluster: the service the proxy belongs to.
+	Service string    `json:"service"`
+	Kind    ProxyKind `json:"kind"`
+	// Instance is the catalog instance the proxy fronts, when known.
+	Instance *registry.Instance `json:"instance,omitempty"`
+}

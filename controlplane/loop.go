@@ -1,0 +1,285 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"medmesh/controlplane/ir"
+	"medmesh/controlplane/translate"
+	"medmesh/controlplane/xds"
+	"medmesh/registry"
+)
+
+// loopState is owned by the loop goroutine alone.
+type loopState struct {
+	catalog     *registry.Catalog // last good catalog
+	catalogHash string
+	fromDisk    bool
+
+	mesh   *ir.Mesh
+	shared *hashedShared
+	// sharedKey identifies the shared non-endpoint resources, so a proxy
+	// whose own inputs did not change either is skipped entirely.
+	sharedKey string
+	// proxyKeys remembers, per proxy, the inputs of its last publication.
+	proxyKeys map[string]string
+	// published are the proxies that have a snapshot, with their kind.
+	published map[string]ir.ProxyKind
+
+	pendingEmpty *registry.Catalog
+	emptySince   time.Time
+}
+
+type hashedShared struct {
+	envoy, proxyless xds.ProxyResources
+	endpoints        []xds.Hashed
+	warnings         []string
+}
+
+func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalog) error {
+	st := &loopState{proxyKeys: map[string]string{}, published: map[string]ir.ProxyKind{}}
+	if cat, err := cp.loadState(); err != nil {
+		cp.log.Warn("no usable saved catalog; waiting for the registry", "err", err)
+	} else if cat != nil {
+		cp.log.Warn("serving the last known good catalog from the state dir until the registry answers",
+			"services", len(cat.Services))
+		st.catalog, st.catalogHash, st.fromDisk = cat, cat.Hash(), true
+	}
+	dirty := st.catalog != nil
+	var timer <-chan time.Time
+	graceTick := time.NewTicker(time.Second)
+	defer graceTick.Stop()
+	for {
+		if dirty && timer == nil {
+			timer = time.After(cp.opts.Coalesce)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case cat := <-catalogs:
+			if cp.acceptCatalog(st, cat) {
+				dirty = true
+			}
+		case <-graceTick.C:
+			if st.pendingEmpty != nil && time.Since(st.emptySince) >= cp.opts.EmptyCatalogGrace {
+				cp.log.Warn("registry has listed no services for the whole grace period; removing all services",
+					"grace", cp.opts.EmptyCatalogGrace)
+				cat := st.pendingEmpty
+				st.pendingEmpty = nil
+				st.catalog, st.catalogHash, st.mesh, st.fromDisk = cat, cat.Hash(), nil, false
+				dirty = true
+			}
+		case <-cp.xds.Tracker().Changed():
+			dirty = true
+		case <-timer:
+			timer, dirty = nil, false
+			cp.reconcileSafely(ctx, st)
+		}
+	}
+}
+
+// acceptCatalog decides whether a new catalog replaces the current one.
+func (cp *ControlPlane) acceptCatalog(st *loopState, cat *registry.Catalog) bool {
+	h := cat.Hash()
+	if len(cat.Services) == 0 && st.catalog != nil && len(st.catalog.Services) > 0 {
+		if st.pendingEmpty == nil {
+			st.emptySince = time.Now()
+			cp.log.Warn("registry suddenly lists no services; keeping the current mesh for the grace period",
+				"source", cp.opts.Source.Name(), "grace", cp.opts.EmptyCatalogGrace)
+		}
+		st.pendingEmpty = cat
+		return false
+	}
+	st.pendingEmpty = nil
+	if h == st.catalogHash && !st.fromDisk {
+		return false
+	}
+	st.catalog, st.catalogHash, st.fromDisk, st.mesh = cat, h, false, nil
+	cp.metrics.catalogChanges.Inc()
+	return true
+}
+
+// reconcileSafely recovers a panic in translation: it is counted and
+// logged, and the last good configuration stays in place.
+func (cp *ControlPlane) reconcileSafely(ctx context.Context, st *loopState) {
+	defer func() {
+		if r := recover(); r != nil {
+			cp.metrics.panics.Inc()
+			cp.log.Error("reconcile panicked; keeping the last good configuration", "panic", fmt.Sprint(r),
+				"stack", string(debug.Stack()))
+			cp.setError(fmt.Sprintf("internal error: %v", r))
+		}
+	}()
+	start := time.Now()
+	if err := cp.reconcile(ctx, st); err != nil {
+		cp.log.Error("configuration not published; proxies keep their last good configuration", "err", err)
+		cp.setError(err.Error())
+	}
+	cp.metrics.reconcileSeconds.Observe(time.Since(start).Seconds())
+}
+
+func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
+	if st.catalog == nil {
+		return nil // nothing known yet: push nothing rather than an empty mesh
+	}
+	if st.mesh == nil {
+		mesh := ir.Build(st.catalog, cp.opts.Defaults, cp.opts.TrustDomain)
+		shared := translate.Shared(mesh)
+		for _, rs := range []*translate.Resources{shared.Envoy, shared.Proxyless, {Endpoints: shared.Endpoints}} {
+			if err := rs.Validate(); err != nil {
+				return fmt.Errorf("translated configuration is invalid: %w", err)
+			}
+		}
+		hs, err := hashShared(shared)
+		if err != nil {
+			return err
+		}
+		for _, w := range hs.warnings {
+			cp.log.Warn("configuration warning", "warning", w)
+		}
+		st.mesh, st.shared = mesh, hs
+		st.sharedKey = sharedKey(hs)
+		cp.saveState(st.catalog)
+		cp.mu.Lock()
+		cp.state.catalog = st.catalog
+		cp.state.mesh, cp.state.warnings = mesh, hs.warnings
+		cp.state.catalogFrom = cp.opts.Source.Name()
+		if st.fromDisk {
+			cp.state.catalogFrom = "disk"
+		}
+		cp.state.lastChange = time.Now()
+		cp.mu.Unlock()
+	}
+	// Make before break: new endpoint assignments exist before any cluster
+	// that names them is published.
+	if _, err := cp.xds.PublishEndpoints(st.shared.endpoints); err != nil {
+		return err
+	}
+	connected := cp.xds.Tracker().Connected()
+	live := make(map[string]bool, len(connected))
+	var errs []error
+	for i := range connected {
+		p := connected[i]
+		live[p.ID] = true
+		if err := cp.publishProxy(ctx, st, p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for id, kind := range st.published {
+		if !live[id] {
+			cp.xds.Forget(id, kind)
+			delete(st.published, id)
+			delete(st.proxyKeys, id)
+		}
+	}
+	// Break after make: endpoints of removed services go last.
+	if err := cp.xds.PruneEndpoints(st.shared.endpoints); err != nil {
+		errs = append(errs, err)
+	}
+	cp.mu.Lock()
+	cp.state.ready = true
+	if len(errs) == 0 {
+		cp.state.lastError = ""
+	}
+	cp.mu.Unlock()
+	if len(errs) > 0 {
+		return fmt.Errorf("%d proxies kept their previous configuration: %w", len(errs), errs[0])
+	}
+	return nil
+}
+
+// publishProxy publishes one proxy's snapshot if its inputs changed.
+func (cp *ControlPlane) publishProxy(ctx context.Context, st *loopState, p ir.Proxy) error {
+	if svc, inst, ok := st.catalog.Instance(p.ID); ok && (p.Service == "" || p.Service == svc.Name) {
+		p.Service, p.Instance = svc.Name, inst
+	}
+	own := translate.ForProxy(st.mesh, &p)
+	if err := own.Validate(); err != nil {
+		return fmt.Errorf("proxy %q: %w", p.ID, err)
+	}
+	ownHashed, err := hashResources(own)
+	if err != nil {
+		return err
+	}
+	key := st.sharedKey + "/" + string(p.Kind) + "/" + proxyKey(ownHashed)
+	if st.proxyKeys[p.ID] == key {
+		return nil
+	}
+	base := st.shared.envoy
+	if p.Kind == ir.ProxyProxyless {
+		base = st.shared.proxyless
+	}
+	res := xds.ProxyResources{}
+	for typ, items := range base {
+		res[typ] = append(res[typ], items...)
+	}
+	for typ, items := range ownHashed {
+		res[typ] = append(res[typ], items...)
+	}
+	if _, err := cp.xds.PublishProxy(ctx, p, res); err != nil {
+		return err
+	}
+	st.proxyKeys[p.ID] = key
+	st.published[p.ID] = p.Kind
+	return nil
+}
+
+func hashShared(s *translate.SharedSet) (*hashedShared, error) {
+	envoy, err := hashResources(s.Envoy)
+	if err != nil {
+		return nil, err
+	}
+	proxyless, err := hashResources(s.Proxyless)
+	if err != nil {
+		return nil, err
+	}
+	eps, err := xds.HashAll(s.Endpoints)
+	if err != nil {
+		return nil, err
+	}
+	return &hashedShared{envoy: envoy, proxyless: proxyless, endpoints: eps, warnings: s.Envoy.Warnings}, nil
+}
+
+func hashResources(r *translate.Resources) (xds.ProxyResources, error) {
+	out := xds.ProxyResources{}
+	for typ, rs := range r.ByType() {
+		if typ == resource.EndpointType || len(rs) == 0 {
+			continue
+		}
+		h, err := xds.HashAll(rs)
+		if err != nil {
+			return nil, fmt.Errorf("hashing %s: %w", typ, err)
+		}
+		out[typ] = h
+	}
+	return out, nil
+}
+
+func sharedKey(h *hashedShared) string {
+	return proxyKey(h.envoy) + "/" + proxyKey(h.proxyless)
+}
+
+// proxyKey is a cheap fingerprint of hashed resources.
+func proxyKey(r xds.ProxyResources) string {
+	var b []byte
+	for _, typ := range []string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.SecretType} {
+		for _, it := range r[typ] {
+			b = append(b, it.Name...)
+			b = append(b, ':')
+			b = append(b, it.Hash...)
+			b = append(b, ';')
+		}
+		b = append(b, '|')
+	}
+	return xds.Fingerprint(b)
+}
+
+func (cp *ControlPlane) setError(msg string) {
+	cp.mu.Lock()
+	cp.state.lastError = msg
+	cp.mu.Unlock()
+}

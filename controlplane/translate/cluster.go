@@ -1,0 +1,128 @@
+package translate
+
+import (
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"medmesh/controlplane/ir"
+	"medmesh/registry"
+)
+
+const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+// upstreamCluster is the EDS cluster through which a proxy calls a service.
+func upstreamCluster(m *ir.Mesh, s *ir.Service, kind ir.ProxyKind) *clusterv3.Cluster {
+	c := &clusterv3.Cluster{
+		Name:                 s.Name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
+		ConnectTimeout:       dur(s.ConnectTimeout),
+		CircuitBreakers:      circuitBreakers(s.CircuitBreaker),
+		OutlierDetection:     outlierDetection(s.Outlier),
+		TransportSocket:      upstreamTransportSocket(m, s, kind),
+	}
+	applyLB(c, s.LB, kind)
+	if s.Protocol.IsHTTP2() && kind == ir.ProxyEnvoy {
+		c.TypedExtensionProtocolOptions = http2Options()
+	}
+	return c
+}
+
+// applyLB sets the load-balancing policy. grpc-go implements round robin,
+// least request and ring hash only, so proxyless clients get round robin
+// for maglev (the closest consistent choice would need a hash policy the
+// caller does not send) and random.
+func applyLB(c *clusterv3.Cluster, lb ir.LoadBalancer, kind ir.ProxyKind) {
+	policy := lb.Policy
+	if kind == ir.ProxyProxyless && (policy == registry.LBMaglev || policy == registry.LBRandom) {
+		policy = registry.LBRoundRobin
+	}
+	switch policy {
+	case registry.LBLeastRequest:
+		c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+		c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{
+			ChoiceCount: u32(max(lb.ChoiceCount, 2)),
+		}}
+	case registry.LBRingHash:
+		c.LbPolicy = clusterv3.Cluster_RING_HASH
+		c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
+			// grpc-go accepts only xxHash.
+			HashFunction:    clusterv3.Cluster_RingHashLbConfig_XX_HASH,
+			MinimumRingSize: wrapperspb.UInt64(lb.MinRingSize),
+			MaximumRingSize: wrapperspb.UInt64(lb.MaxRingSize),
+		}}
+	case registry.LBMaglev:
+		c.LbPolicy = clusterv3.Cluster_MAGLEV
+	case registry.LBRandom:
+		c.LbPolicy = clusterv3.Cluster_RANDOM
+	default:
+		c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
+	}
+}
+
+func circuitBreakers(cb ir.CircuitBreaker) *clusterv3.CircuitBreakers {
+	return &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+		Priority:           corev3.RoutingPriority_DEFAULT,
+		MaxConnections:     u32(cb.MaxConnections),
+		MaxPendingRequests: u32(cb.MaxPendingRequests),
+		MaxRequests:        u32(cb.MaxRequests),
+		RetryBudget: &clusterv3.CircuitBreakers_Thresholds_RetryBudget{
+			BudgetPercent:       &typev3.Percent{Value: cb.RetryBudgetPercent},
+			MinRetryConcurrency: u32(cb.MinRetryConcurrency),
+		},
+	}}}
+}
+
+func outlierDetection(o ir.Outlier) *clusterv3.OutlierDetection {
+	return &clusterv3.OutlierDetection{
+		Consecutive_5Xx:           u32(o.Consecutive5xx),
+		ConsecutiveGatewayFailure: u32(o.ConsecutiveGatewayFailure),
+		Interval:                  dur(o.Interval),
+		BaseEjectionTime:          dur(o.BaseEjectionTime),
+		MaxEjectionPercent:        u32(o.MaxEjectionPercent),
+	}
+}
+
+// localAppCluster reaches the application beside an Envoy sidecar.
+func localAppCluster(s *ir.Service, in *registry.Instance) *clusterv3.Cluster {
+	port := in.Port
+	if in.AppPort != 0 {
+		port = in.AppPort
+	}
+	c := &clusterv3.Cluster{
+		Name:                 LocalAppCluster,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       dur(s.ConnectTimeout),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: LocalAppCluster,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+					Address: socketAddress("127.0.0.1", port),
+				}},
+			}}}},
+		},
+	}
+	if s.Protocol.IsHTTP2() {
+		c.TypedExtensionProtocolOptions = http2Options()
+	}
+	return c
+}
+
+// http2Options makes Envoy speak HTTP/2 to an upstream (gRPC, http2).
+func http2Options() map[string]*anypbAny {
+	return map[string]*anypbAny{
+		httpProtocolOptionsKey: mustAny(&upstreamhttpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+				ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+					ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+						Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+					},
+				},
+			},
+		}),
+	}
+}

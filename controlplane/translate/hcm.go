@@ -1,0 +1,59 @@
+package translate
+
+import (
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+)
+
+// httpFilters is the HTTP filter chain, in order. Later filters (RBAC for
+// authorization, ext_proc for PHI tagging) are inserted before the router,
+// which must stay last.
+func httpFilters() []*hcmv3.HttpFilter {
+	return []*hcmv3.HttpFilter{
+		// Position last: the router forwards the request.
+		{Name: wellknown.Router, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
+	}
+}
+
+// hcmOptions are what differs between medmesh's connection managers.
+type hcmOptions struct {
+	statPrefix string
+	rdsName    string                      // RDS route name, or
+	inline     *routev3.RouteConfiguration // an inline route (proxyless servers)
+	// stripPort lets "emr:8080" match the virtual host "emr".
+	stripPort bool
+}
+
+func httpConnectionManager(o hcmOptions) *hcmv3.HttpConnectionManager {
+	h := &hcmv3.HttpConnectionManager{
+		StatPrefix:  o.statPrefix,
+		CodecType:   hcmv3.HttpConnectionManager_AUTO,
+		HttpFilters: httpFilters(),
+		// Never trust x-forwarded-for from outside: audit trails need the
+		// real peer.
+		UseRemoteAddress: wrapBool(true),
+		// Request IDs tie a clinician's action across services in traces.
+		GenerateRequestId: wrapBool(true),
+	}
+	if o.stripPort {
+		h.StripPortMode = &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true}
+	}
+	if o.inline != nil {
+		h.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: o.inline}
+	} else {
+		h.RouteSpecifier = &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource: adsSource(), RouteConfigName: o.rdsName,
+		}}
+	}
+	return h
+}
+
+func hcmFilter(h *hcmv3.HttpConnectionManager) *listenerv3.Filter {
+	return &listenerv3.Filter{
+		Name:       wellknown.HTTPConnectionManager,
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(h)},
+	}
+}

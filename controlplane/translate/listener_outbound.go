@@ -1,0 +1,71 @@
+package translate
+
+import (
+	"fmt"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+
+	"medmesh/controlplane/ir"
+)
+
+// outboundHTTPListener is where applications beside an Envoy sidecar send
+// HTTP and gRPC calls for mesh services, on loopback only.
+func outboundHTTPListener() *listenerv3.Listener {
+	return &listenerv3.Listener{
+		Name:    OutboundHTTPListener,
+		Address: socketAddress("127.0.0.1", OutboundHTTPPort),
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: []*listenerv3.Filter{hcmFilter(httpConnectionManager(hcmOptions{
+				statPrefix: OutboundHTTPListener, rdsName: OutboundHTTPRoute, stripPort: true,
+			}))},
+		}},
+		TrafficDirection: corev3Outbound,
+	}
+}
+
+// outboundTCPListeners give every TCP service a loopback listener on its
+// port. Two services on one port cannot both have one: the first by name
+// keeps it and the clash is reported, rather than sending Envoy two
+// listeners on one address, which it would reject as a whole.
+func outboundTCPListeners(m *ir.Mesh) ([]types.Resource, []string) {
+	var out []types.Resource
+	var warns []string
+	taken := map[int]string{}
+	for i := range m.Services {
+		s := &m.Services[i]
+		if s.Protocol.IsHTTP() {
+			continue
+		}
+		if other, ok := taken[s.Port]; ok || s.Port == OutboundHTTPPort {
+			if !ok {
+				other = OutboundHTTPListener
+			}
+			warns = append(warns, fmt.Sprintf("service %q: outbound TCP port %d is already used by %q; no local listener", s.Name, s.Port, other))
+			continue
+		}
+		taken[s.Port] = s.Name
+		out = append(out, &listenerv3.Listener{
+			Name:    OutboundTCPListener(s.Name),
+			Address: socketAddress("127.0.0.1", s.Port),
+			FilterChains: []*listenerv3.FilterChain{{
+				Filters: []*listenerv3.Filter{tcpProxyFilter("outbound_tcp|"+s.Name, s.Name, s.Route.IdleTimeout)},
+			}},
+			TrafficDirection: corev3Outbound,
+		})
+	}
+	return out, warns
+}
+
+func tcpProxyFilter(statPrefix, cluster string, idle durationLike) *listenerv3.Filter {
+	return &listenerv3.Filter{
+		Name: wellknown.TCPProxy,
+		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(&tcpproxyv3.TcpProxy{
+			StatPrefix:       statPrefix,
+			ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
+			IdleTimeout:      dur(idle),
+		})},
+	}
+}

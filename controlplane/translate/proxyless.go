@@ -1,0 +1,72 @@
+package translate
+
+import (
+	"net"
+	"strconv"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"medmesh/controlplane/ir"
+	"medmesh/registry"
+)
+
+// Proxyless gRPC (grpc-go's xds package) asks for a Listener named after
+// the dial target's host ("xds:///emr" asks for "emr"), whose API listener
+// names a RouteConfiguration; servers ask for the listener named by their
+// bootstrap's server_listener_resource_name_template.
+
+// proxylessClientListener is the API listener a gRPC client resolves.
+func proxylessClientListener(s *ir.Service) *listenerv3.Listener {
+	return &listenerv3.Listener{
+		Name: s.Name,
+		ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(httpConnectionManager(hcmOptions{
+			statPrefix: s.Name, rdsName: s.Name,
+		}))},
+	}
+}
+
+// proxylessRouteConfig routes a gRPC client's calls for a service.
+func proxylessRouteConfig(s *ir.Service) *routev3.RouteConfiguration {
+	return &routev3.RouteConfiguration{
+		Name: s.Name,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    s.Name,
+			Domains: []string{s.Name},
+			Routes:  []*routev3.Route{upstreamRoute(s, ir.ProxyProxyless)},
+		}},
+	}
+}
+
+// ProxylessServerListenerName is the listener a proxyless server at
+// host:port asks for.
+func ProxylessServerListenerName(host string, port int) string {
+	return ProxylessServerListenerPrefix + net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// proxylessServerListener lets an xds.NewGRPCServer serve: grpc-go only
+// accepts calls whose route has a non-forwarding action.
+func proxylessServerListener(m *ir.Mesh, s *ir.Service, in *registry.Instance) *listenerv3.Listener {
+	inline := &routev3.RouteConfiguration{
+		Name: "inbound|" + s.Name,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    "inbound|" + s.Name,
+			Domains: []string{"*"},
+			Routes: []*routev3.Route{{
+				Name:   "inbound|" + s.Name,
+				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_NonForwardingAction{NonForwardingAction: &routev3.NonForwardingAction{}},
+			}},
+		}},
+	}
+	return &listenerv3.Listener{
+		Name:    ProxylessServerListenerName(in.Address, in.Port),
+		Address: socketAddress(in.Address, in.Port),
+		FilterChains: []*listenerv3.FilterChain{{
+			Name:            "inbound|" + s.Name,
+			Filters:         []*listenerv3.Filter{hcmFilter(httpConnectionManager(hcmOptions{statPrefix: "inbound", inline: inline}))},
+			TransportSocket: downstreamTransportSocket(m, s),
+		}},
+		TrafficDirection: corev3Inbound,
+	}
+}

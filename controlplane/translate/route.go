@@ -1,0 +1,129 @@
+package translate
+
+import (
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"strings"
+
+	"medmesh/controlplane/ir"
+	"medmesh/registry"
+)
+
+// idempotentMethods may be retried after the upstream saw the request.
+const idempotentMethods = "GET|HEAD|OPTIONS|PUT|DELETE|TRACE"
+
+// outboundRouteConfig holds one virtual host per HTTP-family service,
+// reached through the sidecar's outbound HTTP listener by Host header.
+func outboundRouteConfig(m *ir.Mesh) *routev3.RouteConfiguration {
+	rc := &routev3.RouteConfiguration{Name: OutboundHTTPRoute}
+	for i := range m.Services {
+		s := &m.Services[i]
+		if !s.Protocol.IsHTTP() {
+			continue
+		}
+		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
+			Name:    s.Name,
+			Domains: []string{s.Name, s.Name + ".service.consul"},
+			Routes:  []*routev3.Route{upstreamRoute(s, ir.ProxyEnvoy)},
+		})
+	}
+	return rc
+}
+
+// upstreamRoute forwards every request of a service to its cluster with the
+// service's timeout and retry policy.
+func upstreamRoute(s *ir.Service, kind ir.ProxyKind) *routev3.Route {
+	action := &routev3.RouteAction{
+		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: s.Name},
+		RetryPolicy:      retryPolicy(s, kind),
+	}
+	switch {
+	case kind == ir.ProxyProxyless:
+		// grpc-go reads deadlines from max_stream_duration, not timeout.
+		if s.Route.Timeout > 0 {
+			action.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: dur(s.Route.Timeout)}
+		}
+	default:
+		action.Timeout = dur(s.Route.Timeout)
+		action.IdleTimeout = dur(s.Route.IdleTimeout)
+		if s.Protocol == registry.ProtocolGRPC {
+			// Honour a caller's shorter grpc-timeout, capped by ours.
+			action.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: dur(s.Route.Timeout)}
+		}
+		if s.Route.WebSocket {
+			action.UpgradeConfigs = []*routev3.RouteAction_UpgradeConfig{{UpgradeType: "websocket"}}
+		}
+	}
+	return &routev3.Route{
+		Name:   s.Name,
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Route{Route: action},
+	}
+}
+
+func retryPolicy(s *ir.Service, kind ir.ProxyKind) *routev3.RetryPolicy {
+	r := s.Route.Retry
+	if r.Attempts == 0 {
+		return nil
+	}
+	rp := &routev3.RetryPolicy{
+		RetryOn:    strings.Join(r.RetryOn, ","),
+		NumRetries: u32(r.Attempts),
+		RetryBackOff: &routev3.RetryPolicy_RetryBackOff{
+			BaseInterval: dur(r.BackoffBase),
+			MaxInterval:  dur(r.BackoffMax),
+		},
+	}
+	if kind == ir.ProxyProxyless {
+		// grpc-go understands only status-code conditions and no per-try
+		// timeout; the rest would be ignored, so leave it out.
+		rp.RetryOn = "unavailable"
+		return rp
+	}
+	rp.PerTryTimeout = dur(r.PerTryTimeout)
+	rp.RetriableStatusCodes = r.RetriableStatusCodes
+	// Retry on another instance than the one that just failed.
+	rp.RetryHostPredicate = []*routev3.RetryPolicy_RetryHostPredicate{{
+		Name:       "envoy.retry_host_predicates.previous_hosts",
+		ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(&previoushostsv3.PreviousHostsPredicate{})},
+	}}
+	rp.HostSelectionRetryMaxAttempts = 3
+	if r.IdempotentOnly {
+		rp.RetriableRequestHeaders = []*routev3.HeaderMatcher{{
+			Name: ":method",
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: idempotentMethods}},
+			}},
+		}}
+	}
+	return rp
+}
+
+// inboundRouteConfig sends everything that reaches the inbound listener to
+// the local application. Later policies (authorization, PHI tagging) attach
+// per route here, which is why it is a route and not a tcp_proxy.
+func inboundRouteConfig(s *ir.Service) *routev3.RouteConfiguration {
+	action := &routev3.RouteAction{
+		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: LocalAppCluster},
+		// The caller's sidecar owns the deadline; the inbound side only
+		// bounds idle streams so a dead caller frees the application.
+		Timeout:     dur(0),
+		IdleTimeout: dur(s.Route.IdleTimeout),
+	}
+	if s.Route.WebSocket {
+		action.UpgradeConfigs = []*routev3.RouteAction_UpgradeConfig{{UpgradeType: "websocket"}}
+	}
+	return &routev3.RouteConfiguration{
+		Name: InboundRoute,
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    "inbound|" + s.Name,
+			Domains: []string{"*"},
+			Routes: []*routev3.Route{{
+				Name:   "inbound|" + s.Name,
+				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: action},
+			}},
+		}},
+	}
+}

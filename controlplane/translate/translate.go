@@ -1,0 +1,206 @@
+// Package translate turns the IR into Envoy xDS resources. It is a pure
+// function of its inputs: no I/O, no clocks, no globals, so golden tests pin
+// its output byte for byte. Each Envoy feature lives in its own file.
+//
+// Translation is split in two so that a mesh of thousands of proxies stays
+// cheap: Shared builds what every proxy of a kind receives (upstream
+// clusters, endpoints, outbound routes) once per mesh change, and ForProxy
+// adds the few resources that belong to one proxy (its inbound side).
+package translate
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"medmesh/controlplane/ir"
+)
+
+// Resource names. "|" cannot appear in a DNS-compatible service name, so
+// medmesh's own names never collide with a service's.
+const (
+	OutboundHTTPListener = "outbound_http"
+	OutboundHTTPRoute    = "outbound_http"
+	InboundListener      = "inbound"
+	InboundRoute         = "inbound"
+	LocalAppCluster      = "inbound|local_app"
+	// OutboundHTTPPort is where applications beside an Envoy sidecar send
+	// plain HTTP for mesh services (until traffic redirection lands).
+	OutboundHTTPPort = 15001
+	// ProxylessServerListenerPrefix is the prefix of the
+	// server_listener_resource_name_template in proxyless bootstraps.
+	ProxylessServerListenerPrefix = "medmesh/inbound/"
+)
+
+// OutboundTCPListener names the local listener for a TCP service.
+func OutboundTCPListener(service string) string { return "outbound_tcp|" + service }
+
+// Resources are the xDS resources for one proxy, or the shared part of
+// them, grouped by type and sorted by name.
+type Resources struct {
+	Listeners []types.Resource
+	Routes    []types.Resource
+	Clusters  []types.Resource
+	Endpoints []types.Resource
+	Secrets   []types.Resource
+	// Warnings are operator-visible problems that did not stop translation
+	// (e.g. two TCP services claiming one local port).
+	Warnings []string
+}
+
+// ByType returns the resources keyed by xDS type URL.
+func (r *Resources) ByType() map[resource.Type][]types.Resource {
+	return map[resource.Type][]types.Resource{
+		resource.ListenerType: r.Listeners,
+		resource.RouteType:    r.Routes,
+		resource.ClusterType:  r.Clusters,
+		resource.EndpointType: r.Endpoints,
+		resource.SecretType:   r.Secrets,
+	}
+}
+
+// validator is implemented by every generated Envoy message.
+type validator interface{ ValidateAll() error }
+
+// Validate runs Envoy's own proto validation (ValidateAll) on every
+// resource and returns every failure, each naming the resource.
+func (r *Resources) Validate() error {
+	var errs []error
+	for typ, rs := range r.ByType() {
+		for _, res := range rs {
+			v, ok := res.(validator)
+			if !ok {
+				errs = append(errs, fmt.Errorf("%s: %T has no validation", typ, res))
+				continue
+			}
+			if err := v.ValidateAll(); err != nil {
+				errs = append(errs, fmt.Errorf("%s %q: %w", shortType(typ), name(res), err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Resources) sort() {
+	for _, rs := range [][]types.Resource{r.Listeners, r.Routes, r.Clusters, r.Endpoints, r.Secrets} {
+		sort.Slice(rs, func(i, j int) bool { return name(rs[i]) < name(rs[j]) })
+	}
+}
+
+// Merge returns shared plus per-proxy resources as one set.
+func Merge(a, b *Resources) *Resources {
+	out := &Resources{
+		Listeners: append(append([]types.Resource{}, a.Listeners...), b.Listeners...),
+		Routes:    append(append([]types.Resource{}, a.Routes...), b.Routes...),
+		Clusters:  append(append([]types.Resource{}, a.Clusters...), b.Clusters...),
+		Endpoints: append(append([]types.Resource{}, a.Endpoints...), b.Endpoints...),
+		Secrets:   append(append([]types.Resource{}, a.Secrets...), b.Secrets...),
+		Warnings:  append(append([]string{}, a.Warnings...), b.Warnings...),
+	}
+	out.sort()
+	return out
+}
+
+// SharedSet is what Shared returns: the common resources per proxy kind.
+type SharedSet struct {
+	Envoy     *Resources
+	Proxyless *Resources
+	// Endpoints are the same for every kind of proxy; the xDS layer serves
+	// them from one shared cache so an endpoint change costs one update,
+	// not one per proxy.
+	Endpoints []types.Resource
+}
+
+// Shared translates everything that all proxies of a kind have in common.
+func Shared(m *ir.Mesh) *SharedSet {
+	s := &SharedSet{Envoy: &Resources{}, Proxyless: &Resources{}}
+	s.Envoy.Routes = append(s.Envoy.Routes, outboundRouteConfig(m))
+	s.Envoy.Listeners = append(s.Envoy.Listeners, outboundHTTPListener())
+	tcp, warns := outboundTCPListeners(m)
+	s.Envoy.Listeners = append(s.Envoy.Listeners, tcp...)
+	s.Envoy.Warnings = warns
+	for i := range m.Services {
+		svc := &m.Services[i]
+		s.Endpoints = append(s.Endpoints, loadAssignment(svc))
+		s.Envoy.Clusters = append(s.Envoy.Clusters, upstreamCluster(m, svc, ir.ProxyEnvoy))
+		s.Proxyless.Clusters = append(s.Proxyless.Clusters, upstreamCluster(m, svc, ir.ProxyProxyless))
+		if svc.Protocol.IsHTTP() {
+			s.Proxyless.Listeners = append(s.Proxyless.Listeners, proxylessClientListener(svc))
+			s.Proxyless.Routes = append(s.Proxyless.Routes, proxylessRouteConfig(svc))
+		}
+	}
+	s.Envoy.sort()
+	s.Proxyless.sort()
+	sort.Slice(s.Endpoints, func(i, j int) bool { return name(s.Endpoints[i]) < name(s.Endpoints[j]) })
+	return s
+}
+
+// ForProxy translates the resources that belong to one proxy alone.
+func ForProxy(m *ir.Mesh, p *ir.Proxy) *Resources {
+	r := &Resources{}
+	svc, ok := m.Service(p.Service)
+	if !ok || p.Instance == nil {
+		// An outbound-only client (or an instance not registered yet):
+		// it may call services but serves nothing.
+		return r
+	}
+	switch p.Kind {
+	case ir.ProxyProxyless:
+		if svc.Protocol.IsHTTP() {
+			r.Listeners = append(r.Listeners, proxylessServerListener(m, svc, p.Instance))
+		}
+	default:
+		r.Listeners = append(r.Listeners, inboundListener(m, svc, p.Instance))
+		r.Clusters = append(r.Clusters, localAppCluster(svc, p.Instance))
+		if svc.Protocol.IsHTTP() {
+			r.Routes = append(r.Routes, inboundRouteConfig(svc))
+		}
+	}
+	r.sort()
+	return r
+}
+
+// Translate is the whole translation for one proxy: shared plus its own
+// resources, endpoints included. Golden tests and /debug/config use it.
+func Translate(m *ir.Mesh, p *ir.Proxy) *Resources {
+	sh := Shared(m)
+	base := sh.Envoy
+	if p.Kind == ir.ProxyProxyless {
+		base = sh.Proxyless
+	}
+	out := Merge(base, ForProxy(m, p))
+	out.Endpoints = append(out.Endpoints, sh.Endpoints...)
+	out.sort()
+	return out
+}
+
+func name(r types.Resource) string {
+	type named interface{ GetName() string }
+	type clusterNamed interface{ GetClusterName() string }
+	switch v := r.(type) {
+	case clusterNamed:
+		return v.GetClusterName()
+	case named:
+		return v.GetName()
+	}
+	return ""
+}
+
+func shortType(t resource.Type) string {
+	switch t {
+	case resource.ListenerType:
+		return "listener"
+	case resource.RouteType:
+		return "route"
+	case resource.ClusterType:
+		return "cluster"
+	case resource.EndpointType:
+		return "endpoints"
+	case resource.SecretType:
+		return "secret"
+	}
+	return t
+}

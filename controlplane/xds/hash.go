@@ -1,0 +1,76 @@
+package xds
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"sort"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/proto"
+)
+
+// Hashed is a resource with the content hash of its deterministic
+// encoding. Resources are immutable once hashed: the same pointer is shared
+// by every proxy's snapshot.
+type Hashed struct {
+	Name     string
+	Resource types.Resource
+	Hash     string
+}
+
+// HashResource returns a content hash of a resource.
+func HashResource(r types.Resource) (string, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:12]), nil
+}
+
+// HashAll hashes resources, naming each.
+func HashAll(rs []types.Resource) ([]Hashed, error) {
+	out := make([]Hashed, 0, len(rs))
+	for _, r := range rs {
+		h, err := HashResource(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Hashed{Name: resourceName(r), Resource: r, Hash: h})
+	}
+	return out, nil
+}
+
+// setVersion is the version of a whole set of resources of one type: a hash
+// of their names and content hashes. Equal content gives an equal version
+// across restarts, so a restarted control plane pushes nothing new.
+func setVersion(items []Hashed) string {
+	sorted := append([]Hashed(nil), items...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	h := sha256.New()
+	for _, it := range sorted {
+		h.Write([]byte(it.Name))
+		h.Write([]byte{0})
+		h.Write([]byte(it.Hash))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+func resourceName(r types.Resource) string {
+	type clusterNamed interface{ GetClusterName() string }
+	type named interface{ GetName() string }
+	switch v := r.(type) {
+	case clusterNamed:
+		return v.GetClusterName()
+	case named:
+		return v.GetName()
+	}
+	return ""
+}
+
+// Fingerprint is a short content hash of b.
+func Fingerprint(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:12])
+}

@@ -1,0 +1,314 @@
+// Package xds serves medmesh's configuration to proxies over ADS, both
+// state-of-the-world and delta, using go-control-plane's caches and server
+// as they are. Endpoints, which change most, live in one LinearCache shared
+// by every proxy; everything else is a per-proxy snapshot, versioned by
+// content hash.
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"medmesh/controlplane/ir"
+)
+
+// ErrInconsistent means a snapshot referenced resources it does not hold.
+var ErrInconsistent = errors.New("inconsistent snapshot")
+
+// Server is the ADS server with its caches.
+type Server struct {
+	log       *slog.Logger
+	envoy     cache.SnapshotCache // ADS semantics: Envoy asks for everything it was given
+	proxyless cache.SnapshotCache // grpc-go asks for single resources by name
+	endpoints *cache.LinearCache
+	xds       server.Server
+	tracker   *Tracker
+	metrics   *Metrics
+
+	mu        sync.Mutex
+	epHashes  map[string]string // endpoint resource name -> content hash
+	published map[string]*Published
+}
+
+// Published is what was last published for one proxy.
+type Published struct {
+	Proxy    ir.Proxy
+	Versions map[string]string // type URL -> version
+	At       time.Time
+	snapshot *cache.Snapshot
+}
+
+// New creates the caches and the go-control-plane server.
+func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) *Server {
+	m := NewMetrics(reg)
+	s := &Server{
+		log:       log,
+		envoy:     cache.NewSnapshotCache(true, cache.IDHash{}, logAdapter{log}),
+		proxyless: cache.NewSnapshotCache(false, cache.IDHash{}, logAdapter{log}),
+		// A per-process version prefix: a proxy that reconnects after a
+		// restart never mistakes a new counter for the one it holds.
+		endpoints: cache.NewLinearCache(resource.EndpointType,
+			cache.WithVersionPrefix(strconv.FormatInt(time.Now().UnixNano(), 36)+"-"),
+			cache.WithLogger(logAdapter{log})),
+		tracker:   NewTracker(m),
+		metrics:   m,
+		epHashes:  map[string]string{},
+		published: map[string]*Published{},
+	}
+	mux := &cache.MuxCache{
+		Classify: func(r *cache.Request) string {
+			return classify(r.GetTypeUrl(), ProxyKindOf(r.GetNode()))
+		},
+		ClassifyDelta: func(r *cache.DeltaRequest) string {
+			return classify(r.GetTypeUrl(), ProxyKindOf(r.GetNode()))
+		},
+		Caches: map[string]cache.Cache{"eds": s.endpoints, "envoy": s.envoy, "proxyless": s.proxyless},
+	}
+	s.xds = server.NewServer(ctx, mux, s.tracker)
+	return s
+}
+
+func classify(typeURL string, kind ir.ProxyKind) string {
+	if typeURL == resource.EndpointType {
+		return "eds"
+	}
+	if kind == ir.ProxyProxyless {
+		return "proxyless"
+	}
+	return "envoy"
+}
+
+// Register adds the ADS services (and the per-type services, for clients
+// that do not aggregate) to a gRPC server.
+func (s *Server) Register(g *grpc.Server) {
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(g, s.xds)
+	clusterservice.RegisterClusterDiscoveryServiceServer(g, s.xds)
+	routeservice.RegisterRouteDiscoveryServiceServer(g, s.xds)
+	listenerservice.RegisterListenerDiscoveryServiceServer(g, s.xds)
+	secretservice.RegisterSecretDiscoveryServiceServer(g, s.xds)
+}
+
+// Tracker returns the connection and ACK/NACK tracker.
+func (s *Server) Tracker() *Tracker { return s.tracker }
+
+// PublishEndpoints replaces the shared endpoint set. Only assignments whose
+// content changed are updated, so proxies hear only of real changes.
+// Call it before PublishProxy when clusters are added (make before break)
+// and use PruneEndpoints after, when clusters are removed.
+func (s *Server) PublishEndpoints(eps []Hashed) (updated int, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	toUpdate := map[string]types.Resource{}
+	for _, e := range eps {
+		if s.epHashes[e.Name] == e.Hash {
+			continue
+		}
+		toUpdate[e.Name] = e.Resource
+	}
+	if len(toUpdate) == 0 {
+		return 0, nil
+	}
+	if err := s.endpoints.UpdateResources(toUpdate, nil); err != nil {
+		return 0, fmt.Errorf("updating endpoints: %w", err)
+	}
+	for _, e := range eps {
+		s.epHashes[e.Name] = e.Hash
+	}
+	s.metrics.endpointSets.Add(float64(len(toUpdate)))
+	return len(toUpdate), nil
+}
+
+// PruneEndpoints removes endpoint assignments not in keep.
+func (s *Server) PruneEndpoints(keep []Hashed) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want := make(map[string]bool, len(keep))
+	for _, e := range keep {
+		want[e.Name] = true
+	}
+	var del []string
+	for name := range s.epHashes {
+		if !want[name] {
+			del = append(del, name)
+		}
+	}
+	if len(del) == 0 {
+		return nil
+	}
+	for _, n := range del {
+		delete(s.epHashes, n)
+	}
+	return s.endpoints.UpdateResources(nil, del)
+}
+
+// endpointNames lists the endpoint assignments currently served.
+func (s *Server) endpointNames() map[string]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]bool, len(s.epHashes))
+	for n := range s.epHashes {
+		out[n] = true
+	}
+	return out
+}
+
+// ProxyResources are a proxy's hashed resources by type URL, endpoints
+// excluded (they are shared).
+type ProxyResources map[resource.Type][]Hashed
+
+// PublishProxy builds a snapshot for one proxy and sets it, unless every
+// type's version equals what the proxy already has. The snapshot is checked
+// first: every referenced route and endpoint assignment must exist. A
+// snapshot that fails is not published; the proxy keeps its last good one.
+func (s *Server) PublishProxy(ctx context.Context, p ir.Proxy, res ProxyResources) (changed bool, err error) {
+	versions := map[string]string{}
+	snap := &cache.Snapshot{VersionMap: map[string]map[string]string{}}
+	for _, typ := range []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.SecretType} {
+		items := res[typ]
+		v := setVersion(items)
+		versions[typ] = v
+		byName := make(map[string]types.ResourceWithTTL, len(items))
+		vm := make(map[string]string, len(items))
+		for _, it := range items {
+			byName[it.Name] = types.ResourceWithTTL{Resource: it.Resource}
+			vm[it.Name] = it.Hash
+		}
+		snap.Resources[cache.GetResponseType(typ)] = cache.Resources{Version: v, Items: byName}
+		// Filled here from hashes computed once per shared resource, so the
+		// delta server never re-marshals the same cluster per proxy.
+		snap.VersionMap[typ] = vm
+	}
+	if err := s.consistent(snap); err != nil {
+		s.metrics.snapshotFails.Inc()
+		return false, fmt.Errorf("proxy %q: %w", p.ID, err)
+	}
+
+	s.mu.Lock()
+	prev := s.published[p.ID]
+	s.mu.Unlock()
+	if prev != nil && equalVersions(prev.Versions, versions) {
+		return false, nil
+	}
+	c := s.envoy
+	if p.Kind == ir.ProxyProxyless {
+		c = s.proxyless
+	}
+	if err := c.SetSnapshot(ctx, p.ID, snap); err != nil {
+		s.metrics.snapshotFails.Inc()
+		return false, fmt.Errorf("proxy %q: setting snapshot: %w", p.ID, err)
+	}
+	s.metrics.snapshots.Inc()
+	s.mu.Lock()
+	s.published[p.ID] = &Published{Proxy: p, Versions: versions, At: time.Now(), snapshot: snap}
+	s.mu.Unlock()
+	return true, nil
+}
+
+// consistent checks references like cache.Snapshot.Consistent, with the
+// endpoints taken from the shared endpoint cache.
+func (s *Server) consistent(snap *cache.Snapshot) error {
+	refs := cache.GetAllResourceReferences(snap.Resources)
+	routes := snap.Resources[cache.GetResponseType(resource.RouteType)].Items
+	for name := range refs[resource.RouteType] {
+		if _, ok := routes[name]; !ok {
+			return fmt.Errorf("%w: route %q is referenced but missing", ErrInconsistent, name)
+		}
+	}
+	for name := range routes {
+		if !refs[resource.RouteType][name] {
+			return fmt.Errorf("%w: route %q is not referenced by any listener", ErrInconsistent, name)
+		}
+	}
+	eps := s.endpointNames()
+	for name := range refs[resource.EndpointType] {
+		if !eps[name] {
+			return fmt.Errorf("%w: endpoints %q are referenced but missing", ErrInconsistent, name)
+		}
+	}
+	return nil
+}
+
+func equalVersions(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Forget drops a disconnected proxy's snapshot.
+func (s *Server) Forget(id string, kind ir.ProxyKind) {
+	s.mu.Lock()
+	delete(s.published, id)
+	s.mu.Unlock()
+	if kind == ir.ProxyProxyless {
+		s.proxyless.ClearSnapshot(id)
+	} else {
+		s.envoy.ClearSnapshot(id)
+	}
+}
+
+// PublishedFor returns what was last published for a proxy.
+func (s *Server) PublishedFor(id string) (*Published, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.published[id]
+	return p, ok
+}
+
+// Resources returns the resources last published for a proxy, endpoints
+// from the shared cache included.
+func (p *Published) Resources(s *Server) map[resource.Type][]types.Resource {
+	out := map[resource.Type][]types.Resource{}
+	for _, typ := range []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.SecretType} {
+		for _, r := range p.snapshot.GetResources(typ) {
+			out[typ] = append(out[typ], r)
+		}
+	}
+	eps := s.endpoints.GetResources()
+	refs := cache.GetAllResourceReferences(p.snapshot.Resources)
+	for name := range refs[resource.EndpointType] {
+		if r, ok := eps[name]; ok {
+			out[resource.EndpointType] = append(out[resource.EndpointType], r)
+		}
+	}
+	return out
+}
+
+// logAdapter routes go-control-plane's logs to slog. Its debug output is
+// per request and too chatty for production, so it is dropped.
+type logAdapter struct{ l *slog.Logger }
+
+func (a logAdapter) Debugf(string, ...any) {}
+func (a logAdapter) Infof(f string, args ...any) {
+	a.l.Debug(fmt.Sprintf(f, args...), "component", "go-control-plane")
+}
+func (a logAdapter) Warnf(f string, args ...any) {
+	a.l.Debug(fmt.Sprintf(f, args...), "component", "go-control-plane")
+}
+func (a logAdapter) Errorf(f string, args ...any) {
+	a.l.Error(fmt.Sprintf(f, args...), "component", "go-control-plane")
+}

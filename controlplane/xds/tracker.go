@@ -1,0 +1,314 @@
+package xds
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
+
+	"medmesh/controlplane/ir"
+)
+
+// NodeMetaKind is the node metadata key by which a bootstrap declares the
+// proxy kind ("envoy" or "proxyless").
+const NodeMetaKind = "medmesh.proxy_kind"
+
+// NACK is a rejection reported by a proxy.
+type NACK struct {
+	TypeURL string    `json:"typeUrl"`
+	Version string    `json:"version"`
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+// TypeStatus is the sync state of one resource type for one proxy.
+type TypeStatus struct {
+	Sent  string `json:"sent,omitempty"`
+	Acked string `json:"acked,omitempty"`
+}
+
+// ProxyStatus is what the control plane knows of one connected proxy.
+type ProxyStatus struct {
+	ID          string                `json:"id"`
+	Service     string                `json:"service"`
+	Kind        ir.ProxyKind          `json:"kind"`
+	Transport   string                `json:"transport"` // sotw, delta or both
+	ConnectedAt time.Time             `json:"connectedAt"`
+	Types       map[string]TypeStatus `json:"types"`
+	LastNACK    *NACK                 `json:"lastNack,omitempty"`
+	NACKs       int                   `json:"nacks"`
+}
+
+type streamInfo struct {
+	delta  bool
+	node   string
+	nonces map[string]string // response nonce -> version sent with it
+}
+
+type proxyInfo struct {
+	status  ProxyStatus
+	streams map[int64]bool
+}
+
+// Tracker implements go-control-plane's server callbacks: it learns which
+// proxies are connected and records what each was sent, ACKed and NACKed.
+// Callbacks run on the gRPC stream goroutines, so it only records and
+// signals; the control loop reads the connected set when signalled
+// ("deliver latest": a burst of connects is one wake-up).
+type Tracker struct {
+	mu      sync.Mutex
+	streams map[int64]*streamInfo
+	proxies map[string]*proxyInfo
+	changed chan struct{}
+	metrics *Metrics
+	now     func() time.Time
+}
+
+var _ server.Callbacks = (*Tracker)(nil)
+
+// NewTracker returns an empty tracker.
+func NewTracker(m *Metrics) *Tracker {
+	return &Tracker{
+		streams: map[int64]*streamInfo{}, proxies: map[string]*proxyInfo{},
+		changed: make(chan struct{}, 1), metrics: m, now: time.Now,
+	}
+}
+
+// Changed is signalled when a proxy connects or disconnects.
+func (t *Tracker) Changed() <-chan struct{} { return t.changed }
+
+func (t *Tracker) signal() {
+	select {
+	case t.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Connected returns the proxies with at least one open stream.
+func (t *Tracker) Connected() []ir.Proxy {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]ir.Proxy, 0, len(t.proxies))
+	for _, p := range t.proxies {
+		out = append(out, ir.Proxy{ID: p.status.ID, Service: p.status.Service, Kind: p.status.Kind})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Statuses returns a copy of every connected proxy's status.
+func (t *Tracker) Statuses() []ProxyStatus {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]ProxyStatus, 0, len(t.proxies))
+	for _, p := range t.proxies {
+		s := p.status
+		s.Types = make(map[string]TypeStatus, len(p.status.Types))
+		for k, v := range p.status.Types {
+			s.Types[k] = v
+		}
+		if p.status.LastNACK != nil {
+			n := *p.status.LastNACK
+			s.LastNACK = &n
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// ProxyKindOf tells an Envoy from a proxyless gRPC client: by the
+// bootstrap's metadata, else by the user agent gRPC libraries send.
+func ProxyKindOf(n *corev3.Node) ir.ProxyKind {
+	if v := n.GetMetadata().GetFields()[NodeMetaKind].GetStringValue(); v != "" {
+		if v == string(ir.ProxyProxyless) {
+			return ir.ProxyProxyless
+		}
+		return ir.ProxyEnvoy
+	}
+	if strings.HasPrefix(strings.ToLower(n.GetUserAgentName()), "grpc") {
+		return ir.ProxyProxyless
+	}
+	return ir.ProxyEnvoy
+}
+
+func (t *Tracker) open(id int64, delta bool) error {
+	t.mu.Lock()
+	t.streams[id] = &streamInfo{delta: delta, nonces: map[string]string{}}
+	t.mu.Unlock()
+	return nil
+}
+
+func (t *Tracker) closed(id int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s, ok := t.streams[id]
+	if !ok {
+		return
+	}
+	delete(t.streams, id)
+	if p, ok := t.proxies[s.node]; ok {
+		delete(p.streams, id)
+		if len(p.streams) == 0 {
+			delete(t.proxies, s.node)
+			t.metrics.connected.Set(float64(len(t.proxies)))
+			t.signal()
+		}
+	}
+}
+
+// request records a request's node (the first one names it), and its ACK
+// or NACK of an earlier response. version is the version the request
+// acknowledges (SotW carries it; delta is looked up by nonce).
+func (t *Tracker) request(id int64, node *corev3.Node, typeURL, nonce, version string, errDetail string, hasErr bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s, ok := t.streams[id]
+	if !ok {
+		return
+	}
+	if s.node == "" && node.GetId() != "" {
+		s.node = node.GetId()
+		p, ok := t.proxies[s.node]
+		if !ok {
+			p = &proxyInfo{
+				status: ProxyStatus{
+					ID: node.GetId(), Service: node.GetCluster(), Kind: ProxyKindOf(node),
+					ConnectedAt: t.now(), Types: map[string]TypeStatus{},
+				},
+				streams: map[int64]bool{},
+			}
+			t.proxies[s.node] = p
+			t.metrics.connected.Set(float64(len(t.proxies)))
+			t.signal()
+		}
+		p.streams[id] = true
+		p.status.Transport = transportOf(t.streams, p.streams)
+	}
+	p, ok := t.proxies[s.node]
+	if !ok || nonce == "" {
+		return
+	}
+	sent, known := s.nonces[nonce]
+	if !known {
+		return
+	}
+	delete(s.nonces, nonce)
+	if version == "" {
+		version = sent
+	}
+	short := shortTypeName(typeURL)
+	if hasErr {
+		p.status.NACKs++
+		p.status.LastNACK = &NACK{TypeURL: typeURL, Version: sent, Message: errDetail, At: t.now()}
+		t.metrics.nacks.WithLabelValues(short).Inc()
+		return
+	}
+	ts := p.status.Types[short]
+	ts.Acked = version
+	p.status.Types[short] = ts
+	t.metrics.acks.WithLabelValues(short).Inc()
+}
+
+func (t *Tracker) response(id int64, typeURL, nonce, version string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s, ok := t.streams[id]
+	if !ok {
+		return
+	}
+	s.nonces[nonce] = version
+	if p, ok := t.proxies[s.node]; ok {
+		short := shortTypeName(typeURL)
+		ts := p.status.Types[short]
+		ts.Sent = version
+		p.status.Types[short] = ts
+		t.metrics.pushes.WithLabelValues(short).Inc()
+	}
+}
+
+func transportOf(streams map[int64]*streamInfo, ids map[int64]bool) string {
+	var sotw, delta bool
+	for id := range ids {
+		if s, ok := streams[id]; ok && s.delta {
+			delta = true
+		} else {
+			sotw = true
+		}
+	}
+	switch {
+	case sotw && delta:
+		return "both"
+	case delta:
+		return "delta"
+	}
+	return "sotw"
+}
+
+func shortTypeName(typeURL string) string {
+	if i := strings.LastIndex(typeURL, "."); i >= 0 {
+		switch typeURL[i+1:] {
+		case "Listener":
+			return "LDS"
+		case "RouteConfiguration":
+			return "RDS"
+		case "Cluster":
+			return "CDS"
+		case "ClusterLoadAssignment":
+			return "EDS"
+		case "Secret":
+			return "SDS"
+		}
+		return typeURL[i+1:]
+	}
+	return typeURL
+}
+
+// OnStreamOpen implements server.Callbacks.
+func (t *Tracker) OnStreamOpen(_ context.Context, id int64, _ string) error { return t.open(id, false) }
+
+// OnStreamClosed implements server.Callbacks.
+func (t *Tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+
+// OnDeltaStreamOpen implements server.Callbacks.
+func (t *Tracker) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
+	return t.open(id, true)
+}
+
+// OnDeltaStreamClosed implements server.Callbacks.
+func (t *Tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+
+// OnStreamRequest implements server.Callbacks.
+func (t *Tracker) OnStreamRequest(id int64, r *discoveryv3.DiscoveryRequest) error {
+	t.request(id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetVersionInfo(),
+		r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+	return nil
+}
+
+// OnStreamResponse implements server.Callbacks.
+func (t *Tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, r *discoveryv3.DiscoveryResponse) {
+	t.response(id, r.GetTypeUrl(), r.GetNonce(), r.GetVersionInfo())
+}
+
+// OnStreamDeltaRequest implements server.Callbacks.
+func (t *Tracker) OnStreamDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+	t.request(id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "",
+		r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+	return nil
+}
+
+// OnStreamDeltaResponse implements server.Callbacks.
+func (t *Tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, r *discoveryv3.DeltaDiscoveryResponse) {
+	t.response(id, r.GetTypeUrl(), r.GetNonce(), r.GetSystemVersionInfo())
+}
+
+// OnFetchRequest implements server.Callbacks; REST fetches are not served.
+func (t *Tracker) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) error { return nil }
+
+// OnFetchResponse implements server.Callbacks.
+func (t *Tracker) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}

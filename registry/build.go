@@ -1,0 +1,73 @@
+package registry
+
+import "fmt"
+
+// RawInstance is one instance as a source found it, before meta is parsed.
+type RawInstance struct {
+	ServiceName string
+	ID          string
+	Node        string
+	Address     string
+	Port        int
+	Health      Health
+	Weight      int
+	ServiceMeta map[string]string
+	NodeMeta    map[string]string
+}
+
+// BuildCatalog turns raw instances from any source into a normalized
+// Catalog. Service-level settings (kind, protocol, PHI, LB) come from the
+// instance with the lowest ID; instances that disagree are still served and
+// produce a Warning, because rolling upgrades legitimately change meta one
+// instance at a time.
+func BuildCatalog(raw []RawInstance) (*Catalog, []Warning) {
+	var warns []Warning
+	byName := map[string]*Service{}
+	var order []string
+	settingsOf := map[string]Settings{}
+	for _, r := range sortedRaw(raw) {
+		set, w := ParseMeta(r.ServiceName, r.ID, r.ServiceMeta, r.NodeMeta)
+		warns = append(warns, w...)
+		svc, ok := byName[r.ServiceName]
+		if !ok {
+			svc = &Service{
+				Name: r.ServiceName, Namespace: set.Namespace, Kind: set.Kind,
+				Protocol: set.Protocol, PHI: set.PHI, LB: set.LB,
+			}
+			byName[r.ServiceName] = svc
+			settingsOf[r.ServiceName] = set
+			order = append(order, r.ServiceName)
+		} else if first := settingsOf[r.ServiceName]; first.Kind != set.Kind || first.Protocol != set.Protocol ||
+			first.PHI != set.PHI || first.LB != set.LB {
+			warns = append(warns, Warning{Service: r.ServiceName, Instance: r.ID, Key: "medmesh-*",
+				Value: fmt.Sprintf("%s/%s/phi=%t/%s", set.Kind, set.Protocol, set.PHI, set.LB),
+				Used:  fmt.Sprintf("%s/%s/phi=%t/%s", first.Kind, first.Protocol, first.PHI, first.LB)})
+		}
+		weight := r.Weight
+		if weight <= 0 {
+			weight = 1
+		}
+		svc.Instances = append(svc.Instances, Instance{
+			ID: r.ID, Node: r.Node, Address: r.Address, Port: r.Port, Health: r.Health,
+			Weight: weight, Locality: set.Locality, AppPort: set.AppPort,
+		})
+	}
+	c := &Catalog{Services: make([]Service, 0, len(order))}
+	for _, name := range order {
+		c.Services = append(c.Services, *byName[name])
+	}
+	c.normalize()
+	return c, warns
+}
+
+func sortedRaw(raw []RawInstance) []RawInstance {
+	out := append([]RawInstance(nil), raw...)
+	// Sort by (service, ID) so "the instance with the lowest ID" is stable.
+	sortSlice(out, func(a, b RawInstance) bool {
+		if a.ServiceName != b.ServiceName {
+			return a.ServiceName < b.ServiceName
+		}
+		return a.ID < b.ID
+	})
+	return out
+}

@@ -1,0 +1,152 @@
+// Package registry holds the sources of clinical services and their
+// endpoints: a Consul agent watched with blocking queries, or a YAML catalog
+// file. Every source emits complete, immutable Catalog values; consumers
+// never see a half-updated catalog.
+package registry
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"sort"
+)
+
+// Kind is the clinical kind of a service (CONTRACT.md `medmesh-kind`).
+type Kind string
+
+// Kinds of clinical services.
+const (
+	KindEMR     Kind = "emr"
+	KindHIS     Kind = "his"
+	KindImaging Kind = "imaging"
+	KindVitals  Kind = "vitals"
+	KindWebRTC  Kind = "webrtc"
+	KindGeneric Kind = "generic"
+)
+
+// Protocol is the application protocol a service speaks (`medmesh-protocol`).
+type Protocol string
+
+// Protocols.
+const (
+	ProtocolHTTP  Protocol = "http"
+	ProtocolHTTP2 Protocol = "http2"
+	ProtocolGRPC  Protocol = "grpc"
+	ProtocolTCP   Protocol = "tcp"
+)
+
+// IsHTTP2 reports whether upstream connections must use HTTP/2.
+func (p Protocol) IsHTTP2() bool { return p == ProtocolHTTP2 || p == ProtocolGRPC }
+
+// IsHTTP reports whether the protocol is routed at layer 7.
+func (p Protocol) IsHTTP() bool { return p != ProtocolTCP }
+
+// LBPolicy is the load-balancing algorithm for a service (`medmesh-lb`).
+type LBPolicy string
+
+// Load-balancing policies.
+const (
+	LBRoundRobin   LBPolicy = "round_robin"
+	LBLeastRequest LBPolicy = "least_request"
+	LBRingHash     LBPolicy = "ring_hash"
+	LBMaglev       LBPolicy = "maglev"
+	LBRandom       LBPolicy = "random"
+)
+
+// Health is the health of one instance as the mesh sees it.
+type Health string
+
+// Health values. Critical instances are kept in the catalog (status pages
+// show them) but never sent to proxies.
+const (
+	HealthPassing  Health = "passing"
+	HealthWarning  Health = "warning"
+	HealthCritical Health = "critical"
+)
+
+// Locality places an instance for zone-aware routing and site residency.
+type Locality struct {
+	Region string `json:"region,omitempty"`
+	Zone   string `json:"zone,omitempty"`
+	Site   string `json:"site,omitempty"`
+}
+
+// Instance is one registered instance of a service.
+type Instance struct {
+	// ID is the Consul service ID; Envoy sidecars use it as node.id.
+	ID       string   `json:"id"`
+	Node     string   `json:"node,omitempty"`
+	Address  string   `json:"address"`
+	Port     int      `json:"port"`
+	Health   Health   `json:"health"`
+	Weight   int      `json:"weight"`
+	Locality Locality `json:"locality"`
+	// AppPort is where the local application listens behind an Envoy
+	// sidecar (meta `medmesh-app-port`); 0 means the instance port.
+	AppPort int `json:"appPort,omitempty"`
+}
+
+// Service is a named clinical service and all of its instances.
+type Service struct {
+	Name      string     `json:"name"`
+	Namespace string     `json:"namespace"`
+	Kind      Kind       `json:"kind"`
+	Protocol  Protocol   `json:"protocol"`
+	PHI       bool       `json:"phi"`
+	LB        LBPolicy   `json:"lb"`
+	Instances []Instance `json:"instances"`
+}
+
+// Catalog is a complete, immutable view of every service. Treat it as
+// read-only: sources build a new value on every change.
+type Catalog struct {
+	Services []Service `json:"services"`
+}
+
+// Service returns the named service.
+func (c *Catalog) Service(name string) (*Service, bool) {
+	i := sort.Search(len(c.Services), func(i int) bool { return c.Services[i].Name >= name })
+	if i < len(c.Services) && c.Services[i].Name == name {
+		return &c.Services[i], true
+	}
+	return nil, false
+}
+
+// Instance finds an instance by its service ID.
+func (c *Catalog) Instance(id string) (*Service, *Instance, bool) {
+	for si := range c.Services {
+		s := &c.Services[si]
+		for ii := range s.Instances {
+			if s.Instances[ii].ID == id {
+				return s, &s.Instances[ii], true
+			}
+		}
+	}
+	return nil, nil, false
+}
+
+// InstanceCount is the number of instances across all services.
+func (c *Catalog) InstanceCount() int {
+	n := 0
+	for _, s := range c.Services {
+		n += len(s.Instances)
+	}
+	return n
+}
+
+// Hash is a content hash of the catalog, stable across sources and runs.
+func (c *Catalog) Hash() string {
+	b, _ := json.Marshal(c) // plain structs: cannot fail
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// normalize sorts services and instances so equal catalogs compare and hash
+// equal whatever order the source listed them in.
+func (c *Catalog) normalize() {
+	sort.Slice(c.Services, func(i, j int) bool { return c.Services[i].Name < c.Services[j].Name })
+	for i := range c.Services {
+		inst := c.Services[i].Instances
+		sort.Slice(inst, func(a, b int) bool { return inst[a].ID < inst[b].ID })
+	}
+}

@@ -1,0 +1,218 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// FileCatalog is the YAML catalog format, for sites that run without Consul
+// and for the embedded default.
+//
+//	services:
+//	- name: emr
+//	  kind: emr            # emr his imaging vitals webrtc generic
+//	  protocol: grpc       # http http2 grpc tcp
+//	  lb: least_request    # round_robin least_request ring_hash maglev random
+//	  instances:
+//	  - id: emr-1
+//	    address: 10.0.0.5
+//	    port: 9001
+//	    health: passing    # passing warning critical
+//	    locality: {region: north, zone: a, site: st-marys}
+type FileCatalog struct {
+	Services []FileService `json:"services"`
+}
+
+// FileService is one service in a catalog file.
+type FileService struct {
+	Name      string         `json:"name"`
+	Namespace string         `json:"namespace,omitempty"`
+	Kind      string         `json:"kind,omitempty"`
+	Protocol  string         `json:"protocol,omitempty"`
+	PHI       *bool          `json:"phi,omitempty"`
+	LB        string         `json:"lb,omitempty"`
+	Instances []FileInstance `json:"instances"`
+}
+
+// FileInstance is one instance in a catalog file.
+type FileInstance struct {
+	ID       string   `json:"id"`
+	Node     string   `json:"node,omitempty"`
+	Address  string   `json:"address"`
+	Port     int      `json:"port"`
+	Health   string   `json:"health,omitempty"`
+	Weight   int      `json:"weight,omitempty"`
+	AppPort  int      `json:"appPort,omitempty"`
+	Locality Locality `json:"locality,omitempty"`
+}
+
+// ParseCatalogFile parses and validates a YAML catalog. Errors name the
+// file, the service and the field; unknown fields are errors, so a typo
+// never silently becomes a default.
+func ParseCatalogFile(name string, data []byte) (*Catalog, error) {
+	var fc FileCatalog
+	if err := yaml.UnmarshalStrict(data, &fc); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	var errs []error
+	var raw []RawInstance
+	seenSvc := map[string]bool{}
+	seenID := map[string]bool{}
+	for i, s := range fc.Services {
+		where := fmt.Sprintf("%s: services[%d]", name, i)
+		if s.Name != "" {
+			where = fmt.Sprintf("%s: service %q", name, s.Name)
+		}
+		fail := func(field, format string, args ...any) {
+			errs = append(errs, fmt.Errorf("%s: %s: %s", where, field, fmt.Sprintf(format, args...)))
+		}
+		if s.Name == "" {
+			fail("name", "required")
+		} else if seenSvc[s.Name] {
+			fail("name", "duplicate service")
+		}
+		seenSvc[s.Name] = true
+		meta := map[string]string{}
+		check := func(field, key, v string, ok func(string) bool) {
+			if v == "" {
+				return
+			}
+			if !ok(v) {
+				fail(field, "unknown value %q", v)
+				return
+			}
+			meta[key] = v
+		}
+		check("kind", MetaKind, s.Kind, func(v string) bool { _, w := ParseMeta("", "", map[string]string{MetaKind: v}, nil); return w == nil })
+		check("protocol", MetaProtocol, s.Protocol, func(v string) bool {
+			_, w := ParseMeta("", "", map[string]string{MetaProtocol: v}, nil)
+			return w == nil
+		})
+		check("lb", MetaLB, s.LB, func(v string) bool { _, w := ParseMeta("", "", map[string]string{MetaLB: v}, nil); return w == nil })
+		if s.PHI != nil {
+			meta[MetaPHI] = strconv.FormatBool(*s.PHI)
+		}
+		if s.Namespace != "" {
+			meta[MetaNS] = s.Namespace
+		}
+		for j, in := range s.Instances {
+			iw := fmt.Sprintf("instances[%d]", j)
+			if in.ID == "" {
+				fail(iw+".id", "required")
+			} else if seenID[in.ID] {
+				fail(iw+".id", "duplicate instance id %q", in.ID)
+			}
+			seenID[in.ID] = true
+			if net.ParseIP(in.Address) == nil {
+				fail(iw+".address", "%q is not an IP address", in.Address)
+			}
+			if in.Port <= 0 || in.Port > 65535 {
+				fail(iw+".port", "%d is not a port", in.Port)
+			}
+			h := Health(in.Health)
+			switch h {
+			case "":
+				h = HealthPassing
+			case HealthPassing, HealthWarning, HealthCritical:
+			default:
+				fail(iw+".health", "unknown value %q", in.Health)
+			}
+			if in.Weight < 0 {
+				fail(iw+".weight", "must not be negative")
+			}
+			m := meta
+			if in.AppPort != 0 || in.Locality != (Locality{}) {
+				m = map[string]string{}
+				for k, v := range meta {
+					m[k] = v
+				}
+				if in.AppPort != 0 {
+					m[MetaAppPort] = strconv.Itoa(in.AppPort)
+				}
+				m[MetaRegion], m[MetaZone], m[MetaSite] = in.Locality.Region, in.Locality.Zone, in.Locality.Site
+			}
+			raw = append(raw, RawInstance{
+				ServiceName: s.Name, ID: in.ID, Node: in.Node, Address: in.Address, Port: in.Port,
+				Health: h, Weight: in.Weight, ServiceMeta: m,
+			})
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	cat, _ := BuildCatalog(raw)
+	return cat, nil
+}
+
+// File is a catalog source backed by a YAML file. It polls the file (edge
+// nodes run without inotify-friendly volumes often enough that polling is
+// the dependable choice) and keeps the last valid catalog when an edit is
+// invalid.
+type File struct {
+	Path     string
+	Interval time.Duration
+	Logger   *slog.Logger
+
+	mu     sync.Mutex
+	status SourceStatus
+}
+
+// Name identifies the source in logs and status.
+func (f *File) Name() string { return "file:" + f.Path }
+
+// Status returns the source's current status.
+func (f *File) Status() SourceStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.status
+}
+
+// Run reads the file now and on every change until ctx ends.
+func (f *File) Run(ctx context.Context, out chan *Catalog) error {
+	log := f.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	interval := f.Interval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	var last []byte
+	for {
+		data, err := os.ReadFile(f.Path)
+		if err == nil && !bytes.Equal(data, last) {
+			var cat *Catalog
+			cat, err = ParseCatalogFile(f.Path, data)
+			if err == nil {
+				last = data
+				SendLatest(out, cat)
+				f.mu.Lock()
+				f.status = SourceStatus{Synced: true, Services: len(cat.Services), LastChange: time.Now()}
+				f.mu.Unlock()
+			} else {
+				last = data // report a bad edit once, not every poll
+			}
+		}
+		if err != nil {
+			log.Error("catalog file rejected; keeping the last valid catalog", "err", err)
+			f.mu.Lock()
+			f.status.LastError, f.status.LastErrorAt = err.Error(), time.Now()
+			f.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+	}
+}
