@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
@@ -228,6 +230,16 @@ func (s *Server) PublishProxy(ctx context.Context, p ir.Proxy, res ProxyResource
 func (s *Server) consistent(snap *cache.Snapshot) error {
 	refs := cache.GetAllResourceReferences(snap.Resources)
 	routes := snap.Resources[cache.GetResponseType(resource.RouteType)].Items
+	// go-control-plane does not look inside API listeners (proxyless
+	// gRPC), so add their route references here.
+	for _, l := range snap.Resources[cache.GetResponseType(resource.ListenerType)].Items {
+		if name := apiListenerRoute(l.Resource); name != "" {
+			if refs[resource.RouteType] == nil {
+				refs[resource.RouteType] = map[string]bool{}
+			}
+			refs[resource.RouteType][name] = true
+		}
+	}
 	for name := range refs[resource.RouteType] {
 		if _, ok := routes[name]; !ok {
 			return fmt.Errorf("%w: route %q is referenced but missing", ErrInconsistent, name)
@@ -311,4 +323,17 @@ func (a logAdapter) Warnf(f string, args ...any) {
 }
 func (a logAdapter) Errorf(f string, args ...any) {
 	a.l.Error(fmt.Sprintf(f, args...), "component", "go-control-plane")
+}
+
+// apiListenerRoute returns the RDS name an API listener refers to.
+func apiListenerRoute(r types.Resource) string {
+	l, ok := r.(*listenerv3.Listener)
+	if !ok || l.GetApiListener() == nil {
+		return ""
+	}
+	h := &hcmv3.HttpConnectionManager{}
+	if err := l.GetApiListener().GetApiListener().UnmarshalTo(h); err != nil {
+		return ""
+	}
+	return h.GetRds().GetRouteConfigName()
 }

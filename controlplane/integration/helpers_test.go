@@ -1,0 +1,234 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/xds"
+
+	"medmesh/controlplane"
+	"medmesh/controlplane/bootstrap"
+	"medmesh/examples/clinical"
+	"medmesh/internal/consulagent"
+	"medmesh/internal/simproxy"
+	"medmesh/registry"
+)
+
+// testTimeout bounds every wait; conditions are polled or signalled, never
+// slept on.
+const testTimeout = 60 * time.Second
+
+func startConsul(t *testing.T, dev bool) *consulagent.Agent {
+	t.Helper()
+	a, err := consulagent.New(t.TempDir(), dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Stop() })
+	return a
+}
+
+// syncBuffer is a concurrency-safe log sink that tests can search.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type cpHandle struct {
+	cp     *controlplane.ControlPlane
+	logs   *syncBuffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (h *cpHandle) stop(t *testing.T) {
+	t.Helper()
+	h.cancel()
+	if err := <-h.done; err != nil {
+		t.Errorf("control plane: %v", err)
+	}
+}
+
+func (h *cpHandle) xdsAddr() string { return h.cp.XDSAddr().String() }
+
+func (h *cpHandle) adminURL() string { return "http://" + h.cp.AdminAddr().String() }
+
+type cpOption func(*controlplane.Options)
+
+func startControlPlane(t *testing.T, src controlplane.CatalogSource, opts ...cpOption) *cpHandle {
+	t.Helper()
+	logs := &syncBuffer{}
+	o := controlplane.Options{
+		Logger:    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Source:    src,
+		XDSListen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	cp, err := controlplane.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &cpHandle{cp: cp, logs: logs, cancel: cancel, done: make(chan error, 1)}
+	go func() { h.done <- cp.Run(ctx) }()
+	cp.XDSAddr() // wait until listening
+	t.Cleanup(func() {
+		cancel()
+		if t.Failed() {
+			t.Logf("control plane logs:\n%s", logs.String())
+		}
+	})
+	return h
+}
+
+func consulSource(a *consulagent.Agent) *registry.Consul {
+	return registry.NewConsul(registry.ConsulOptions{
+		Client: a.Client(), Coalesce: 20 * time.Millisecond,
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
+	})
+}
+
+// register registers a service instance with a TTL check in the given state.
+func register(t *testing.T, c *api.Client, svc, id string, port int, meta map[string]string, status string) {
+	t.Helper()
+	err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: id, Name: svc, Address: "127.0.0.1", Port: port, Meta: meta,
+		Check: &api.AgentServiceCheck{CheckID: checkID(id), TTL: "10m", Status: status},
+	})
+	if err != nil {
+		t.Fatalf("register %s: %v", id, err)
+	}
+}
+
+func checkID(id string) string { return "ttl-" + id }
+
+func setHealth(t *testing.T, c *api.Client, id, status string) {
+	t.Helper()
+	if err := c.Agent().UpdateTTL(checkID(id), "set by test", status); err != nil {
+		t.Fatalf("update check of %s: %v", id, err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	p, err := consulagent.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startXDSServer runs a proxyless xDS gRPC server for one instance.
+func startXDSServer(t *testing.T, xdsAddr, svc, id string, port int) *xds.GRPCServer {
+	t.Helper()
+	bs, err := bootstrap.Proxyless(bootstrap.Options{XDSAddress: xdsAddr, NodeID: id, Service: svc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := xds.NewGRPCServer(grpc.Creds(insecure.NewCredentials()), xds.BootstrapContentsForTesting(bs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clinical.Register(srv, &clinical.Server{Instance: id})
+	lis, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return srv
+}
+
+// dialXDS returns a proxyless client for xds:///<service>.
+func dialXDS(t *testing.T, xdsAddr, nodeID, target string) *grpc.ClientConn {
+	t.Helper()
+	bs, err := bootstrap.Proxyless(bootstrap.Options{XDSAddress: xdsAddr, NodeID: nodeID, Service: "client"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := xds.NewXDSResolverWithConfigForTesting(bs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(rb), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// eventually polls f until it returns nil or the test timeout passes.
+func eventually(t *testing.T, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(testTimeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
+	}
+	t.Fatalf("%s: not true after %s: %v", what, testTimeout, err)
+}
+
+// servedBy calls the service n times and returns which instances answered.
+func servedBy(ctx context.Context, cc *grpc.ClientConn, n int) (map[string]int, error) {
+	seen := map[string]int{}
+	for i := 0; i < n; i++ {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		inst, err := clinical.Fetch(cctx, cc, "Observation")
+		cancel()
+		if err != nil {
+			return seen, err
+		}
+		seen[inst]++
+	}
+	return seen, nil
+}
+
+func startSimProxy(t *testing.T, xdsAddr string, o simproxy.Options) *simproxy.Proxy {
+	t.Helper()
+	conn, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); conn.Close() })
+	p, err := simproxy.Start(ctx, conn, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func keys(m map[string]int) string { return fmt.Sprint(m) }
