@@ -62,12 +62,13 @@ func BuildCatalog(raw []RawInstance) (*Catalog, []Warning) {
 
 func sortedRaw(raw []RawInstance) []RawInstance {
 	out := append([]RawInstance(nil), raw...)
-	// Sort by (service, ID) so "the instance with the lowest ID" is stable.
+	// Sort by (service, ID, ...) so "the instance with the lowest ID" is stable.
 	sortSlice(out, func(a, b RawInstance) bool {
 		if a.ServiceName != b.ServiceName {
 			return a.ServiceName < b.ServiceName
 		}
-		return a.ID < b.ID
+		return instanceLess(&Instance{ID: a.ID, Node: a.Node, Address: a.Address, Port: a.Port},
+			&Instance{ID: b.ID, Node: b.Node, Address: b.Address, Port: b.Port})
 	})
 	return out
 }

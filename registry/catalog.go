@@ -147,6 +147,22 @@ func (c *Catalog) normalize() {
 	sort.Slice(c.Services, func(i, j int) bool { return c.Services[i].Name < c.Services[j].Name })
 	for i := range c.Services {
 		inst := c.Services[i].Instances
-		sort.Slice(inst, func(a, b int) bool { return inst[a].ID < inst[b].ID })
+		sort.Slice(inst, func(a, b int) bool { return instanceLess(&inst[a], &inst[b]) })
 	}
+}
+
+// instanceLess orders instances by ID, then by where they run: Consul IDs
+// are unique per agent only, so two nodes may both register "emr", and
+// their order must not depend on the order a source listed them in.
+func instanceLess(a, b *Instance) bool {
+	if a.ID != b.ID {
+		return a.ID < b.ID
+	}
+	if a.Node != b.Node {
+		return a.Node < b.Node
+	}
+	if a.Address != b.Address {
+		return a.Address < b.Address
+	}
+	return a.Port < b.Port
 }

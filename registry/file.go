@@ -3,6 +3,7 @@ package registry
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,9 +61,9 @@ type FileInstance struct {
 // file, the service and the field; unknown fields are errors, so a typo
 // never silently becomes a default.
 func ParseCatalogFile(name string, data []byte) (*Catalog, error) {
-	var fc FileCatalog
-	if err := yaml.UnmarshalStrict(data, &fc); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	fc, err := decodeCatalogFile(name, data)
+	if err != nil {
+		return nil, err
 	}
 	var errs []error
 	var raw []RawInstance
@@ -130,6 +131,9 @@ func ParseCatalogFile(name string, data []byte) (*Catalog, error) {
 			if in.Weight < 0 {
 				fail(iw+".weight", "must not be negative")
 			}
+			if in.AppPort < 0 || in.AppPort > 65535 {
+				fail(iw+".appPort", "%d is not a port", in.AppPort)
+			}
 			m := meta
 			if in.AppPort != 0 || in.Locality != (Locality{}) {
 				m = map[string]string{}
@@ -152,6 +156,36 @@ func ParseCatalogFile(name string, data []byte) (*Catalog, error) {
 	}
 	cat, _ := BuildCatalog(raw)
 	return cat, nil
+}
+
+// decodeCatalogFile decodes strictly one service at a time, so that an
+// unknown or mistyped field is reported with the service it is in, not
+// only with the file.
+func decodeCatalogFile(name string, data []byte) (FileCatalog, error) {
+	var top struct {
+		Services []json.RawMessage `json:"services"`
+	}
+	if err := yaml.UnmarshalStrict(data, &top); err != nil {
+		return FileCatalog{}, fmt.Errorf("%s: %w", name, err)
+	}
+	fc := FileCatalog{Services: make([]FileService, len(top.Services))}
+	var errs []error
+	for i, raw := range top.Services {
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&fc.Services[i]); err != nil {
+			var named struct {
+				Name string `json:"name"`
+			}
+			_ = json.Unmarshal(raw, &named) // best effort: only for the message
+			where := fmt.Sprintf("services[%d]", i)
+			if named.Name != "" {
+				where = fmt.Sprintf("service %q", named.Name)
+			}
+			errs = append(errs, fmt.Errorf("%s: %s: %w", name, where, err))
+		}
+	}
+	return fc, errors.Join(errs...)
 }
 
 // File is a catalog source backed by a YAML file. It polls the file (edge

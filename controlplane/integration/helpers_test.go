@@ -82,12 +82,16 @@ func (h *cpHandle) adminURL() string { return "http://" + h.cp.AdminAddr().Strin
 
 type cpOption func(*controlplane.Options)
 
-func startControlPlane(t *testing.T, src controlplane.CatalogSource, opts ...cpOption) *cpHandle {
+// sourceFunc makes a catalog source that logs to the control plane's log.
+type sourceFunc func(*slog.Logger) controlplane.CatalogSource
+
+func startControlPlane(t *testing.T, mk sourceFunc, opts ...cpOption) *cpHandle {
 	t.Helper()
 	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	o := controlplane.Options{
-		Logger:    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Source:    src,
+		Logger:    log,
+		Source:    mk(log),
 		XDSListen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
 	}
 	for _, f := range opts {
@@ -110,11 +114,13 @@ func startControlPlane(t *testing.T, src controlplane.CatalogSource, opts ...cpO
 	return h
 }
 
-func consulSource(a *consulagent.Agent) *registry.Consul {
-	return registry.NewConsul(registry.ConsulOptions{
-		Client: a.Client(), Coalesce: 20 * time.Millisecond,
-		BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
-	})
+func consulSource(a *consulagent.Agent) sourceFunc {
+	return func(log *slog.Logger) controlplane.CatalogSource {
+		return registry.NewConsul(registry.ConsulOptions{
+			Client: a.Client(), Coalesce: 20 * time.Millisecond, Logger: log,
+			BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
+		})
+	}
 }
 
 // register registers a service instance with a TTL check in the given state.
@@ -127,6 +133,9 @@ func register(t *testing.T, c *api.Client, svc, id string, port int, meta map[st
 	if err != nil {
 		t.Fatalf("register %s: %v", id, err)
 	}
+	// Report the status as a live workload does: Consul persists the state
+	// of TTL checks that were updated, so it survives an agent restart.
+	setHealth(t, c, id, status)
 }
 
 func checkID(id string) string { return "ttl-" + id }
@@ -216,9 +225,10 @@ func servedBy(ctx context.Context, cc *grpc.ClientConn, n int) (map[string]int, 
 	return seen, nil
 }
 
-func startSimProxy(t *testing.T, xdsAddr string, o simproxy.Options) *simproxy.Proxy {
+func startSimProxy(t *testing.T, xdsAddr string, o simproxy.Options, dialOpts ...grpc.DialOption) *simproxy.Proxy {
 	t.Helper()
-	conn, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	dialOpts = append(dialOpts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(xdsAddr, dialOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,13 @@ type ProxyStatus struct {
 	NACKs       int                   `json:"nacks"`
 }
 
+// streamKey identifies a stream: go-control-plane numbers SotW and delta
+// streams with separate counters, so an ID alone is ambiguous.
+type streamKey struct {
+	id    int64
+	delta bool
+}
+
 type streamInfo struct {
 	delta  bool
 	node   string
@@ -52,7 +59,7 @@ type streamInfo struct {
 
 type proxyInfo struct {
 	status  ProxyStatus
-	streams map[int64]bool
+	streams map[streamKey]bool
 }
 
 // Tracker implements go-control-plane's server callbacks: it learns which
@@ -62,7 +69,7 @@ type proxyInfo struct {
 // ("deliver latest": a burst of connects is one wake-up).
 type Tracker struct {
 	mu      sync.Mutex
-	streams map[int64]*streamInfo
+	streams map[streamKey]*streamInfo
 	proxies map[string]*proxyInfo
 	changed chan struct{}
 	metrics *Metrics
@@ -74,7 +81,7 @@ var _ server.Callbacks = (*Tracker)(nil)
 // NewTracker returns an empty tracker.
 func NewTracker(m *Metrics) *Tracker {
 	return &Tracker{
-		streams: map[int64]*streamInfo{}, proxies: map[string]*proxyInfo{},
+		streams: map[streamKey]*streamInfo{}, proxies: map[string]*proxyInfo{},
 		changed: make(chan struct{}, 1), metrics: m, now: time.Now,
 	}
 }
@@ -137,14 +144,14 @@ func ProxyKindOf(n *corev3.Node) ir.ProxyKind {
 	return ir.ProxyEnvoy
 }
 
-func (t *Tracker) open(id int64, delta bool) error {
+func (t *Tracker) open(id streamKey) error {
 	t.mu.Lock()
-	t.streams[id] = &streamInfo{delta: delta, nonces: map[string]string{}}
+	t.streams[id] = &streamInfo{delta: id.delta, nonces: map[string]string{}}
 	t.mu.Unlock()
 	return nil
 }
 
-func (t *Tracker) closed(id int64) {
+func (t *Tracker) closed(id streamKey) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s, ok := t.streams[id]
@@ -165,7 +172,9 @@ func (t *Tracker) closed(id int64) {
 // request records a request's node (the first one names it), and its ACK
 // or NACK of an earlier response. version is the version the request
 // acknowledges (SotW carries it; delta is looked up by nonce).
-func (t *Tracker) request(id int64, node *corev3.Node, typeURL, nonce, version string, errDetail string, hasErr bool) {
+//
+// It returns the version that was rejected, if the request is a NACK.
+func (t *Tracker) request(id streamKey, node *corev3.Node, typeURL, nonce, version string, errDetail string, hasErr bool) (rejected string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s, ok := t.streams[id]
@@ -173,6 +182,7 @@ func (t *Tracker) request(id int64, node *corev3.Node, typeURL, nonce, version s
 		return
 	}
 	if s.node == "" && node.GetId() != "" {
+		// The first request names the node; the proxy is connected.
 		s.node = node.GetId()
 		p, ok := t.proxies[s.node]
 		if !ok {
@@ -181,7 +191,7 @@ func (t *Tracker) request(id int64, node *corev3.Node, typeURL, nonce, version s
 					ID: node.GetId(), Service: node.GetCluster(), Kind: ProxyKindOf(node),
 					ConnectedAt: t.now(), Types: map[string]TypeStatus{},
 				},
-				streams: map[int64]bool{},
+				streams: map[streamKey]bool{},
 			}
 			t.proxies[s.node] = p
 			t.metrics.connected.Set(float64(len(t.proxies)))
@@ -192,11 +202,11 @@ func (t *Tracker) request(id int64, node *corev3.Node, typeURL, nonce, version s
 	}
 	p, ok := t.proxies[s.node]
 	if !ok || nonce == "" {
-		return
+		return ""
 	}
 	sent, known := s.nonces[nonce]
 	if !known {
-		return
+		return ""
 	}
 	delete(s.nonces, nonce)
 	if version == "" {
@@ -207,20 +217,26 @@ func (t *Tracker) request(id int64, node *corev3.Node, typeURL, nonce, version s
 		p.status.NACKs++
 		p.status.LastNACK = &NACK{TypeURL: typeURL, Version: sent, Message: errDetail, At: t.now()}
 		t.metrics.nacks.WithLabelValues(short).Inc()
-		return
+		return sent
 	}
 	ts := p.status.Types[short]
 	ts.Acked = version
 	p.status.Types[short] = ts
 	t.metrics.acks.WithLabelValues(short).Inc()
+	return ""
 }
 
-func (t *Tracker) response(id int64, typeURL, nonce, version string) {
+func (t *Tracker) response(id streamKey, typeURL, nonce, version string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	s, ok := t.streams[id]
 	if !ok {
 		return
+	}
+	if len(s.nonces) > 256 {
+		// A proxy answers every response; nonces it never answered belong
+		// to responses it superseded, so forgetting them loses nothing.
+		clear(s.nonces)
 	}
 	s.nonces[nonce] = version
 	if p, ok := t.proxies[s.node]; ok {
@@ -232,7 +248,7 @@ func (t *Tracker) response(id int64, typeURL, nonce, version string) {
 	}
 }
 
-func transportOf(streams map[int64]*streamInfo, ids map[int64]bool) string {
+func transportOf(streams map[streamKey]*streamInfo, ids map[streamKey]bool) string {
 	var sotw, delta bool
 	for id := range ids {
 		if s, ok := streams[id]; ok && s.delta {
@@ -270,41 +286,51 @@ func shortTypeName(typeURL string) string {
 }
 
 // OnStreamOpen implements server.Callbacks.
-func (t *Tracker) OnStreamOpen(_ context.Context, id int64, _ string) error { return t.open(id, false) }
+func (t *Tracker) OnStreamOpen(_ context.Context, id int64, _ string) error {
+	return t.open(streamKey{id, false})
+}
 
 // OnStreamClosed implements server.Callbacks.
-func (t *Tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+func (t *Tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{id, false}) }
 
 // OnDeltaStreamOpen implements server.Callbacks.
 func (t *Tracker) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
-	return t.open(id, true)
+	return t.open(streamKey{id, true})
 }
 
 // OnDeltaStreamClosed implements server.Callbacks.
-func (t *Tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(id) }
+func (t *Tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{id, true}) }
 
 // OnStreamRequest implements server.Callbacks.
 func (t *Tracker) OnStreamRequest(id int64, r *discoveryv3.DiscoveryRequest) error {
-	t.request(id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetVersionInfo(),
+	rejected := t.request(streamKey{id, false}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetVersionInfo(),
 		r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+	if rejected != "" {
+		// A SotW NACK carries the last version the proxy accepted. The
+		// snapshot cache would see it differ from the current snapshot and
+		// send the rejected config straight back, which the proxy rejects
+		// again, in a tight loop. Treat the rejected version as the
+		// proxy's, so the next push is the next change.
+		r.VersionInfo = rejected
+	}
 	return nil
 }
 
 // OnStreamResponse implements server.Callbacks.
 func (t *Tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, r *discoveryv3.DiscoveryResponse) {
-	t.response(id, r.GetTypeUrl(), r.GetNonce(), r.GetVersionInfo())
+	t.response(streamKey{id, false}, r.GetTypeUrl(), r.GetNonce(), r.GetVersionInfo())
 }
 
 // OnStreamDeltaRequest implements server.Callbacks.
 func (t *Tracker) OnStreamDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
-	t.request(id, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "",
+	t.request(streamKey{id, true}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "",
 		r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
 	return nil
 }
 
 // OnStreamDeltaResponse implements server.Callbacks.
 func (t *Tracker) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, r *discoveryv3.DeltaDiscoveryResponse) {
-	t.response(id, r.GetTypeUrl(), r.GetNonce(), r.GetSystemVersionInfo())
+	t.response(streamKey{id, true}, r.GetTypeUrl(), r.GetNonce(), r.GetSystemVersionInfo())
 }
 
 // OnFetchRequest implements server.Callbacks; REST fetches are not served.

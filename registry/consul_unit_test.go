@@ -1,0 +1,87 @@
+package registry
+
+import (
+	"testing"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Unit tests for the pure parts of the Consul source; the watch itself
+// runs against a real Consul agent in the integration tests.
+
+func TestRawFromEntry(t *testing.T) {
+	entry := func(addr string, checks ...*api.HealthCheck) *api.ServiceEntry {
+		return &api.ServiceEntry{
+			Node: &api.Node{Node: "ward-a", Address: "10.9.0.1", Meta: map[string]string{MetaRegion: "north"}},
+			Service: &api.AgentService{ID: "emr-1", Service: "emr", Address: addr, Port: 8080,
+				Weights: api.AgentWeights{Passing: 10, Warning: 2}, Meta: map[string]string{MetaKind: "emr"}},
+			Checks: checks,
+		}
+	}
+	check := func(id, status string) *api.HealthCheck { return &api.HealthCheck{CheckID: id, Status: status} }
+	tests := []struct {
+		name       string
+		e          *api.ServiceEntry
+		wantAddr   string
+		wantHealth Health
+		wantWeight int
+	}{
+		{"passing", entry("10.1.0.11", check("http", "passing")), "10.1.0.11", HealthPassing, 10},
+		{"no checks counts as passing", entry("10.1.0.11"), "10.1.0.11", HealthPassing, 10},
+		// Service address unset: Consul means "the node's address".
+		{"node address fallback", entry("", check("http", "passing")), "10.9.0.1", HealthPassing, 10},
+		{"warning uses the warning weight", entry("10.1.0.11", check("http", "passing"), check("disk", "warning")), "10.1.0.11", HealthWarning, 2},
+		{"critical", entry("10.1.0.11", check("http", "critical"), check("disk", "passing")), "10.1.0.11", HealthCritical, 10},
+		// An instance in maintenance must not receive traffic.
+		{"node maintenance is critical", entry("10.1.0.11", check("http", "passing"), check(api.NodeMaint, "critical")), "10.1.0.11", HealthCritical, 10},
+		{"service maintenance is critical", entry("10.1.0.11", check(api.ServiceMaintPrefix+"emr-1", "critical")), "10.1.0.11", HealthCritical, 10},
+		{"unknown status is critical", entry("10.1.0.11", check("http", "bogus")), "10.1.0.11", HealthCritical, 10},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := rawFromEntry(tt.e)
+			if r.Address != tt.wantAddr || r.Health != tt.wantHealth || r.Weight != tt.wantWeight {
+				t.Errorf("address %q health %q weight %d, want %q %q %d", r.Address, r.Health, r.Weight, tt.wantAddr, tt.wantHealth, tt.wantWeight)
+			}
+			if r.ServiceName != "emr" || r.ID != "emr-1" || r.Node != "ward-a" || r.Port != 8080 ||
+				r.ServiceMeta[MetaKind] != "emr" || r.NodeMeta[MetaRegion] != "north" {
+				t.Errorf("raw instance %+v", r)
+			}
+		})
+	}
+}
+
+func TestNextIndex(t *testing.T) {
+	tests := []struct {
+		prev, got, want uint64
+	}{
+		{0, 5, 5},
+		{5, 9, 9},
+		{9, 9, 9}, // timeout without change
+		{9, 3, 0}, // went backwards: agent restarted, start over
+		{9, 0, 0}, // never wait on index 0
+		{0, 0, 0},
+	}
+	for _, tt := range tests {
+		if got := nextIndex(tt.prev, tt.got); got != tt.want {
+			t.Errorf("nextIndex(%d, %d) = %d, want %d", tt.prev, tt.got, got, tt.want)
+		}
+	}
+}
+
+// A slow reader gets the newest value, never a stale one and never a
+// blocked sender.
+func TestSendLatest(t *testing.T) {
+	ch := make(chan int, 1)
+	SendLatest(ch, 1)
+	SendLatest(ch, 2)
+	SendLatest(ch, 3)
+	if got := <-ch; got != 3 {
+		t.Errorf("read %d, want 3", got)
+	}
+	select {
+	case v := <-ch:
+		t.Errorf("a second value %d was queued", v)
+	default:
+	}
+}
