@@ -2,6 +2,7 @@ package ir
 
 import (
 	"fmt"
+	"net"
 	"sort"
 
 	"medmesh/registry"
@@ -11,12 +12,15 @@ import (
 func Build(cat *registry.Catalog, d Defaults, trustDomain string) *Mesh {
 	m := &Mesh{TrustDomain: trustDomain, Services: make([]Service, 0, len(cat.Services))}
 	for i := range cat.Services {
-		m.Services = append(m.Services, buildService(&cat.Services[i], d))
+		svc, warns := buildService(&cat.Services[i], d)
+		m.Services = append(m.Services, svc)
+		m.Warnings = append(m.Warnings, warns...)
 	}
 	return m
 }
 
-func buildService(s *registry.Service, d Defaults) Service {
+func buildService(s *registry.Service, d Defaults) (Service, []string) {
+	var warns []string
 	out := Service{
 		Name: s.Name, Namespace: s.Namespace, Kind: s.Kind, Protocol: s.Protocol, PHI: s.PHI,
 		Port:           commonPort(s.Instances),
@@ -38,6 +42,13 @@ func buildService(s *registry.Service, d Defaults) Service {
 		if in.Health == registry.HealthCritical {
 			continue
 		}
+		if net.ParseIP(in.Address) == nil {
+			// Consul accepts host names; Envoy and grpc-go reject a whole
+			// endpoint assignment that holds one. Skip just this instance.
+			warns = append(warns, fmt.Sprintf("service %q instance %q: address %q is not an IP address; not routable",
+				s.Name, in.ID, in.Address))
+			continue
+		}
 		w := uint32(max(in.Weight, 1))
 		byLoc[in.Locality] = append(byLoc[in.Locality], Endpoint{
 			InstanceID: in.ID, Address: in.Address, Port: in.Port,
@@ -50,7 +61,7 @@ func buildService(s *registry.Service, d Defaults) Service {
 	sort.Slice(out.Localities, func(i, j int) bool {
 		return localityKey(out.Localities[i].Locality) < localityKey(out.Localities[j].Locality)
 	})
-	return out
+	return out, warns
 }
 
 func localityKey(l registry.Locality) string {

@@ -1,6 +1,7 @@
 package ir
 
 import (
+	"slices"
 	"time"
 
 	"medmesh/registry"
@@ -81,9 +82,9 @@ func (d Defaults) route(s *registry.Service) Route {
 		}
 	}
 	if s.Protocol == registry.ProtocolGRPC {
-		r.Retry.RetryOn = grpcRetryOn
+		r.Retry.RetryOn = slices.Clone(grpcRetryOn)
 	} else {
-		r.Retry.RetryOn = httpRetryOn
+		r.Retry.RetryOn = slices.Clone(httpRetryOn)
 		r.Retry.RetriableStatusCodes = []uint32{429}
 		r.Retry.IdempotentOnly = true
 	}

@@ -14,6 +14,9 @@ import (
 type Mesh struct {
 	TrustDomain string    `json:"trustDomain"`
 	Services    []Service `json:"services"` // sorted by name
+	// Warnings name what could not be used (e.g. an instance registered
+	// with a host name, which Envoy cannot take as an endpoint).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Service is one upstream service with its resolved traffic settings.

@@ -3,6 +3,7 @@ package ir
 import (
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -254,5 +255,23 @@ func TestMeshLookupAndSpiffeID(t *testing.T) {
 	}
 	if _, ok := m.Service("pharmacy"); ok {
 		t.Error("found a service that does not exist")
+	}
+}
+
+// Consul accepts host names as addresses; Envoy rejects a whole endpoint
+// assignment holding one, so such an instance is skipped with a warning
+// and its healthy peers keep serving.
+func TestBuildSkipsHostNameAddresses(t *testing.T) {
+	cat, _ := registry.BuildCatalog([]registry.RawInstance{
+		{ServiceName: "emr", ID: "emr-1", Address: "10.0.0.1", Port: 80, Health: registry.HealthPassing},
+		{ServiceName: "emr", ID: "emr-2", Address: "emr-2.hospital.internal", Port: 80, Health: registry.HealthPassing},
+	})
+	m := Build(cat, DefaultDefaults(), "medmesh.local")
+	eps := m.Services[0].Localities[0].Endpoints
+	if len(eps) != 1 || eps[0].InstanceID != "emr-1" {
+		t.Fatalf("endpoints = %+v", eps)
+	}
+	if len(m.Warnings) != 1 || !strings.Contains(m.Warnings[0], `"emr-2"`) || !strings.Contains(m.Warnings[0], "not an IP") {
+		t.Fatalf("warnings = %q", m.Warnings)
 	}
 }

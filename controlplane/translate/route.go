@@ -55,11 +55,43 @@ func upstreamRoute(s *ir.Service, kind ir.ProxyKind) *routev3.Route {
 			action.UpgradeConfigs = []*routev3.RouteAction_UpgradeConfig{{UpgradeType: "websocket"}}
 		}
 	}
+	action.HashPolicy = hashPolicy(s, kind)
 	return &routev3.Route{
 		Name:   s.Name,
 		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 		Action: &routev3.Route_Route{Route: action},
 	}
+}
+
+// AffinityHeader lets a caller keep related requests on one instance of a
+// ring_hash or maglev service (e.g. one imaging study's series on the
+// instance that has it cached). Its value is only hashed, never logged.
+const AffinityHeader = "x-medmesh-affinity"
+
+// hashPolicy gives consistent-hash services something to hash: the
+// affinity header when present, else the caller (its address for Envoy,
+// its channel for grpc-go), so one caller sticks to one instance rather
+// than being spread at random.
+func hashPolicy(s *ir.Service, kind ir.ProxyKind) []*routev3.RouteAction_HashPolicy {
+	if s.LB.Policy != registry.LBRingHash && s.LB.Policy != registry.LBMaglev {
+		return nil
+	}
+	if kind == ir.ProxyProxyless && s.LB.Policy == registry.LBMaglev {
+		return nil // proxyless falls back to round robin for maglev
+	}
+	header := &routev3.RouteAction_HashPolicy{
+		PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: AffinityHeader}},
+		Terminal:        true,
+	}
+	caller := &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{
+		ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true},
+	}}
+	if kind == ir.ProxyProxyless {
+		caller = &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_FilterState_{
+			FilterState: &routev3.RouteAction_HashPolicy_FilterState{Key: "io.grpc.channel_id"},
+		}}
+	}
+	return []*routev3.RouteAction_HashPolicy{header, caller}
 }
 
 func retryPolicy(s *ir.Service, kind ir.ProxyKind) *routev3.RetryPolicy {

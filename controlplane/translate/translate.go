@@ -11,6 +11,7 @@ package translate
 import (
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -116,12 +117,12 @@ type SharedSet struct {
 
 // Shared translates everything that all proxies of a kind have in common.
 func Shared(m *ir.Mesh) *SharedSet {
-	s := &SharedSet{Envoy: &Resources{}, Proxyless: &Resources{}}
+	s := &SharedSet{Envoy: &Resources{Warnings: m.Warnings}, Proxyless: &Resources{}}
 	s.Envoy.Routes = append(s.Envoy.Routes, outboundRouteConfig(m))
 	s.Envoy.Listeners = append(s.Envoy.Listeners, outboundHTTPListener())
 	tcp, warns := outboundTCPListeners(m)
 	s.Envoy.Listeners = append(s.Envoy.Listeners, tcp...)
-	s.Envoy.Warnings = warns
+	s.Envoy.Warnings = append(s.Envoy.Warnings, warns...)
 	for i := range m.Services {
 		svc := &m.Services[i]
 		s.Endpoints = append(s.Endpoints, loadAssignment(svc))
@@ -145,6 +146,11 @@ func ForProxy(m *ir.Mesh, p *ir.Proxy) *Resources {
 	if !ok || p.Instance == nil {
 		// An outbound-only client (or an instance not registered yet):
 		// it may call services but serves nothing.
+		return r
+	}
+	if net.ParseIP(p.Instance.Address) == nil {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("proxy %q: instance address %q is not an IP address; no inbound listener",
+			p.ID, p.Instance.Address))
 		return r
 	}
 	switch p.Kind {
