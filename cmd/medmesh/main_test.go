@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"medmesh/controlplane"
+	"medmesh/controlplane/xds"
+	"medmesh/registry"
+)
+
+func runCmd(args ...string) (code int, stdout, stderr string) {
+	var out, errb bytes.Buffer
+	code = run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestUnknownCommand(t *testing.T) {
+	code, _, stderr := runCmd("frobnicate")
+	if code != 2 || !strings.Contains(stderr, `unknown command "frobnicate"`) || !strings.Contains(stderr, "controlplane") {
+		t.Fatalf("code %d, stderr %q", code, stderr)
+	}
+}
+
+func TestBootstrapCommand(t *testing.T) {
+	code, out, stderr := runCmd("bootstrap", "--node-id", "emr-1", "--service", "emr")
+	if code != 0 {
+		t.Fatalf("code %d: %s", code, stderr)
+	}
+	for _, want := range []string{"id: emr-1", "cluster: emr", "DELTA_GRPC", "medmesh_xds"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("Envoy bootstrap lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, stderr = runCmd("bootstrap", "--proxyless", "--node-id", "his-1", "--service", "his", "--svid-dir", "/run/svid")
+	if code != 0 {
+		t.Fatalf("code %d: %s", code, stderr)
+	}
+	var b map[string]any
+	if err := json.Unmarshal([]byte(out), &b); err != nil {
+		t.Fatalf("proxyless bootstrap is not JSON: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, `"server_listener_resource_name_template": "medmesh/inbound/%s"`) || !strings.Contains(out, "file_watcher") {
+		t.Errorf("proxyless bootstrap:\n%s", out)
+	}
+	if code, _, stderr := runCmd("bootstrap"); code != 2 || !strings.Contains(stderr, "--node-id is required") {
+		t.Errorf("missing node id: code %d, %q", code, stderr)
+	}
+	if code, _, stderr := runCmd("bootstrap", "--node-id", "x", "--xds-address", "nohostport"); code != 2 || !strings.Contains(stderr, "--xds-address") {
+		t.Errorf("bad address: code %d, %q", code, stderr)
+	}
+}
+
+func TestControlPlaneRefusesBadFlags(t *testing.T) {
+	cat := filepath.Join(t.TempDir(), "catalog.yaml")
+	os.WriteFile(cat, []byte("services: []\n"), 0o600)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--policies", "/etc/medmesh"}, "not implemented"},
+		{[]string{"--catalog", cat, "--consul", "http://127.0.0.1:8500"}, "both given"},
+		{[]string{"--consul", ""}, "nothing to serve"},
+		{[]string{"--catalog", "/does/not/exist.yaml", "--consul", ""}, "--catalog"},
+	} {
+		code, _, stderr := runCmd(append([]string{"controlplane"}, tc.args...)...)
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: code %d, stderr %q, want %q", tc.args, code, stderr, tc.want)
+		}
+	}
+}
+
+func TestStatusTableShowsNACK(t *testing.T) {
+	pr := &controlplane.ProxiesResponse{
+		Ready: true, Services: 3, Serving: "consul",
+		Source: registry.SourceStatus{Synced: true},
+		Proxies: []controlplane.ProxyView{{ProxyStatus: xds.ProxyStatus{
+			ID: "emr-1", Service: "emr", Kind: "envoy", Transport: "delta",
+			Types: map[string]xds.TypeStatus{
+				"CDS": {Sent: "aaaaaaaa22222222", Acked: "aaaaaaaa11111111"},
+				"LDS": {Sent: "bbbbbbbb33333333", Acked: "bbbbbbbb33333333"},
+			},
+			LastNACK: &xds.NACK{TypeURL: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Version: "aaaaaaaa22222222",
+				Message: "cluster imaging:\n maglev unsupported", At: time.Now()},
+		}}},
+	}
+	var b bytes.Buffer
+	PrintStatus(&b, pr)
+	out := b.String()
+	for _, want := range []string{"ready=true services=3 serving=consul", "emr-1", "11111111*", "33333333", "Cluster 22222222: cluster imaging: maglev unsupported"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status table lacks %q:\n%s", want, out)
+		}
+	}
+}
