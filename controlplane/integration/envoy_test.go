@@ -11,6 +11,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"medmesh/internal/simproxy"
@@ -185,4 +186,74 @@ func TestUnknownMetaServedWithDefault(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestNoPushWithoutChange: a registry event that changes nothing a proxy
+// sees (same registration written again) sends no xDS response; a
+// disconnected proxy's snapshot is dropped.
+func TestNoPushWithoutChange(t *testing.T) {
+	consul := startConsul(t, true)
+	c := consul.Client()
+	register(t, c, "emr", "emr-1", 9101, nil, api.HealthPassing)
+	cp := startControlPlane(t, consulSource(consul))
+	rec := &countingRecorder{}
+	p, disconnect := startSimProxyCancel(t, cp.xdsAddr(), simproxy.Options{NodeID: "emr-1", Cluster: "emr", Validate: validateAll},
+		grpc.WithStreamInterceptor(rec.interceptor()))
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := p.Wait(ctx, fullConfig("emr")); err != nil {
+		t.Fatal(err)
+	}
+	// A real change, to know when the control plane has caught up.
+	register(t, c, "emr", "emr-2", 9102, nil, api.HealthPassing)
+	if err := p.Wait(ctx, func(s simproxy.State) bool { return endpointCount(s, "emr") == 2 }); err != nil {
+		t.Fatal(err)
+	}
+	before := rec.count()
+	// The same registration again, and a check output change: Consul's
+	// index moves, the mesh does not.
+	register(t, c, "emr", "emr-2", 9102, nil, api.HealthPassing)
+	if err := c.Agent().UpdateTTL(checkID("emr-1"), "still fine", api.HealthPassing); err != nil {
+		t.Fatal(err)
+	}
+	// Then a real change; if the no-op events had caused pushes they
+	// would arrive before this one on the ordered stream.
+	register(t, c, "labs", "labs-1", 9401, nil, api.HealthPassing)
+	if err := p.Wait(ctx, fullConfig("emr", "labs")); err != nil {
+		t.Fatal(err)
+	}
+	// Adding a service changes CDS, EDS (one new assignment), LDS? no: the
+	// outbound listener is unchanged; RDS gains a virtual host.
+	got := rec.typesSince(before)
+	for _, typ := range got {
+		if typ == resource.ListenerType {
+			t.Errorf("listeners were pushed although they did not change: %v", got)
+		}
+	}
+	if n := countOf(got, resource.EndpointType); n != 1 {
+		t.Errorf("endpoint responses after the no-op events and one new service = %d, want 1 (%v)", n, got)
+	}
+
+	// Disconnect: the snapshot goes with the proxy.
+	code, _ := getStatus(t, cp, "/debug/config?node=emr-1")
+	if code != 200 {
+		t.Fatalf("/debug/config for a connected proxy = %d", code)
+	}
+	disconnect()
+	eventually(t, "snapshot dropped after disconnect", func() error {
+		if code, _ := getStatus(t, cp, "/debug/config?node=emr-1"); code != 404 {
+			return fmt.Errorf("/debug/config = %d", code)
+		}
+		return nil
+	})
+}
+
+func countOf(types []string, t string) int {
+	n := 0
+	for _, x := range types {
+		if x == t {
+			n++
+		}
+	}
+	return n
 }

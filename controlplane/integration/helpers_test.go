@@ -24,6 +24,9 @@ import (
 	"medmesh/registry"
 )
 
+// failing marks instances (by ID) whose test server answers UNAVAILABLE.
+var failing sync.Map
+
 // testTimeout bounds every wait; conditions are polled or signalled, never
 // slept on.
 const testTimeout = 60 * time.Second
@@ -167,7 +170,12 @@ func startXDSServer(t *testing.T, xdsAddr, svc, id string, port int) *xds.GRPCSe
 	if err != nil {
 		t.Fatal(err)
 	}
-	clinical.Register(srv, &clinical.Server{Instance: id})
+	clinical.Register(srv, &clinical.Server{Instance: id, Handle: func(context.Context, string) error {
+		if v, ok := failing.Load(id); ok && v.(bool) {
+			return errUnavailable
+		}
+		return nil
+	}})
 	lis, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	if err != nil {
 		t.Fatal(err)
@@ -227,6 +235,13 @@ func servedBy(ctx context.Context, cc *grpc.ClientConn, n int) (map[string]int, 
 
 func startSimProxy(t *testing.T, xdsAddr string, o simproxy.Options, dialOpts ...grpc.DialOption) *simproxy.Proxy {
 	t.Helper()
+	p, _ := startSimProxyCancel(t, xdsAddr, o, dialOpts...)
+	return p
+}
+
+// startSimProxyCancel also returns a function that disconnects the proxy.
+func startSimProxyCancel(t *testing.T, xdsAddr string, o simproxy.Options, dialOpts ...grpc.DialOption) (*simproxy.Proxy, func()) {
+	t.Helper()
 	dialOpts = append(dialOpts, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	conn, err := grpc.NewClient(xdsAddr, dialOpts...)
 	if err != nil {
@@ -238,7 +253,7 @@ func startSimProxy(t *testing.T, xdsAddr string, o simproxy.Options, dialOpts ..
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p
+	return p, func() { cancel(); conn.Close() }
 }
 
 func keys(m map[string]int) string { return fmt.Sprint(m) }

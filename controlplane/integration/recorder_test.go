@@ -78,3 +78,46 @@ func (s *recordingStream) RecvMsg(m any) error {
 	}
 	return err
 }
+
+// countingRecorder lists the type of every xDS response received.
+type countingRecorder struct {
+	mu    sync.Mutex
+	types []string
+}
+
+func (r *countingRecorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.types)
+}
+
+func (r *countingRecorder) typesSince(i int) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.types[i:]...)
+}
+
+func (r *countingRecorder) interceptor() grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		s, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return &countingStream{ClientStream: s, r: r}, nil
+	}
+}
+
+type countingStream struct {
+	grpc.ClientStream
+	r *countingRecorder
+}
+
+func (s *countingStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if resp, ok := m.(*discoveryv3.DiscoveryResponse); err == nil && ok {
+		s.r.mu.Lock()
+		s.r.types = append(s.r.types, resp.GetTypeUrl())
+		s.r.mu.Unlock()
+	}
+	return err
+}
