@@ -28,8 +28,12 @@ lint:
 test: tools lint
 	$(GO) test -race -count=1 -timeout 20m ./...
 
+# The demo: Consul dev agent, control plane, proxyless example services.
+# Stops on Ctrl-C, or after DEMO_SECONDS seconds if set; examples/README.md.
 demo: tools build
-	$(GO) run ./examples/demo
+	$(GO) build -o $(BIN)/clinical-service ./examples/service
+	$(GO) build -o $(BIN)/medmesh-demo ./examples/demo
+	$(BIN)/medmesh-demo --medmesh $(BIN)/medmesh --service-bin $(BIN)/clinical-service
 
 bench: tools build
 	$(GO) run ./bench/xds
