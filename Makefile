@@ -39,4 +39,4 @@ bench: tools build
 	$(GO) run ./bench/xds
 
 clean:
-	rm -rf $(BIN)/medmesh
+	rm -f $(BIN)/medmesh $(BIN)/clinical-service $(BIN)/medmesh-demo

@@ -50,7 +50,10 @@ func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalo
 		st.catalog, st.catalogHash, st.fromDisk = cat, cat.Hash(), true
 	}
 	dirty := st.catalog != nil
-	var timer <-chan time.Time
+	var timer, retry <-chan time.Time
+	// A failed publish is retried with backoff even if nothing changes: a
+	// proxy must not sit on a stale config until the next registry event.
+	retryBackoff := registry.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 	graceTick := time.NewTicker(time.Second)
 	defer graceTick.Stop()
 	for {
@@ -67,7 +70,7 @@ func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalo
 		case <-graceTick.C:
 			if st.pendingEmpty != nil && time.Since(st.emptySince) >= cp.opts.EmptyCatalogGrace {
 				cp.log.Warn("registry has listed no services for the whole grace period; removing all services",
-					"grace", cp.opts.EmptyCatalogGrace)
+					"grace", cp.opts.EmptyCatalogGrace.String())
 				cat := st.pendingEmpty
 				st.pendingEmpty = nil
 				st.catalog, st.catalogHash, st.mesh, st.fromDisk = cat, cat.Hash(), nil, false
@@ -75,9 +78,16 @@ func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalo
 			}
 		case <-cp.xds.Tracker().Changed():
 			dirty = true
+		case <-retry:
+			retry, dirty = nil, true
 		case <-timer:
 			timer, dirty = nil, false
-			cp.reconcileSafely(ctx, st)
+			if cp.reconcileSafely(ctx, st) {
+				retryBackoff.Reset()
+				retry = nil
+			} else if retry == nil {
+				retry = time.After(retryBackoff.Next())
+			}
 		}
 	}
 }
@@ -89,7 +99,7 @@ func (cp *ControlPlane) acceptCatalog(st *loopState, cat *registry.Catalog) bool
 		if st.pendingEmpty == nil {
 			st.emptySince = time.Now()
 			cp.log.Warn("registry suddenly lists no services; keeping the current mesh for the grace period",
-				"source", cp.opts.Source.Name(), "grace", cp.opts.EmptyCatalogGrace)
+				"source", cp.opts.Source.Name(), "grace", cp.opts.EmptyCatalogGrace.String())
 		}
 		st.pendingEmpty = cat
 		return false
@@ -105,9 +115,10 @@ func (cp *ControlPlane) acceptCatalog(st *loopState, cat *registry.Catalog) bool
 
 // reconcileSafely recovers a panic in translation: it is counted and
 // logged, and the last good configuration stays in place.
-func (cp *ControlPlane) reconcileSafely(ctx context.Context, st *loopState) {
+func (cp *ControlPlane) reconcileSafely(ctx context.Context, st *loopState) (ok bool) {
 	defer func() {
 		if r := recover(); r != nil {
+			ok = false
 			cp.metrics.panics.Inc()
 			cp.log.Error("reconcile panicked; keeping the last good configuration", "panic", fmt.Sprint(r),
 				"stack", string(debug.Stack()))
@@ -115,11 +126,14 @@ func (cp *ControlPlane) reconcileSafely(ctx context.Context, st *loopState) {
 		}
 	}()
 	start := time.Now()
-	if err := cp.reconcile(ctx, st); err != nil {
+	err := cp.reconcile(ctx, st)
+	cp.metrics.reconcileSeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
 		cp.log.Error("configuration not published; proxies keep their last good configuration", "err", err)
 		cp.setError(err.Error())
+		return false
 	}
-	cp.metrics.reconcileSeconds.Observe(time.Since(start).Seconds())
+	return true
 }
 
 func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {

@@ -82,7 +82,6 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 }
 
 func main() {
-	runAsConsulLauncher()
 	cfg, err := parseConfig(os.Args[1:], os.Stderr)
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
@@ -546,7 +545,7 @@ func childEnv(runDir string) []string {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case "GRPC_XDS_BOOTSTRAP", "GRPC_XDS_BOOTSTRAP_CONFIG", "TMPDIR", consulExecEnv:
+		case "GRPC_XDS_BOOTSTRAP", "GRPC_XDS_BOOTSTRAP_CONFIG", "TMPDIR":
 			continue
 		}
 		env = append(env, kv)

@@ -115,6 +115,9 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	a.cmd = exec.Command(a.Bin, args...)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
+	// Its own process group: a terminal's Ctrl-C reaches the owner, which
+	// stops Consul last. Pdeathsig: a killed owner never leaves it running.
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := a.cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("starting consul: %w", err)
@@ -130,7 +133,8 @@ func (a *Agent) WaitReady(ctx context.Context) error {
 	defer cancel()
 	url := "http://" + a.Addr() + "/v1/status/leader"
 	for {
-		resp, err := http.Get(url)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			var b [64]byte
 			n, _ := resp.Body.Read(b[:])
