@@ -35,8 +35,12 @@ demo: tools build
 	$(GO) build -o $(BIN)/medmesh-demo ./examples/demo
 	$(BIN)/medmesh-demo --medmesh $(BIN)/medmesh --service-bin $(BIN)/clinical-service
 
+# The xDS benchmark runs at full size (1,000 services x 10 instances, 1,000
+# proxies, a few minutes); e.g. BENCH_XDS_FLAGS="-services 100 -proxies 100"
+# for a quick run. `go run ./bench/xds -h` lists the flags.
+BENCH_XDS_FLAGS ?=
 bench: tools build
-	$(GO) run ./bench/xds
+	$(GO) run ./bench/xds $(BENCH_XDS_FLAGS)
 
 clean:
 	rm -f $(BIN)/medmesh $(BIN)/clinical-service $(BIN)/medmesh-demo
