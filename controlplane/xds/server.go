@@ -315,11 +315,20 @@ func (p *Published) Resources(s *Server) map[resource.Type][]types.Resource {
 type logAdapter struct{ l *slog.Logger }
 
 func (a logAdapter) Debugf(string, ...any) {}
+
+// Infof and Warnf format only when debug logging is on: go-control-plane
+// logs whole subscriptions (a thousand names) on every watch, under its
+// cache lock, and formatting them cost a fifth of the CPU of a change.
 func (a logAdapter) Infof(f string, args ...any) {
-	a.l.Debug(fmt.Sprintf(f, args...), "component", "go-control-plane")
+	if a.l.Enabled(context.Background(), slog.LevelDebug) {
+		a.l.Debug(fmt.Sprintf(f, args...), "component", "go-control-plane")
+	}
 }
+
 func (a logAdapter) Warnf(f string, args ...any) {
-	a.l.Debug(fmt.Sprintf(f, args...), "component", "go-control-plane")
+	if a.l.Enabled(context.Background(), slog.LevelDebug) {
+		a.l.Debug(fmt.Sprintf(f, args...), "component", "go-control-plane")
+	}
 }
 func (a logAdapter) Errorf(f string, args ...any) {
 	a.l.Error(fmt.Sprintf(f, args...), "component", "go-control-plane")
