@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,14 +17,17 @@ import (
 type ConsulOptions struct {
 	// Client talks to the Consul agent's HTTP API.
 	Client *api.Client
-	// Coalesce is how long a burst of changes is gathered into one catalog;
-	// Consul's own proxycfg waits 200ms for the same reason.
+	// Coalesce is how long a burst of changes is gathered into one catalog
+	// (Consul's own proxycfg waits 200ms for the same reason; medmesh's
+	// control loop coalesces again, so this can be shorter).
 	Coalesce time.Duration
 	// WaitTime bounds each blocking query (Consul caps it at 10m).
 	WaitTime time.Duration
 	// BackoffMin and BackoffMax bound retries after errors.
 	BackoffMin, BackoffMax time.Duration
-	Logger                 *slog.Logger
+	// Fetchers bounds concurrent reads of service health.
+	Fetchers int
+	Logger   *slog.Logger
 }
 
 // SourceStatus is what a source reports to /readyz and the status page.
@@ -35,10 +40,18 @@ type SourceStatus struct {
 	LastChange  time.Time `json:"lastChange,omitzero"`
 }
 
-// Consul watches the Consul catalog with blocking queries: one long poll on
-// the service list and one per service on its health. Errors back off with
-// jitter and never clear what was last seen: a registry outage keeps the
-// mesh as it was.
+// Consul watches the Consul catalog with three blocking queries (index-
+// based long polls): the service list, the nodes, and every health check
+// in any state. A change to a check re-reads only the services it
+// belongs to; a change to the service list or to the nodes (which can
+// move locality) re-reads every service, a bounded number at a time.
+//
+// Three long polls rather than one per service: Consul limits each client
+// address to 200 concurrent HTTP connections by default, and a hospital
+// group easily runs more services than that.
+//
+// Errors back off with jitter and never clear what was last seen: a
+// registry outage keeps the mesh as it was.
 type Consul struct {
 	opts ConsulOptions
 	log  *slog.Logger
@@ -51,7 +64,7 @@ type Consul struct {
 // NewConsul returns a Consul source with defaults filled in.
 func NewConsul(opts ConsulOptions) *Consul {
 	if opts.Coalesce <= 0 {
-		opts.Coalesce = 200 * time.Millisecond
+		opts.Coalesce = 100 * time.Millisecond
 	}
 	if opts.WaitTime <= 0 {
 		opts.WaitTime = 5 * time.Minute
@@ -61,6 +74,9 @@ func NewConsul(opts ConsulOptions) *Consul {
 	}
 	if opts.BackoffMax <= 0 {
 		opts.BackoffMax = 30 * time.Second
+	}
+	if opts.Fetchers <= 0 {
+		opts.Fetchers = 16
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -85,9 +101,17 @@ func (c *Consul) setErr(what string, err error) {
 // Name identifies the source in logs and status.
 func (c *Consul) Name() string { return "consul" }
 
-type healthResult struct {
+// watchEvent is what a long poll reports to the main loop.
+type watchEvent struct {
+	services map[string]bool    // service list changed
+	checks   []*api.HealthCheck // checks changed
+	nodes    bool               // nodes changed
+}
+
+type fetchResult struct {
 	name      string
 	instances []RawInstance
+	err       error
 }
 
 // Run watches Consul until ctx ends, sending each new complete catalog on
@@ -96,49 +120,133 @@ type healthResult struct {
 // half-read registry. out is written "latest wins": a slow reader gets the
 // newest catalog, never a backlog.
 func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
-	names := make(chan map[string]bool, 1)
-	results := make(chan healthResult, 64)
-	go c.watchServiceList(ctx, names)
-
-	watchers := map[string]context.CancelFunc{}
-	entries := map[string][]RawInstance{}
-	var listed map[string]bool
-	var timer <-chan time.Time
-	lastHash := ""
-	defer func() {
-		for _, cancel := range watchers {
-			cancel()
+	events := make(chan watchEvent, 16)
+	go c.poll(ctx, "listing services", events, func(q *api.QueryOptions) (watchEvent, uint64, error) {
+		svcs, meta, err := c.opts.Client.Catalog().Services(q)
+		if err != nil {
+			return watchEvent{}, 0, err
 		}
-	}()
+		l := make(map[string]bool, len(svcs))
+		for name := range svcs {
+			if name != consulService {
+				l[name] = true
+			}
+		}
+		return watchEvent{services: l}, meta.LastIndex, nil
+	})
+	go c.poll(ctx, "reading health checks", events, func(q *api.QueryOptions) (watchEvent, uint64, error) {
+		checks, meta, err := c.opts.Client.Health().State(api.HealthAny, q)
+		if err != nil {
+			return watchEvent{}, 0, err
+		}
+		return watchEvent{checks: checks}, meta.LastIndex, nil
+	})
+	go c.poll(ctx, "listing nodes", events, func(q *api.QueryOptions) (watchEvent, uint64, error) {
+		_, meta, err := c.opts.Client.Catalog().Nodes(q)
+		if err != nil {
+			return watchEvent{}, 0, err
+		}
+		return watchEvent{nodes: true}, meta.LastIndex, nil
+	})
 
+	var (
+		listed   map[string]bool
+		entries  = map[string][]RawInstance{}
+		checkSig = map[string]string{} // service -> fingerprint of its checks
+		nodeSig  = map[string]string{} // node -> fingerprint of its node checks
+		dirty    = map[string]bool{}
+		inflight = map[string]bool{}
+		results  = make(chan fetchResult, c.opts.Fetchers)
+		sem      = make(chan struct{}, c.opts.Fetchers)
+		timer    <-chan time.Time
+		retry    <-chan time.Time
+		lastHash string
+		bo       = Backoff{Min: c.opts.BackoffMin, Max: c.opts.BackoffMax}
+	)
+	markAll := func() {
+		for name := range listed {
+			dirty[name] = true
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case l := <-names:
-			listed = l
-			for name := range l {
-				if _, ok := watchers[name]; !ok {
-					wctx, cancel := context.WithCancel(ctx)
-					watchers[name] = cancel
-					go c.watchService(wctx, name, results)
+		case ev := <-events:
+			switch {
+			case ev.services != nil:
+				listed = ev.services
+				for name := range entries {
+					if !listed[name] {
+						delete(entries, name)
+						delete(checkSig, name)
+						delete(dirty, name)
+					}
 				}
-			}
-			for name, cancel := range watchers {
-				if !l[name] {
-					cancel()
-					delete(watchers, name)
-					delete(entries, name)
+				// A registration can change meta, address or port of any
+				// service and the list does not say which: read them all.
+				markAll()
+			case ev.nodes:
+				markAll()
+			case ev.checks != nil:
+				svcSig, nSig := checkFingerprints(ev.checks)
+				for name, sig := range svcSig {
+					if checkSig[name] != sig {
+						checkSig[name] = sig
+						if listed[name] {
+							dirty[name] = true
+						}
+					}
+				}
+				for name := range checkSig {
+					if _, ok := svcSig[name]; !ok {
+						delete(checkSig, name)
+						if listed[name] {
+							dirty[name] = true
+						}
+					}
+				}
+				// A node check (e.g. serfHealth) affects every service on it.
+				for node, sig := range nSig {
+					if nodeSig[node] != sig {
+						nodeSig[node] = sig
+						for name, inst := range entries {
+							for _, in := range inst {
+								if in.Node == node {
+									dirty[name] = true
+								}
+							}
+						}
+					}
 				}
 			}
 		case r := <-results:
-			if _, ok := watchers[r.name]; !ok {
-				continue // a late answer for a service that was removed
+			delete(inflight, r.name)
+			<-sem
+			if r.err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				c.setErr("reading health of "+r.name, r.err)
+				c.log.Warn("cannot read service health; keeping its last known instances", "service", r.name, "err", r.err)
+				dirty[r.name] = true
+				if retry == nil {
+					retry = time.After(bo.Next())
+				}
+				continue
 			}
-			entries[r.name] = r.instances
+			bo.Reset()
+			if listed[r.name] {
+				entries[r.name] = r.instances
+			}
+			if timer == nil {
+				timer = time.After(c.opts.Coalesce)
+			}
+		case <-retry:
+			retry = nil
 		case <-timer:
 			timer = nil
-			if listed == nil || len(entries) < len(listed) {
+			if listed == nil || len(dirty) > 0 || len(inflight) > 0 {
 				continue // not every service has been read yet
 			}
 			var raw []RawInstance
@@ -156,12 +264,78 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 				c.status.LastChange = time.Now()
 				c.mu.Unlock()
 			}
-			continue
 		}
-		if timer == nil {
-			timer = time.After(c.opts.Coalesce)
+		// Start fetches for dirty services, a bounded number at a time,
+		// unless an error asked us to wait.
+		for name := range dirty {
+			if retry != nil {
+				break
+			}
+			if !listed[name] {
+				delete(dirty, name)
+				continue
+			}
+			if inflight[name] {
+				continue // re-read after the current read returns
+			}
+			select {
+			case sem <- struct{}{}:
+			default:
+				goto started
+			}
+			delete(dirty, name)
+			inflight[name] = true
+			go c.fetch(ctx, name, results)
+		}
+	started:
+		if timer == nil && listed != nil && len(dirty) == 0 && len(inflight) == 0 && lastHash == "" {
+			timer = time.After(c.opts.Coalesce) // an empty registry is a complete answer too
 		}
 	}
+}
+
+// fetch reads one service's instances and their health.
+func (c *Consul) fetch(ctx context.Context, name string, out chan<- fetchResult) {
+	entries, _, err := c.opts.Client.Health().Service(name, "", false, (&api.QueryOptions{}).WithContext(ctx))
+	r := fetchResult{name: name, err: err}
+	if err == nil {
+		r.instances = make([]RawInstance, 0, len(entries))
+		for _, e := range entries {
+			r.instances = append(r.instances, rawFromEntry(e))
+		}
+	}
+	select {
+	case out <- r:
+	case <-ctx.Done():
+	}
+}
+
+// checkFingerprints summarises checks per service and node-level checks
+// per node, so a change can be traced to the services it affects.
+func checkFingerprints(checks []*api.HealthCheck) (services, nodes map[string]string) {
+	services, nodes = map[string]string{}, map[string]string{}
+	for _, ch := range checks {
+		sig := fmt.Sprintf("%s/%s/%s/%d;", ch.Node, ch.CheckID, ch.Status, ch.ModifyIndex)
+		if ch.ServiceName == "" {
+			nodes[ch.Node] += sig
+		} else {
+			services[ch.ServiceName] += sig
+		}
+	}
+	// Order within a service must not matter: sort each signature.
+	for k, v := range services {
+		services[k] = sortedSig(v)
+	}
+	for k, v := range nodes {
+		nodes[k] = sortedSig(v)
+	}
+	return services, nodes
+}
+
+func sortedSig(s string) string {
+	parts := strings.Split(strings.TrimSuffix(s, ";"), ";")
+	sort.Strings(parts)
+	return strings.Join(parts, ";")
 }
 
 // logWarnings logs each distinct meta warning once, not on every change.
@@ -180,59 +354,30 @@ func (c *Consul) logWarnings(warns []Warning) {
 // consulService is the registry's own service; it is not part of the mesh.
 const consulService = "consul"
 
-func (c *Consul) watchServiceList(ctx context.Context, out chan map[string]bool) {
+// poll runs one blocking query in a loop, reporting each new answer.
+func (c *Consul) poll(ctx context.Context, what string, out chan<- watchEvent,
+	query func(*api.QueryOptions) (watchEvent, uint64, error)) {
 	bo := Backoff{Min: c.opts.BackoffMin, Max: c.opts.BackoffMax}
 	var index uint64
 	for ctx.Err() == nil {
 		q := (&api.QueryOptions{WaitIndex: index, WaitTime: c.opts.WaitTime}).WithContext(ctx)
-		svcs, meta, err := c.opts.Client.Catalog().Services(q)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			c.setErr("listing services", err)
-			c.log.Error("cannot list Consul services; keeping the last known catalog", "err", err)
-			sleep(ctx, bo.Next())
-			continue
-		}
-		bo.Reset()
-		index = nextIndex(index, meta.LastIndex)
-		l := make(map[string]bool, len(svcs))
-		for name := range svcs {
-			if name != consulService {
-				l[name] = true
-			}
-		}
-		SendLatest(out, l)
-	}
-}
-
-func (c *Consul) watchService(ctx context.Context, name string, out chan<- healthResult) {
-	bo := Backoff{Min: c.opts.BackoffMin, Max: c.opts.BackoffMax}
-	var index uint64
-	for ctx.Err() == nil {
-		q := (&api.QueryOptions{WaitIndex: index, WaitTime: c.opts.WaitTime}).WithContext(ctx)
-		entries, meta, err := c.opts.Client.Health().Service(name, "", false, q)
+		ev, last, err := query(q)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 				return
 			}
-			c.setErr("reading health of "+name, err)
-			c.log.Warn("cannot read service health; keeping its last known instances", "service", name, "err", err)
+			c.setErr(what, err)
+			c.log.Error("Consul query failed; keeping the last known catalog", "query", what, "err", err)
 			sleep(ctx, bo.Next())
 			continue
 		}
 		bo.Reset()
-		if meta.LastIndex == index {
+		if last == index && index != 0 {
 			continue // the wait timed out with no change
 		}
-		index = nextIndex(index, meta.LastIndex)
-		raw := make([]RawInstance, 0, len(entries))
-		for _, e := range entries {
-			raw = append(raw, rawFromEntry(e))
-		}
+		index = nextIndex(index, last)
 		select {
-		case out <- healthResult{name: name, instances: raw}:
+		case out <- ev:
 		case <-ctx.Done():
 			return
 		}

@@ -85,3 +85,29 @@ func TestSendLatest(t *testing.T) {
 	default:
 	}
 }
+
+func TestCheckFingerprints(t *testing.T) {
+	checks := []*api.HealthCheck{
+		{Node: "n1", CheckID: "serfHealth", Status: "passing", ModifyIndex: 3},
+		{Node: "n1", CheckID: "ttl-emr-1", ServiceName: "emr", Status: "passing", ModifyIndex: 5},
+		{Node: "n2", CheckID: "ttl-emr-2", ServiceName: "emr", Status: "passing", ModifyIndex: 6},
+		{Node: "n2", CheckID: "ttl-his-1", ServiceName: "his", Status: "passing", ModifyIndex: 7},
+	}
+	svc, nodes := checkFingerprints(checks)
+	if len(svc) != 2 || len(nodes) != 1 || nodes["n1"] == "" {
+		t.Fatalf("services %v nodes %v", svc, nodes)
+	}
+	// Order does not matter; a status change of one instance changes only
+	// its service's fingerprint.
+	reordered := []*api.HealthCheck{checks[2], checks[0], checks[3], checks[1]}
+	svc2, _ := checkFingerprints(reordered)
+	if svc2["emr"] != svc["emr"] {
+		t.Errorf("fingerprint depends on order: %q vs %q", svc2["emr"], svc["emr"])
+	}
+	changed := *checks[2]
+	changed.Status, changed.ModifyIndex = "critical", 9
+	svc3, _ := checkFingerprints([]*api.HealthCheck{checks[0], checks[1], &changed, checks[3]})
+	if svc3["emr"] == svc["emr"] || svc3["his"] != svc["his"] {
+		t.Errorf("emr %q->%q his %q->%q", svc["emr"], svc3["emr"], svc["his"], svc3["his"])
+	}
+}

@@ -59,11 +59,11 @@ func main() {
 	flag.DurationVar(&c.gap, "gap", 250*time.Millisecond, "pause after a change converged, so its trailing work is charged to it")
 	flag.Uint64Var(&c.seed, "seed", 1, "seed for choosing which instances change")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (Consul and control plane logs)")
-	// The control plane holds one blocking query, so one HTTP connection,
-	// per service: with Consul's default limit of 200 per client address
-	// it never finishes reading a catalog of 1,000 services (429s).
-	flag.IntVar(&c.consulMaxConns, "consul-max-conns-per-client", 4096,
-		"Consul's limits.http_max_conns_per_client (Consul's default is 200); 0 leaves Consul's default")
+	// The control plane holds three blocking queries whatever the catalog
+	// size, so Consul's default connection limit (200 per client address)
+	// is kept unless asked otherwise.
+	flag.IntVar(&c.consulMaxConns, "consul-max-conns-per-client", 0,
+		"Consul's limits.http_max_conns_per_client; 0 leaves Consul's default (200)")
 	flag.StringVar(&c.medmesh, "medmesh", "", "control plane binary (default: bin/medmesh, built if missing)")
 	flag.StringVar(&c.cpGoMemLimit, "cp-gomemlimit", "", "GOMEMLIMIT for the control plane process only (e.g. 800MiB), to try a soft memory limit")
 	flag.BoolVar(&c.inProcess, "inprocess", false,
@@ -134,7 +134,7 @@ func run(ctx context.Context, c config) (figs []figure, err error) {
 		if agent.Bin, err = consulWrapper(dir, agent.Bin, c.consulMaxConns); err != nil {
 			return nil, err
 		}
-		logf("consul: limits.http_max_conns_per_client = %d (Consul's default, 200, is below one blocking query per service)", c.consulMaxConns)
+		logf("consul: limits.http_max_conns_per_client = %d", c.consulMaxConns)
 	}
 	if err := agent.Start(ctx); err != nil {
 		return nil, err

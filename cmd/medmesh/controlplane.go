@@ -69,6 +69,9 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	default:
 		cfg := api.DefaultConfig()
 		cfg.Address = *consulAddr
+		// Reuse connections for the bursts of health reads after a
+		// registration change instead of re-dialling each one.
+		cfg.Transport.MaxIdleConnsPerHost = 32
 		client, err := api.NewClient(cfg)
 		if err != nil {
 			fmt.Fprintf(stderr, "medmesh controlplane: --consul %q: %v\n", *consulAddr, err)

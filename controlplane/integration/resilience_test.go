@@ -61,7 +61,7 @@ func TestConsulUnreachableAtStart(t *testing.T) {
 	// Retries are visible: the error names the unreachable address and
 	// repeats (backoff, not a single try).
 	eventually(t, "repeated connection errors", func() error {
-		if n := strings.Count(cp.logs.String(), "cannot list Consul services"); n < 3 {
+		if n := strings.Count(cp.logs.String(), `Consul query failed; keeping the last known catalog" source=consul query="listing services"`); n < 3 {
 			return fmt.Errorf("%d errors logged", n)
 		}
 		return nil
