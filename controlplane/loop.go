@@ -190,6 +190,7 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 			delete(st.proxyKeys, id)
 		}
 	}
+	cp.xds.ReleaseUnused()
 	// Break after make: endpoints of removed services go last.
 	if err := cp.xds.PruneEndpoints(st.shared.endpoints); err != nil {
 		errs = append(errs, err)

@@ -48,6 +48,7 @@ type Server struct {
 	mu        sync.Mutex
 	epHashes  map[string]string // endpoint resource name -> content hash
 	published map[string]*Published
+	interned  map[string]*internedSet // type/version -> set shared by proxies
 }
 
 // Published is what was last published for one proxy.
@@ -74,6 +75,7 @@ func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) *Serv
 		metrics:   m,
 		epHashes:  map[string]string{},
 		published: map[string]*Published{},
+		interned:  map[string]*internedSet{},
 	}
 	mux := &cache.MuxCache{
 		Classify: func(r *cache.Request) string {
@@ -162,17 +164,6 @@ func (s *Server) PruneEndpoints(keep []Hashed) error {
 	return s.endpoints.UpdateResources(nil, del)
 }
 
-// endpointNames lists the endpoint assignments currently served.
-func (s *Server) endpointNames() map[string]bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make(map[string]bool, len(s.epHashes))
-	for n := range s.epHashes {
-		out[n] = true
-	}
-	return out
-}
-
 // ProxyResources are a proxy's hashed resources by type URL, endpoints
 // excluded (they are shared).
 type ProxyResources map[resource.Type][]Hashed
@@ -184,21 +175,16 @@ type ProxyResources map[resource.Type][]Hashed
 func (s *Server) PublishProxy(ctx context.Context, p ir.Proxy, res ProxyResources) (changed bool, err error) {
 	versions := map[string]string{}
 	snap := &cache.Snapshot{VersionMap: map[string]map[string]string{}}
-	for _, typ := range []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.SecretType} {
+	s.mu.Lock()
+	for _, typ := range snapshotTypes {
 		items := res[typ]
 		v := setVersion(items)
 		versions[typ] = v
-		byName := make(map[string]types.ResourceWithTTL, len(items))
-		vm := make(map[string]string, len(items))
-		for _, it := range items {
-			byName[it.Name] = types.ResourceWithTTL{Resource: it.Resource}
-			vm[it.Name] = it.Hash
-		}
-		snap.Resources[cache.GetResponseType(typ)] = cache.Resources{Version: v, Items: byName}
-		// Filled here from hashes computed once per shared resource, so the
-		// delta server never re-marshals the same cluster per proxy.
-		snap.VersionMap[typ] = vm
+		set := s.intern(typ, v, items)
+		snap.Resources[cache.GetResponseType(typ)] = set.res
+		snap.VersionMap[typ] = set.versionMap
 	}
+	s.mu.Unlock()
 	if err := s.consistent(snap); err != nil {
 		s.metrics.snapshotFails.Inc()
 		return false, fmt.Errorf("proxy %q: %w", p.ID, err)
@@ -220,9 +206,69 @@ func (s *Server) PublishProxy(ctx context.Context, p ir.Proxy, res ProxyResource
 	}
 	s.metrics.snapshots.Inc()
 	s.mu.Lock()
+	s.retain(versions, 1)
+	if prev != nil {
+		s.retain(prev.Versions, -1)
+	}
 	s.published[p.ID] = &Published{Proxy: p, Versions: versions, At: time.Now(), snapshot: snap}
 	s.mu.Unlock()
 	return true, nil
+}
+
+// snapshotTypes are the types served from per-proxy snapshots.
+var snapshotTypes = []resource.Type{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.SecretType}
+
+// internedSet is one type's resources as a snapshot holds them. Versions
+// are content hashes, so proxies whose sets have the same version share
+// one set: a thousand sidecars of the same service cost one cluster map,
+// not a thousand.
+type internedSet struct {
+	res        cache.Resources
+	versionMap map[string]string
+	refs       int
+}
+
+func internKey(typ, version string) string { return typ + "/" + version }
+
+// intern returns the shared set for (typ, version), building it if new.
+// Callers hold s.mu.
+func (s *Server) intern(typ, version string, items []Hashed) *internedSet {
+	if set, ok := s.interned[internKey(typ, version)]; ok {
+		return set
+	}
+	byName := make(map[string]types.ResourceWithTTL, len(items))
+	vm := make(map[string]string, len(items))
+	for _, it := range items {
+		byName[it.Name] = types.ResourceWithTTL{Resource: it.Resource}
+		// Filled from hashes computed once per shared resource, so the
+		// delta server never re-marshals the same cluster per proxy.
+		vm[it.Name] = it.Hash
+	}
+	set := &internedSet{res: cache.Resources{Version: version, Items: byName}, versionMap: vm}
+	s.interned[internKey(typ, version)] = set
+	return set
+}
+
+// retain adds delta to the reference counts of a snapshot's sets.
+// Callers hold s.mu.
+func (s *Server) retain(versions map[string]string, delta int) {
+	for typ, v := range versions {
+		if set, ok := s.interned[internKey(typ, v)]; ok {
+			set.refs += delta
+		}
+	}
+}
+
+// ReleaseUnused drops shared sets that no published snapshot uses; the
+// control loop calls it once per round of publications.
+func (s *Server) ReleaseUnused() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, set := range s.interned {
+		if set.refs <= 0 {
+			delete(s.interned, k)
+		}
+	}
 }
 
 // consistent checks references like cache.Snapshot.Consistent, with the
@@ -250,9 +296,10 @@ func (s *Server) consistent(snap *cache.Snapshot) error {
 			return fmt.Errorf("%w: route %q is not referenced by any listener", ErrInconsistent, name)
 		}
 	}
-	eps := s.endpointNames()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for name := range refs[resource.EndpointType] {
-		if !eps[name] {
+		if _, ok := s.epHashes[name]; !ok {
 			return fmt.Errorf("%w: endpoints %q are referenced but missing", ErrInconsistent, name)
 		}
 	}
@@ -274,8 +321,12 @@ func equalVersions(a, b map[string]string) bool {
 // Forget drops a disconnected proxy's snapshot.
 func (s *Server) Forget(id string, kind ir.ProxyKind) {
 	s.mu.Lock()
+	if prev, ok := s.published[id]; ok {
+		s.retain(prev.Versions, -1)
+	}
 	delete(s.published, id)
 	s.mu.Unlock()
+	s.ReleaseUnused()
 	if kind == ir.ProxyProxyless {
 		s.proxyless.ClearSnapshot(id)
 	} else {
