@@ -15,6 +15,7 @@ import (
 	"sort"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"medmesh/controlplane/ir"
@@ -183,17 +184,8 @@ func Translate(m *ir.Mesh, p *ir.Proxy) *Resources {
 	return out
 }
 
-func name(r types.Resource) string {
-	type named interface{ GetName() string }
-	type clusterNamed interface{ GetClusterName() string }
-	switch v := r.(type) {
-	case clusterNamed:
-		return v.GetClusterName()
-	case named:
-		return v.GetName()
-	}
-	return ""
-}
+// name is a resource's name (a ClusterLoadAssignment's cluster name).
+func name(r types.Resource) string { return cache.GetResourceName(r) }
 
 func shortType(t resource.Type) string {
 	switch t {

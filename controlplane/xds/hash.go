@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -36,7 +37,7 @@ func HashAll(rs []types.Resource) ([]Hashed, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, Hashed{Name: resourceName(r), Resource: r, Hash: h})
+		out = append(out, Hashed{Name: cache.GetResourceName(r), Resource: r, Hash: h})
 	}
 	return out, nil
 }
@@ -55,18 +56,6 @@ func setVersion(items []Hashed) string {
 		h.Write([]byte{0})
 	}
 	return hex.EncodeToString(h.Sum(nil)[:8])
-}
-
-func resourceName(r types.Resource) string {
-	type clusterNamed interface{ GetClusterName() string }
-	type named interface{ GetName() string }
-	switch v := r.(type) {
-	case clusterNamed:
-		return v.GetClusterName()
-	case named:
-		return v.GetName()
-	}
-	return ""
 }
 
 // Fingerprint is a short content hash of b.

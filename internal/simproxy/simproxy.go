@@ -17,6 +17,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
@@ -399,17 +400,8 @@ func (p *Proxy) Wait(ctx context.Context, cond func(State) bool) error {
 	}
 }
 
-func nameOf(m proto.Message) string {
-	type clusterNamed interface{ GetClusterName() string }
-	type named interface{ GetName() string }
-	switch v := m.(type) {
-	case clusterNamed:
-		return v.GetClusterName()
-	case named:
-		return v.GetName()
-	}
-	return ""
-}
+// nameOf is a resource's name (a ClusterLoadAssignment's cluster name).
+func nameOf(m proto.Message) string { return cache.GetResourceName(m) }
 
 func sortedKeys(m map[string]bool) []string {
 	out := make([]string, 0, len(m))
