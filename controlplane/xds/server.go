@@ -1,8 +1,8 @@
 // Package xds serves medmesh's configuration to proxies over ADS, both
-// state-of-the-world and delta, using go-control-plane's caches and server
-// as they are. Endpoints, which change most, live in one LinearCache shared
-// by every proxy; everything else is a per-proxy snapshot, versioned by
-// content hash.
+// state-of-the-world and delta, with go-control-plane's server and
+// snapshot caches. Endpoints, which change most, live in one cache shared
+// by every proxy (endpoints.go); everything else is a per-proxy snapshot,
+// versioned by content hash.
 package xds
 
 import (
@@ -40,7 +40,7 @@ type Server struct {
 	log       *slog.Logger
 	envoy     cache.SnapshotCache // ADS semantics: Envoy asks for everything it was given
 	proxyless cache.SnapshotCache // grpc-go asks for single resources by name
-	endpoints *cache.LinearCache
+	endpoints *endpointCache
 	xds       server.Server
 	tracker   *Tracker
 	metrics   *Metrics
@@ -68,9 +68,7 @@ func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) *Serv
 		proxyless: cache.NewSnapshotCache(false, cache.IDHash{}, logAdapter{log}),
 		// A per-process version prefix: a proxy that reconnects after a
 		// restart never mistakes a new counter for the one it holds.
-		endpoints: cache.NewLinearCache(resource.EndpointType,
-			cache.WithVersionPrefix(strconv.FormatInt(time.Now().UnixNano(), 36)+"-"),
-			cache.WithLogger(logAdapter{log})),
+		endpoints: newEndpointCache(strconv.FormatInt(time.Now().UnixNano(), 36) + "-"),
 		tracker:   NewTracker(m),
 		metrics:   m,
 		epHashes:  map[string]string{},
@@ -121,17 +119,17 @@ func (s *Server) Tracker() *Tracker { return s.tracker }
 func (s *Server) PublishEndpoints(eps []Hashed) (updated int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	toUpdate := map[string]types.Resource{}
+	var toUpdate []Hashed
 	for _, e := range eps {
 		if s.epHashes[e.Name] == e.Hash {
 			continue
 		}
-		toUpdate[e.Name] = e.Resource
+		toUpdate = append(toUpdate, e)
 	}
 	if len(toUpdate) == 0 {
 		return 0, nil
 	}
-	if err := s.endpoints.UpdateResources(toUpdate, nil); err != nil {
+	if err := s.endpoints.update(toUpdate, nil); err != nil {
 		return 0, fmt.Errorf("updating endpoints: %w", err)
 	}
 	for _, e := range eps {
@@ -161,7 +159,7 @@ func (s *Server) PruneEndpoints(keep []Hashed) error {
 	for _, n := range del {
 		delete(s.epHashes, n)
 	}
-	return s.endpoints.UpdateResources(nil, del)
+	return s.endpoints.update(nil, del)
 }
 
 // ProxyResources are a proxy's hashed resources by type URL, endpoints
@@ -351,7 +349,7 @@ func (p *Published) Resources(s *Server) map[resource.Type][]types.Resource {
 			out[typ] = append(out[typ], r)
 		}
 	}
-	eps := s.endpoints.GetResources()
+	eps := s.endpoints.resources()
 	refs := cache.GetAllResourceReferences(p.snapshot.Resources)
 	for name := range refs[resource.EndpointType] {
 		if r, ok := eps[name]; ok {

@@ -113,7 +113,7 @@ func TestPublishEndpointsOnlyChanges(t *testing.T) {
 	if err := s.PruneEndpoints(nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.endpoints.NumResources(); got != 0 {
+	if got := s.endpoints.size(); got != 0 {
 		t.Fatalf("%d endpoint sets after pruning", got)
 	}
 }
