@@ -121,8 +121,8 @@ func (c *endpointCache) update(toUpdate []Hashed, toDelete []string) error {
 // client will hold after this response.
 func (c *endpointCache) changes(sub cache.Subscription, names []string) (send, gone []string, next map[string]string) {
 	returned := sub.ReturnedResources()
-	consider := func(name string) {
-		if !sub.IsWildcard() {
+	consider := func(name string, checkSubscribed bool) {
+		if checkSubscribed && !sub.IsWildcard() {
 			if _, ok := sub.SubscribedResources()[name]; !ok {
 				return
 			}
@@ -139,11 +139,11 @@ func (c *endpointCache) changes(sub cache.Subscription, names []string) (send, g
 	switch {
 	case names != nil:
 		for _, n := range names {
-			consider(n)
+			consider(n, true)
 		}
 	case sub.IsWildcard():
 		for n := range c.res {
-			consider(n)
+			consider(n, false)
 		}
 		for n := range returned {
 			if _, ok := c.res[n]; !ok {
@@ -152,7 +152,7 @@ func (c *endpointCache) changes(sub cache.Subscription, names []string) (send, g
 		}
 	default:
 		for n := range sub.SubscribedResources() {
-			consider(n)
+			consider(n, false)
 		}
 	}
 	if len(send) == 0 && len(gone) == 0 {
@@ -168,9 +168,10 @@ func (c *endpointCache) changes(sub cache.Subscription, names []string) (send, g
 	for _, n := range gone {
 		delete(next, n)
 	}
-	if !sub.IsWildcard() {
-		// Forget names no longer subscribed, so a later re-subscription
-		// is answered.
+	if names == nil && !sub.IsWildcard() {
+		// After a new request, forget names no longer subscribed, so a
+		// later re-subscription is answered. (A change notification
+		// cannot alter the subscription, so it skips this.)
 		for n := range next {
 			if _, ok := sub.SubscribedResources()[n]; !ok {
 				delete(next, n)

@@ -51,9 +51,12 @@ type Proxy struct {
 	ver  map[string]string                   // type URL -> last ACKed version (SotW)
 	nack map[string]string                   // type URL -> last NACK message
 	subs map[string]map[string]bool          // RDS/EDS names subscribed
-	gen  uint64
-	cond chan struct{}
-	err  error
+	// sorted holds subs' names sorted, computed when subs change rather
+	// than on every acknowledgement.
+	sorted map[string][]string
+	gen    uint64
+	cond   chan struct{}
+	err    error
 }
 
 // Start connects a simulated proxy over conn and runs it until ctx ends.
@@ -63,7 +66,7 @@ func Start(ctx context.Context, conn grpc.ClientConnInterface, o Options) (*Prox
 	}
 	p := &Proxy{
 		opts: o, res: map[string]map[string]proto.Message{}, ver: map[string]string{},
-		nack: map[string]string{}, subs: map[string]map[string]bool{}, cond: make(chan struct{}),
+		nack: map[string]string{}, subs: map[string]map[string]bool{}, sorted: map[string][]string{}, cond: make(chan struct{}),
 	}
 	client := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
 	node := &corev3.Node{Id: o.NodeID, Cluster: o.Cluster, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
@@ -110,8 +113,8 @@ func (p *Proxy) runSotW(s discoveryv3.AggregatedDiscoveryService_StreamAggregate
 		nonces[resp.GetTypeUrl()] = resp.GetNonce()
 		req := &discoveryv3.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
 		p.mu.Lock()
-		if names := p.subs[resp.GetTypeUrl()]; names != nil {
-			req.ResourceNames = sortedKeys(names)
+		if p.subs[resp.GetTypeUrl()] != nil {
+			req.ResourceNames = p.sorted[resp.GetTypeUrl()]
 		}
 		if verr != nil {
 			req.VersionInfo = p.ver[resp.GetTypeUrl()]
@@ -128,7 +131,7 @@ func (p *Proxy) runSotW(s discoveryv3.AggregatedDiscoveryService_StreamAggregate
 		p.apply(resp.GetTypeUrl(), msgs, nil, full)
 		p.ver[resp.GetTypeUrl()] = resp.GetVersionInfo()
 		req.VersionInfo = resp.GetVersionInfo()
-		follow := p.follow()
+		follow := p.followIfNeeded(resp.GetTypeUrl())
 		p.bump()
 		p.mu.Unlock()
 		p.notify(resp.GetTypeUrl())
@@ -186,11 +189,11 @@ func (p *Proxy) runDelta(s discoveryv3.AggregatedDiscoveryService_DeltaAggregate
 		}
 		p.mu.Lock()
 		before := map[string][]string{}
-		for t, names := range p.subs {
-			before[t] = sortedKeys(names)
+		for t := range p.subs {
+			before[t] = p.sorted[t]
 		}
 		p.apply(resp.GetTypeUrl(), msgs, resp.GetRemovedResources(), false)
-		follow := p.follow()
+		follow := p.followIfNeeded(resp.GetTypeUrl())
 		p.bump()
 		p.mu.Unlock()
 		p.notify(resp.GetTypeUrl())
@@ -253,6 +256,15 @@ func (p *Proxy) apply(typeURL string, msgs map[string]proto.Message, removed []s
 // follow computes the RDS and EDS names the current listeners and
 // clusters require, updating subscriptions; it returns the new name lists
 // for types whose subscriptions changed.
+// followIfNeeded runs follow after listener and cluster responses, the
+// only ones that can change which routes and endpoints are needed.
+func (p *Proxy) followIfNeeded(typeURL string) map[string][]string {
+	if typeURL != resource.ClusterType && typeURL != resource.ListenerType {
+		return nil
+	}
+	return p.follow()
+}
+
 func (p *Proxy) follow() map[string][]string {
 	want := map[string]map[string]bool{resource.RouteType: {}, resource.EndpointType: {}}
 	for n, m := range p.res[resource.ClusterType] {
@@ -278,6 +290,7 @@ func (p *Proxy) follow() map[string][]string {
 		if !sameSet(p.subs[t], names) {
 			p.subs[t] = names
 			out[t] = sortedKeys(names)
+			p.sorted[t] = out[t]
 			// Drop resources no longer subscribed, as Envoy does.
 			for n := range p.res[t] {
 				if !names[n] {
