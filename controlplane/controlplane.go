@@ -100,7 +100,7 @@ func New(opts Options) (*ControlPlane, error) {
 		opts.AdminListen = "127.0.0.1:15000"
 	}
 	if opts.Coalesce <= 0 {
-		opts.Coalesce = 50 * time.Millisecond
+		opts.Coalesce = 20 * time.Millisecond
 	}
 	if opts.EmptyCatalogGrace <= 0 {
 		opts.EmptyCatalogGrace = time.Minute

@@ -25,8 +25,10 @@ type loopState struct {
 	// sharedKey identifies the shared non-endpoint resources, so a proxy
 	// whose own inputs did not change either is skipped entirely.
 	sharedKey string
-	// proxyKeys remembers, per proxy, the inputs of its last publication.
-	proxyKeys map[string]string
+	// proxyKeys remembers, per proxy, the content of its last publication,
+	// and proxyQuick the inputs it was translated from.
+	proxyKeys  map[string]string
+	proxyQuick map[string]string
 	// published are the proxies that have a snapshot, with their kind.
 	published map[string]ir.ProxyKind
 
@@ -41,7 +43,7 @@ type hashedShared struct {
 }
 
 func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalog) error {
-	st := &loopState{proxyKeys: map[string]string{}, published: map[string]ir.ProxyKind{}}
+	st := &loopState{proxyKeys: map[string]string{}, proxyQuick: map[string]string{}, published: map[string]ir.ProxyKind{}}
 	if cat, err := cp.loadState(); err != nil {
 		cp.log.Warn("no usable saved catalog; waiting for the registry", "err", err)
 	} else if cat != nil {
@@ -188,6 +190,7 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 			cp.xds.Forget(id, kind)
 			delete(st.published, id)
 			delete(st.proxyKeys, id)
+			delete(st.proxyQuick, id)
 		}
 	}
 	cp.xds.ReleaseUnused()
@@ -211,6 +214,13 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 func (cp *ControlPlane) publishProxy(ctx context.Context, st *loopState, p ir.Proxy) error {
 	if svc, inst, ok := st.catalog.Instance(p.ID); ok && (p.Service == "" || p.Service == svc.Name) {
 		p.Service, p.Instance = svc.Name, inst
+	}
+	// A proxy's own resources depend only on the shared set, its kind and
+	// service, and its instance's address and ports: if none changed (an
+	// endpoint elsewhere flapped), skip translating it at all.
+	quick := st.sharedKey + "|" + string(p.Kind) + "|" + p.Service + "|" + instanceKey(p.Instance)
+	if st.proxyQuick[p.ID] == quick {
+		return nil
 	}
 	own := translate.ForProxy(st.mesh, &p)
 	if err := own.Validate(); err != nil {
@@ -239,8 +249,16 @@ func (cp *ControlPlane) publishProxy(ctx context.Context, st *loopState, p ir.Pr
 		return err
 	}
 	st.proxyKeys[p.ID] = key
+	st.proxyQuick[p.ID] = quick
 	st.published[p.ID] = p.Kind
 	return nil
+}
+
+func instanceKey(in *registry.Instance) string {
+	if in == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%s/%d/%d", in.Address, in.Port, in.AppPort)
 }
 
 func hashShared(s *translate.SharedSet) (*hashedShared, error) {

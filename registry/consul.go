@@ -64,7 +64,7 @@ type Consul struct {
 // NewConsul returns a Consul source with defaults filled in.
 func NewConsul(opts ConsulOptions) *Consul {
 	if opts.Coalesce <= 0 {
-		opts.Coalesce = 100 * time.Millisecond
+		opts.Coalesce = 50 * time.Millisecond
 	}
 	if opts.WaitTime <= 0 {
 		opts.WaitTime = 5 * time.Minute

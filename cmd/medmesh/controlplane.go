@@ -33,7 +33,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	trustDomain := fs.String("trust-domain", "medmesh.local", "SPIFFE trust domain")
 	stateDir := fs.String("state-dir", "", "directory for the last good catalog (served at start if the registry is down)")
 	dev := fs.Bool("dev", false, "development mode: hand SVIDs to loopback proxies without proof of identity (never in production)")
-	coalesce := fs.Duration("coalesce", 50*time.Millisecond, "gather bursts of changes for this long before publishing")
+	coalesce := fs.Duration("coalesce", 20*time.Millisecond, "gather bursts of changes for this long before publishing")
 	emptyGrace := fs.Duration("empty-catalog-grace", time.Minute, "how long the registry must list no services before the mesh is emptied")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
