@@ -151,6 +151,9 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 
 	g := grpc.NewServer(
 		grpc.MaxConcurrentStreams(1<<20),
+		// Thousands of mostly idle streams: release each connection's write
+		// buffer between writes instead of holding 32 KiB per proxy.
+		grpc.SharedWriteBuffer(true),
 		// Proxies hold ADS streams open for days; keepalives find dead
 		// ones behind NATs and unreliable edge uplinks.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),

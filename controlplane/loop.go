@@ -238,14 +238,7 @@ func (cp *ControlPlane) publishProxy(ctx context.Context, st *loopState, p ir.Pr
 	if p.Kind == ir.ProxyProxyless {
 		base = st.shared.proxyless
 	}
-	res := xds.ProxyResources{}
-	for typ, items := range base {
-		res[typ] = append(res[typ], items...)
-	}
-	for typ, items := range ownHashed {
-		res[typ] = append(res[typ], items...)
-	}
-	if _, err := cp.xds.PublishProxy(ctx, p, res); err != nil {
+	if _, err := cp.xds.PublishProxy(ctx, p, base, ownHashed); err != nil {
 		return err
 	}
 	st.proxyKeys[p.ID] = key

@@ -56,7 +56,7 @@ type Published struct {
 	Proxy    ir.Proxy
 	Versions map[string]string // type URL -> version
 	At       time.Time
-	snapshot *cache.Snapshot
+	snapshot *layeredSnapshot
 }
 
 // New creates the caches and the go-control-plane server.
@@ -162,28 +162,42 @@ func (s *Server) PruneEndpoints(keep []Hashed) error {
 	return s.endpoints.update(nil, del)
 }
 
-// ProxyResources are a proxy's hashed resources by type URL, endpoints
-// excluded (they are shared).
+// ProxyResources are hashed resources by type URL, endpoints excluded
+// (they are shared).
 type ProxyResources map[resource.Type][]Hashed
 
-// PublishProxy builds a snapshot for one proxy and sets it, unless every
-// type's version equals what the proxy already has. The snapshot is checked
-// first: every referenced route and endpoint assignment must exist. A
-// snapshot that fails is not published; the proxy keeps its last good one.
-func (s *Server) PublishProxy(ctx context.Context, p ir.Proxy, res ProxyResources) (changed bool, err error) {
+// PublishProxy builds a snapshot for one proxy from the resources it
+// shares with others of its kind and its own, and sets it, unless every
+// type's version equals what the proxy already has. The snapshot is
+// checked first: every referenced route and endpoint assignment must
+// exist. A snapshot that fails is not published; the proxy keeps its last
+// good one.
+func (s *Server) PublishProxy(ctx context.Context, p ir.Proxy, shared, own ProxyResources) (changed bool, err error) {
 	versions := map[string]string{}
-	snap := &cache.Snapshot{VersionMap: map[string]map[string]string{}}
+	snap := &layeredSnapshot{layers: map[string]layer{}}
 	s.mu.Lock()
 	for _, typ := range snapshotTypes {
-		items := res[typ]
-		v := setVersion(items)
-		versions[typ] = v
-		set := s.intern(typ, v, items)
-		snap.Resources[cache.GetResponseType(typ)] = set.res
-		snap.VersionMap[typ] = set.versionMap
+		all := make([]Hashed, 0, len(shared[typ])+len(own[typ]))
+		all = append(append(all, shared[typ]...), own[typ]...)
+		l := layer{version: setVersion(all)}
+		if len(shared[typ]) > 0 {
+			l.shared = s.intern(typ, setVersion(shared[typ]), shared[typ])
+		}
+		if len(own[typ]) > 0 {
+			l.own = make(map[string]types.ResourceWithTTL, len(own[typ]))
+			l.ownVM = make(map[string]string, len(own[typ]))
+			for _, it := range own[typ] {
+				l.own[it.Name] = types.ResourceWithTTL{Resource: it.Resource}
+				l.ownVM[it.Name] = it.Hash
+			}
+		} else if l.shared == nil {
+			l.own, l.ownVM = map[string]types.ResourceWithTTL{}, map[string]string{}
+		}
+		versions[typ] = l.version
+		snap.layers[typ] = l
 	}
 	s.mu.Unlock()
-	if err := s.consistent(snap); err != nil {
+	if err := s.consistent(snap.resources()); err != nil {
 		s.metrics.snapshotFails.Inc()
 		return false, fmt.Errorf("proxy %q: %w", p.ID, err)
 	}
@@ -204,9 +218,9 @@ func (s *Server) PublishProxy(ctx context.Context, p ir.Proxy, res ProxyResource
 	}
 	s.metrics.snapshots.Inc()
 	s.mu.Lock()
-	s.retain(versions, 1)
+	s.retain(snap, 1)
 	if prev != nil {
-		s.retain(prev.Versions, -1)
+		s.retain(prev.snapshot, -1)
 	}
 	s.published[p.ID] = &Published{Proxy: p, Versions: versions, At: time.Now(), snapshot: snap}
 	s.mu.Unlock()
@@ -247,12 +261,12 @@ func (s *Server) intern(typ, version string, items []Hashed) *internedSet {
 	return set
 }
 
-// retain adds delta to the reference counts of a snapshot's sets.
+// retain adds delta to the reference counts of a snapshot's shared sets.
 // Callers hold s.mu.
-func (s *Server) retain(versions map[string]string, delta int) {
-	for typ, v := range versions {
-		if set, ok := s.interned[internKey(typ, v)]; ok {
-			set.refs += delta
+func (s *Server) retain(snap *layeredSnapshot, delta int) {
+	for _, l := range snap.layers {
+		if l.shared != nil {
+			l.shared.refs += delta
 		}
 	}
 }
@@ -271,12 +285,12 @@ func (s *Server) ReleaseUnused() {
 
 // consistent checks references like cache.Snapshot.Consistent, with the
 // endpoints taken from the shared endpoint cache.
-func (s *Server) consistent(snap *cache.Snapshot) error {
-	refs := cache.GetAllResourceReferences(snap.Resources)
-	routes := snap.Resources[cache.GetResponseType(resource.RouteType)].Items
+func (s *Server) consistent(res [types.UnknownType]cache.Resources) error {
+	refs := cache.GetAllResourceReferences(res)
+	routes := res[cache.GetResponseType(resource.RouteType)].Items
 	// go-control-plane does not look inside API listeners (proxyless
 	// gRPC), so add their route references here.
-	for _, l := range snap.Resources[cache.GetResponseType(resource.ListenerType)].Items {
+	for _, l := range res[cache.GetResponseType(resource.ListenerType)].Items {
 		if name := apiListenerRoute(l.Resource); name != "" {
 			if refs[resource.RouteType] == nil {
 				refs[resource.RouteType] = map[string]bool{}
@@ -320,7 +334,7 @@ func equalVersions(a, b map[string]string) bool {
 func (s *Server) Forget(id string, kind ir.ProxyKind) {
 	s.mu.Lock()
 	if prev, ok := s.published[id]; ok {
-		s.retain(prev.Versions, -1)
+		s.retain(prev.snapshot, -1)
 	}
 	delete(s.published, id)
 	s.mu.Unlock()
@@ -350,7 +364,7 @@ func (p *Published) Resources(s *Server) map[resource.Type][]types.Resource {
 		}
 	}
 	eps := s.endpoints.resources()
-	refs := cache.GetAllResourceReferences(p.snapshot.Resources)
+	refs := cache.GetAllResourceReferences(p.snapshot.resources())
 	for name := range refs[resource.EndpointType] {
 		if r, ok := eps[name]; ok {
 			out[resource.EndpointType] = append(out[resource.EndpointType], r)
