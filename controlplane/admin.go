@@ -6,6 +6,8 @@ import (
 	"sort"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -88,7 +90,7 @@ func (cp *ControlPlane) handleConfig(w http.ResponseWriter, r *http.Request) {
 	out := map[string][]json.RawMessage{}
 	for typ, rs := range pub.Resources(cp.xds) {
 		for _, res := range rs {
-			b, err := protojson.Marshal(res.(proto.Message))
+			b, err := protojson.Marshal(redact(res.(proto.Message)))
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusInternalServerError)
 				return
@@ -114,4 +116,16 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// redact removes private keys from secrets before they are shown: debug
+// output ends up in tickets and chat, and a key there is a breach.
+func redact(m proto.Message) proto.Message {
+	sec, ok := m.(*tlsv3.Secret)
+	if !ok || sec.GetTlsCertificate() == nil {
+		return m
+	}
+	out := proto.Clone(sec).(*tlsv3.Secret)
+	out.GetTlsCertificate().PrivateKey = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "[redacted]"}}
+	return out
 }

@@ -51,6 +51,11 @@ type Options struct {
 	// services must stay empty before it is believed: a registry that
 	// restarted with an empty store must not wipe out the mesh.
 	EmptyCatalogGrace time.Duration
+	// Identities is the SPIFFE CA. With it, every hop is mTLS; nil leaves
+	// the mesh in plaintext.
+	Identities Identities
+	// Dev trusts proxies on loopback without proof of identity.
+	Dev bool
 	// Registry receives the Prometheus metrics; nil makes a new one.
 	Registry *prometheus.Registry
 }

@@ -32,6 +32,13 @@ type loopState struct {
 	// published are the proxies that have a snapshot, with their kind.
 	published map[string]ir.ProxyKind
 
+	// svids are the SVIDs issued to Envoy proxies, by proxy ID.
+	svids map[string]*issued
+	// unattested remembers proxies already warned about, to warn once.
+	unattested map[string]bool
+	// bundle is the trust bundle as PEM and its hash.
+	bundle, bundleHash string
+
 	pendingEmpty *registry.Catalog
 	emptySince   time.Time
 }
@@ -43,7 +50,8 @@ type hashedShared struct {
 }
 
 func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalog) error {
-	st := &loopState{proxyKeys: map[string]string{}, proxyQuick: map[string]string{}, published: map[string]ir.ProxyKind{}}
+	st := &loopState{proxyKeys: map[string]string{}, proxyQuick: map[string]string{}, published: map[string]ir.ProxyKind{},
+		svids: map[string]*issued{}, unattested: map[string]bool{}}
 	if cat, err := cp.loadState(); err != nil {
 		cp.log.Warn("no usable saved catalog; waiting for the registry", "err", err)
 	} else if cat != nil {
@@ -70,6 +78,9 @@ func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalo
 				dirty = true
 			}
 		case <-graceTick.C:
+			if cp.renewalsDue(st) || cp.bundleChanged(st) {
+				dirty = true
+			}
 			if st.pendingEmpty != nil && time.Since(st.emptySince) >= cp.opts.EmptyCatalogGrace {
 				cp.log.Warn("registry has listed no services for the whole grace period; removing all services",
 					"grace", cp.opts.EmptyCatalogGrace.String())
@@ -144,6 +155,11 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 	}
 	if st.mesh == nil {
 		mesh := ir.Build(st.catalog, cp.opts.Defaults, cp.opts.TrustDomain)
+		if cp.opts.Identities != nil {
+			mesh.MTLS = true
+			cp.bundleChanged(st)
+			mesh.BundlePEM = []byte(st.bundle)
+		}
 		shared := translate.Shared(mesh)
 		for _, rs := range []*translate.Resources{shared.Envoy, shared.Proxyless, {Endpoints: shared.Endpoints}} {
 			if err := rs.Validate(); err != nil {
@@ -191,6 +207,7 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 			delete(st.published, id)
 			delete(st.proxyKeys, id)
 			delete(st.proxyQuick, id)
+			delete(st.svids, id)
 		}
 	}
 	cp.xds.ReleaseUnused()
@@ -215,10 +232,28 @@ func (cp *ControlPlane) publishProxy(ctx context.Context, st *loopState, p ir.Pr
 	if svc, inst, ok := st.catalog.Instance(p.ID); ok && (p.Service == "" || p.Service == svc.Name) {
 		p.Service, p.Instance = svc.Name, inst
 	}
+	if st.mesh.MTLS && p.Kind == ir.ProxyEnvoy {
+		if cp.attested(&p) {
+			ns := "default"
+			if svc, ok := st.mesh.Service(p.Service); ok {
+				ns = svc.Namespace
+			}
+			ident, err := cp.svidFor(st, &p, ns)
+			if err != nil {
+				return err
+			}
+			p.SVID = ident
+		} else if _, warned := st.unattested[p.ID]; !warned {
+			st.unattested[p.ID] = true
+			cp.log.Warn("no SVID for proxy: its identity is not proven; its mTLS listeners and clusters stay closed",
+				"proxy", p.ID, "peer", p.Peer)
+		}
+	}
 	// A proxy's own resources depend only on the shared set, its kind and
-	// service, and its instance's address and ports: if none changed (an
-	// endpoint elsewhere flapped), skip translating it at all.
-	quick := st.sharedKey + "|" + string(p.Kind) + "|" + p.Service + "|" + instanceKey(p.Instance)
+	// service, its instance's address and ports, and its identity: if none
+	// changed (an endpoint elsewhere flapped), skip translating it at all.
+	quick := st.sharedKey + "|" + string(p.Kind) + "|" + p.Service + "|" + instanceKey(p.Instance) +
+		"|" + st.bundleHash + "|" + svidKey(p.SVID)
 	if st.proxyQuick[p.ID] == quick {
 		return nil
 	}
@@ -245,6 +280,41 @@ func (cp *ControlPlane) publishProxy(ctx context.Context, st *loopState, p ir.Pr
 	st.proxyQuick[p.ID] = quick
 	st.published[p.ID] = p.Kind
 	return nil
+}
+
+func svidKey(id *ir.Identity) string {
+	if id == nil {
+		return "-"
+	}
+	return id.Fingerprint
+}
+
+// renewalsDue reports whether an issued SVID is past half its lifetime.
+func (cp *ControlPlane) renewalsDue(st *loopState) bool {
+	now := time.Now()
+	for _, s := range st.svids {
+		if s.renewDue(now) {
+			return true
+		}
+	}
+	return false
+}
+
+// bundleChanged refreshes the trust bundle (a root rotation adds a root)
+// and reports whether it changed.
+func (cp *ControlPlane) bundleChanged(st *loopState) bool {
+	if cp.opts.Identities == nil {
+		return false
+	}
+	b := string(bundlePEM(cp.opts.Identities.Bundle()))
+	if b == st.bundle {
+		return false
+	}
+	st.bundle, st.bundleHash = b, xds.Fingerprint([]byte(b))
+	if st.mesh != nil {
+		st.mesh.BundlePEM = []byte(b)
+	}
+	return true
 }
 
 func instanceKey(in *registry.Instance) string {

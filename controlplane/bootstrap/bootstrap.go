@@ -121,7 +121,7 @@ func Envoy(o Options) ([]byte, error) {
 
 // CertProviderName is the certificate provider instance proxyless TLS
 // contexts refer to.
-const CertProviderName = "medmesh"
+const CertProviderName = translate.CertProviderInstance
 
 // GRPCBootstrap is grpc-go's xDS bootstrap file format.
 type GRPCBootstrap struct {

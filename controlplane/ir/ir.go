@@ -17,6 +17,10 @@ type Mesh struct {
 	// Warnings name what could not be used (e.g. an instance registered
 	// with a host name, which Envoy cannot take as an endpoint).
 	Warnings []string `json:"warnings,omitempty"`
+	// MTLS turns on mutual TLS with SPIFFE identities on every hop.
+	MTLS bool `json:"mtls,omitempty"`
+	// BundlePEM is the trust bundle (PEM roots) proxies verify peers with.
+	BundlePEM []byte `json:"-"`
 }
 
 // Service is one upstream service with its resolved traffic settings.
@@ -132,4 +136,18 @@ type Proxy struct {
 	Kind    ProxyKind `json:"kind"`
 	// Instance is the catalog instance the proxy fronts, when known.
 	Instance *registry.Instance `json:"instance,omitempty"`
+	// Peer is the address the proxy's xDS stream came from.
+	Peer string `json:"peer,omitempty"`
+	// SVID is the identity issued to an Envoy proxy, served over SDS.
+	// Proxyless services read theirs from files instead.
+	SVID *Identity `json:"-"`
+}
+
+// Identity is an X.509-SVID as PEM: certificate chain (leaf first) and key.
+type Identity struct {
+	SpiffeID    string
+	CertChain   []byte
+	PrivateKey  []byte
+	NotAfter    time.Time
+	Fingerprint string // of the leaf; changes on every renewal
 }

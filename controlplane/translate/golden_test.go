@@ -46,8 +46,18 @@ type goldenInput struct {
 		Service string       `json:"service"`
 		Kind    ir.ProxyKind `json:"kind"`
 	} `json:"proxy"`
+	// MTLS turns on mutual TLS; the proxy then gets fixed test SVID and
+	// bundle bytes, so outputs stay deterministic.
+	MTLS    bool            `json:"mtls,omitempty"`
 	Catalog json.RawMessage `json:"catalog"`
 }
+
+// Fixed stand-ins for certificate material in golden outputs.
+var (
+	testBundlePEM = []byte("-----BEGIN CERTIFICATE-----\ntest-bundle\n-----END CERTIFICATE-----\n")
+	testCertPEM   = []byte("-----BEGIN CERTIFICATE-----\ntest-svid\n-----END CERTIFICATE-----\n")
+	testKeyPEM    = []byte("-----BEGIN PRIVATE KEY-----\ntest-key\n-----END PRIVATE KEY-----\n")
+)
 
 // outputKind is one golden file per case: a resource type, or the
 // translator's warnings (which operators see, so they are reviewed too).
@@ -126,7 +136,7 @@ func goldenCases(t *testing.T) []string {
 // loadCase reads an input and resolves the proxy's instance the way the
 // control plane does for a connecting node: by node id, and only if the
 // node's declared service (when given) is the instance's service.
-func loadCase(t *testing.T, name string) (*registry.Catalog, *ir.Proxy) {
+func loadCase(t *testing.T, name string) (*registry.Catalog, *ir.Proxy, bool) {
 	t.Helper()
 	path := filepath.Join(inDir, name+".yaml")
 	data, err := os.ReadFile(path)
@@ -151,13 +161,19 @@ func loadCase(t *testing.T, name string) (*registry.Catalog, *ir.Proxy) {
 	if svc, inst, ok := cat.Instance(p.ID); ok && (p.Service == "" || p.Service == svc.Name) {
 		p.Service, p.Instance = svc.Name, inst
 	}
-	return cat, p
+	if in.MTLS && p.Kind == ir.ProxyEnvoy {
+		p.SVID = &ir.Identity{CertChain: testCertPEM, PrivateKey: testKeyPEM}
+	}
+	return cat, p, in.MTLS
 }
 
 func translateCase(t *testing.T, name string) *translate.Resources {
 	t.Helper()
-	cat, p := loadCase(t, name)
+	cat, p, mtls := loadCase(t, name)
 	mesh := ir.Build(cat, ir.DefaultDefaults(), trustDomain)
+	if mtls {
+		mesh.MTLS, mesh.BundlePEM = true, testBundlePEM
+	}
 	res := translate.Translate(mesh, p)
 	if err := res.Validate(); err != nil {
 		t.Fatalf("Envoy validation (ValidateAll) failed:\n%v", err)

@@ -21,7 +21,7 @@ func inboundListener(m *ir.Mesh, s *ir.Service, in *registry.Instance) *listener
 		Address: socketAddress(in.Address, in.Port),
 		FilterChains: []*listenerv3.FilterChain{{
 			Filters:         []*listenerv3.Filter{filter},
-			TransportSocket: downstreamTransportSocket(m, s),
+			TransportSocket: downstreamTransportSocket(m, s, ir.ProxyEnvoy),
 		}},
 		TrafficDirection: corev3Inbound,
 	}

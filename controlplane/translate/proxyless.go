@@ -65,7 +65,7 @@ func proxylessServerListener(m *ir.Mesh, s *ir.Service, in *registry.Instance) *
 		FilterChains: []*listenerv3.FilterChain{{
 			Name:            "inbound|" + s.Name,
 			Filters:         []*listenerv3.Filter{hcmFilter(httpConnectionManager(hcmOptions{statPrefix: "inbound", inline: inline}))},
-			TransportSocket: downstreamTransportSocket(m, s),
+			TransportSocket: downstreamTransportSocket(m, s, ir.ProxyProxyless),
 		}},
 		TrafficDirection: corev3Inbound,
 	}

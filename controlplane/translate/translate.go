@@ -143,15 +143,20 @@ func Shared(m *ir.Mesh) *SharedSet {
 // ForProxy translates the resources that belong to one proxy alone.
 func ForProxy(m *ir.Mesh, p *ir.Proxy) *Resources {
 	r := &Resources{}
+	for _, sec := range secrets(m, p) {
+		r.Secrets = append(r.Secrets, sec)
+	}
 	svc, ok := m.Service(p.Service)
 	if !ok || p.Instance == nil {
 		// An outbound-only client (or an instance not registered yet):
 		// it may call services but serves nothing.
+		r.sort()
 		return r
 	}
 	if net.ParseIP(p.Instance.Address) == nil {
 		r.Warnings = append(r.Warnings, fmt.Sprintf("proxy %q: instance address %q is not an IP address; no inbound listener",
 			p.ID, p.Instance.Address))
+		r.sort()
 		return r
 	}
 	switch p.Kind {

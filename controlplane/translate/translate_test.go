@@ -340,7 +340,7 @@ func TestOutboundOnlyEnvoy(t *testing.T) {
 // instance; anything less is an outbound-only client, never a listener on
 // a guessed address.
 func TestForProxyServiceMismatch(t *testing.T) {
-	cat, _ := loadCase(t, "envoy-emr-sidecar")
+	cat, _, _ := loadCase(t, "envoy-emr-sidecar")
 	mesh := ir.Build(cat, ir.DefaultDefaults(), trustDomain)
 	_, inst, _ := cat.Instance("emr-1")
 	for _, p := range []*ir.Proxy{
@@ -357,7 +357,7 @@ func TestForProxyServiceMismatch(t *testing.T) {
 // assembles snapshots; golden tests cover Translate only.
 func TestTranslateIsSharedPlusForProxy(t *testing.T) {
 	for _, name := range []string{"envoy-emr-sidecar", "proxyless-server"} {
-		cat, p := loadCase(t, name)
+		cat, p, _ := loadCase(t, name)
 		mesh := ir.Build(cat, ir.DefaultDefaults(), trustDomain)
 		sh := translate.Shared(mesh)
 		base := sh.Envoy

@@ -2,22 +2,99 @@ package translate
 
 import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
+	"google.golang.org/protobuf/proto"
 
 	"medmesh/controlplane/ir"
 )
 
-// Transport sockets come from this file only, so that mTLS (SPIFFE SVIDs
-// over SDS) changes one place: every upstream cluster asks
+// Transport sockets come from this file only: every upstream cluster asks
 // upstreamTransportSocket and every inbound filter chain asks
-// downstreamTransportSocket.
+// downstreamTransportSocket. With mTLS on, Envoy gets its SVID and the
+// trust bundle as SDS secrets (so a rotation changes only secrets) and
+// proxyless gRPC gets references to the certificate provider instance its
+// bootstrap names (files kept fresh by `medmesh sidecar --svid-dir`).
 
-// upstreamTransportSocket secures a proxy's connections to a service.
-// Until the CA lands it returns nil (plaintext).
-func upstreamTransportSocket(_ *ir.Mesh, _ *ir.Service, _ ir.ProxyKind) *corev3.TransportSocket {
-	return nil
+// SDS secret names and the proxyless certificate provider instance.
+const (
+	SVIDSecret           = "medmesh/svid"
+	BundleSecret         = "medmesh/bundle"
+	CertProviderInstance = "medmesh"
+)
+
+// upstreamTransportSocket secures a proxy's connections to a service and
+// checks that the peer is exactly that service's SPIFFE ID.
+func upstreamTransportSocket(m *ir.Mesh, s *ir.Service, kind ir.ProxyKind) *corev3.TransportSocket {
+	if !m.MTLS {
+		return nil
+	}
+	san := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: m.SpiffeID(s)}}
+	return tlsSocket(&tlsv3.UpstreamTlsContext{CommonTlsContext: commonTLS(kind, san), Sni: s.Name})
 }
 
-// downstreamTransportSocket secures the connections a service accepts.
-func downstreamTransportSocket(_ *ir.Mesh, _ *ir.Service) *corev3.TransportSocket {
-	return nil
+// downstreamTransportSocket makes a service accept only mTLS from
+// workloads of the trust domain; which of them may call is authorization,
+// decided per caller identity after the handshake.
+func downstreamTransportSocket(m *ir.Mesh, _ *ir.Service, kind ir.ProxyKind) *corev3.TransportSocket {
+	if !m.MTLS {
+		return nil
+	}
+	return tlsSocket(&tlsv3.DownstreamTlsContext{
+		CommonTlsContext:         commonTLS(kind, nil),
+		RequireClientCertificate: wrapBool(true),
+	})
+}
+
+func commonTLS(kind ir.ProxyKind, san *matcherv3.StringMatcher) *tlsv3.CommonTlsContext {
+	if kind == ir.ProxyProxyless {
+		provider := &tlsv3.CertificateProviderPluginInstance{InstanceName: CertProviderInstance, CertificateName: "default"}
+		vc := &tlsv3.CertificateValidationContext{CaCertificateProviderInstance: provider}
+		if san != nil {
+			vc.MatchSubjectAltNames = []*matcherv3.StringMatcher{san}
+		}
+		return &tlsv3.CommonTlsContext{
+			TlsCertificateProviderInstance: provider,
+			ValidationContextType:          &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc},
+		}
+	}
+	def := &tlsv3.CertificateValidationContext{}
+	if san != nil {
+		def.MatchTypedSubjectAltNames = []*tlsv3.SubjectAltNameMatcher{{SanType: tlsv3.SubjectAltNameMatcher_URI, Matcher: san}}
+	}
+	return &tlsv3.CommonTlsContext{
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: SVIDSecret, SdsConfig: adsSource()}},
+		ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{
+			CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+				DefaultValidationContext:         def,
+				ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: BundleSecret, SdsConfig: adsSource()},
+			},
+		},
+	}
+}
+
+func tlsSocket(ctx proto.Message) *corev3.TransportSocket {
+	return &corev3.TransportSocket{
+		Name:       wellknown.TransportSocketTLS,
+		ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)},
+	}
+}
+
+// secrets are an Envoy proxy's SDS secrets: its SVID and the bundle.
+func secrets(m *ir.Mesh, p *ir.Proxy) []*tlsv3.Secret {
+	if !m.MTLS || p.Kind != ir.ProxyEnvoy || p.SVID == nil {
+		return nil
+	}
+	inline := func(b []byte) *corev3.DataSource {
+		return &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: b}}
+	}
+	return []*tlsv3.Secret{
+		{Name: SVIDSecret, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+			CertificateChain: inline(p.SVID.CertChain), PrivateKey: inline(p.SVID.PrivateKey),
+		}}},
+		{Name: BundleSecret, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			TrustedCa: inline(m.BundlePEM),
+		}}},
+	}
 }

@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc/peer"
 
 	"medmesh/controlplane/ir"
 )
@@ -37,6 +38,7 @@ type ProxyStatus struct {
 	ID          string                `json:"id"`
 	Service     string                `json:"service"`
 	Kind        ir.ProxyKind          `json:"kind"`
+	Peer        string                `json:"peer,omitempty"`
 	Transport   string                `json:"transport"` // sotw, delta or both
 	ConnectedAt time.Time             `json:"connectedAt"`
 	Types       map[string]TypeStatus `json:"types"`
@@ -53,6 +55,7 @@ type streamKey struct {
 
 type streamInfo struct {
 	delta  bool
+	peer   string
 	node   string
 	nonces map[string]string // response nonce -> version sent with it
 }
@@ -102,7 +105,7 @@ func (t *Tracker) Connected() []ir.Proxy {
 	defer t.mu.Unlock()
 	out := make([]ir.Proxy, 0, len(t.proxies))
 	for _, p := range t.proxies {
-		out = append(out, ir.Proxy{ID: p.status.ID, Service: p.status.Service, Kind: p.status.Kind})
+		out = append(out, ir.Proxy{ID: p.status.ID, Service: p.status.Service, Kind: p.status.Kind, Peer: p.status.Peer})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
@@ -144,9 +147,13 @@ func ProxyKindOf(n *corev3.Node) ir.ProxyKind {
 	return ir.ProxyEnvoy
 }
 
-func (t *Tracker) open(id streamKey) error {
+func (t *Tracker) open(ctx context.Context, id streamKey) error {
+	addr := ""
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		addr = p.Addr.String()
+	}
 	t.mu.Lock()
-	t.streams[id] = &streamInfo{delta: id.delta, nonces: map[string]string{}}
+	t.streams[id] = &streamInfo{delta: id.delta, peer: addr, nonces: map[string]string{}}
 	t.mu.Unlock()
 	return nil
 }
@@ -189,7 +196,7 @@ func (t *Tracker) request(id streamKey, node *corev3.Node, typeURL, nonce, versi
 			p = &proxyInfo{
 				status: ProxyStatus{
 					ID: node.GetId(), Service: node.GetCluster(), Kind: ProxyKindOf(node),
-					ConnectedAt: t.now(), Types: map[string]TypeStatus{},
+					Peer: s.peer, ConnectedAt: t.now(), Types: map[string]TypeStatus{},
 				},
 				streams: map[streamKey]bool{},
 			}
@@ -286,16 +293,16 @@ func shortTypeName(typeURL string) string {
 }
 
 // OnStreamOpen implements server.Callbacks.
-func (t *Tracker) OnStreamOpen(_ context.Context, id int64, _ string) error {
-	return t.open(streamKey{id, false})
+func (t *Tracker) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	return t.open(ctx, streamKey{id, false})
 }
 
 // OnStreamClosed implements server.Callbacks.
 func (t *Tracker) OnStreamClosed(id int64, _ *corev3.Node) { t.closed(streamKey{id, false}) }
 
 // OnDeltaStreamOpen implements server.Callbacks.
-func (t *Tracker) OnDeltaStreamOpen(_ context.Context, id int64, _ string) error {
-	return t.open(streamKey{id, true})
+func (t *Tracker) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	return t.open(ctx, streamKey{id, true})
 }
 
 // OnDeltaStreamClosed implements server.Callbacks.

@@ -1,0 +1,89 @@
+package controlplane
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"medmesh/controlplane/ir"
+)
+
+// Identities is what the control plane needs from a SPIFFE CA
+// (certs.CA provides it).
+type Identities interface {
+	ServiceID(namespace, service string) (spiffeid.ID, error)
+	NewSVID(id spiffeid.ID) (*x509svid.SVID, error)
+	Bundle() *x509bundle.Bundle
+}
+
+// issued is an SVID handed to one Envoy proxy.
+type issued struct {
+	identity  *ir.Identity
+	notBefore time.Time
+	notAfter  time.Time
+}
+
+// renewDue is true past half of the SVID's lifetime, so a proxy always has
+// half a lifetime of margin if the control plane is briefly unavailable.
+func (s *issued) renewDue(now time.Time) bool {
+	return now.After(s.notBefore.Add(s.notAfter.Sub(s.notBefore) / 2))
+}
+
+// attested reports whether a proxy has proved it may hold its service's
+// identity. Only development mode's loopback trust exists so far; without
+// proof a proxy gets no SVID, and its mTLS listeners and clusters stay
+// unusable rather than falling back to plaintext.
+func (cp *ControlPlane) attested(p *ir.Proxy) bool {
+	if !cp.opts.Dev {
+		return false
+	}
+	host, _, err := net.SplitHostPort(p.Peer)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// svidFor returns the proxy's SVID, issuing or renewing it when due.
+func (cp *ControlPlane) svidFor(st *loopState, p *ir.Proxy, namespace string) (*ir.Identity, error) {
+	now := time.Now()
+	if cur, ok := st.svids[p.ID]; ok && !cur.renewDue(now) {
+		return cur.identity, nil
+	}
+	id, err := cp.opts.Identities.ServiceID(namespace, p.Service)
+	if err != nil {
+		return nil, err
+	}
+	svid, err := cp.opts.Identities.NewSVID(id)
+	if err != nil {
+		return nil, fmt.Errorf("proxy %q: issuing an SVID: %w", p.ID, err)
+	}
+	certPEM, keyPEM, err := svid.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("proxy %q: encoding its SVID: %w", p.ID, err)
+	}
+	leaf := svid.Certificates[0]
+	sum := sha256.Sum256(leaf.Raw)
+	ident := &ir.Identity{SpiffeID: id.String(), CertChain: certPEM, PrivateKey: keyPEM, NotAfter: leaf.NotAfter,
+		Fingerprint: hex.EncodeToString(sum[:8])}
+	st.svids[p.ID] = &issued{identity: ident, notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}
+	cp.log.Info("issued SVID", "proxy", p.ID, "spiffeID", id.String(), "notAfter", leaf.NotAfter.UTC().Format(time.RFC3339))
+	return ident, nil
+}
+
+// bundlePEM is the trust bundle as PEM.
+func bundlePEM(b *x509bundle.Bundle) []byte {
+	var out []byte
+	for _, c := range b.X509Authorities() {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return out
+}
