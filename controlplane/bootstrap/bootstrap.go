@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"sigs.k8s.io/yaml"
 
+	"medmesh/certs"
 	"medmesh/controlplane/ir"
 	"medmesh/controlplane/translate"
 	"medmesh/controlplane/xds"
@@ -153,9 +154,9 @@ type GRPCCertProvider struct {
 
 // SVID file names inside an SVID directory.
 const (
-	SVIDCertFile   = "svid.pem"
-	SVIDKeyFile    = "svid_key.pem"
-	SVIDBundleFile = "bundle.pem"
+	SVIDCertFile   = certs.SVIDCertFile
+	SVIDKeyFile    = certs.SVIDKeyFile
+	SVIDBundleFile = certs.SVIDBundleFile
 )
 
 // Proxyless returns a gRPC xDS bootstrap as indented JSON.

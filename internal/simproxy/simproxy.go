@@ -16,6 +16,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -266,9 +267,12 @@ func (p *Proxy) followIfNeeded(typeURL string) map[string][]string {
 }
 
 func (p *Proxy) follow() map[string][]string {
-	want := map[string]map[string]bool{resource.RouteType: {}, resource.EndpointType: {}}
+	want := map[string]map[string]bool{resource.RouteType: {}, resource.EndpointType: {}, resource.SecretType: {}}
 	for n, m := range p.res[resource.ClusterType] {
 		c := m.(*clusterv3.Cluster)
+		for _, name := range secretNames(c.GetTransportSocket().GetTypedConfig()) {
+			want[resource.SecretType][name] = true
+		}
 		if c.GetType() == clusterv3.Cluster_EDS {
 			name := c.GetEdsClusterConfig().GetServiceName()
 			if name == "" {
@@ -278,8 +282,14 @@ func (p *Proxy) follow() map[string][]string {
 		}
 	}
 	for _, m := range p.res[resource.ListenerType] {
-		for _, r := range routeNames(m.(*listenerv3.Listener)) {
+		l := m.(*listenerv3.Listener)
+		for _, r := range routeNames(l) {
 			want[resource.RouteType][r] = true
+		}
+		for _, fc := range l.GetFilterChains() {
+			for _, name := range secretNames(fc.GetTransportSocket().GetTypedConfig()) {
+				want[resource.SecretType][name] = true
+			}
 		}
 	}
 	out := map[string][]string{}
@@ -298,6 +308,37 @@ func (p *Proxy) follow() map[string][]string {
 				}
 			}
 		}
+	}
+	return out
+}
+
+// secretNames lists the SDS secrets a TLS transport socket refers to.
+func secretNames(a *anypb.Any) []string {
+	if a == nil {
+		return nil
+	}
+	m, err := a.UnmarshalNew()
+	if err != nil {
+		return nil
+	}
+	var common *tlsv3.CommonTlsContext
+	switch c := m.(type) {
+	case *tlsv3.UpstreamTlsContext:
+		common = c.GetCommonTlsContext()
+	case *tlsv3.DownstreamTlsContext:
+		common = c.GetCommonTlsContext()
+	default:
+		return nil
+	}
+	var out []string
+	for _, s := range common.GetTlsCertificateSdsSecretConfigs() {
+		out = append(out, s.GetName())
+	}
+	if s := common.GetCombinedValidationContext().GetValidationContextSdsSecretConfig(); s != nil {
+		out = append(out, s.GetName())
+	}
+	if s := common.GetValidationContextSdsSecretConfig(); s != nil {
+		out = append(out, s.GetName())
 	}
 	return out
 }

@@ -1,0 +1,242 @@
+package integration
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/hashicorp/consul/api"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/xds"
+
+	"medmesh/certs"
+	"medmesh/controlplane"
+	"medmesh/controlplane/bootstrap"
+	"medmesh/controlplane/translate"
+	"medmesh/examples/clinical"
+	"medmesh/internal/simproxy"
+)
+
+// TestProxylessMTLS: with xDS credentials on both sides a call completes
+// over mTLS and the server sees the caller's SPIFFE ID; a plaintext
+// client is refused by the PHI service.
+func TestProxylessMTLS(t *testing.T) {
+	ca, err := certs.New(certs.Options{TrustDomain: "medmesh.local", StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	consul := startConsul(t, true)
+	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) { o.Identities = ca })
+
+	// The SVID directories `medmesh sidecar --svid-dir` keeps fresh.
+	svidDir := func(svc string) string {
+		id, err := ca.ServiceID("", svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svid, err := ca.NewSVID(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(t.TempDir(), svc)
+		if err := certs.WriteSVIDDir(dir, svid, ca.Bundle()); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+
+	// The EMR server: PHI (emr's default), mTLS only.
+	var mu sync.Mutex
+	var callers []string
+	port := freePort(t)
+	bs, err := bootstrap.Proxyless(bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "emr-1", Service: "emr", SVIDDir: svidDir("emr")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCreds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := xds.NewGRPCServer(grpc.Creds(serverCreds), xds.BootstrapContentsForTesting(bs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clinical.Register(srv, &clinical.Server{Instance: "emr-1", Handle: func(ctx context.Context, _ string) error {
+		p, _ := peer.FromContext(ctx)
+		tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
+		if !ok || len(tlsInfo.State.PeerCertificates) == 0 {
+			return fmt.Errorf("call without a client certificate (auth %T)", p.AuthInfo)
+		}
+		id, err := x509svid.IDFromCert(tlsInfo.State.PeerCertificates[0])
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		callers = append(callers, id.String())
+		mu.Unlock()
+		return nil
+	}})
+	lis, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	register(t, consul.Client(), "emr", "emr-1", port, map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "grpc"}, api.HealthPassing)
+
+	// The HIS client with xDS credentials and its own SVID.
+	clientBS, err := bootstrap.Proxyless(bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "his-1", Service: "his", SVIDDir: svidDir("his")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := xds.NewXDSResolverWithConfigForTesting(clientBS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCreds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("xds:///emr", grpc.WithResolvers(rb), grpc.WithTransportCredentials(clientCreds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	ctx := context.Background()
+	eventually(t, "an mTLS call succeeds", func() error {
+		_, err := servedBy(ctx, cc, 1)
+		return err
+	})
+	mu.Lock()
+	got := callers[len(callers)-1]
+	mu.Unlock()
+	if got != "spiffe://medmesh.local/ns/default/svc/his" {
+		t.Fatalf("server saw caller %q", got)
+	}
+
+	// A plaintext client of the same service is refused.
+	plain := dialXDS(t, cp.xdsAddr(), "plain-client", "emr")
+	for i := 0; i < 3; i++ {
+		if _, err := servedBy(ctx, plain, 1); err == nil {
+			t.Fatal("a plaintext call reached the PHI service")
+		}
+	}
+}
+
+// svidFromSecrets checks the SDS secrets a simulated Envoy holds: the SVID
+// verifies against the bundle with go-spiffe and names the service.
+func svidFromSecrets(st simproxy.State) (string, error) {
+	sec, ok := st.Resources[resource.SecretType][translate.SVIDSecret].(*tlsv3.Secret)
+	if !ok {
+		return "", errors.New("no SVID secret")
+	}
+	bundle, ok := st.Resources[resource.SecretType][translate.BundleSecret].(*tlsv3.Secret)
+	if !ok {
+		return "", errors.New("no bundle secret")
+	}
+	chain := sec.GetTlsCertificate().GetCertificateChain().GetInlineBytes()
+	key := sec.GetTlsCertificate().GetPrivateKey().GetInlineBytes()
+	svid, err := x509svid.Parse(chain, key) // also checks the key matches
+	if err != nil {
+		return "", err
+	}
+	b, err := x509bundle.Parse(svid.ID.TrustDomain(), bundle.GetValidationContext().GetTrustedCa().GetInlineBytes())
+	if err != nil {
+		return "", err
+	}
+	if _, _, err := x509svid.Verify(svid.Certificates, b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(svid.Certificates[0].SerialNumber.Bytes()) + " " + svid.ID.String(), nil
+}
+
+// TestEnvoySDSAndRotation: an attested Envoy (development mode: loopback)
+// gets its SVID and the bundle over SDS on its ADS stream, both transports;
+// a rotation changes only the secrets; without proof there is no SVID.
+func TestEnvoySDSAndRotation(t *testing.T) {
+	ca, err := certs.New(certs.Options{TrustDomain: "medmesh.local", StateDir: t.TempDir(), SVIDTTL: 4 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	consul := startConsul(t, true)
+	register(t, consul.Client(), "emr", "emr-1", 9101, nil, api.HealthPassing)
+	register(t, consul.Client(), "emr", "emr-2", 9102, nil, api.HealthPassing)
+	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) { o.Identities, o.Dev = ca, true })
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+
+	for _, delta := range []bool{false, true} {
+		id := map[bool]string{false: "emr-1", true: "emr-2"}[delta]
+		rec := &countingRecorder{}
+		p := startSimProxy(t, cp.xdsAddr(), simproxy.Options{NodeID: id, Cluster: "emr", Delta: delta, Validate: validateAll},
+			grpc.WithStreamInterceptor(rec.interceptor()))
+		var first string
+		if err := p.Wait(ctx, func(s simproxy.State) bool {
+			first, err = svidFromSecrets(s)
+			return err == nil
+		}); err != nil {
+			t.Fatalf("%s: %v (last: %v)", id, err, err)
+		}
+		if !strings.HasSuffix(first, " spiffe://medmesh.local/ns/default/svc/emr") {
+			t.Fatalf("%s: SVID %s", id, first)
+		}
+		before := rec.count()
+		// Renewal at half of the 4 s lifetime.
+		if err := p.Wait(ctx, func(s simproxy.State) bool {
+			now, err := svidFromSecrets(s)
+			return err == nil && now != first
+		}); err != nil {
+			t.Fatalf("%s: SVID not rotated: %v", id, err)
+		}
+		if !delta { // the recorder sees SotW responses
+			for _, typ := range rec.typesSince(before) {
+				if typ != resource.SecretType {
+					t.Errorf("%s: a rotation pushed %s", id, typ)
+				}
+			}
+		}
+	}
+}
+
+// TestNoSVIDWithoutProof: outside development mode no proxy is attested
+// yet, so none gets an SVID and the refusal is logged.
+func TestNoSVIDWithoutProof(t *testing.T) {
+	ca, err := certs.New(certs.Options{TrustDomain: "medmesh.local", StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	consul := startConsul(t, true)
+	register(t, consul.Client(), "emr", "emr-1", 9101, nil, api.HealthPassing)
+	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) { o.Identities = ca })
+	p := startSimProxy(t, cp.xdsAddr(), simproxy.Options{NodeID: "emr-1", Cluster: "emr", Validate: validateAll})
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := p.Wait(ctx, fullConfig("emr")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "refusal logged", func() error {
+		if !strings.Contains(cp.logs.String(), "no SVID for proxy") {
+			return errors.New("not logged")
+		}
+		return nil
+	})
+	if len(p.State().Resources[resource.SecretType]) != 0 {
+		t.Fatal("an unproven proxy received secrets")
+	}
+}
