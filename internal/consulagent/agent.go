@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -98,8 +99,30 @@ func (a *Agent) Client() *api.Client {
 	return c
 }
 
-// Start starts the agent and waits until it has a leader.
+// Start starts the agent and waits until it has a leader. Free ports are
+// found by binding and releasing them, so another process can take one in
+// between; when Consul cannot bind, Start retries on fresh ports.
 func (a *Agent) Start(ctx context.Context) error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = a.start(ctx); err == nil || !errors.Is(err, errPortTaken) {
+			return err
+		}
+		if a.HTTP, err = FreePort(); err != nil {
+			return err
+		}
+		for i := range a.ports {
+			if a.ports[i], err = FreePort(); err != nil {
+				return err
+			}
+		}
+	}
+	return err
+}
+
+var errPortTaken = errors.New("consul could not bind a port")
+
+func (a *Agent) start(ctx context.Context) error {
 	args := []string{"agent", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-node", "medmesh-test",
 		"-http-port", strconv.Itoa(a.HTTP), "-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
 		"-server-port", strconv.Itoa(a.ports[0]), "-serf-lan-port", strconv.Itoa(a.ports[1]),
@@ -145,7 +168,15 @@ func (a *Agent) WaitReady(ctx context.Context) error {
 		}
 		select {
 		case err := <-a.done:
-			return fmt.Errorf("consul exited before it was ready (log: %s): %v", a.LogPath, err)
+			a.cmd = nil
+			logTail, _ := os.ReadFile(a.LogPath)
+			if len(logTail) > 2000 {
+				logTail = logTail[len(logTail)-2000:]
+			}
+			if strings.Contains(string(logTail), "address already in use") {
+				return fmt.Errorf("%w: %s", errPortTaken, logTail)
+			}
+			return fmt.Errorf("consul exited before it was ready (%v); log %s:\n%s", err, a.LogPath, logTail)
 		case <-ctx.Done():
 			return fmt.Errorf("consul not ready after 60s (log: %s)", a.LogPath)
 		case <-time.After(100 * time.Millisecond):
