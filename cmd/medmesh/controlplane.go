@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"medmesh/certs"
 	"medmesh/controlplane"
 	"medmesh/registry"
 )
@@ -33,6 +34,11 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	trustDomain := fs.String("trust-domain", "medmesh.local", "SPIFFE trust domain")
 	stateDir := fs.String("state-dir", "", "directory for the last good catalog (served at start if the registry is down)")
 	dev := fs.Bool("dev", false, "development mode: hand SVIDs to loopback proxies without proof of identity (never in production)")
+	mtls := fs.Bool("mtls", false, "mutual TLS with SPIFFE identities on every hop (CA from --ca-cert/--ca-key or a root kept in --state-dir)")
+	caCert := fs.String("ca-cert", "", "operator CA certificate (root or intermediate, PEM) to sign SVIDs with")
+	caKey := fs.String("ca-key", "", "operator CA private key (PEM, mode 0600)")
+	caBundle := fs.String("ca-bundle", "", "trust anchors (PEM); required when --ca-cert is an intermediate")
+	svidTTL := fs.Duration("svid-ttl", certs.DefaultSVIDTTL, "lifetime of issued SVIDs; renewed at half-life")
 	coalesce := fs.Duration("coalesce", 20*time.Millisecond, "gather bursts of changes for this long before publishing")
 	emptyGrace := fs.Duration("empty-catalog-grace", time.Minute, "how long the registry must list no services before the mesh is emptied")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
@@ -80,10 +86,21 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 		src = registry.NewConsul(registry.ConsulOptions{Client: client, Logger: log})
 	}
 
-	cp, err := controlplane.New(controlplane.Options{
-		Logger: log, Source: src, TrustDomain: *trustDomain, StateDir: *stateDir,
+	opts := controlplane.Options{
+		Logger: log, Source: src, TrustDomain: *trustDomain, StateDir: *stateDir, Dev: *dev,
 		XDSListen: *xdsListen, AdminListen: *adminListen, Coalesce: *coalesce, EmptyCatalogGrace: *emptyGrace,
-	})
+	}
+	if *mtls {
+		ca, err := certs.New(certs.Options{TrustDomain: *trustDomain, StateDir: *stateDir, CertFile: *caCert,
+			KeyFile: *caKey, BundleFile: *caBundle, SVIDTTL: *svidTTL})
+		if err != nil {
+			fmt.Fprintf(stderr, "medmesh controlplane: --mtls: %v\n", err)
+			return 2
+		}
+		log.Info("mTLS on", "ca", ca.String())
+		opts.Identities = ca
+	}
+	cp, err := controlplane.New(opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "medmesh controlplane: %v\n", err)
 		return 2

@@ -98,3 +98,17 @@ func TestStatusTableShowsNACK(t *testing.T) {
 		}
 	}
 }
+
+func TestControlPlaneRefusesBadCA(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "key.pem")
+	os.WriteFile(key, []byte("x"), 0o644)
+	code, _, stderr := runCmd("controlplane", "--consul", "", "--catalog", key, "--mtls", "--ca-cert", "/no/such/ca.pem", "--ca-key", key)
+	if code != 2 || !strings.Contains(stderr, "/no/such/ca.pem") {
+		t.Fatalf("code %d, stderr %q", code, stderr)
+	}
+	code, _, stderr = runCmd("controlplane", "--consul", "", "--catalog", key, "--mtls")
+	if code != 2 || !strings.Contains(stderr, "no CA") {
+		t.Fatalf("--mtls without a CA: code %d, stderr %q", code, stderr)
+	}
+}
