@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"runtime/debug"
 	"time"
@@ -253,7 +254,7 @@ func (cp *ControlPlane) publishProxy(ctx context.Context, st *loopState, p ir.Pr
 	// service, its instance's address and ports, and its identity: if none
 	// changed (an endpoint elsewhere flapped), skip translating it at all.
 	quick := st.sharedKey + "|" + string(p.Kind) + "|" + p.Service + "|" + instanceKey(p.Instance) +
-		"|" + st.bundleHash + "|" + svidKey(p.SVID)
+		"|" + st.bundleHash + "|" + svidKey(p.SVID) + "|" + inboundKey(st.mesh, p.Service)
 	if st.proxyQuick[p.ID] == quick {
 		return nil
 	}
@@ -280,6 +281,22 @@ func (cp *ControlPlane) publishProxy(ctx context.Context, st *loopState, p ir.Pr
 	st.proxyQuick[p.ID] = quick
 	st.published[p.ID] = p.Kind
 	return nil
+}
+
+// inboundKey fingerprints what a service's inbound side is built from
+// (everything but its endpoints): its authorization, protocol and routes.
+func inboundKey(m *ir.Mesh, service string) string {
+	svc, ok := m.Service(service)
+	if !ok {
+		return "-"
+	}
+	b, _ := json.Marshal(struct {
+		Authz    ir.Authz
+		Protocol registry.Protocol
+		Route    ir.Route
+		Timeout  time.Duration
+	}{svc.Authz, svc.Protocol, svc.Route, svc.ConnectTimeout})
+	return xds.Fingerprint(b)
 }
 
 func svidKey(id *ir.Identity) string {

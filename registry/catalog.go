@@ -101,6 +101,16 @@ type Service struct {
 // read-only: sources build a new value on every change.
 type Catalog struct {
 	Services []Service `json:"services"`
+	// Intentions say which services may call which (Consul intentions).
+	Intentions []Intention `json:"intentions,omitempty"`
+}
+
+// Intention allows or denies calls from a source service ("*": any) to a
+// destination service. It may name services not registered (yet).
+type Intention struct {
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+	Allow       bool   `json:"allow"`
 }
 
 // Service returns the named service.
@@ -145,6 +155,13 @@ func (c *Catalog) Hash() string {
 // equal whatever order the source listed them in.
 func (c *Catalog) normalize() {
 	sort.Slice(c.Services, func(i, j int) bool { return c.Services[i].Name < c.Services[j].Name })
+	sort.Slice(c.Intentions, func(i, j int) bool {
+		a, b := c.Intentions[i], c.Intentions[j]
+		if a.Destination != b.Destination {
+			return a.Destination < b.Destination
+		}
+		return a.Source < b.Source
+	})
 	for i := range c.Services {
 		inst := c.Services[i].Instances
 		sort.Slice(inst, func(a, b int) bool { return instanceLess(&inst[a], &inst[b]) })

@@ -103,9 +103,10 @@ func (c *Consul) Name() string { return "consul" }
 
 // watchEvent is what a long poll reports to the main loop.
 type watchEvent struct {
-	services map[string]bool    // service list changed
-	checks   []*api.HealthCheck // checks changed
-	nodes    bool               // nodes changed
+	intentions []Intention        // intentions changed (non-nil, maybe empty)
+	services   map[string]bool    // service list changed
+	checks     []*api.HealthCheck // checks changed
+	nodes      bool               // nodes changed
 }
 
 type fetchResult struct {
@@ -141,6 +142,13 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 		}
 		return watchEvent{checks: checks}, meta.LastIndex, nil
 	})
+	go c.poll(ctx, "listing intentions", events, func(q *api.QueryOptions) (watchEvent, uint64, error) {
+		entries, meta, err := c.opts.Client.ConfigEntries().List(api.ServiceIntentions, q)
+		if err != nil {
+			return watchEvent{}, 0, err
+		}
+		return watchEvent{intentions: intentionsFrom(entries)}, meta.LastIndex, nil
+	})
 	go c.poll(ctx, "listing nodes", events, func(q *api.QueryOptions) (watchEvent, uint64, error) {
 		_, meta, err := c.opts.Client.Catalog().Nodes(q)
 		if err != nil {
@@ -150,18 +158,20 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 	})
 
 	var (
-		listed   map[string]bool
-		entries  = map[string][]RawInstance{}
-		checkSig = map[string]string{} // service -> fingerprint of its checks
-		nodeSig  = map[string]string{} // node -> fingerprint of its node checks
-		dirty    = map[string]bool{}
-		inflight = map[string]bool{}
-		results  = make(chan fetchResult, c.opts.Fetchers)
-		sem      = make(chan struct{}, c.opts.Fetchers)
-		timer    <-chan time.Time
-		retry    <-chan time.Time
-		lastHash string
-		bo       = Backoff{Min: c.opts.BackoffMin, Max: c.opts.BackoffMax}
+		intentions     []Intention
+		haveIntentions bool
+		listed         map[string]bool
+		entries        = map[string][]RawInstance{}
+		checkSig       = map[string]string{} // service -> fingerprint of its checks
+		nodeSig        = map[string]string{} // node -> fingerprint of its node checks
+		dirty          = map[string]bool{}
+		inflight       = map[string]bool{}
+		results        = make(chan fetchResult, c.opts.Fetchers)
+		sem            = make(chan struct{}, c.opts.Fetchers)
+		timer          <-chan time.Time
+		retry          <-chan time.Time
+		lastHash       string
+		bo             = Backoff{Min: c.opts.BackoffMin, Max: c.opts.BackoffMax}
 	)
 	markAll := func() {
 		for name := range listed {
@@ -174,6 +184,11 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			return ctx.Err()
 		case ev := <-events:
 			switch {
+			case ev.intentions != nil:
+				intentions, haveIntentions = ev.intentions, true
+				if timer == nil {
+					timer = time.After(c.opts.Coalesce)
+				}
 			case ev.services != nil:
 				listed = ev.services
 				for name := range entries {
@@ -246,14 +261,16 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			retry = nil
 		case <-timer:
 			timer = nil
-			if listed == nil || len(dirty) > 0 || len(inflight) > 0 {
-				continue // not every service has been read yet
+			if listed == nil || !haveIntentions || len(dirty) > 0 || len(inflight) > 0 {
+				continue // not every service and intention has been read yet
 			}
 			var raw []RawInstance
 			for _, inst := range entries {
 				raw = append(raw, inst...)
 			}
 			cat, warns := BuildCatalog(raw)
+			cat.Intentions = append([]Intention(nil), intentions...)
+			cat.normalize()
 			c.logWarnings(warns)
 			if h := cat.Hash(); h != lastHash {
 				lastHash = h
@@ -288,7 +305,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			go c.fetch(ctx, name, results)
 		}
 	started:
-		if timer == nil && listed != nil && len(dirty) == 0 && len(inflight) == 0 && lastHash == "" {
+		if timer == nil && listed != nil && haveIntentions && len(dirty) == 0 && len(inflight) == 0 && lastHash == "" {
 			timer = time.After(c.opts.Coalesce) // an empty registry is a complete answer too
 		}
 	}
@@ -308,6 +325,26 @@ func (c *Consul) fetch(ctx context.Context, name string, out chan<- fetchResult)
 	case out <- r:
 	case <-ctx.Done():
 	}
+}
+
+// intentionsFrom flattens service-intentions config entries. Intentions
+// with L7 permissions instead of an action are not supported yet and are
+// skipped with the destination's default.
+func intentionsFrom(entries []api.ConfigEntry) []Intention {
+	out := []Intention{}
+	for _, e := range entries {
+		si, ok := e.(*api.ServiceIntentionsConfigEntry)
+		if !ok {
+			continue
+		}
+		for _, src := range si.Sources {
+			if src == nil || src.Action == "" {
+				continue
+			}
+			out = append(out, Intention{Source: src.Name, Destination: si.Name, Allow: src.Action == api.IntentionActionAllow})
+		}
+	}
+	return out
 }
 
 // checkFingerprints summarises checks per service and node-level checks

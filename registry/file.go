@@ -32,6 +32,8 @@ import (
 //	    locality: {region: north, zone: a, site: st-marys}
 type FileCatalog struct {
 	Services []FileService `json:"services"`
+	// Intentions: [{source: his, destination: emr, allow: true}]
+	Intentions []Intention `json:"intentions,omitempty"`
 }
 
 // FileService is one service in a catalog file.
@@ -154,7 +156,17 @@ func ParseCatalogFile(name string, data []byte) (*Catalog, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	for i, in := range fc.Intentions {
+		if in.Source == "" || in.Destination == "" {
+			errs = append(errs, fmt.Errorf("%s: intentions[%d]: source and destination are required", name, i))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
 	cat, _ := BuildCatalog(raw)
+	cat.Intentions = fc.Intentions
+	cat.normalize()
 	return cat, nil
 }
 
@@ -163,12 +175,13 @@ func ParseCatalogFile(name string, data []byte) (*Catalog, error) {
 // only with the file.
 func decodeCatalogFile(name string, data []byte) (FileCatalog, error) {
 	var top struct {
-		Services []json.RawMessage `json:"services"`
+		Services   []json.RawMessage `json:"services"`
+		Intentions []Intention       `json:"intentions,omitempty"`
 	}
 	if err := yaml.UnmarshalStrict(data, &top); err != nil {
 		return FileCatalog{}, fmt.Errorf("%s: %w", name, err)
 	}
-	fc := FileCatalog{Services: make([]FileService, len(top.Services))}
+	fc := FileCatalog{Services: make([]FileService, len(top.Services)), Intentions: top.Intentions}
 	var errs []error
 	for i, raw := range top.Services {
 		dec := json.NewDecoder(bytes.NewReader(raw))

@@ -19,10 +19,12 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
 
 	"medmesh/certs"
@@ -119,9 +121,32 @@ func TestProxylessMTLS(t *testing.T) {
 	}
 	t.Cleanup(func() { cc.Close() })
 	ctx := context.Background()
+	c := consul.Client()
+	// EMR is PHI: default deny. With no intention, his is refused after
+	// the handshake, by the server's RBAC filter.
+	eventually(t, "his refused by default", func() error {
+		_, err := servedBy(ctx, cc, 1)
+		if status.Code(err) != codes.PermissionDenied {
+			return fmt.Errorf("got %v, want PermissionDenied", err)
+		}
+		return nil
+	})
+	// An intention allows it, without restarting anything.
+	setIntention(t, c, "emr", "his", api.IntentionActionAllow)
 	eventually(t, "an mTLS call succeeds", func() error {
 		_, err := servedBy(ctx, cc, 1)
-		return err
+		if err != nil {
+			_, cat := getStatus(t, cp, "/debug/catalog")
+			if i := strings.Index(cat, "intentions"); i >= 0 {
+				cat = cat[i:]
+			}
+			_, cfg := getStatus(t, cp, "/debug/config?node=emr-1")
+			if i := strings.Index(cfg, "rbac"); i >= 0 {
+				cfg = cfg[i:min(len(cfg), i+600)]
+			}
+			return fmt.Errorf("%w\ncatalog: %.300s\nconfig: %s", err, cat, cfg)
+		}
+		return nil
 	})
 	mu.Lock()
 	got := callers[len(callers)-1]
@@ -129,6 +154,16 @@ func TestProxylessMTLS(t *testing.T) {
 	if got != "spiffe://medmesh.local/ns/default/svc/his" {
 		t.Fatalf("server saw caller %q", got)
 	}
+
+	// A deny intention takes it away again.
+	setIntention(t, c, "emr", "his", api.IntentionActionDeny)
+	eventually(t, "his refused after the deny", func() error {
+		_, err := servedBy(ctx, cc, 1)
+		if status.Code(err) != codes.PermissionDenied {
+			return fmt.Errorf("got %v, want PermissionDenied", err)
+		}
+		return nil
+	})
 
 	// A plaintext client of the same service is refused.
 	plain := dialXDS(t, cp.xdsAddr(), "plain-client", "emr")
@@ -238,5 +273,16 @@ func TestNoSVIDWithoutProof(t *testing.T) {
 	})
 	if len(p.State().Resources[resource.SecretType]) != 0 {
 		t.Fatal("an unproven proxy received secrets")
+	}
+}
+
+func setIntention(t *testing.T, c *api.Client, dst, src string, action api.IntentionAction) {
+	t.Helper()
+	_, _, err := c.ConfigEntries().Set(&api.ServiceIntentionsConfigEntry{
+		Kind: api.ServiceIntentions, Name: dst,
+		Sources: []*api.SourceIntention{{Name: src, Action: action}},
+	}, nil)
+	if err != nil {
+		t.Fatalf("intention %s -> %s: %v", src, dst, err)
 	}
 }

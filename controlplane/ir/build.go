@@ -16,7 +16,41 @@ func Build(cat *registry.Catalog, d Defaults, trustDomain string) *Mesh {
 		m.Services = append(m.Services, svc)
 		m.Warnings = append(m.Warnings, warns...)
 	}
+	m.applyIntentions(cat.Intentions)
 	return m
+}
+
+// applyIntentions resolves intentions into each service's Authz. An exact
+// source beats the wildcard; with neither, the service's default holds.
+func (m *Mesh) applyIntentions(intentions []registry.Intention) {
+	for i := range m.Services {
+		m.Services[i].Authz.OthersAllowed = !m.Services[i].PHI
+	}
+	for _, in := range intentions {
+		dst, ok := m.Service(in.Destination)
+		if !ok {
+			m.UnresolvedIntentions = append(m.UnresolvedIntentions,
+				fmt.Sprintf("%s -> %s: destination is not registered", in.Source, in.Destination))
+			continue
+		}
+		if in.Source == "*" {
+			dst.Authz.OthersAllowed = in.Allow
+			continue
+		}
+		ns := "default"
+		if src, ok := m.Service(in.Source); ok {
+			ns = src.Namespace
+		} else {
+			m.UnresolvedIntentions = append(m.UnresolvedIntentions,
+				fmt.Sprintf("%s -> %s: source is not registered", in.Source, in.Destination))
+		}
+		id := fmt.Sprintf("spiffe://%s/ns/%s/svc/%s", m.TrustDomain, ns, in.Source)
+		if in.Allow {
+			dst.Authz.Allowed = append(dst.Authz.Allowed, id)
+		} else {
+			dst.Authz.Denied = append(dst.Authz.Denied, id)
+		}
+	}
 }
 
 func buildService(s *registry.Service, d Defaults) (Service, []string) {

@@ -17,6 +17,9 @@ type Mesh struct {
 	// Warnings name what could not be used (e.g. an instance registered
 	// with a host name, which Envoy cannot take as an endpoint).
 	Warnings []string `json:"warnings,omitempty"`
+	// UnresolvedIntentions name services that are not registered (yet);
+	// they are kept, and apply when the service appears.
+	UnresolvedIntentions []string `json:"unresolvedIntentions,omitempty"`
 	// MTLS turns on mutual TLS with SPIFFE identities on every hop.
 	MTLS bool `json:"mtls,omitempty"`
 	// BundlePEM is the trust bundle (PEM roots) proxies verify peers with.
@@ -44,6 +47,21 @@ type Service struct {
 	// Instances are all registered instances, healthy or not; inbound
 	// listeners are built for them so a recovering instance is ready.
 	Instances []registry.Instance `json:"instances"`
+	// Authz is who may call the service (enforced when mTLS is on).
+	Authz Authz `json:"authz"`
+}
+
+// Authz is the authorization of callers by SPIFFE ID, resolved from
+// intentions and the service's default. It is independent of where the
+// rules came from (Consul intentions today, policies later).
+type Authz struct {
+	// Allowed and Denied are callers named explicitly.
+	Allowed []string `json:"allowed,omitempty"`
+	Denied  []string `json:"denied,omitempty"`
+	// OthersAllowed decides callers no rule names: a wildcard ("*")
+	// intention if there is one, else the default: PHI services deny,
+	// others allow.
+	OthersAllowed bool `json:"othersAllowed"`
 }
 
 // LoadBalancer is the load-balancing algorithm and its parameters.

@@ -8,14 +8,16 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 )
 
-// httpFilters is the HTTP filter chain, in order. Later filters (RBAC for
-// authorization, ext_proc for PHI tagging) are inserted before the router,
-// which must stay last.
-func httpFilters() []*hcmv3.HttpFilter {
-	return []*hcmv3.HttpFilter{
-		// Position last: the router forwards the request.
-		{Name: wellknown.Router, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}},
+// httpFilters is the HTTP filter chain, in order: authorization first
+// (nothing runs for a caller that may not call), later the PHI tagger
+// (ext_proc), and the router, which must stay last.
+func httpFilters(rbac *hcmv3.HttpFilter) []*hcmv3.HttpFilter {
+	var out []*hcmv3.HttpFilter
+	if rbac != nil {
+		out = append(out, rbac)
 	}
+	// Position last: the router forwards the request.
+	return append(out, &hcmv3.HttpFilter{Name: wellknown.Router, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}})
 }
 
 // hcmOptions are what differs between medmesh's connection managers.
@@ -25,13 +27,15 @@ type hcmOptions struct {
 	inline     *routev3.RouteConfiguration // an inline route (proxyless servers)
 	// stripPort lets "emr:8080" match the virtual host "emr".
 	stripPort bool
+	// rbac authorizes callers (inbound only).
+	rbac *hcmv3.HttpFilter
 }
 
 func httpConnectionManager(o hcmOptions) *hcmv3.HttpConnectionManager {
 	h := &hcmv3.HttpConnectionManager{
 		StatPrefix:  o.statPrefix,
 		CodecType:   hcmv3.HttpConnectionManager_AUTO,
-		HttpFilters: httpFilters(),
+		HttpFilters: httpFilters(o.rbac),
 		// Never trust x-forwarded-for from outside: audit trails need the
 		// real peer.
 		UseRemoteAddress: wrapBool(true),

@@ -10,17 +10,22 @@ import (
 // inboundListener accepts the mesh's calls to this instance on its
 // registered address and port and hands them to the local application.
 func inboundListener(m *ir.Mesh, s *ir.Service, in *registry.Instance) *listenerv3.Listener {
-	var filter *listenerv3.Filter
+	var filters []*listenerv3.Filter
 	if s.Protocol.IsHTTP() {
-		filter = hcmFilter(httpConnectionManager(hcmOptions{statPrefix: InboundListener, rdsName: InboundRoute}))
+		filters = append(filters, hcmFilter(httpConnectionManager(hcmOptions{
+			statPrefix: InboundListener, rdsName: InboundRoute, rbac: rbacHTTPFilter(m, s),
+		})))
 	} else {
-		filter = tcpProxyFilter(InboundListener, LocalAppCluster, s.Route.IdleTimeout)
+		if f := rbacNetworkFilter(m, s); f != nil {
+			filters = append(filters, f)
+		}
+		filters = append(filters, tcpProxyFilter(InboundListener, LocalAppCluster, s.Route.IdleTimeout))
 	}
 	return &listenerv3.Listener{
 		Name:    InboundListener,
 		Address: socketAddress(in.Address, in.Port),
 		FilterChains: []*listenerv3.FilterChain{{
-			Filters:         []*listenerv3.Filter{filter},
+			Filters:         filters,
 			TransportSocket: downstreamTransportSocket(m, s, ir.ProxyEnvoy),
 		}},
 		TrafficDirection: corev3Inbound,

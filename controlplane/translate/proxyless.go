@@ -64,7 +64,7 @@ func proxylessServerListener(m *ir.Mesh, s *ir.Service, in *registry.Instance) *
 		Address: socketAddress(in.Address, in.Port),
 		FilterChains: []*listenerv3.FilterChain{{
 			Name:            "inbound|" + s.Name,
-			Filters:         []*listenerv3.Filter{hcmFilter(httpConnectionManager(hcmOptions{statPrefix: "inbound", inline: inline}))},
+			Filters:         []*listenerv3.Filter{hcmFilter(httpConnectionManager(hcmOptions{statPrefix: "inbound", inline: inline, rbac: rbacHTTPFilter(m, s)}))},
 			TransportSocket: downstreamTransportSocket(m, s, ir.ProxyProxyless),
 		}},
 		TrafficDirection: corev3Inbound,
