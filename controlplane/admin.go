@@ -31,7 +31,12 @@ type ProxiesResponse struct {
 	Services int                   `json:"services"`
 	Error    string                `json:"error,omitempty"`
 	Warnings []string              `json:"warnings,omitempty"`
-	Proxies  []ProxyView           `json:"proxies"`
+	// MTLS says whether every hop is mutual TLS.
+	MTLS bool `json:"mtls"`
+	// UnresolvedIntentions name services not registered (yet); the
+	// intentions are kept and apply when the services appear.
+	UnresolvedIntentions []string    `json:"unresolvedIntentions,omitempty"`
+	Proxies              []ProxyView `json:"proxies"`
 }
 
 func (cp *ControlPlane) adminServer() *http.Server {
@@ -67,6 +72,10 @@ func (cp *ControlPlane) handleProxies(w http.ResponseWriter, _ *http.Request) {
 	}
 	if cp.state.catalog != nil {
 		resp.Services = len(cp.state.catalog.Services)
+	}
+	if cp.state.mesh != nil {
+		resp.MTLS = cp.state.mesh.MTLS
+		resp.UnresolvedIntentions = cp.state.mesh.UnresolvedIntentions
 	}
 	cp.mu.RUnlock()
 	for _, ps := range cp.xds.Tracker().Statuses() {

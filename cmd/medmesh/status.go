@@ -66,6 +66,14 @@ func PrintStatus(w io.Writer, pr *controlplane.ProxiesResponse) {
 	for _, warn := range pr.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", warn)
 	}
+	if pr.MTLS {
+		fmt.Fprintln(w, "mTLS: on (every hop; PHI services deny callers no intention allows)")
+	} else {
+		fmt.Fprintln(w, "mTLS: off (plaintext; start with --mtls)")
+	}
+	for _, u := range pr.UnresolvedIntentions {
+		fmt.Fprintf(w, "unresolved intention: %s\n", u)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSERVICE\tKIND\tXDS\tLDS\tRDS\tCDS\tEDS\tLAST NACK")
 	for _, p := range pr.Proxies {

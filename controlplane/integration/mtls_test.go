@@ -165,6 +165,17 @@ func TestProxylessMTLS(t *testing.T) {
 		return nil
 	})
 
+	// An intention for a service not registered yet is kept and shown.
+	setIntention(t, c, "radiology", "his", api.IntentionActionAllow)
+	eventually(t, "unresolved intention shown", func() error {
+		for _, u := range proxies(t, cp).UnresolvedIntentions {
+			if u == "his -> radiology: destination is not registered" {
+				return nil
+			}
+		}
+		return errors.New("not shown")
+	})
+
 	// A plaintext client of the same service is refused.
 	plain := dialXDS(t, cp.xdsAddr(), "plain-client", "emr")
 	for i := 0; i < 3; i++ {
