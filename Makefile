@@ -41,6 +41,7 @@ demo: tools build
 BENCH_XDS_FLAGS ?=
 bench: tools build
 	$(GO) run ./bench/xds $(BENCH_XDS_FLAGS)
+	$(GO) run ./bench/svid
 
 clean:
 	rm -f $(BIN)/medmesh $(BIN)/clinical-service $(BIN)/medmesh-demo
