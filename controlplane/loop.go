@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"runtime/debug"
 	"time"
 
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"medmesh/controlplane/ir"
@@ -40,6 +43,11 @@ type loopState struct {
 	// bundle is the trust bundle as PEM and its hash.
 	bundle, bundleHash string
 
+	// services memoizes each service's translated, validated and hashed
+	// share of the shared resources, by service name: an endpoint change
+	// re-translates one service, not the mesh.
+	services map[string]*serviceMemo
+
 	pendingEmpty *registry.Catalog
 	emptySince   time.Time
 }
@@ -52,7 +60,7 @@ type hashedShared struct {
 
 func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalog) error {
 	st := &loopState{proxyKeys: map[string]string{}, proxyQuick: map[string]string{}, published: map[string]ir.ProxyKind{},
-		svids: map[string]*issued{}, unattested: map[string]bool{}}
+		svids: map[string]*issued{}, unattested: map[string]bool{}, services: map[string]*serviceMemo{}}
 	if cat, err := cp.loadState(); err != nil {
 		cp.log.Warn("no usable saved catalog; waiting for the registry", "err", err)
 	} else if cat != nil {
@@ -161,13 +169,7 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 			cp.bundleChanged(st)
 			mesh.BundlePEM = []byte(st.bundle)
 		}
-		shared := translate.Shared(mesh)
-		for _, rs := range []*translate.Resources{shared.Envoy, shared.Proxyless, {Endpoints: shared.Endpoints}} {
-			if err := rs.Validate(); err != nil {
-				return fmt.Errorf("translated configuration is invalid: %w", err)
-			}
-		}
-		hs, err := hashShared(shared)
+		hs, err := cp.translateShared(st, mesh)
 		if err != nil {
 			return err
 		}
@@ -341,16 +343,101 @@ func instanceKey(in *registry.Instance) string {
 	return fmt.Sprintf("%s/%d/%d", in.Address, in.Port, in.AppPort)
 }
 
-func hashShared(s *translate.SharedSet) (*hashedShared, error) {
-	envoy, err := hashResources(s.Envoy)
+// serviceMemo is one service's translated share, valid while key holds.
+type serviceMemo struct {
+	key    string
+	set    *translate.ServiceSet
+	hashes map[types.Resource]string
+}
+
+// translateShared translates the shared resources, reusing each service's
+// share while the service is unchanged. Every new or changed piece is
+// validated (ValidateAll) before anything is published.
+func (cp *ControlPlane) translateShared(st *loopState, mesh *ir.Mesh) (*hashedShared, error) {
+	sets := make([]*translate.ServiceSet, 0, len(mesh.Services))
+	hashes := map[types.Resource]string{}
+	keep := make(map[string]*serviceMemo, len(mesh.Services))
+	for i := range mesh.Services {
+		svc := &mesh.Services[i]
+		b, err := json.Marshal(svc)
+		if err != nil {
+			return nil, err
+		}
+		key := xds.Fingerprint(append(b, fmt.Sprintf("|%t|%s", mesh.MTLS, mesh.TrustDomain)...))
+		memo, ok := st.services[svc.Name]
+		if !ok || memo.key != key {
+			set := translate.ForService(mesh, svc)
+			res := set.Resources()
+			if err := res.Validate(); err != nil {
+				return nil, fmt.Errorf("service %q: translated configuration is invalid: %w", svc.Name, err)
+			}
+			memo = &serviceMemo{key: key, set: set, hashes: map[types.Resource]string{}}
+			for _, rs := range res.ByType() {
+				h, err := xds.HashAll(rs)
+				if err != nil {
+					return nil, err
+				}
+				for i, r := range rs {
+					memo.hashes[r] = h[i].Hash
+				}
+			}
+		}
+		keep[svc.Name] = memo
+		sets = append(sets, memo.set)
+		maps.Copy(hashes, memo.hashes)
+	}
+	meshWide := translate.MeshWide(mesh)
+	if err := meshWide.Validate(); err != nil {
+		return nil, fmt.Errorf("translated configuration is invalid: %w", err)
+	}
+	shared := translate.Assemble(meshWide, sets)
+	hs, err := hashSharedWith(shared, hashes)
 	if err != nil {
 		return nil, err
 	}
-	proxyless, err := hashResources(s.Proxyless)
+	st.services = keep
+	return hs, nil
+}
+
+// hashSharedWith hashes the shared set, taking known hashes from memo.
+func hashSharedWith(s *translate.SharedSet, memo map[types.Resource]string) (*hashedShared, error) {
+	hash := func(rs []types.Resource) ([]xds.Hashed, error) {
+		out := make([]xds.Hashed, 0, len(rs))
+		for _, r := range rs {
+			h, ok := memo[r]
+			if !ok {
+				var err error
+				if h, err = xds.HashResource(r); err != nil {
+					return nil, err
+				}
+			}
+			out = append(out, xds.Hashed{Name: cache.GetResourceName(r), Resource: r, Hash: h})
+		}
+		return out, nil
+	}
+	byType := func(r *translate.Resources) (xds.ProxyResources, error) {
+		out := xds.ProxyResources{}
+		for typ, rs := range r.ByType() {
+			if typ == resource.EndpointType || len(rs) == 0 {
+				continue
+			}
+			h, err := hash(rs)
+			if err != nil {
+				return nil, err
+			}
+			out[typ] = h
+		}
+		return out, nil
+	}
+	envoy, err := byType(s.Envoy)
 	if err != nil {
 		return nil, err
 	}
-	eps, err := xds.HashAll(s.Endpoints)
+	proxyless, err := byType(s.Proxyless)
+	if err != nil {
+		return nil, err
+	}
+	eps, err := hash(s.Endpoints)
 	if err != nil {
 		return nil, err
 	}

@@ -118,20 +118,74 @@ type SharedSet struct {
 
 // Shared translates everything that all proxies of a kind have in common.
 func Shared(m *ir.Mesh) *SharedSet {
-	s := &SharedSet{Envoy: &Resources{Warnings: m.Warnings}, Proxyless: &Resources{}}
-	s.Envoy.Routes = append(s.Envoy.Routes, outboundRouteConfig(m))
-	s.Envoy.Listeners = append(s.Envoy.Listeners, outboundHTTPListener())
-	tcp, warns := outboundTCPListeners(m)
-	s.Envoy.Listeners = append(s.Envoy.Listeners, tcp...)
-	s.Envoy.Warnings = append(s.Envoy.Warnings, warns...)
+	sets := make([]*ServiceSet, 0, len(m.Services))
 	for i := range m.Services {
-		svc := &m.Services[i]
-		s.Endpoints = append(s.Endpoints, loadAssignment(svc))
-		s.Envoy.Clusters = append(s.Envoy.Clusters, upstreamCluster(m, svc, ir.ProxyEnvoy))
-		s.Proxyless.Clusters = append(s.Proxyless.Clusters, upstreamCluster(m, svc, ir.ProxyProxyless))
-		if svc.Protocol.IsHTTP() {
-			s.Proxyless.Listeners = append(s.Proxyless.Listeners, proxylessClientListener(svc))
-			s.Proxyless.Routes = append(s.Proxyless.Routes, proxylessRouteConfig(svc))
+		sets = append(sets, ForService(m, &m.Services[i]))
+	}
+	return Assemble(MeshWide(m), sets)
+}
+
+// ServiceSet is what one service contributes to the shared resources. It
+// depends only on that service (and the mesh's mTLS settings), so the
+// control loop can keep it while the service does not change.
+type ServiceSet struct {
+	Endpoints         types.Resource
+	EnvoyCluster      types.Resource
+	ProxylessCluster  types.Resource
+	ProxylessListener types.Resource // nil for TCP services
+	ProxylessRoute    types.Resource // nil for TCP services
+}
+
+// ForService translates one service's share of the shared resources.
+func ForService(m *ir.Mesh, svc *ir.Service) *ServiceSet {
+	set := &ServiceSet{
+		Endpoints:        loadAssignment(svc),
+		EnvoyCluster:     upstreamCluster(m, svc, ir.ProxyEnvoy),
+		ProxylessCluster: upstreamCluster(m, svc, ir.ProxyProxyless),
+	}
+	if svc.Protocol.IsHTTP() {
+		set.ProxylessListener = proxylessClientListener(svc)
+		set.ProxylessRoute = proxylessRouteConfig(svc)
+	}
+	return set
+}
+
+// Resources returns the set's resources, for validation.
+func (s *ServiceSet) Resources() *Resources {
+	r := &Resources{Endpoints: []types.Resource{s.Endpoints}, Clusters: []types.Resource{s.EnvoyCluster, s.ProxylessCluster}}
+	if s.ProxylessListener != nil {
+		r.Listeners = []types.Resource{s.ProxylessListener}
+		r.Routes = []types.Resource{s.ProxylessRoute}
+	}
+	return r
+}
+
+// MeshWide translates the Envoy resources built from every service at
+// once: the outbound route configuration and the outbound listeners.
+func MeshWide(m *ir.Mesh) *Resources {
+	r := &Resources{Warnings: append([]string(nil), m.Warnings...)}
+	r.Routes = append(r.Routes, outboundRouteConfig(m))
+	r.Listeners = append(r.Listeners, outboundHTTPListener())
+	tcp, warns := outboundTCPListeners(m)
+	r.Listeners = append(r.Listeners, tcp...)
+	r.Warnings = append(r.Warnings, warns...)
+	return r
+}
+
+// Assemble combines mesh-wide resources and per-service sets.
+func Assemble(meshWide *Resources, sets []*ServiceSet) *SharedSet {
+	s := &SharedSet{Envoy: &Resources{
+		Routes:    append([]types.Resource(nil), meshWide.Routes...),
+		Listeners: append([]types.Resource(nil), meshWide.Listeners...),
+		Warnings:  meshWide.Warnings,
+	}, Proxyless: &Resources{}}
+	for _, set := range sets {
+		s.Endpoints = append(s.Endpoints, set.Endpoints)
+		s.Envoy.Clusters = append(s.Envoy.Clusters, set.EnvoyCluster)
+		s.Proxyless.Clusters = append(s.Proxyless.Clusters, set.ProxylessCluster)
+		if set.ProxylessListener != nil {
+			s.Proxyless.Listeners = append(s.Proxyless.Listeners, set.ProxylessListener)
+			s.Proxyless.Routes = append(s.Proxyless.Routes, set.ProxylessRoute)
 		}
 	}
 	s.Envoy.sort()
