@@ -124,13 +124,7 @@ func TestProxylessMTLS(t *testing.T) {
 	c := consul.Client()
 	// EMR is PHI: default deny. With no intention, his is refused after
 	// the handshake, by the server's RBAC filter.
-	eventually(t, "his refused by default", func() error {
-		_, err := servedBy(ctx, cc, 1)
-		if status.Code(err) != codes.PermissionDenied {
-			return fmt.Errorf("got %v, want PermissionDenied", err)
-		}
-		return nil
-	})
+	waitDenied(t, "his refused by default", cc)
 	// An intention allows it, without restarting anything.
 	setIntention(t, c, "emr", "his", api.IntentionActionAllow)
 	eventually(t, "an mTLS call succeeds", func() error {
@@ -157,13 +151,7 @@ func TestProxylessMTLS(t *testing.T) {
 
 	// A deny intention takes it away again.
 	setIntention(t, c, "emr", "his", api.IntentionActionDeny)
-	eventually(t, "his refused after the deny", func() error {
-		_, err := servedBy(ctx, cc, 1)
-		if status.Code(err) != codes.PermissionDenied {
-			return fmt.Errorf("got %v, want PermissionDenied", err)
-		}
-		return nil
-	})
+	waitDenied(t, "his refused after the deny", cc)
 
 	// An intention for a service not registered yet is kept and shown.
 	setIntention(t, c, "radiology", "his", api.IntentionActionAllow)
@@ -296,4 +284,16 @@ func setIntention(t *testing.T, c *api.Client, dst, src string, action api.Inten
 	if err != nil {
 		t.Fatalf("intention %s -> %s: %v", src, dst, err)
 	}
+}
+
+// waitDenied waits until calls are refused by the server's RBAC filter.
+func waitDenied(t *testing.T, what string, cc *grpc.ClientConn) {
+	t.Helper()
+	eventually(t, what, func() error {
+		_, err := servedBy(context.Background(), cc, 1)
+		if status.Code(err) != codes.PermissionDenied {
+			return fmt.Errorf("got %v, want PermissionDenied", err)
+		}
+		return nil
+	})
 }
