@@ -25,15 +25,17 @@ type Identities interface {
 
 // issued is an SVID handed to one Envoy proxy.
 type issued struct {
-	identity  *ir.Identity
-	notBefore time.Time
-	notAfter  time.Time
+	identity *ir.Identity
+	issuedAt time.Time
+	notAfter time.Time
 }
 
 // renewDue is true past half of the SVID's lifetime, so a proxy always has
 // half a lifetime of margin if the control plane is briefly unavailable.
+// The lifetime counts from issue, not from NotBefore, which is backdated
+// for clock skew.
 func (s *issued) renewDue(now time.Time) bool {
-	return now.After(s.notBefore.Add(s.notAfter.Sub(s.notBefore) / 2))
+	return now.After(s.issuedAt.Add(s.notAfter.Sub(s.issuedAt) / 2))
 }
 
 // attested reports whether a proxy has proved it may hold its service's
@@ -74,7 +76,7 @@ func (cp *ControlPlane) svidFor(st *loopState, p *ir.Proxy, namespace string) (*
 	sum := sha256.Sum256(leaf.Raw)
 	ident := &ir.Identity{SpiffeID: id.String(), CertChain: certPEM, PrivateKey: keyPEM, NotAfter: leaf.NotAfter,
 		Fingerprint: hex.EncodeToString(sum[:8])}
-	st.svids[p.ID] = &issued{identity: ident, notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}
+	st.svids[p.ID] = &issued{identity: ident, issuedAt: now, notAfter: leaf.NotAfter}
 	cp.log.Info("issued SVID", "proxy", p.ID, "spiffeID", id.String(), "notAfter", leaf.NotAfter.UTC().Format(time.RFC3339))
 	return ident, nil
 }

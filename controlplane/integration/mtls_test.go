@@ -223,7 +223,7 @@ func TestEnvoySDSAndRotation(t *testing.T) {
 		var first string
 		if err := p.Wait(ctx, func(s simproxy.State) bool {
 			first, err = svidFromSecrets(s)
-			return err == nil
+			return err == nil && fullConfig("emr")(s)
 		}); err != nil {
 			t.Fatalf("%s: %v (last: %v)", id, err, err)
 		}
