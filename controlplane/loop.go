@@ -235,7 +235,7 @@ func (cp *ControlPlane) publishProxy(ctx context.Context, st *loopState, p ir.Pr
 	if svc, inst, ok := st.catalog.Instance(p.ID); ok && (p.Service == "" || p.Service == svc.Name) {
 		p.Service, p.Instance = svc.Name, inst
 	}
-	if st.mesh.MTLS && p.Kind == ir.ProxyEnvoy {
+	if st.mesh.MTLS && p.Kind != ir.ProxyProxyless {
 		if cp.attested(&p) {
 			ns := "default"
 			if svc, ok := st.mesh.Service(p.Service); ok {
@@ -272,9 +272,12 @@ func (cp *ControlPlane) publishProxy(ctx context.Context, st *loopState, p ir.Pr
 	if st.proxyKeys[p.ID] == key {
 		return nil
 	}
-	base := st.shared.envoy
-	if p.Kind == ir.ProxyProxyless {
+	var base xds.ProxyResources
+	switch p.Kind {
+	case ir.ProxyProxyless:
 		base = st.shared.proxyless
+	case ir.ProxyEnvoy:
+		base = st.shared.envoy
 	}
 	if _, err := cp.xds.PublishProxy(ctx, p, base, ownHashed); err != nil {
 		return err

@@ -1,13 +1,42 @@
 package main
 
 import (
+	"context"
+	"flag"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"medmesh/sidecar"
 )
 
-// runSidecar is the PHI ext_proc extension; it arrives with its own issue.
-// Until then it refuses to run rather than pretend to tag PHI.
-func runSidecar(_ []string, _, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "medmesh sidecar: not implemented in this version (the PHI ext_proc extension is planned)")
-	return 2
+// runSidecar runs the workload-side companion. Today that is the SVID
+// agent (--svid-dir); the PHI ext_proc extension is planned, and without
+// --svid-dir the command refuses to run rather than pretend to tag PHI.
+func runSidecar(args []string, _, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sidecar", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o sidecar.SVIDAgentOptions
+	fs.StringVar(&o.Dir, "svid-dir", "", "keep the workload's SVID and bundle fresh in this directory (svid.pem, svid_key.pem, bundle.pem)")
+	fs.StringVar(&o.XDSAddress, "xds-address", "127.0.0.1:15010", "control plane xDS address")
+	fs.StringVar(&o.NodeID, "node-id", "", "node id (e.g. the Consul service ID of the instance, with a suffix)")
+	fs.StringVar(&o.Service, "service", "", "the workload's service name")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if o.Dir == "" {
+		fmt.Fprintln(stderr, "medmesh sidecar: the PHI ext_proc extension is not implemented in this version; only --svid-dir is")
+		return 2
+	}
+	o.Logger = newLogger(stderr, *logFormat, "info")
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := sidecar.RunSVIDAgent(ctx, o); err != nil {
+		fmt.Fprintln(stderr, "medmesh sidecar:", err)
+		return 2
+	}
+	return 0
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -37,8 +38,11 @@ type Options struct {
 	Delta bool
 	// AdminPort is Envoy's admin port, bound on loopback only.
 	AdminPort int
-	// SVIDDir is where proxyless services find their certificates.
-	SVIDDir string
+	// SVIDDir is where proxyless services find their certificates, and
+	// SVIDRefresh how often grpc-go re-reads them (default 60s; it must be
+	// well under half the SVID lifetime).
+	SVIDDir     string
+	SVIDRefresh time.Duration
 }
 
 const xdsClusterName = "medmesh_xds"
@@ -181,6 +185,10 @@ func Proxyless(o Options) ([]byte, error) {
 		}},
 		ServerListenerResourceNameTemplate: translate.ProxylessServerListenerPrefix + "%s",
 	}
+	refresh := o.SVIDRefresh
+	if refresh <= 0 {
+		refresh = time.Minute
+	}
 	if o.SVIDDir != "" {
 		b.CertificateProviders = map[string]GRPCCertProvider{CertProviderName: {
 			PluginName: "file_watcher",
@@ -188,7 +196,7 @@ func Proxyless(o Options) ([]byte, error) {
 				"certificate_file":    filepath.Join(o.SVIDDir, SVIDCertFile),
 				"private_key_file":    filepath.Join(o.SVIDDir, SVIDKeyFile),
 				"ca_certificate_file": filepath.Join(o.SVIDDir, SVIDBundleFile),
-				"refresh_interval":    "60s",
+				"refresh_interval":    fmt.Sprintf("%gs", refresh.Seconds()), // protobuf JSON duration
 			},
 		}}
 	}

@@ -142,6 +142,10 @@ type ProxyKind string
 const (
 	ProxyEnvoy     ProxyKind = "envoy"
 	ProxyProxyless ProxyKind = "proxyless"
+	// ProxySVIDAgent is `medmesh sidecar --svid-dir`: it asks only for its
+	// service's SVID and bundle (over SDS) and writes them to files for a
+	// proxyless application.
+	ProxySVIDAgent ProxyKind = "svid-agent"
 )
 
 // Proxy is one connected data plane client.

@@ -200,6 +200,9 @@ func ForProxy(m *ir.Mesh, p *ir.Proxy) *Resources {
 	for _, sec := range secrets(m, p) {
 		r.Secrets = append(r.Secrets, sec)
 	}
+	if p.Kind == ir.ProxySVIDAgent {
+		return r // an SVID agent gets its secrets and nothing else
+	}
 	svc, ok := m.Service(p.Service)
 	if !ok || p.Instance == nil {
 		// An outbound-only client (or an instance not registered yet):

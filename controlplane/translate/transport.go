@@ -83,7 +83,7 @@ func tlsSocket(ctx proto.Message) *corev3.TransportSocket {
 
 // secrets are an Envoy proxy's SDS secrets: its SVID and the bundle.
 func secrets(m *ir.Mesh, p *ir.Proxy) []*tlsv3.Secret {
-	if !m.MTLS || p.Kind != ir.ProxyEnvoy || p.SVID == nil {
+	if !m.MTLS || p.Kind == ir.ProxyProxyless || p.SVID == nil {
 		return nil
 	}
 	inline := func(b []byte) *corev3.DataSource {

@@ -136,8 +136,9 @@ func (t *Tracker) Statuses() []ProxyStatus {
 // bootstrap's metadata, else by the user agent gRPC libraries send.
 func ProxyKindOf(n *corev3.Node) ir.ProxyKind {
 	if v := n.GetMetadata().GetFields()[NodeMetaKind].GetStringValue(); v != "" {
-		if v == string(ir.ProxyProxyless) {
-			return ir.ProxyProxyless
+		switch ir.ProxyKind(v) {
+		case ir.ProxyProxyless, ir.ProxySVIDAgent:
+			return ir.ProxyKind(v)
 		}
 		return ir.ProxyEnvoy
 	}

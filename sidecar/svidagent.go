@@ -1,0 +1,155 @@
+// Package sidecar is medmesh's workload-side companion. Today it keeps a
+// proxyless gRPC application's SPIFFE identity fresh on disk: it asks the
+// control plane for the workload's SVID and trust bundle over SDS (on an
+// ADS stream, like an Envoy) and writes them where the application's
+// certificate provider reads them. The PHI ext_proc extension will join it.
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"medmesh/certs"
+	"medmesh/controlplane/ir"
+	"medmesh/controlplane/translate"
+	"medmesh/controlplane/xds"
+	"medmesh/registry"
+)
+
+// SVIDAgentOptions configure the SVID agent.
+type SVIDAgentOptions struct {
+	XDSAddress string
+	NodeID     string
+	Service    string
+	Dir        string
+	Logger     *slog.Logger
+	// OnWrite is called after each SVID is written (tests, metrics).
+	OnWrite func(svid *x509svid.SVID)
+}
+
+// RunSVIDAgent keeps Dir holding the workload's current SVID and bundle
+// until ctx ends, reconnecting with backoff when the stream breaks. Files
+// are replaced atomically; a response that does not parse or verify is
+// NACKed and the files keep their last good content.
+func RunSVIDAgent(ctx context.Context, o SVIDAgentOptions) error {
+	if o.Dir == "" || o.NodeID == "" || o.Service == "" {
+		return errors.New("sidecar: --svid-dir, --node-id and --service are required")
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	conn, err := grpc.NewClient(o.XDSAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("sidecar: --xds-address %q: %w", o.XDSAddress, err)
+	}
+	defer conn.Close()
+	bo := registry.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
+	for ctx.Err() == nil {
+		err := o.stream(ctx, conn, log, &bo)
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("SVID stream ended; reconnecting", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(bo.Next()):
+		}
+	}
+	return nil
+}
+
+func (o SVIDAgentOptions) stream(ctx context.Context, conn *grpc.ClientConn, log *slog.Logger, bo *registry.Backoff) error {
+	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		return err
+	}
+	names := []string{translate.SVIDSecret, translate.BundleSecret}
+	req := &discoveryv3.DiscoveryRequest{
+		Node: &corev3.Node{Id: o.NodeID, Cluster: o.Service, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			xds.NodeMetaKind: structpb.NewStringValue(string(ir.ProxySVIDAgent)),
+		}}},
+		TypeUrl: resource.SecretType, ResourceNames: names,
+	}
+	if err := s.Send(req); err != nil {
+		return err
+	}
+	version := ""
+	for {
+		resp, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		bo.Reset()
+		ack := &discoveryv3.DiscoveryRequest{TypeUrl: resource.SecretType, ResourceNames: names, ResponseNonce: resp.GetNonce()}
+		svid, werr := o.write(resp)
+		if werr != nil {
+			log.Error("rejecting SVID update; keeping the files as they are", "err", werr)
+			ack.VersionInfo = version
+			ack.ErrorDetail = &status.Status{Code: 3, Message: werr.Error()}
+		} else {
+			version = resp.GetVersionInfo()
+			ack.VersionInfo = version
+			if svid != nil {
+				log.Info("SVID written", "spiffeID", svid.ID.String(), "dir", o.Dir,
+					"notAfter", svid.Certificates[0].NotAfter.UTC().Format(time.RFC3339))
+				if o.OnWrite != nil {
+					o.OnWrite(svid)
+				}
+			}
+		}
+		if err := s.Send(ack); err != nil {
+			return err
+		}
+	}
+}
+
+// write parses, verifies and writes the SVID and bundle of a response.
+func (o SVIDAgentOptions) write(resp *discoveryv3.DiscoveryResponse) (*x509svid.SVID, error) {
+	var certPEM, keyPEM, bundlePEM []byte
+	for _, a := range resp.GetResources() {
+		sec := &tlsv3.Secret{}
+		if err := a.UnmarshalTo(sec); err != nil {
+			return nil, fmt.Errorf("decoding a secret: %w", err)
+		}
+		switch sec.GetName() {
+		case translate.SVIDSecret:
+			certPEM = sec.GetTlsCertificate().GetCertificateChain().GetInlineBytes()
+			keyPEM = sec.GetTlsCertificate().GetPrivateKey().GetInlineBytes()
+		case translate.BundleSecret:
+			bundlePEM = sec.GetValidationContext().GetTrustedCa().GetInlineBytes()
+		}
+	}
+	if certPEM == nil || bundlePEM == nil {
+		return nil, nil // not issued yet (identity not proven); nothing to write
+	}
+	svid, err := x509svid.Parse(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("SVID: %w", err)
+	}
+	bundle, err := x509bundle.Parse(svid.ID.TrustDomain(), bundlePEM)
+	if err != nil {
+		return nil, fmt.Errorf("bundle: %w", err)
+	}
+	if _, _, err := x509svid.Verify(svid.Certificates, bundle); err != nil {
+		return nil, fmt.Errorf("SVID does not verify against the bundle: %w", err)
+	}
+	if err := certs.WriteSVIDDir(o.Dir, svid, bundle); err != nil {
+		return nil, err
+	}
+	return svid, nil
+}
