@@ -47,6 +47,9 @@ func (cp *ControlPlane) adminServer() *http.Server {
 	mux.HandleFunc("GET /debug/proxies", cp.handleProxies)
 	mux.HandleFunc("GET /debug/config", cp.handleConfig)
 	mux.HandleFunc("GET /debug/catalog", cp.handleCatalog)
+	// Issuing identity proofs: the admin listener must stay on loopback
+	// (the default) or behind the platform's own access control.
+	mux.HandleFunc("POST /join-tokens", cp.handleJoinToken)
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 }
 
@@ -137,4 +140,42 @@ func redact(m proto.Message) proto.Message {
 	out := proto.Clone(sec).(*tlsv3.Secret)
 	out.GetTlsCertificate().PrivateKey = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "[redacted]"}}
 	return out
+}
+
+// JoinTokenResponse is the body of POST /join-tokens.
+type JoinTokenResponse struct {
+	Token     string    `json:"token"`
+	Service   string    `json:"service"`
+	Namespace string    `json:"namespace"`
+	Expires   time.Time `json:"expires"`
+}
+
+// handleJoinToken issues a one-time join token:
+// POST /join-tokens?service=emr[&namespace=default][&ttl=10m].
+func (cp *ControlPlane) handleJoinToken(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	svc, ns := q.Get("service"), q.Get("namespace")
+	if svc == "" {
+		http.Error(w, "service is required", http.StatusBadRequest)
+		return
+	}
+	if ns == "" {
+		ns = "default"
+	}
+	ttl := 10 * time.Minute
+	if v := q.Get("ttl"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 || d > 24*time.Hour {
+			http.Error(w, "ttl: want a duration up to 24h", http.StatusBadRequest)
+			return
+		}
+		ttl = d
+	}
+	tok, err := cp.tokens.issue(ns, svc, ttl)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	cp.log.Info("join token issued", "service", svc, "namespace", ns, "ttl", ttl.String(), "from", r.RemoteAddr)
+	writeJSON(w, JoinTokenResponse{Token: tok, Service: svc, Namespace: ns, Expires: time.Now().Add(ttl)})
 }

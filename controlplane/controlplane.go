@@ -71,6 +71,8 @@ type ControlPlane struct {
 	xdsAddr, adminAddr net.Addr
 	started            chan struct{}
 
+	tokens *joinTokens
+
 	mu    sync.RWMutex
 	state view // what the admin endpoints show; written by the loop only
 }
@@ -118,7 +120,8 @@ func New(opts Options) (*ControlPlane, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	return &ControlPlane{opts: opts, log: opts.Logger, reg: reg, metrics: newMetrics(reg), started: make(chan struct{})}, nil
+	return &ControlPlane{opts: opts, log: opts.Logger, reg: reg, metrics: newMetrics(reg), started: make(chan struct{}),
+		tokens: newJoinTokens()}, nil
 }
 
 // XDSAddr is the xDS listen address, once Run has started listening.

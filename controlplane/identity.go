@@ -39,19 +39,26 @@ func (s *issued) renewDue(now time.Time) bool {
 }
 
 // attested reports whether a proxy has proved it may hold its service's
-// identity. Only development mode's loopback trust exists so far; without
-// proof a proxy gets no SVID, and its mTLS listeners and clusters stay
-// unusable rather than falling back to plaintext.
-func (cp *ControlPlane) attested(p *ir.Proxy) bool {
+// identity: a join token issued for that service (bound to the first node
+// that uses it), or, in development mode only, a loopback connection.
+// Without proof a proxy gets no SVID, and its mTLS listeners and clusters
+// stay unusable rather than falling back to plaintext.
+func (cp *ControlPlane) attested(p *ir.Proxy) (bool, error) {
+	if p.JoinToken != "" {
+		if err := cp.tokens.check(p.JoinToken, p.ID, p.Service); err != nil {
+			return false, err
+		}
+		return true, nil
+	}
 	if !cp.opts.Dev {
-		return false
+		return false, nil
 	}
 	host, _, err := net.SplitHostPort(p.Peer)
 	if err != nil {
-		return false
+		return false, nil
 	}
 	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return ip != nil && ip.IsLoopback(), nil
 }
 
 // svidFor returns the proxy's SVID, issuing or renewing it when due.

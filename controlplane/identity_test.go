@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -32,9 +33,41 @@ func TestAttestedOnlyOnLoopbackInDevMode(t *testing.T) {
 		{true, "", false},
 		{false, "127.0.0.1:5000", false},
 	} {
-		cp := &ControlPlane{opts: Options{Dev: tc.dev}}
-		if got := cp.attested(&ir.Proxy{Peer: tc.peer}); got != tc.want {
+		cp := &ControlPlane{opts: Options{Dev: tc.dev}, tokens: newJoinTokens()}
+		if got, _ := cp.attested(&ir.Proxy{Peer: tc.peer}); got != tc.want {
 			t.Errorf("dev=%t peer=%q: attested=%t, want %t", tc.dev, tc.peer, got, tc.want)
 		}
+	}
+}
+
+// A join token binds the first node of its service that presents it; it
+// proves nothing for another node or another service, and expires unused.
+func TestJoinTokens(t *testing.T) {
+	j := newJoinTokens()
+	now := time.Now()
+	j.now = func() time.Time { return now }
+	tok, err := j.issue("default", "emr", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.check(tok, "emr-1", "his"); err == nil {
+		t.Fatal("a token for emr proved his")
+	}
+	if err := j.check(tok, "emr-1", "emr"); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.check(tok, "emr-1", "emr"); err != nil {
+		t.Fatalf("the bound node reconnecting: %v", err)
+	}
+	if err := j.check(tok, "emr-2", "emr"); err == nil {
+		t.Fatal("a used token proved a second node")
+	}
+	stale, _ := j.issue("default", "emr", time.Minute)
+	now = now.Add(2 * time.Minute)
+	if err := j.check(stale, "emr-3", "emr"); err == nil {
+		t.Fatal("an expired token was accepted")
+	}
+	if err := j.check("not-a-token", "emr-4", "emr"); err == nil || strings.Contains(err.Error(), "not-a-token") {
+		t.Fatalf("unknown token: %v (the token must not be echoed)", err)
 	}
 }

@@ -236,7 +236,14 @@ func (cp *ControlPlane) publishProxy(ctx context.Context, st *loopState, p ir.Pr
 		p.Service, p.Instance = svc.Name, inst
 	}
 	if st.mesh.MTLS && p.Kind != ir.ProxyProxyless {
-		if cp.attested(&p) {
+		ok, refusal := cp.attested(&p)
+		if refusal != nil && !st.unattested[p.ID] {
+			st.unattested[p.ID] = true
+			// A claim on someone else's identity, or a stale token: refused
+			// and logged (the token itself never is).
+			cp.log.Warn("SVID request refused", "proxy", p.ID, "service", p.Service, "peer", p.Peer, "reason", refusal.Error())
+		}
+		if ok {
 			ns := "default"
 			if svc, ok := st.mesh.Service(p.Service); ok {
 				ns = svc.Namespace
@@ -246,7 +253,7 @@ func (cp *ControlPlane) publishProxy(ctx context.Context, st *loopState, p ir.Pr
 				return err
 			}
 			p.SVID = ident
-		} else if _, warned := st.unattested[p.ID]; !warned {
+		} else if _, warned := st.unattested[p.ID]; !warned && refusal == nil {
 			st.unattested[p.ID] = true
 			cp.log.Warn("no SVID for proxy: its identity is not proven; its mTLS listeners and clusters stay closed",
 				"proxy", p.ID, "peer", p.Peer)

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"medmesh/certs"
@@ -36,7 +37,9 @@ type SVIDAgentOptions struct {
 	NodeID     string
 	Service    string
 	Dir        string
-	Logger     *slog.Logger
+	// JoinToken proves the workload's identity to the control plane.
+	JoinToken string
+	Logger    *slog.Logger
 	// OnWrite is called after each SVID is written (tests, metrics).
 	OnWrite func(svid *x509svid.SVID)
 }
@@ -74,6 +77,9 @@ func RunSVIDAgent(ctx context.Context, o SVIDAgentOptions) error {
 }
 
 func (o SVIDAgentOptions) stream(ctx context.Context, conn *grpc.ClientConn, log *slog.Logger, bo *registry.Backoff) error {
+	if o.JoinToken != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, xds.JoinTokenHeader, o.JoinToken)
+	}
 	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ func runBootstrap(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.SVIDDir, "svid-dir", "", "proxyless: directory holding svid.pem, svid_key.pem and bundle.pem")
 	sotw := fs.Bool("sotw", false, "Envoy: use state-of-the-world xDS instead of delta")
 	fs.IntVar(&o.AdminPort, "admin-port", 15901, "Envoy: admin port on loopback")
+	fs.StringVar(&o.JoinToken, "join-token", "", "Envoy: one-time join token proving the proxy's identity")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

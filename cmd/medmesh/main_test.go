@@ -37,6 +37,10 @@ func TestBootstrapCommand(t *testing.T) {
 			t.Errorf("Envoy bootstrap lacks %q:\n%s", want, out)
 		}
 	}
+	code, out, _ = runCmd("bootstrap", "--node-id", "emr-1", "--service", "emr", "--join-token", "t0ken")
+	if code != 0 || !strings.Contains(out, "x-medmesh-join-token") || !strings.Contains(out, "t0ken") {
+		t.Errorf("Envoy bootstrap with a join token:\n%s", out)
+	}
 	code, out, stderr = runCmd("bootstrap", "--proxyless", "--node-id", "his-1", "--service", "his", "--svid-dir", "/run/svid")
 	if code != 0 {
 		t.Fatalf("code %d: %s", code, stderr)

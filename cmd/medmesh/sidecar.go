@@ -23,6 +23,7 @@ func runSidecar(args []string, _, stderr io.Writer) int {
 	fs.StringVar(&o.XDSAddress, "xds-address", "127.0.0.1:15010", "control plane xDS address")
 	fs.StringVar(&o.NodeID, "node-id", "", "node id (e.g. the Consul service ID of the instance, with a suffix)")
 	fs.StringVar(&o.Service, "service", "", "the workload's service name")
+	fs.StringVar(&o.JoinToken, "join-token", os.Getenv("MEDMESH_JOIN_TOKEN"), "one-time join token proving the workload's identity (default $MEDMESH_JOIN_TOKEN)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if err := fs.Parse(args); err != nil {
 		return 2

@@ -38,6 +38,9 @@ type Options struct {
 	Delta bool
 	// AdminPort is Envoy's admin port, bound on loopback only.
 	AdminPort int
+	// JoinToken proves the proxy's identity (Envoy: sent as gRPC
+	// metadata on its xDS stream).
+	JoinToken string
 	// SVIDDir is where proxyless services find their certificates, and
 	// SVIDRefresh how often grpc-go re-reads them (default 60s; it must be
 	// well under half the SVID lifetime).
@@ -107,7 +110,7 @@ func Envoy(o Options) ([]byte, error) {
 				TransportApiVersion: corev3.ApiVersion_V3,
 				GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
 					EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: xdsClusterName},
-				}}},
+				}, InitialMetadata: joinTokenMetadata(o.JoinToken)}},
 				SetNodeOnFirstMessageOnly: true,
 			},
 			LdsConfig: ads,
@@ -219,4 +222,11 @@ func socket(host string, port int) *corev3.Address {
 	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 		Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
 	}}}
+}
+
+func joinTokenMetadata(token string) []*corev3.HeaderValue {
+	if token == "" {
+		return nil
+	}
+	return []*corev3.HeaderValue{{Key: xds.JoinTokenHeader, Value: token}}
 }

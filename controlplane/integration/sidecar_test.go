@@ -2,9 +2,13 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -116,5 +120,71 @@ func TestSVIDRotationUnderLoad(t *testing.T) {
 	t.Logf("%d calls across two rotations of each SVID, none failed", calls)
 	if calls == 0 {
 		t.Fatal("no calls made")
+	}
+}
+
+// TestJoinTokenAttestation: outside development mode, a workload proves
+// its identity with a one-time join token from the admin API and gets its
+// SVID; a token for another service is refused and logged, and a
+// workload without proof gets nothing.
+func TestJoinTokenAttestation(t *testing.T) {
+	ca, err := certs.New(certs.Options{TrustDomain: "medmesh.local", StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	consul := startConsul(t, true)
+	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) { o.Identities = ca })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	resp, err := http.Post(cp.adminURL()+"/join-tokens?service=emr", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok controlplane.JoinTokenResponse
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.Token == "" {
+		t.Fatalf("token: %v %+v", err, tok)
+	}
+	resp.Body.Close()
+
+	got := make(chan string, 1)
+	go sidecar.RunSVIDAgent(ctx, sidecar.SVIDAgentOptions{
+		XDSAddress: cp.xdsAddr(), NodeID: "emr-1/svid", Service: "emr", Dir: t.TempDir(), JoinToken: tok.Token,
+		OnWrite: func(s *x509svid.SVID) {
+			select {
+			case got <- s.ID.String():
+			default:
+			}
+		},
+	})
+	select {
+	case id := <-got:
+		if id != "spiffe://medmesh.local/ns/default/svc/emr" {
+			t.Fatalf("SVID for %s", id)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("no SVID for a workload with a valid join token")
+	}
+
+	// The same token claimed for another service (or by another node).
+	stolen := make(chan string, 1)
+	go sidecar.RunSVIDAgent(ctx, sidecar.SVIDAgentOptions{
+		XDSAddress: cp.xdsAddr(), NodeID: "his-1/svid", Service: "his", Dir: t.TempDir(), JoinToken: tok.Token,
+		OnWrite: func(s *x509svid.SVID) { stolen <- s.ID.String() },
+	})
+	eventually(t, "the stolen token is refused and logged", func() error {
+		logs := cp.logs.String()
+		if !strings.Contains(logs, "SVID request refused") || !strings.Contains(logs, `proxy=his-1/svid`) {
+			return errors.New("not logged")
+		}
+		if strings.Contains(logs, tok.Token) {
+			t.Fatal("the join token appears in the log")
+		}
+		return nil
+	})
+	select {
+	case id := <-stolen:
+		t.Fatalf("an SVID (%s) was handed out on a stolen token", id)
+	default:
 	}
 }

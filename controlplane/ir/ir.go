@@ -160,6 +160,8 @@ type Proxy struct {
 	Instance *registry.Instance `json:"instance,omitempty"`
 	// Peer is the address the proxy's xDS stream came from.
 	Peer string `json:"peer,omitempty"`
+	// JoinToken is the proof of identity the proxy presented, if any.
+	JoinToken string `json:"-"`
 	// SVID is the identity issued to an Envoy proxy, served over SDS.
 	// Proxyless services read theirs from files instead.
 	SVID *Identity `json:"-"`

@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
 	"medmesh/controlplane/ir"
@@ -18,6 +19,10 @@ import (
 // NodeMetaKind is the node metadata key by which a bootstrap declares the
 // proxy kind ("envoy" or "proxyless").
 const NodeMetaKind = "medmesh.proxy_kind"
+
+// JoinTokenHeader is the gRPC metadata key by which a proxy or SVID agent
+// presents a join token (proof of identity) on its xDS stream.
+const JoinTokenHeader = "x-medmesh-join-token"
 
 // NACK is a rejection reported by a proxy.
 type NACK struct {
@@ -56,12 +61,14 @@ type streamKey struct {
 type streamInfo struct {
 	delta  bool
 	peer   string
+	token  string
 	node   string
 	nonces map[string]string // response nonce -> version sent with it
 }
 
 type proxyInfo struct {
 	status  ProxyStatus
+	token   string // never shown: it proves identity
 	streams map[streamKey]bool
 }
 
@@ -105,7 +112,8 @@ func (t *Tracker) Connected() []ir.Proxy {
 	defer t.mu.Unlock()
 	out := make([]ir.Proxy, 0, len(t.proxies))
 	for _, p := range t.proxies {
-		out = append(out, ir.Proxy{ID: p.status.ID, Service: p.status.Service, Kind: p.status.Kind, Peer: p.status.Peer})
+		out = append(out, ir.Proxy{ID: p.status.ID, Service: p.status.Service, Kind: p.status.Kind, Peer: p.status.Peer,
+			JoinToken: p.token})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
@@ -149,12 +157,17 @@ func ProxyKindOf(n *corev3.Node) ir.ProxyKind {
 }
 
 func (t *Tracker) open(ctx context.Context, id streamKey) error {
-	addr := ""
+	addr, token := "", ""
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		addr = p.Addr.String()
 	}
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(JoinTokenHeader); len(v) > 0 {
+			token = v[0]
+		}
+	}
 	t.mu.Lock()
-	t.streams[id] = &streamInfo{delta: id.delta, peer: addr, nonces: map[string]string{}}
+	t.streams[id] = &streamInfo{delta: id.delta, peer: addr, token: token, nonces: map[string]string{}}
 	t.mu.Unlock()
 	return nil
 }
@@ -200,6 +213,7 @@ func (t *Tracker) request(id streamKey, node *corev3.Node, typeURL, nonce, versi
 					Peer: s.peer, ConnectedAt: t.now(), Types: map[string]TypeStatus{},
 				},
 				streams: map[streamKey]bool{},
+				token:   s.token,
 			}
 			t.proxies[s.node] = p
 			t.metrics.connected.Set(float64(len(t.proxies)))
