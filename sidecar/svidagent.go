@@ -39,7 +39,9 @@ type SVIDAgentOptions struct {
 	Dir        string
 	// JoinToken proves the workload's identity to the control plane.
 	JoinToken string
-	Logger    *slog.Logger
+	// WorkloadAPI, when set, is told of every new SVID (see ServeWorkloadAPI).
+	WorkloadAPI *WorkloadAPI
+	Logger      *slog.Logger
 	// OnWrite is called after each SVID is written (tests, metrics).
 	OnWrite func(svid *x509svid.SVID)
 }
@@ -49,8 +51,8 @@ type SVIDAgentOptions struct {
 // are replaced atomically; a response that does not parse or verify is
 // NACKed and the files keep their last good content.
 func RunSVIDAgent(ctx context.Context, o SVIDAgentOptions) error {
-	if o.Dir == "" || o.NodeID == "" || o.Service == "" {
-		return errors.New("sidecar: --svid-dir, --node-id and --service are required")
+	if (o.Dir == "" && o.WorkloadAPI == nil) || o.NodeID == "" || o.Service == "" {
+		return errors.New("sidecar: --node-id, --service and --svid-dir or --workload-api are required")
 	}
 	log := o.Logger
 	if log == nil {
@@ -154,8 +156,13 @@ func (o SVIDAgentOptions) write(resp *discoveryv3.DiscoveryResponse) (*x509svid.
 	if _, _, err := x509svid.Verify(svid.Certificates, bundle); err != nil {
 		return nil, fmt.Errorf("SVID does not verify against the bundle: %w", err)
 	}
-	if err := certs.WriteSVIDDir(o.Dir, svid, bundle); err != nil {
-		return nil, err
+	if o.Dir != "" {
+		if err := certs.WriteSVIDDir(o.Dir, svid, bundle); err != nil {
+			return nil, err
+		}
+	}
+	if o.WorkloadAPI != nil {
+		o.WorkloadAPI.Update(svid, bundle)
 	}
 	return svid, nil
 }

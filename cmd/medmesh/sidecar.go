@@ -24,17 +24,27 @@ func runSidecar(args []string, _, stderr io.Writer) int {
 	fs.StringVar(&o.NodeID, "node-id", "", "node id (e.g. the Consul service ID of the instance, with a suffix)")
 	fs.StringVar(&o.Service, "service", "", "the workload's service name")
 	fs.StringVar(&o.JoinToken, "join-token", os.Getenv("MEDMESH_JOIN_TOKEN"), "one-time join token proving the workload's identity (default $MEDMESH_JOIN_TOKEN)")
+	workloadAPI := fs.String("workload-api", "", "serve the SPIFFE Workload API on this unix socket (unix:///path)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if o.Dir == "" {
-		fmt.Fprintln(stderr, "medmesh sidecar: the PHI ext_proc extension is not implemented in this version; only --svid-dir is")
+	if o.Dir == "" && *workloadAPI == "" {
+		fmt.Fprintln(stderr, "medmesh sidecar: the PHI ext_proc extension is not implemented in this version; only --svid-dir and --workload-api are")
 		return 2
 	}
 	o.Logger = newLogger(stderr, *logFormat, "info")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *workloadAPI != "" {
+		o.WorkloadAPI = sidecar.NewWorkloadAPI()
+		go func() {
+			if err := sidecar.ServeWorkloadAPI(ctx, *workloadAPI, o.WorkloadAPI); err != nil {
+				o.Logger.Error("workload API stopped", "err", err)
+				stop()
+			}
+		}()
+	}
 	if err := sidecar.RunSVIDAgent(ctx, o); err != nil {
 		fmt.Fprintln(stderr, "medmesh sidecar:", err)
 		return 2

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
@@ -186,5 +187,39 @@ func TestJoinTokenAttestation(t *testing.T) {
 	case id := <-stolen:
 		t.Fatalf("an SVID (%s) was handed out on a stolen token", id)
 	default:
+	}
+}
+
+// TestWorkloadAPI: a go-spiffe workloadapi client fetches its SVID (and
+// the bundle that verifies it) from `medmesh sidecar --workload-api`.
+func TestWorkloadAPI(t *testing.T) {
+	ca, err := certs.New(certs.Options{TrustDomain: "medmesh.local", StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	consul := startConsul(t, true)
+	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) { o.Identities, o.Dev = ca, true })
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+
+	api := sidecar.NewWorkloadAPI()
+	sock := "unix://" + filepath.Join(t.TempDir(), "workload.sock")
+	go sidecar.ServeWorkloadAPI(ctx, sock, api)
+	go sidecar.RunSVIDAgent(ctx, sidecar.SVIDAgentOptions{
+		XDSAddress: cp.xdsAddr(), NodeID: "imaging-1/svid", Service: "imaging", WorkloadAPI: api,
+	})
+	svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr(sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svid.ID.String() != "spiffe://medmesh.local/ns/default/svc/imaging" {
+		t.Fatalf("SVID for %s", svid.ID)
+	}
+	bundles, err := workloadapi.FetchX509Bundles(ctx, workloadapi.WithAddr(sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := x509svid.Verify(svid.Certificates, bundles); err != nil {
+		t.Fatalf("SVID from the Workload API does not verify against its bundle: %v", err)
 	}
 }
