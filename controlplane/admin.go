@@ -35,8 +35,10 @@ type ProxiesResponse struct {
 	MTLS bool `json:"mtls"`
 	// UnresolvedIntentions name services not registered (yet); the
 	// intentions are kept and apply when the services appear.
-	UnresolvedIntentions []string    `json:"unresolvedIntentions,omitempty"`
-	Proxies              []ProxyView `json:"proxies"`
+	UnresolvedIntentions []string `json:"unresolvedIntentions,omitempty"`
+	// Permissive lists the services that accept plaintext beside mTLS.
+	Permissive []string    `json:"permissive,omitempty"`
+	Proxies    []ProxyView `json:"proxies"`
 }
 
 func (cp *ControlPlane) adminServer() *http.Server {
@@ -79,6 +81,11 @@ func (cp *ControlPlane) handleProxies(w http.ResponseWriter, _ *http.Request) {
 	if cp.state.mesh != nil {
 		resp.MTLS = cp.state.mesh.MTLS
 		resp.UnresolvedIntentions = cp.state.mesh.UnresolvedIntentions
+		for _, svc := range cp.state.mesh.Services {
+			if svc.Permissive && resp.MTLS {
+				resp.Permissive = append(resp.Permissive, svc.Name)
+			}
+		}
 	}
 	cp.mu.RUnlock()
 	for _, ps := range cp.xds.Tracker().Statuses() {

@@ -32,7 +32,7 @@ func BuildCatalog(raw []RawInstance) (*Catalog, []Warning) {
 		if !ok {
 			svc = &Service{
 				Name: r.ServiceName, Namespace: set.Namespace, Kind: set.Kind,
-				Protocol: set.Protocol, PHI: set.PHI, LB: set.LB,
+				Protocol: set.Protocol, PHI: set.PHI, LB: set.LB, Permissive: set.Permissive,
 			}
 			byName[r.ServiceName] = svc
 			settingsOf[r.ServiceName] = set

@@ -88,13 +88,15 @@ type Instance struct {
 
 // Service is a named clinical service and all of its instances.
 type Service struct {
-	Name      string     `json:"name"`
-	Namespace string     `json:"namespace"`
-	Kind      Kind       `json:"kind"`
-	Protocol  Protocol   `json:"protocol"`
-	PHI       bool       `json:"phi"`
-	LB        LBPolicy   `json:"lb"`
-	Instances []Instance `json:"instances"`
+	Name      string   `json:"name"`
+	Namespace string   `json:"namespace"`
+	Kind      Kind     `json:"kind"`
+	Protocol  Protocol `json:"protocol"`
+	PHI       bool     `json:"phi"`
+	LB        LBPolicy `json:"lb"`
+	// Permissive: plaintext accepted beside mTLS during a migration.
+	Permissive bool       `json:"permissive,omitempty"`
+	Instances  []Instance `json:"instances"`
 }
 
 // Catalog is a complete, immutable view of every service. Treat it as

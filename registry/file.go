@@ -44,6 +44,7 @@ type FileService struct {
 	Protocol  string         `json:"protocol,omitempty"`
 	PHI       *bool          `json:"phi,omitempty"`
 	LB        string         `json:"lb,omitempty"`
+	MTLS      string         `json:"mtls,omitempty"` // strict (default) or permissive
 	Instances []FileInstance `json:"instances"`
 }
 
@@ -108,6 +109,7 @@ func ParseCatalogFile(name string, data []byte) (*Catalog, error) {
 		if s.Namespace != "" {
 			meta[MetaNS] = s.Namespace
 		}
+		check("mtls", MetaMTLS, s.MTLS, func(v string) bool { return v == "strict" || v == "permissive" })
 		for j, in := range s.Instances {
 			iw := fmt.Sprintf("instances[%d]", j)
 			if in.ID == "" {

@@ -15,7 +15,10 @@ const (
 	MetaZone     = "medmesh-zone"
 	MetaSite     = "medmesh-site"
 	MetaAppPort  = "medmesh-app-port"
-	MetaNS       = "medmesh-namespace"
+	// MetaMTLS is "strict" (default) or "permissive": a non-PHI service
+	// may accept plaintext as well as mTLS while its callers migrate.
+	MetaMTLS = "medmesh-mtls"
+	MetaNS   = "medmesh-namespace"
 )
 
 // Warning describes meta that could not be used; the instance is still
@@ -42,6 +45,8 @@ type Settings struct {
 	Namespace string
 	Locality  Locality
 	AppPort   int
+	// Permissive accepts plaintext beside mTLS (never for PHI).
+	Permissive bool
 }
 
 // ParseMeta maps service meta (and node meta for locality) to settings.
@@ -92,6 +97,19 @@ func ParseMeta(service, instance string, svcMeta, nodeMeta map[string]string) (S
 	}
 	if v := svcMeta[MetaNS]; v != "" {
 		s.Namespace = v
+	}
+	if v, ok := svcMeta[MetaMTLS]; ok {
+		switch {
+		case v == "strict":
+		case v == "permissive" && !s.PHI:
+			s.Permissive = true
+		case v == "permissive":
+			// PHI crosses a hop only encrypted: refuse, loudly.
+			warns = append(warns, Warning{Service: service, Instance: instance, Key: MetaMTLS, Value: v,
+				Used: "strict (a PHI service accepts no plaintext)"})
+		default:
+			warn(MetaMTLS, "strict")
+		}
 	}
 	if v, ok := svcMeta[MetaAppPort]; ok {
 		p, err := strconv.Atoi(v)

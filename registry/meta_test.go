@@ -144,3 +144,19 @@ func TestDefaultPHI(t *testing.T) {
 		}
 	}
 }
+
+// Permissive mTLS is a migration aid for non-PHI services only.
+func TestMetaMTLSMode(t *testing.T) {
+	s, w := registry.ParseMeta("scheduling", "s-1", map[string]string{registry.MetaMTLS: "permissive"}, nil)
+	if !s.Permissive || len(w) != 0 {
+		t.Fatalf("non-PHI permissive: %+v %v", s, w)
+	}
+	s, w = registry.ParseMeta("emr", "emr-1", map[string]string{registry.MetaKind: "emr", registry.MetaMTLS: "permissive"}, nil)
+	if s.Permissive || len(w) != 1 || w[0].Key != registry.MetaMTLS || !strings.Contains(w[0].Used, "PHI") {
+		t.Fatalf("PHI permissive must stay strict with a warning: %+v %v", s, w)
+	}
+	s, w = registry.ParseMeta("x", "x-1", map[string]string{registry.MetaMTLS: "sometimes"}, nil)
+	if s.Permissive || len(w) != 1 {
+		t.Fatalf("unknown mode: %+v %v", s, w)
+	}
+}

@@ -83,6 +83,7 @@ func TestStatusTableShowsNACK(t *testing.T) {
 	pr := &controlplane.ProxiesResponse{
 		Ready: true, Services: 3, Serving: "consul", MTLS: true,
 		UnresolvedIntentions: []string{"labs -> emr: source is not registered"},
+		Permissive:           []string{"scheduling"},
 		Source:               registry.SourceStatus{Synced: true},
 		Proxies: []controlplane.ProxyView{{ProxyStatus: xds.ProxyStatus{
 			ID: "emr-1", Service: "emr", Kind: "envoy", Transport: "delta",
@@ -97,7 +98,7 @@ func TestStatusTableShowsNACK(t *testing.T) {
 	var b bytes.Buffer
 	PrintStatus(&b, pr)
 	out := b.String()
-	for _, want := range []string{"ready=true services=3 serving=consul", "emr-1", "11111111*", "33333333", "Cluster 22222222: cluster imaging: maglev unsupported", "mTLS: on", "unresolved intention: labs -> emr"} {
+	for _, want := range []string{"ready=true services=3 serving=consul", "emr-1", "11111111*", "33333333", "Cluster 22222222: cluster imaging: maglev unsupported", "mTLS: on", "unresolved intention: labs -> emr", "permissive (plaintext accepted beside mTLS): scheduling"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status table lacks %q:\n%s", want, out)
 		}

@@ -71,6 +71,9 @@ func PrintStatus(w io.Writer, pr *controlplane.ProxiesResponse) {
 	} else {
 		fmt.Fprintln(w, "mTLS: off (plaintext; start with --mtls)")
 	}
+	if len(pr.Permissive) > 0 {
+		fmt.Fprintf(w, "permissive (plaintext accepted beside mTLS): %s\n", strings.Join(pr.Permissive, ", "))
+	}
 	for _, u := range pr.UnresolvedIntentions {
 		fmt.Fprintf(w, "unresolved intention: %s\n", u)
 	}

@@ -64,6 +64,7 @@ func buildService(s *registry.Service, d Defaults) (Service, []string) {
 		Outlier:        d.Outlier,
 		Route:          d.route(s),
 		Instances:      s.Instances,
+		Permissive:     s.Permissive && !s.PHI,
 	}
 	switch s.LB {
 	case registry.LBLeastRequest:

@@ -49,6 +49,9 @@ type Service struct {
 	Instances []registry.Instance `json:"instances"`
 	// Authz is who may call the service (enforced when mTLS is on).
 	Authz Authz `json:"authz"`
+	// Permissive accepts plaintext beside mTLS on Envoy sidecars (a
+	// migration aid; never for PHI services).
+	Permissive bool `json:"permissive,omitempty"`
 }
 
 // Authz is the authorization of callers by SPIFFE ID, resolved from
