@@ -52,6 +52,7 @@ func (cp *ControlPlane) adminServer() *http.Server {
 	// Issuing identity proofs: the admin listener must stay on loopback
 	// (the default) or behind the platform's own access control.
 	mux.HandleFunc("POST /join-tokens", cp.handleJoinToken)
+	mux.HandleFunc("POST /ca/rotate", cp.handleRotateRoot)
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 }
 
@@ -185,4 +186,31 @@ func (cp *ControlPlane) handleJoinToken(w http.ResponseWriter, r *http.Request) 
 	}
 	cp.log.Info("join token issued", "service", svc, "namespace", ns, "ttl", ttl.String(), "from", r.RemoteAddr)
 	writeJSON(w, JoinTokenResponse{Token: tok, Service: svc, Namespace: ns, Expires: time.Now().Add(ttl)})
+}
+
+// handleRotateRoot replaces the CA's root: POST /ca/rotate?overlap=24h.
+// The old root stays in every proxy's bundle for the overlap, which must
+// exceed the SVID lifetime so that every SVID it signed is renewed under
+// the new root before it stops being trusted.
+func (cp *ControlPlane) handleRotateRoot(w http.ResponseWriter, r *http.Request) {
+	rot, ok := cp.opts.Identities.(interface{ RotateRoot(time.Duration) error })
+	if !ok {
+		http.Error(w, "no CA that medmesh can rotate (mTLS off, or the CA belongs to the hospital PKI)", http.StatusConflict)
+		return
+	}
+	overlap := 24 * time.Hour
+	if v := r.URL.Query().Get("overlap"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			http.Error(w, "overlap: want a positive duration", http.StatusBadRequest)
+			return
+		}
+		overlap = d
+	}
+	if err := rot.RotateRoot(overlap); err != nil {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
+	cp.log.Warn("CA root rotated; both roots are trusted during the overlap", "overlap", overlap.String(), "from", r.RemoteAddr)
+	w.Write([]byte("rotated\n"))
 }

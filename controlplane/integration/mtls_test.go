@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -296,4 +297,40 @@ func waitDenied(t *testing.T, what string, cc *grpc.ClientConn) {
 		}
 		return nil
 	})
+}
+
+// TestRootRotationReachesProxies: rotating the root (admin API) puts both
+// roots in every Envoy's bundle secret during the overlap.
+func TestRootRotationReachesProxies(t *testing.T) {
+	ca, err := certs.New(certs.Options{TrustDomain: "medmesh.local", StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	consul := startConsul(t, true)
+	register(t, consul.Client(), "emr", "emr-1", 9101, nil, api.HealthPassing)
+	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) { o.Identities, o.Dev = ca, true })
+	p := startSimProxy(t, cp.xdsAddr(), simproxy.Options{NodeID: "emr-1", Cluster: "emr", Validate: validateAll})
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	roots := func(s simproxy.State) int {
+		sec, ok := s.Resources[resource.SecretType][translate.BundleSecret].(*tlsv3.Secret)
+		if !ok {
+			return 0
+		}
+		b, err := x509bundle.Parse(ca.TrustDomain(), sec.GetValidationContext().GetTrustedCa().GetInlineBytes())
+		if err != nil {
+			return 0
+		}
+		return len(b.X509Authorities())
+	}
+	if err := p.Wait(ctx, func(s simproxy.State) bool { return roots(s) == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(cp.adminURL()+"/ca/rotate?overlap=2h", "", nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("rotate: %v %v", err, resp)
+	}
+	if err := p.Wait(ctx, func(s simproxy.State) bool { return roots(s) == 2 }); err != nil {
+		t.Fatalf("the new root did not reach the proxy: %v", err)
+	}
 }
