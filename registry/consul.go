@@ -40,13 +40,14 @@ type SourceStatus struct {
 	LastChange  time.Time `json:"lastChange,omitzero"`
 }
 
-// Consul watches the Consul catalog with three blocking queries (index-
-// based long polls): the service list, the nodes, and every health check
-// in any state. A change to a check re-reads only the services it
-// belongs to; a change to the service list or to the nodes (which can
-// move locality) re-reads every service, a bounded number at a time.
+// Consul watches the Consul catalog with four blocking queries (index-
+// based long polls): the service list, the nodes, every health check in
+// any state, and the service intentions. A change to a check re-reads
+// only the services it belongs to; a change to the service list or to the
+// nodes (which can move locality) re-reads every service, a bounded number
+// at a time.
 //
-// Three long polls rather than one per service: Consul limits each client
+// A few long polls rather than one per service: Consul limits each client
 // address to 200 concurrent HTTP connections by default, and a hospital
 // group easily runs more services than that.
 //

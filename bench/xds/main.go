@@ -59,7 +59,7 @@ func main() {
 	flag.DurationVar(&c.gap, "gap", 250*time.Millisecond, "pause after a change converged, so its trailing work is charged to it")
 	flag.Uint64Var(&c.seed, "seed", 1, "seed for choosing which instances change")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (Consul and control plane logs)")
-	// The control plane holds three blocking queries whatever the catalog
+	// The control plane holds four blocking queries whatever the catalog
 	// size, so Consul's default connection limit (200 per client address)
 	// is kept unless asked otherwise.
 	flag.IntVar(&c.consulMaxConns, "consul-max-conns-per-client", 0,
