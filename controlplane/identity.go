@@ -3,7 +3,6 @@ package controlplane
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"time"
@@ -81,18 +80,8 @@ func (cp *ControlPlane) svidFor(st *loopState, p *ir.Proxy, namespace string) (*
 	}
 	leaf := svid.Certificates[0]
 	sum := sha256.Sum256(leaf.Raw)
-	ident := &ir.Identity{SpiffeID: id.String(), CertChain: certPEM, PrivateKey: keyPEM, NotAfter: leaf.NotAfter,
-		Fingerprint: hex.EncodeToString(sum[:8])}
+	ident := &ir.Identity{CertChain: certPEM, PrivateKey: keyPEM, Fingerprint: hex.EncodeToString(sum[:8])}
 	st.svids[p.ID] = &issued{identity: ident, issuedAt: now, notAfter: leaf.NotAfter}
 	cp.log.Info("issued SVID", "proxy", p.ID, "spiffeID", id.String(), "notAfter", leaf.NotAfter.UTC().Format(time.RFC3339))
 	return ident, nil
-}
-
-// bundlePEM is the trust bundle as PEM.
-func bundlePEM(b *x509bundle.Bundle) []byte {
-	var out []byte
-	for _, c := range b.X509Authorities() {
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	return out
 }

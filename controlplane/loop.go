@@ -9,12 +9,12 @@ import (
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"medmesh/controlplane/ir"
 	"medmesh/controlplane/translate"
 	"medmesh/controlplane/xds"
+	"medmesh/internal/backoff"
 	"medmesh/registry"
 )
 
@@ -29,10 +29,15 @@ type loopState struct {
 	// sharedKey identifies the shared non-endpoint resources, so a proxy
 	// whose own inputs did not change either is skipped entirely.
 	sharedKey string
-	// proxyKeys remembers, per proxy, the content of its last publication,
-	// and proxyQuick the inputs it was translated from.
-	proxyKeys  map[string]string
-	proxyQuick map[string]string
+	// instances index the catalog's instances by ID (node.id of Envoys).
+	instances map[string]instanceRef
+	// inboundKeys fingerprint, per service, what its inbound side is
+	// built from; with instances they are computed once per mesh, not
+	// once per proxy per change.
+	inboundKeys map[string]string
+	// proxyInputs remembers, per proxy, the inputs of its last
+	// publication; equal inputs mean equal output, so it is skipped.
+	proxyInputs map[string]string
 	// published are the proxies that have a snapshot, with their kind.
 	published map[string]ir.ProxyKind
 
@@ -53,13 +58,13 @@ type loopState struct {
 }
 
 type hashedShared struct {
-	envoy, proxyless xds.ProxyResources
+	envoy, proxyless *xds.Shared
 	endpoints        []xds.Hashed
 	warnings         []string
 }
 
 func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalog) error {
-	st := &loopState{proxyKeys: map[string]string{}, proxyQuick: map[string]string{}, published: map[string]ir.ProxyKind{},
+	st := &loopState{proxyInputs: map[string]string{}, published: map[string]ir.ProxyKind{},
 		svids: map[string]*issued{}, unattested: map[string]bool{}, services: map[string]*serviceMemo{}}
 	if cat, err := cp.loadState(); err != nil {
 		cp.log.Warn("no usable saved catalog; waiting for the registry", "err", err)
@@ -72,7 +77,7 @@ func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalo
 	var timer, retry <-chan time.Time
 	// A failed publish is retried with backoff even if nothing changes: a
 	// proxy must not sit on a stale config until the next registry event.
-	retryBackoff := registry.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
+	retryBackoff := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 	graceTick := time.NewTicker(time.Second)
 	defer graceTick.Stop()
 	for {
@@ -178,6 +183,8 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 		}
 		st.mesh, st.shared = mesh, hs
 		st.sharedKey = sharedKey(hs)
+		st.instances = indexInstances(st.catalog)
+		st.inboundKeys = inboundKeys(mesh)
 		cp.saveState(st.catalog)
 		cp.mu.Lock()
 		cp.state.catalog = st.catalog
@@ -208,8 +215,7 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 		if !live[id] {
 			cp.xds.Forget(id, kind)
 			delete(st.published, id)
-			delete(st.proxyKeys, id)
-			delete(st.proxyQuick, id)
+			delete(st.proxyInputs, id)
 			delete(st.svids, id)
 		}
 	}
@@ -232,83 +238,108 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 
 // publishProxy publishes one proxy's snapshot if its inputs changed.
 func (cp *ControlPlane) publishProxy(ctx context.Context, st *loopState, p ir.Proxy) error {
-	if svc, inst, ok := st.catalog.Instance(p.ID); ok && (p.Service == "" || p.Service == svc.Name) {
-		p.Service, p.Instance = svc.Name, inst
+	if ref, ok := st.instances[p.ID]; ok && (p.Service == "" || p.Service == ref.service) {
+		p.Service, p.Instance = ref.service, ref.instance
 	}
 	if st.mesh.MTLS && p.Kind != ir.ProxyProxyless {
-		ok, refusal := cp.attested(&p)
-		if refusal != nil && !st.unattested[p.ID] {
-			st.unattested[p.ID] = true
-			// A claim on someone else's identity, or a stale token: refused
-			// and logged (the token itself never is).
-			cp.log.Warn("SVID request refused", "proxy", p.ID, "service", p.Service, "peer", p.Peer, "reason", refusal.Error())
-		}
-		if ok {
-			ns := "default"
-			if svc, ok := st.mesh.Service(p.Service); ok {
-				ns = svc.Namespace
-			}
-			ident, err := cp.svidFor(st, &p, ns)
-			if err != nil {
-				return err
-			}
-			p.SVID = ident
-		} else if _, warned := st.unattested[p.ID]; !warned && refusal == nil {
-			st.unattested[p.ID] = true
-			cp.log.Warn("no SVID for proxy: its identity is not proven; its mTLS listeners and clusters stay closed",
-				"proxy", p.ID, "peer", p.Peer)
+		if err := cp.identify(st, &p); err != nil {
+			return err
 		}
 	}
 	// A proxy's own resources depend only on the shared set, its kind and
 	// service, its instance's address and ports, and its identity: if none
 	// changed (an endpoint elsewhere flapped), skip translating it at all.
-	quick := st.sharedKey + "|" + string(p.Kind) + "|" + p.Service + "|" + instanceKey(p.Instance) +
-		"|" + st.bundleHash + "|" + svidKey(p.SVID) + "|" + inboundKey(st.mesh, p.Service)
-	if st.proxyQuick[p.ID] == quick {
+	inputs := st.sharedKey + "|" + string(p.Kind) + "|" + p.Service + "|" + instanceKey(p.Instance) +
+		"|" + st.bundleHash + "|" + svidKey(p.SVID) + "|" + st.inboundKeys[p.Service]
+	if st.proxyInputs[p.ID] == inputs {
 		return nil
 	}
 	own := translate.ForProxy(st.mesh, &p)
 	if err := own.Validate(); err != nil {
 		return fmt.Errorf("proxy %q: %w", p.ID, err)
 	}
-	ownHashed, err := hashResources(own)
+	ownHashed, err := hashResources(own, nil)
 	if err != nil {
 		return err
 	}
-	key := st.sharedKey + "/" + string(p.Kind) + "/" + proxyKey(ownHashed)
-	if st.proxyKeys[p.ID] == key {
-		return nil
-	}
-	var base xds.ProxyResources
+	var base *xds.Shared
 	switch p.Kind {
 	case ir.ProxyProxyless:
 		base = st.shared.proxyless
 	case ir.ProxyEnvoy:
 		base = st.shared.envoy
 	}
+	// PublishProxy itself skips a snapshot whose versions did not change.
 	if _, err := cp.xds.PublishProxy(ctx, p, base, ownHashed); err != nil {
 		return err
 	}
-	st.proxyKeys[p.ID] = key
-	st.proxyQuick[p.ID] = quick
+	st.proxyInputs[p.ID] = inputs
 	st.published[p.ID] = p.Kind
 	return nil
 }
 
-// inboundKey fingerprints what a service's inbound side is built from
-// (everything but its endpoints): its authorization, protocol and routes.
-func inboundKey(m *ir.Mesh, service string) string {
-	svc, ok := m.Service(service)
+// identify gives an attested proxy its SVID, and logs once why an
+// unattested one gets none.
+func (cp *ControlPlane) identify(st *loopState, p *ir.Proxy) error {
+	ok, refusal := cp.attested(p)
 	if !ok {
-		return "-"
+		if !st.unattested[p.ID] {
+			st.unattested[p.ID] = true
+			if refusal != nil {
+				// A claim on someone else's identity, or a stale token:
+				// refused and logged (the token itself never is).
+				cp.log.Warn("SVID request refused", "proxy", p.ID, "service", p.Service, "peer", p.Peer, "reason", refusal.Error())
+			} else {
+				cp.log.Warn("no SVID for proxy: its identity is not proven; its mTLS listeners and clusters stay closed",
+					"proxy", p.ID, "peer", p.Peer)
+			}
+		}
+		return nil
 	}
-	b, _ := json.Marshal(struct {
-		Authz    ir.Authz
-		Protocol registry.Protocol
-		Route    ir.Route
-		Timeout  time.Duration
-	}{svc.Authz, svc.Protocol, svc.Route, svc.ConnectTimeout})
-	return xds.Fingerprint(b)
+	ns := "default"
+	if svc, ok := st.mesh.Service(p.Service); ok {
+		ns = svc.Namespace
+	}
+	ident, err := cp.svidFor(st, p, ns)
+	if err != nil {
+		return err
+	}
+	p.SVID = ident
+	return nil
+}
+
+// instanceRef locates an instance in the catalog.
+type instanceRef struct {
+	service  string
+	instance *registry.Instance
+}
+
+func indexInstances(cat *registry.Catalog) map[string]instanceRef {
+	out := make(map[string]instanceRef, cat.InstanceCount())
+	for si := range cat.Services {
+		svc := &cat.Services[si]
+		for ii := range svc.Instances {
+			out[svc.Instances[ii].ID] = instanceRef{service: svc.Name, instance: &svc.Instances[ii]}
+		}
+	}
+	return out
+}
+
+// inboundKeys fingerprint what each service's inbound side is built from
+// (everything but its endpoints): its authorization, protocol and routes.
+func inboundKeys(m *ir.Mesh) map[string]string {
+	out := make(map[string]string, len(m.Services))
+	for i := range m.Services {
+		svc := &m.Services[i]
+		b, _ := json.Marshal(struct {
+			Authz    ir.Authz
+			Protocol registry.Protocol
+			Route    ir.Route
+			Timeout  time.Duration
+		}{svc.Authz, svc.Protocol, svc.Route, svc.ConnectTimeout})
+		out[svc.Name] = xds.Fingerprint(b)
+	}
+	return out
 }
 
 func svidKey(id *ir.Identity) string {
@@ -335,7 +366,12 @@ func (cp *ControlPlane) bundleChanged(st *loopState) bool {
 	if cp.opts.Identities == nil {
 		return false
 	}
-	b := string(bundlePEM(cp.opts.Identities.Bundle()))
+	pemBytes, err := cp.opts.Identities.Bundle().Marshal()
+	if err != nil {
+		cp.log.Error("cannot encode the trust bundle", "err", err)
+		return false
+	}
+	b := string(pemBytes)
 	if b == st.bundle {
 		return false
 	}
@@ -383,12 +419,12 @@ func (cp *ControlPlane) translateShared(st *loopState, mesh *ir.Mesh) (*hashedSh
 			}
 			memo = &serviceMemo{key: key, set: set, hashes: map[types.Resource]string{}}
 			for _, rs := range res.ByType() {
-				h, err := xds.HashAll(rs)
+				h, err := xds.HashAll(rs, nil)
 				if err != nil {
 					return nil, err
 				}
-				for i, r := range rs {
-					memo.hashes[r] = h[i].Hash
+				for _, it := range h {
+					memo.hashes[it.Resource] = it.Hash
 				}
 			}
 		}
@@ -401,7 +437,7 @@ func (cp *ControlPlane) translateShared(st *loopState, mesh *ir.Mesh) (*hashedSh
 		return nil, fmt.Errorf("translated configuration is invalid: %w", err)
 	}
 	shared := translate.Assemble(meshWide, sets)
-	hs, err := hashSharedWith(shared, hashes)
+	hs, err := hashShared(shared, hashes)
 	if err != nil {
 		return nil, err
 	}
@@ -409,58 +445,33 @@ func (cp *ControlPlane) translateShared(st *loopState, mesh *ir.Mesh) (*hashedSh
 	return hs, nil
 }
 
-// hashSharedWith hashes the shared set, taking known hashes from memo.
-func hashSharedWith(s *translate.SharedSet, memo map[types.Resource]string) (*hashedShared, error) {
-	hash := func(rs []types.Resource) ([]xds.Hashed, error) {
-		out := make([]xds.Hashed, 0, len(rs))
-		for _, r := range rs {
-			h, ok := memo[r]
-			if !ok {
-				var err error
-				if h, err = xds.HashResource(r); err != nil {
-					return nil, err
-				}
-			}
-			out = append(out, xds.Hashed{Name: cache.GetResourceName(r), Resource: r, Hash: h})
-		}
-		return out, nil
-	}
-	byType := func(r *translate.Resources) (xds.ProxyResources, error) {
-		out := xds.ProxyResources{}
-		for typ, rs := range r.ByType() {
-			if typ == resource.EndpointType || len(rs) == 0 {
-				continue
-			}
-			h, err := hash(rs)
-			if err != nil {
-				return nil, err
-			}
-			out[typ] = h
-		}
-		return out, nil
-	}
-	envoy, err := byType(s.Envoy)
+// hashShared hashes the shared set, taking known hashes from memo.
+func hashShared(s *translate.SharedSet, memo map[types.Resource]string) (*hashedShared, error) {
+	envoy, err := hashResources(s.Envoy, memo)
 	if err != nil {
 		return nil, err
 	}
-	proxyless, err := byType(s.Proxyless)
+	proxyless, err := hashResources(s.Proxyless, memo)
 	if err != nil {
 		return nil, err
 	}
-	eps, err := hash(s.Endpoints)
+	eps, err := xds.HashAll(s.Endpoints, memo)
 	if err != nil {
 		return nil, err
 	}
-	return &hashedShared{envoy: envoy, proxyless: proxyless, endpoints: eps, warnings: s.Envoy.Warnings}, nil
+	return &hashedShared{envoy: xds.NewShared(envoy), proxyless: xds.NewShared(proxyless), endpoints: eps,
+		warnings: s.Envoy.Warnings}, nil
 }
 
-func hashResources(r *translate.Resources) (xds.ProxyResources, error) {
+// hashResources hashes resources by type, endpoints excluded (they are
+// served from the shared endpoint cache). memo may be nil.
+func hashResources(r *translate.Resources, memo map[types.Resource]string) (xds.ProxyResources, error) {
 	out := xds.ProxyResources{}
 	for typ, rs := range r.ByType() {
 		if typ == resource.EndpointType || len(rs) == 0 {
 			continue
 		}
-		h, err := xds.HashAll(rs)
+		h, err := xds.HashAll(rs, memo)
 		if err != nil {
 			return nil, fmt.Errorf("hashing %s: %w", typ, err)
 		}
@@ -469,23 +480,9 @@ func hashResources(r *translate.Resources) (xds.ProxyResources, error) {
 	return out, nil
 }
 
+// sharedKey identifies the shared sets by their content versions.
 func sharedKey(h *hashedShared) string {
-	return proxyKey(h.envoy) + "/" + proxyKey(h.proxyless)
-}
-
-// proxyKey is a cheap fingerprint of hashed resources.
-func proxyKey(r xds.ProxyResources) string {
-	var b []byte
-	for _, typ := range []string{resource.ListenerType, resource.RouteType, resource.ClusterType, resource.SecretType} {
-		for _, it := range r[typ] {
-			b = append(b, it.Name...)
-			b = append(b, ':')
-			b = append(b, it.Hash...)
-			b = append(b, ';')
-		}
-		b = append(b, '|')
-	}
-	return xds.Fingerprint(b)
+	return fmt.Sprint(h.envoy.Versions(), h.proxyless.Versions())
 }
 
 func (cp *ControlPlane) setError(msg string) {

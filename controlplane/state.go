@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"medmesh/internal/atomicfile"
 	"medmesh/registry"
 )
 
@@ -19,36 +20,16 @@ func (cp *ControlPlane) saveState(cat *registry.Catalog) {
 	if cp.opts.StateDir == "" {
 		return
 	}
-	if err := writeFileAtomic(filepath.Join(cp.opts.StateDir, stateFile), cat); err != nil {
+	b, err := json.Marshal(cat)
+	if err == nil {
+		err = os.MkdirAll(cp.opts.StateDir, 0o700)
+	}
+	if err == nil {
+		err = atomicfile.Write(filepath.Join(cp.opts.StateDir, stateFile), b, 0o600)
+	}
+	if err != nil {
 		cp.log.Warn("cannot save the last good catalog", "dir", cp.opts.StateDir, "err", err)
 	}
-}
-
-func writeFileAtomic(path string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".catalog-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // loadState reads the saved catalog; (nil, nil) when there is none.

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"medmesh/internal/backoff"
 )
 
 // ConsulOptions configures a Consul source.
@@ -159,20 +161,18 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 	})
 
 	var (
-		intentions     []Intention
-		haveIntentions bool
-		listed         map[string]bool
-		entries        = map[string][]RawInstance{}
-		checkSig       = map[string]string{} // service -> fingerprint of its checks
-		nodeSig        = map[string]string{} // node -> fingerprint of its node checks
-		dirty          = map[string]bool{}
-		inflight       = map[string]bool{}
-		results        = make(chan fetchResult, c.opts.Fetchers)
-		sem            = make(chan struct{}, c.opts.Fetchers)
-		timer          <-chan time.Time
-		retry          <-chan time.Time
-		lastHash       string
-		bo             = Backoff{Min: c.opts.BackoffMin, Max: c.opts.BackoffMax}
+		intentions []Intention
+		listed     map[string]bool
+		entries    = map[string][]RawInstance{}
+		checkSig   = map[string]string{} // service -> fingerprint of its checks
+		nodeSig    = map[string]string{} // node -> fingerprint of its node checks
+		dirty      = map[string]bool{}
+		inflight   = map[string]bool{}
+		results    = make(chan fetchResult, c.opts.Fetchers)
+		timer      <-chan time.Time
+		retry      <-chan time.Time
+		lastHash   string
+		bo         = backoff.Backoff{Min: c.opts.BackoffMin, Max: c.opts.BackoffMax}
 	)
 	markAll := func() {
 		for name := range listed {
@@ -186,7 +186,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 		case ev := <-events:
 			switch {
 			case ev.intentions != nil:
-				intentions, haveIntentions = ev.intentions, true
+				intentions = ev.intentions // non-nil once read, even if empty
 				if timer == nil {
 					timer = time.After(c.opts.Coalesce)
 				}
@@ -238,7 +238,6 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			}
 		case r := <-results:
 			delete(inflight, r.name)
-			<-sem
 			if r.err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -262,7 +261,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			retry = nil
 		case <-timer:
 			timer = nil
-			if listed == nil || !haveIntentions || len(dirty) > 0 || len(inflight) > 0 {
+			if listed == nil || intentions == nil || len(dirty) > 0 || len(inflight) > 0 {
 				continue // not every service and intention has been read yet
 			}
 			var raw []RawInstance
@@ -286,7 +285,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 		// Start fetches for dirty services, a bounded number at a time,
 		// unless an error asked us to wait.
 		for name := range dirty {
-			if retry != nil {
+			if retry != nil || len(inflight) >= c.opts.Fetchers {
 				break
 			}
 			if !listed[name] {
@@ -296,17 +295,11 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			if inflight[name] {
 				continue // re-read after the current read returns
 			}
-			select {
-			case sem <- struct{}{}:
-			default:
-				goto started
-			}
 			delete(dirty, name)
 			inflight[name] = true
 			go c.fetch(ctx, name, results)
 		}
-	started:
-		if timer == nil && listed != nil && haveIntentions && len(dirty) == 0 && len(inflight) == 0 && lastHash == "" {
+		if timer == nil && listed != nil && intentions != nil && len(dirty) == 0 && len(inflight) == 0 && lastHash == "" {
 			timer = time.After(c.opts.Coalesce) // an empty registry is a complete answer too
 		}
 	}
@@ -395,7 +388,7 @@ const consulService = "consul"
 // poll runs one blocking query in a loop, reporting each new answer.
 func (c *Consul) poll(ctx context.Context, what string, out chan<- watchEvent,
 	query func(*api.QueryOptions) (watchEvent, uint64, error)) {
-	bo := Backoff{Min: c.opts.BackoffMin, Max: c.opts.BackoffMax}
+	bo := backoff.Backoff{Min: c.opts.BackoffMin, Max: c.opts.BackoffMax}
 	var index uint64
 	for ctx.Err() == nil {
 		q := (&api.QueryOptions{WaitIndex: index, WaitTime: c.opts.WaitTime}).WithContext(ctx)

@@ -155,9 +155,6 @@ func ParseCatalogFile(name string, data []byte) (*Catalog, error) {
 			})
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
 	for i, in := range fc.Intentions {
 		if in.Source == "" || in.Destination == "" {
 			errs = append(errs, fmt.Errorf("%s: intentions[%d]: source and destination are required", name, i))

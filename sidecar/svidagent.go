@@ -28,7 +28,7 @@ import (
 	"medmesh/controlplane/ir"
 	"medmesh/controlplane/translate"
 	"medmesh/controlplane/xds"
-	"medmesh/registry"
+	"medmesh/internal/backoff"
 )
 
 // SVIDAgentOptions configure the SVID agent.
@@ -63,7 +63,7 @@ func RunSVIDAgent(ctx context.Context, o SVIDAgentOptions) error {
 		return fmt.Errorf("sidecar: --xds-address %q: %w", o.XDSAddress, err)
 	}
 	defer conn.Close()
-	bo := registry.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
+	bo := backoff.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
 	for ctx.Err() == nil {
 		err := o.stream(ctx, conn, log, &bo)
 		if ctx.Err() != nil {
@@ -78,7 +78,7 @@ func RunSVIDAgent(ctx context.Context, o SVIDAgentOptions) error {
 	return nil
 }
 
-func (o SVIDAgentOptions) stream(ctx context.Context, conn *grpc.ClientConn, log *slog.Logger, bo *registry.Backoff) error {
+func (o SVIDAgentOptions) stream(ctx context.Context, conn *grpc.ClientConn, log *slog.Logger, bo *backoff.Backoff) error {
 	if o.JoinToken != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, xds.JoinTokenHeader, o.JoinToken)
 	}

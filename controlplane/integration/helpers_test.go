@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/xds"
 
 	"medmesh/controlplane"
@@ -159,23 +160,39 @@ func freePort(t *testing.T) int {
 	return p
 }
 
-// startXDSServer runs a proxyless xDS gRPC server for one instance.
+// startXDSServer runs a plaintext proxyless xDS gRPC server for one
+// instance, answering UNAVAILABLE while the instance is marked failing.
 func startXDSServer(t *testing.T, xdsAddr, svc, id string, port int) *xds.GRPCServer {
 	t.Helper()
-	bs, err := bootstrap.Proxyless(bootstrap.Options{XDSAddress: xdsAddr, NodeID: id, Service: svc})
+	return serveXDS(t, bootstrap.Options{XDSAddress: xdsAddr, NodeID: id, Service: svc}, port, false,
+		&clinical.Server{Instance: id, Handle: func(context.Context, string) error {
+			if v, ok := failing.Load(id); ok && v.(bool) {
+				return errUnavailable
+			}
+			return nil
+		}})
+}
+
+// serveXDS runs a proxyless xDS gRPC server with the given bootstrap on
+// 127.0.0.1:port; with mtls it uses xDS credentials (security from the
+// control plane, certificates from the bootstrap's SVID directory).
+func serveXDS(t *testing.T, o bootstrap.Options, port int, mtls bool, h *clinical.Server) *xds.GRPCServer {
+	t.Helper()
+	bs, err := bootstrap.Proxyless(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := xds.NewGRPCServer(grpc.Creds(insecure.NewCredentials()), xds.BootstrapContentsForTesting(bs))
-	if err != nil {
-		t.Fatal(err)
-	}
-	clinical.Register(srv, &clinical.Server{Instance: id, Handle: func(context.Context, string) error {
-		if v, ok := failing.Load(id); ok && v.(bool) {
-			return errUnavailable
+	creds := insecure.NewCredentials()
+	if mtls {
+		if creds, err = xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()}); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	}})
+	}
+	srv, err := xds.NewGRPCServer(grpc.Creds(creds), xds.BootstrapContentsForTesting(bs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clinical.Register(srv, h)
 	lis, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	if err != nil {
 		t.Fatal(err)
@@ -185,10 +202,17 @@ func startXDSServer(t *testing.T, xdsAddr, svc, id string, port int) *xds.GRPCSe
 	return srv
 }
 
-// dialXDS returns a proxyless client for xds:///<service>.
+// dialXDS returns a plaintext proxyless client for xds:///<service>.
 func dialXDS(t *testing.T, xdsAddr, nodeID, target string) *grpc.ClientConn {
 	t.Helper()
-	bs, err := bootstrap.Proxyless(bootstrap.Options{XDSAddress: xdsAddr, NodeID: nodeID, Service: "client"})
+	return dialXDSWith(t, bootstrap.Options{XDSAddress: xdsAddr, NodeID: nodeID, Service: "client"}, target, false)
+}
+
+// dialXDSWith returns a proxyless client with the given bootstrap; with
+// mtls it uses xDS credentials.
+func dialXDSWith(t *testing.T, o bootstrap.Options, target string, mtls bool) *grpc.ClientConn {
+	t.Helper()
+	bs, err := bootstrap.Proxyless(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +220,13 @@ func dialXDS(t *testing.T, xdsAddr, nodeID, target string) *grpc.ClientConn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(rb), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if mtls {
+		if creds, err = xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cc, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(rb), grpc.WithTransportCredentials(creds))
 	if err != nil {
 		t.Fatal(err)
 	}

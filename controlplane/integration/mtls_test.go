@@ -5,10 +5,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,11 +20,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
-	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/xds"
 
 	"medmesh/certs"
 	"medmesh/controlplane"
@@ -68,59 +63,26 @@ func TestProxylessMTLS(t *testing.T) {
 	var mu sync.Mutex
 	var callers []string
 	port := freePort(t)
-	bs, err := bootstrap.Proxyless(bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "emr-1", Service: "emr", SVIDDir: svidDir("emr")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverCreds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := xds.NewGRPCServer(grpc.Creds(serverCreds), xds.BootstrapContentsForTesting(bs))
-	if err != nil {
-		t.Fatal(err)
-	}
-	clinical.Register(srv, &clinical.Server{Instance: "emr-1", Handle: func(ctx context.Context, _ string) error {
-		p, _ := peer.FromContext(ctx)
-		tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
-		if !ok || len(tlsInfo.State.PeerCertificates) == 0 {
-			return fmt.Errorf("call without a client certificate (auth %T)", p.AuthInfo)
-		}
-		id, err := x509svid.IDFromCert(tlsInfo.State.PeerCertificates[0])
-		if err != nil {
-			return err
-		}
-		mu.Lock()
-		callers = append(callers, id.String())
-		mu.Unlock()
-		return nil
-	}})
-	lis, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
+	serveXDS(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "emr-1", Service: "emr", SVIDDir: svidDir("emr")}, port, true,
+		&clinical.Server{Instance: "emr-1", Handle: func(ctx context.Context, _ string) error {
+			p, _ := peer.FromContext(ctx)
+			tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
+			if !ok || len(tlsInfo.State.PeerCertificates) == 0 {
+				return fmt.Errorf("call without a client certificate (auth %T)", p.AuthInfo)
+			}
+			id, err := x509svid.IDFromCert(tlsInfo.State.PeerCertificates[0])
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			callers = append(callers, id.String())
+			mu.Unlock()
+			return nil
+		}})
 	register(t, consul.Client(), "emr", "emr-1", port, map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "grpc"}, api.HealthPassing)
 
 	// The HIS client with xDS credentials and its own SVID.
-	clientBS, err := bootstrap.Proxyless(bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "his-1", Service: "his", SVIDDir: svidDir("his")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rb, err := xds.NewXDSResolverWithConfigForTesting(clientBS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientCreds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := grpc.NewClient("xds:///emr", grpc.WithResolvers(rb), grpc.WithTransportCredentials(clientCreds))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
+	cc := dialXDSWith(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "his-1", Service: "his", SVIDDir: svidDir("his")}, "emr", true)
 	ctx := context.Background()
 	c := consul.Client()
 	// EMR is PHI: default deny. With no intention, his is refused after

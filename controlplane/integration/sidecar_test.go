@@ -4,10 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,10 +14,6 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	xdscreds "google.golang.org/grpc/credentials/xds"
-	"google.golang.org/grpc/xds"
 
 	"medmesh/certs"
 	"medmesh/controlplane"
@@ -69,40 +63,11 @@ func TestSVIDRotationUnderLoad(t *testing.T) {
 	setIntention(t, c, "emr", "his", api.IntentionActionAllow)
 
 	port := freePort(t)
-	bs, err := bootstrap.Proxyless(bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "emr-1", Service: "emr",
-		SVIDDir: emrDir, SVIDRefresh: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, _ := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
-	srv, err := xds.NewGRPCServer(grpc.Creds(sc), xds.BootstrapContentsForTesting(bs))
-	if err != nil {
-		t.Fatal(err)
-	}
-	clinical.Register(srv, &clinical.Server{Instance: "emr-1"})
-	lis, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	t.Cleanup(srv.Stop)
+	serveXDS(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "emr-1", Service: "emr",
+		SVIDDir: emrDir, SVIDRefresh: 500 * time.Millisecond}, port, true, &clinical.Server{Instance: "emr-1"})
 	register(t, c, "emr", "emr-1", port, map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "grpc"}, api.HealthPassing)
-
-	cbs, err := bootstrap.Proxyless(bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "his-1", Service: "his",
-		SVIDDir: hisDir, SVIDRefresh: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rb, err := xds.NewXDSResolverWithConfigForTesting(cbs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ccreds, _ := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
-	cc, err := grpc.NewClient("xds:///emr", grpc.WithResolvers(rb), grpc.WithTransportCredentials(ccreds))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cc.Close() })
+	cc := dialXDSWith(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "his-1", Service: "his",
+		SVIDDir: hisDir, SVIDRefresh: 500 * time.Millisecond}, "emr", true)
 	eventually(t, "first mTLS call", func() error { _, err := servedBy(ctx, cc, 1); return err })
 
 	// Call continuously until both workloads have rotated twice.

@@ -172,9 +172,7 @@ type Proxy struct {
 
 // Identity is an X.509-SVID as PEM: certificate chain (leaf first) and key.
 type Identity struct {
-	SpiffeID    string
 	CertChain   []byte
 	PrivateKey  []byte
-	NotAfter    time.Time
 	Fingerprint string // of the leaf; changes on every renewal
 }

@@ -6,6 +6,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"medmesh/controlplane/ir"
@@ -27,7 +28,7 @@ func upstreamCluster(m *ir.Mesh, s *ir.Service, kind ir.ProxyKind) *clusterv3.Cl
 	}
 	applyLB(c, s.LB, kind)
 	if s.Protocol.IsHTTP2() && kind == ir.ProxyEnvoy {
-		c.TypedExtensionProtocolOptions = http2Options()
+		c.TypedExtensionProtocolOptions = HTTP2Options()
 	}
 	return c
 }
@@ -107,14 +108,15 @@ func localAppCluster(s *ir.Service, in *registry.Instance) *clusterv3.Cluster {
 		},
 	}
 	if s.Protocol.IsHTTP2() {
-		c.TypedExtensionProtocolOptions = http2Options()
+		c.TypedExtensionProtocolOptions = HTTP2Options()
 	}
 	return c
 }
 
-// http2Options makes Envoy speak HTTP/2 to an upstream (gRPC, http2).
-func http2Options() map[string]*anypbAny {
-	return map[string]*anypbAny{
+// HTTP2Options makes Envoy speak HTTP/2 to an upstream (gRPC, http2, and
+// the control plane itself in a bootstrap).
+func HTTP2Options() map[string]*anypb.Any {
+	return map[string]*anypb.Any{
 		httpProtocolOptionsKey: mustAny(&upstreamhttpv3.HttpProtocolOptions{
 			UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
 				ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{

@@ -40,13 +40,4 @@ func dur(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
 
 func u32(v uint32) *wrapperspb.UInt32Value { return wrapperspb.UInt32(v) }
 
-type anypbAny = anypb.Any
-
-type durationLike = time.Duration
-
-const (
-	corev3Inbound  = corev3.TrafficDirection_INBOUND
-	corev3Outbound = corev3.TrafficDirection_OUTBOUND
-)
-
 func wrapBool(b bool) *wrapperspb.BoolValue { return wrapperspb.Bool(b) }

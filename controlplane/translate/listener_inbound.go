@@ -1,6 +1,7 @@
 package translate
 
 import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
@@ -19,7 +20,7 @@ func inboundListener(m *ir.Mesh, s *ir.Service, in *registry.Instance) *listener
 			Filters:         inboundFilters(m, s, true),
 			TransportSocket: downstreamTransportSocket(m, s, ir.ProxyEnvoy),
 		}},
-		TrafficDirection: corev3Inbound,
+		TrafficDirection: corev3.TrafficDirection_INBOUND,
 	}
 	if m.MTLS && s.Permissive {
 		// Migration aid for non-PHI services: the TLS inspector sends TLS

@@ -2,7 +2,9 @@ package translate
 
 import (
 	"fmt"
+	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -22,7 +24,7 @@ func outboundHTTPListener() *listenerv3.Listener {
 				statPrefix: OutboundHTTPListener, rdsName: OutboundHTTPRoute, stripPort: true,
 			}))},
 		}},
-		TrafficDirection: corev3Outbound,
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 	}
 }
 
@@ -53,13 +55,13 @@ func outboundTCPListeners(m *ir.Mesh) ([]types.Resource, []string) {
 			FilterChains: []*listenerv3.FilterChain{{
 				Filters: []*listenerv3.Filter{tcpProxyFilter("outbound_tcp|"+s.Name, s.Name, s.Route.IdleTimeout)},
 			}},
-			TrafficDirection: corev3Outbound,
+			TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 		})
 	}
 	return out, warns
 }
 
-func tcpProxyFilter(statPrefix, cluster string, idle durationLike) *listenerv3.Filter {
+func tcpProxyFilter(statPrefix, cluster string, idle time.Duration) *listenerv3.Filter {
 	return &listenerv3.Filter{
 		Name: wellknown.TCPProxy,
 		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(&tcpproxyv3.TcpProxy{

@@ -4,6 +4,7 @@ import (
 	"net"
 	"strconv"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
@@ -67,6 +68,6 @@ func proxylessServerListener(m *ir.Mesh, s *ir.Service, in *registry.Instance) *
 			Filters:         []*listenerv3.Filter{hcmFilter(httpConnectionManager(hcmOptions{statPrefix: "inbound", inline: inline, rbac: rbacHTTPFilter(m, s)}))},
 			TransportSocket: downstreamTransportSocket(m, s, ir.ProxyProxyless),
 		}},
-		TrafficDirection: corev3Inbound,
+		TrafficDirection: corev3.TrafficDirection_INBOUND,
 	}
 }

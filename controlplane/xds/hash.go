@@ -29,13 +29,18 @@ func HashResource(r types.Resource) (string, error) {
 	return hex.EncodeToString(sum[:12]), nil
 }
 
-// HashAll hashes resources, naming each.
-func HashAll(rs []types.Resource) ([]Hashed, error) {
+// HashAll hashes resources, naming each. Hashes already known for a
+// resource (memo, which may be nil) are reused: shared resources are
+// hashed once, not once per proxy or per change.
+func HashAll(rs []types.Resource, memo map[types.Resource]string) ([]Hashed, error) {
 	out := make([]Hashed, 0, len(rs))
 	for _, r := range rs {
-		h, err := HashResource(r)
-		if err != nil {
-			return nil, err
+		h, ok := memo[r]
+		if !ok {
+			var err error
+			if h, err = HashResource(r); err != nil {
+				return nil, err
+			}
 		}
 		out = append(out, Hashed{Name: cache.GetResourceName(r), Resource: r, Hash: h})
 	}

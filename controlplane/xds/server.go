@@ -53,9 +53,7 @@ type Server struct {
 
 // Published is what was last published for one proxy.
 type Published struct {
-	Proxy    ir.Proxy
 	Versions map[string]string // type URL -> version
-	At       time.Time
 	snapshot *layeredSnapshot
 }
 
@@ -166,43 +164,65 @@ func (s *Server) PruneEndpoints(keep []Hashed) error {
 // (they are shared).
 type ProxyResources map[resource.Type][]Hashed
 
-// PublishProxy builds a snapshot for one proxy from the resources it
-// shares with others of its kind and its own, and sets it, unless every
-// type's version equals what the proxy already has. The snapshot is
-// checked first: every referenced route and endpoint assignment must
-// exist. A snapshot that fails is not published; the proxy keeps its last
-// good one.
-func (s *Server) PublishProxy(ctx context.Context, p ir.Proxy, shared, own ProxyResources) (changed bool, err error) {
+// Shared is a set of resources that many proxies hold (everything an
+// Envoy, or a proxyless client, gets from the mesh as a whole). Its
+// versions and references are computed once, not once per proxy.
+type Shared struct {
+	items    ProxyResources
+	versions map[string]string                 // type URL -> version
+	refs     map[resource.Type]map[string]bool // routes and endpoints named
+	routes   map[string]bool                   // route names held
+}
+
+// NewShared versions a shared set and notes what it references.
+func NewShared(items ProxyResources) *Shared {
+	sh := &Shared{items: items, versions: map[string]string{}, routes: map[string]bool{}}
+	for _, typ := range snapshotTypes {
+		sh.versions[typ] = setVersion(items[typ])
+	}
+	sh.refs = references(items)
+	for _, it := range items[resource.RouteType] {
+		sh.routes[it.Name] = true
+	}
+	return sh
+}
+
+// Versions returns the set's version per type URL.
+func (sh *Shared) Versions() map[string]string { return sh.versions }
+
+// PublishProxy builds a snapshot for one proxy from a shared set (nil for
+// none) and its own resources, and sets it, unless every type's version
+// equals what the proxy already has. The snapshot is checked first: every
+// referenced route and endpoint assignment must exist, and every route
+// must be referenced. A snapshot that fails is not published; the proxy
+// keeps its last good one.
+func (s *Server) PublishProxy(ctx context.Context, p ir.Proxy, shared *Shared, own ProxyResources) (changed bool, err error) {
+	if shared == nil {
+		shared = NewShared(nil)
+	}
+	if err := s.consistent(shared, own); err != nil {
+		s.metrics.snapshotFails.Inc()
+		return false, fmt.Errorf("proxy %q: %w", p.ID, err)
+	}
 	versions := map[string]string{}
 	snap := &layeredSnapshot{layers: map[string]layer{}}
 	s.mu.Lock()
 	for _, typ := range snapshotTypes {
-		all := make([]Hashed, 0, len(shared[typ])+len(own[typ]))
-		all = append(append(all, shared[typ]...), own[typ]...)
-		l := layer{version: setVersion(all)}
-		if len(shared[typ]) > 0 {
-			l.shared = s.intern(typ, setVersion(shared[typ]), shared[typ])
+		// A content hash of both layers' content hashes: equal content,
+		// equal version, across proxies and restarts.
+		l := layer{version: Fingerprint([]byte(shared.versions[typ] + "/" + setVersion(own[typ])))}
+		if len(shared.items[typ]) > 0 {
+			l.shared = s.intern(typ, shared.versions[typ], shared.items[typ])
 		}
-		if len(own[typ]) > 0 {
-			l.own = make(map[string]types.ResourceWithTTL, len(own[typ]))
-			l.ownVM = make(map[string]string, len(own[typ]))
-			for _, it := range own[typ] {
-				l.own[it.Name] = types.ResourceWithTTL{Resource: it.Resource}
-				l.ownVM[it.Name] = it.Hash
-			}
-		} else if l.shared == nil {
-			l.own, l.ownVM = map[string]types.ResourceWithTTL{}, map[string]string{}
+		l.own = make(map[string]types.ResourceWithTTL, len(own[typ]))
+		l.ownVM = make(map[string]string, len(own[typ]))
+		for _, it := range own[typ] {
+			l.own[it.Name] = types.ResourceWithTTL{Resource: it.Resource}
+			l.ownVM[it.Name] = it.Hash
 		}
 		versions[typ] = l.version
 		snap.layers[typ] = l
 	}
-	s.mu.Unlock()
-	if err := s.consistent(snap.resources()); err != nil {
-		s.metrics.snapshotFails.Inc()
-		return false, fmt.Errorf("proxy %q: %w", p.ID, err)
-	}
-
-	s.mu.Lock()
 	prev := s.published[p.ID]
 	s.mu.Unlock()
 	if prev != nil && equalVersions(prev.Versions, versions) {
@@ -222,7 +242,7 @@ func (s *Server) PublishProxy(ctx context.Context, p ir.Proxy, shared, own Proxy
 	if prev != nil {
 		s.retain(prev.snapshot, -1)
 	}
-	s.published[p.ID] = &Published{Proxy: p, Versions: versions, At: time.Now(), snapshot: snap}
+	s.published[p.ID] = &Published{Versions: versions, snapshot: snap}
 	s.mu.Unlock()
 	return true, nil
 }
@@ -283,36 +303,63 @@ func (s *Server) ReleaseUnused() {
 	}
 }
 
-// consistent checks references like cache.Snapshot.Consistent, with the
-// endpoints taken from the shared endpoint cache.
-func (s *Server) consistent(res [types.UnknownType]cache.Resources) error {
+// references lists the routes and endpoint assignments that resources
+// name, like go-control-plane's GetAllResourceReferences, plus the routes
+// named by API listeners (proxyless gRPC), which it does not look into.
+func references(items ProxyResources) map[resource.Type]map[string]bool {
+	var res [types.UnknownType]cache.Resources
+	for typ, hs := range items {
+		m := make(map[string]types.ResourceWithTTL, len(hs))
+		for _, it := range hs {
+			m[it.Name] = types.ResourceWithTTL{Resource: it.Resource}
+		}
+		res[cache.GetResponseType(typ)] = cache.Resources{Items: m}
+	}
 	refs := cache.GetAllResourceReferences(res)
-	routes := res[cache.GetResponseType(resource.RouteType)].Items
-	// go-control-plane does not look inside API listeners (proxyless
-	// gRPC), so add their route references here.
-	for _, l := range res[cache.GetResponseType(resource.ListenerType)].Items {
-		if name := apiListenerRoute(l.Resource); name != "" {
+	for _, it := range items[resource.ListenerType] {
+		if name := apiListenerRoute(it.Resource); name != "" {
 			if refs[resource.RouteType] == nil {
 				refs[resource.RouteType] = map[string]bool{}
 			}
 			refs[resource.RouteType][name] = true
 		}
 	}
-	for name := range refs[resource.RouteType] {
-		if _, ok := routes[name]; !ok {
-			return fmt.Errorf("%w: route %q is referenced but missing", ErrInconsistent, name)
+	return refs
+}
+
+// consistent checks a proxy's snapshot like cache.Snapshot.Consistent:
+// the shared set's references were computed once, the proxy's own are
+// few; endpoints are checked against the shared endpoint cache.
+func (s *Server) consistent(shared *Shared, own ProxyResources) error {
+	ownRefs := references(own)
+	ownRoutes := map[string]bool{}
+	for _, it := range own[resource.RouteType] {
+		ownRoutes[it.Name] = true
+	}
+	referenced := func(name string) bool {
+		return shared.refs[resource.RouteType][name] || ownRefs[resource.RouteType][name]
+	}
+	for _, refs := range []map[resource.Type]map[string]bool{shared.refs, ownRefs} {
+		for name := range refs[resource.RouteType] {
+			if !shared.routes[name] && !ownRoutes[name] {
+				return fmt.Errorf("%w: route %q is referenced but missing", ErrInconsistent, name)
+			}
 		}
 	}
-	for name := range routes {
-		if !refs[resource.RouteType][name] {
-			return fmt.Errorf("%w: route %q is not referenced by any listener", ErrInconsistent, name)
+	for _, routes := range []map[string]bool{shared.routes, ownRoutes} {
+		for name := range routes {
+			if !referenced(name) {
+				return fmt.Errorf("%w: route %q is not referenced by any listener", ErrInconsistent, name)
+			}
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for name := range refs[resource.EndpointType] {
-		if _, ok := s.epHashes[name]; !ok {
-			return fmt.Errorf("%w: endpoints %q are referenced but missing", ErrInconsistent, name)
+	for _, refs := range []map[resource.Type]map[string]bool{shared.refs, ownRefs} {
+		for name := range refs[resource.EndpointType] {
+			if _, ok := s.epHashes[name]; !ok {
+				return fmt.Errorf("%w: endpoints %q are referenced but missing", ErrInconsistent, name)
+			}
 		}
 	}
 	return nil

@@ -36,7 +36,7 @@ func edsCluster(name string) *clusterv3.Cluster {
 
 func hashed(t *testing.T, rs ...types.Resource) []Hashed {
 	t.Helper()
-	h, err := HashAll(rs)
+	h, err := HashAll(rs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestPublishProxySharesEqualSets(t *testing.T) {
 	res := ProxyResources{resource.ClusterType: hashed(t, edsCluster("emr"))}
 	ctx := context.Background()
 	for _, id := range []string{"a", "b"} {
-		changed, err := s.PublishProxy(ctx, ir.Proxy{ID: id}, res, nil)
+		changed, err := s.PublishProxy(ctx, ir.Proxy{ID: id}, NewShared(res), nil)
 		if err != nil || !changed {
 			t.Fatalf("publish %s: changed=%t err=%v", id, changed, err)
 		}
@@ -69,7 +69,7 @@ func TestPublishProxySharesEqualSets(t *testing.T) {
 		t.Fatal("equal cluster sets are not shared")
 	}
 	// Publishing the same content again is not a change.
-	if changed, err := s.PublishProxy(ctx, ir.Proxy{ID: "a"}, res, nil); err != nil || changed {
+	if changed, err := s.PublishProxy(ctx, ir.Proxy{ID: "a"}, NewShared(res), nil); err != nil || changed {
 		t.Fatalf("republish: changed=%t err=%v", changed, err)
 	}
 	s.Forget("a", ir.ProxyEnvoy)
@@ -87,7 +87,7 @@ func TestPublishProxySharesEqualSets(t *testing.T) {
 func TestPublishProxyRefusesInconsistentSnapshot(t *testing.T) {
 	s := newTestServer(t)
 	res := ProxyResources{resource.ClusterType: hashed(t, edsCluster("imaging"))}
-	_, err := s.PublishProxy(context.Background(), ir.Proxy{ID: "a"}, res, nil)
+	_, err := s.PublishProxy(context.Background(), ir.Proxy{ID: "a"}, NewShared(res), nil)
 	if !errors.Is(err, ErrInconsistent) {
 		t.Fatalf("err = %v, want ErrInconsistent", err)
 	}

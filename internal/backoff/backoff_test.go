@@ -1,10 +1,10 @@
-package registry_test
+package backoff_test
 
 import (
 	"testing"
 	"time"
 
-	"medmesh/registry"
+	"medmesh/internal/backoff"
 )
 
 // Backoff.Next draws from [d/2, d] with d = min(Min*2^attempt, Max): never
@@ -16,7 +16,7 @@ func TestBackoffBounds(t *testing.T) {
 		d := min(minD<<attempt, maxD)
 		seen := map[time.Duration]bool{}
 		for range 50 {
-			b := registry.Backoff{Min: minD, Max: maxD}
+			b := backoff.Backoff{Min: minD, Max: maxD}
 			for range attempt {
 				b.Next()
 			}
@@ -33,7 +33,7 @@ func TestBackoffBounds(t *testing.T) {
 }
 
 func TestBackoffCapsAndResets(t *testing.T) {
-	b := registry.Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second}
+	b := backoff.Backoff{Min: 250 * time.Millisecond, Max: 30 * time.Second}
 	// Far past the point where Min<<attempt would overflow without the cap
 	// on the shift.
 	for i := range 1000 {
@@ -49,7 +49,7 @@ func TestBackoffCapsAndResets(t *testing.T) {
 
 // A Min of zero (an unset option) must not spin: it falls back to Max.
 func TestBackoffZeroMin(t *testing.T) {
-	b := registry.Backoff{Max: time.Second}
+	b := backoff.Backoff{Max: time.Second}
 	if got := b.Next(); got < b.Max/2 || got > b.Max {
 		t.Errorf("Next() = %v, want within [%v, %v]", got, b.Max/2, b.Max)
 	}
