@@ -4,7 +4,7 @@ CONSUL_VERSION := 1.20.1
 BIN           := $(CURDIR)/bin
 export CONSUL_BIN ?= $(BIN)/consul
 
-.PHONY: all build test tools demo bench lint clean
+.PHONY: all build test tools demo bench lint clean crds
 
 all: build
 
@@ -20,6 +20,13 @@ tools:
 		echo "building Consul v$(CONSUL_VERSION) from its Go module (about 10 minutes the first time)"; \
 		cd tools/consul && $(GO) build -o $(BIN)/consul github.com/hashicorp/consul; \
 	fi
+
+# CRD manifests (deploy/crds) and deepcopy code from api/v1alpha1, with
+# controller-gen built from its pinned module (tools/controller-gen).
+# api/v1alpha1's test fails when the committed output is stale.
+crds:
+	cd tools/controller-gen && $(GO) build -o $(BIN)/controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen
+	$(BIN)/controller-gen object paths=./api/... crd:crdVersions=v1 output:crd:artifacts:config=deploy/crds
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
