@@ -21,6 +21,9 @@ type ProxyView struct {
 	xds.ProxyStatus
 	// Published are the versions last published for the proxy, by type.
 	Published map[string]string `json:"published,omitempty"`
+	// Identity is the SPIFFE ID the proxy holds, or why it has none
+	// (proxyless clients read theirs from files: empty).
+	Identity string `json:"identity,omitempty"`
 }
 
 // ProxiesResponse is the body of /debug/proxies.
@@ -88,9 +91,10 @@ func (cp *ControlPlane) handleProxies(w http.ResponseWriter, _ *http.Request) {
 			}
 		}
 	}
+	identities := cp.state.identities
 	cp.mu.RUnlock()
 	for _, ps := range cp.xds.Tracker().Statuses() {
-		v := ProxyView{ProxyStatus: ps}
+		v := ProxyView{ProxyStatus: ps, Identity: identities[ps.ID]}
 		if pub, ok := cp.xds.PublishedFor(ps.ID); ok {
 			v.Published = pub.Versions
 		}

@@ -56,6 +56,10 @@ type Options struct {
 	Identities Identities
 	// Dev trusts proxies on loopback without proof of identity.
 	Dev bool
+	// Attestors check the proofs of identity proxies present, by kind
+	// (Kubernetes service-account tokens, Consul ACL tokens). Join tokens
+	// are the control plane's own and always accepted.
+	Attestors map[ir.ProofKind]Attestor
 	// Registry receives the Prometheus metrics; nil makes a new one.
 	Registry *prometheus.Registry
 }
@@ -72,6 +76,7 @@ type ControlPlane struct {
 	started            chan struct{}
 
 	tokens *joinTokens
+	proofs *proofChecks
 
 	mu    sync.RWMutex
 	state view // what the admin endpoints show; written by the loop only
@@ -87,6 +92,8 @@ type view struct {
 	lastChange   time.Time
 	translateErr string
 	warnings     []string
+	// identities: per proxy, the SPIFFE ID it holds or why it has none.
+	identities map[string]string
 }
 
 // New validates options and fills in defaults.
@@ -121,7 +128,7 @@ func New(opts Options) (*ControlPlane, error) {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	return &ControlPlane{opts: opts, log: opts.Logger, reg: reg, metrics: newMetrics(reg), started: make(chan struct{}),
-		tokens: newJoinTokens()}, nil
+		tokens: newJoinTokens(), proofs: newProofChecks(opts.Attestors, opts.Logger)}, nil
 }
 
 // XDSAddr is the xDS listen address, once Run has started listening.

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -39,25 +40,32 @@ func (s *issued) renewDue(now time.Time) bool {
 
 // attested reports whether a proxy has proved it may hold its service's
 // identity: a join token issued for that service (bound to the first node
-// that uses it), or, in development mode only, a loopback connection.
-// Without proof a proxy gets no SVID, and its mTLS listeners and clusters
-// stay unusable rather than falling back to plaintext.
-func (cp *ControlPlane) attested(p *ir.Proxy) (bool, error) {
-	if p.JoinToken != "" {
-		if err := cp.tokens.check(p.JoinToken, p.ID, p.Service); err != nil {
-			return false, err
+// that uses it), a Kubernetes service-account token or a Consul ACL token
+// (checked in the background: pending until the answer comes), or, in
+// development mode only, a loopback connection. Without proof a proxy
+// gets no SVID, and its mTLS listeners and clusters stay unusable rather
+// than falling back to plaintext.
+func (cp *ControlPlane) attested(ctx context.Context, p *ir.Proxy, namespace string) (ok, pending bool, refusal error) {
+	switch p.Proof.Kind {
+	case ir.ProofJoinToken:
+		if err := cp.tokens.check(p.Proof.Token, p.ID, p.Service); err != nil {
+			return false, false, err
 		}
-		return true, nil
+		return true, false, nil
+	case "":
+	default:
+		pending, err := cp.proofs.result(ctx, p, namespace)
+		return !pending && err == nil, pending, err
 	}
 	if !cp.opts.Dev {
-		return false, nil
+		return false, false, nil
 	}
 	host, _, err := net.SplitHostPort(p.Peer)
 	if err != nil {
-		return false, nil
+		return false, false, nil
 	}
 	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback(), nil
+	return ip != nil && ip.IsLoopback(), false, nil
 }
 
 // svidFor returns the proxy's SVID, issuing or renewing it when due.
@@ -80,7 +88,8 @@ func (cp *ControlPlane) svidFor(st *loopState, p *ir.Proxy, namespace string) (*
 	}
 	leaf := svid.Certificates[0]
 	sum := sha256.Sum256(leaf.Raw)
-	ident := &ir.Identity{CertChain: certPEM, PrivateKey: keyPEM, Fingerprint: hex.EncodeToString(sum[:8])}
+	ident := &ir.Identity{CertChain: certPEM, PrivateKey: keyPEM, Fingerprint: hex.EncodeToString(sum[:8]),
+		SPIFFEID: id.String()}
 	st.svids[p.ID] = &issued{identity: ident, issuedAt: now, notAfter: leaf.NotAfter}
 	cp.log.Info("issued SVID", "proxy", p.ID, "spiffeID", id.String(), "notAfter", leaf.NotAfter.UTC().Format(time.RFC3339))
 	return ident, nil

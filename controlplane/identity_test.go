@@ -1,10 +1,16 @@
 package controlplane
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"medmesh/controlplane/attest"
 	"medmesh/controlplane/ir"
 )
 
@@ -34,7 +40,7 @@ func TestAttestedOnlyOnLoopbackInDevMode(t *testing.T) {
 		{false, "127.0.0.1:5000", false},
 	} {
 		cp := &ControlPlane{opts: Options{Dev: tc.dev}, tokens: newJoinTokens()}
-		if got, _ := cp.attested(&ir.Proxy{Peer: tc.peer}); got != tc.want {
+		if got, _, _ := cp.attested(context.Background(), &ir.Proxy{Peer: tc.peer}, "default"); got != tc.want {
 			t.Errorf("dev=%t peer=%q: attested=%t, want %t", tc.dev, tc.peer, got, tc.want)
 		}
 	}
@@ -69,5 +75,90 @@ func TestJoinTokens(t *testing.T) {
 	}
 	if err := j.check("not-a-token", "emr-4", "emr"); err == nil || strings.Contains(err.Error(), "not-a-token") {
 		t.Fatalf("unknown token: %v (the token must not be echoed)", err)
+	}
+}
+
+// fakeAttestor answers from a table; unknown tokens are unreachable
+// (transient) until reachable is closed.
+type fakeAttestor struct {
+	mu        sync.Mutex
+	calls     int
+	reachable chan struct{}
+	grants    map[string]string // token -> namespace/service
+}
+
+func (f *fakeAttestor) Attest(ctx context.Context, token, namespace, service string) error {
+	f.mu.Lock()
+	f.calls++
+	f.mu.Unlock()
+	select {
+	case <-f.reachable:
+	default:
+		return errors.New("connection refused")
+	}
+	if f.grants[token] != namespace+"/"+service {
+		return fmt.Errorf("%w: not %s/%s", attest.ErrRefused, namespace, service)
+	}
+	return nil
+}
+
+// Proofs checked by an outside system are pending until it answers,
+// retried while it is unreachable, then accepted or refused; a refusal
+// never echoes the token, and an unsupported kind of proof is refused.
+func TestProofChecks(t *testing.T) {
+	f := &fakeAttestor{reachable: make(chan struct{}), grants: map[string]string{"tok-emr": "default/emr"}}
+	c := newProofChecks(map[ir.ProofKind]Attestor{ir.ProofKubernetes: f}, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	emr := &ir.Proxy{ID: "emr-1", Service: "emr", Proof: ir.Proof{Kind: ir.ProofKubernetes, Token: "tok-emr"}}
+	thief := &ir.Proxy{ID: "his-1", Service: "emr", Proof: ir.Proof{Kind: ir.ProofKubernetes, Token: "tok-his"}}
+	if pending, err := c.result(ctx, emr, "default"); !pending || err != nil {
+		t.Fatalf("first ask: pending=%t err=%v, want pending", pending, err)
+	}
+	c.result(ctx, thief, "default")
+	// Unreachable: retried, still pending.
+	for {
+		f.mu.Lock()
+		n := f.calls
+		f.mu.Unlock()
+		if n >= 3 {
+			break
+		}
+		<-time.After(10 * time.Millisecond)
+	}
+	if pending, _ := c.result(ctx, emr, "default"); !pending {
+		t.Fatal("an unreachable attestor produced an answer")
+	}
+	close(f.reachable)
+	waitFor := func(p *ir.Proxy) error {
+		for {
+			pending, err := c.result(ctx, p, "default")
+			if !pending {
+				return err
+			}
+			<-c.Done()
+		}
+	}
+	if err := waitFor(emr); err != nil {
+		t.Fatalf("emr with its own token: %v", err)
+	}
+	err := waitFor(thief)
+	if !errors.Is(err, attest.ErrRefused) || strings.Contains(err.Error(), "tok-his") {
+		t.Fatalf("his claiming emr: %v (want a refusal that does not echo the token)", err)
+	}
+	// A different claim on the same stream is checked afresh.
+	other := *emr
+	other.Service = "his"
+	if pending, _ := c.result(ctx, &other, "default"); !pending {
+		t.Fatal("a new claim reused the old answer")
+	}
+	consul := &ir.Proxy{ID: "x", Service: "emr", Proof: ir.Proof{Kind: ir.ProofConsul, Token: "t"}}
+	if pending, err := c.result(ctx, consul, "default"); pending || !errors.Is(err, attest.ErrRefused) {
+		t.Fatalf("unsupported proof: pending=%t err=%v, want refused", pending, err)
+	}
+	c.forget(map[string]bool{})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.checks) != 0 {
+		t.Fatalf("%d checks kept for gone proxies", len(c.checks))
 	}
 }

@@ -45,6 +45,8 @@ type loopState struct {
 	svids map[string]*issued
 	// unattested remembers proxies already warned about, to warn once.
 	unattested map[string]bool
+	// identities say, per proxy, which SPIFFE ID it holds or why none.
+	identities map[string]string
 	// bundle is the trust bundle as PEM and its hash.
 	bundle, bundleHash string
 
@@ -65,7 +67,7 @@ type hashedShared struct {
 
 func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalog) error {
 	st := &loopState{proxyInputs: map[string]string{}, published: map[string]ir.ProxyKind{},
-		svids: map[string]*issued{}, unattested: map[string]bool{}, services: map[string]*serviceMemo{}}
+		svids: map[string]*issued{}, unattested: map[string]bool{}, identities: map[string]string{}, services: map[string]*serviceMemo{}}
 	if cat, err := cp.loadState(); err != nil {
 		cp.log.Warn("no usable saved catalog; waiting for the registry", "err", err)
 	} else if cat != nil {
@@ -104,6 +106,8 @@ func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalo
 				dirty = true
 			}
 		case <-cp.xds.Tracker().Changed():
+			dirty = true
+		case <-cp.proofs.Done():
 			dirty = true
 		case <-retry:
 			retry, dirty = nil, true
@@ -217,8 +221,11 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 			delete(st.published, id)
 			delete(st.proxyInputs, id)
 			delete(st.svids, id)
+			delete(st.unattested, id)
+			delete(st.identities, id)
 		}
 	}
+	cp.proofs.forget(live)
 	cp.xds.ReleaseUnused()
 	// Break after make: endpoints of removed services go last.
 	if err := cp.xds.PruneEndpoints(st.shared.endpoints); err != nil {
@@ -226,6 +233,7 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 	}
 	cp.mu.Lock()
 	cp.state.ready = true
+	cp.state.identities = maps.Clone(st.identities)
 	if len(errs) == 0 {
 		cp.state.lastError = ""
 	}
@@ -242,7 +250,7 @@ func (cp *ControlPlane) publishProxy(ctx context.Context, st *loopState, p ir.Pr
 		p.Service, p.Instance = ref.service, ref.instance
 	}
 	if st.mesh.MTLS && p.Kind != ir.ProxyProxyless {
-		if err := cp.identify(st, &p); err != nil {
+		if err := cp.identify(ctx, st, &p); err != nil {
 			return err
 		}
 	}
@@ -279,16 +287,29 @@ func (cp *ControlPlane) publishProxy(ctx context.Context, st *loopState, p ir.Pr
 }
 
 // identify gives an attested proxy its SVID, and logs once why an
-// unattested one gets none.
-func (cp *ControlPlane) identify(st *loopState, p *ir.Proxy) error {
-	ok, refusal := cp.attested(p)
-	if !ok {
+// unattested one gets none. It records the outcome for status.
+func (cp *ControlPlane) identify(ctx context.Context, st *loopState, p *ir.Proxy) error {
+	ns := "default"
+	if svc, ok := st.mesh.Service(p.Service); ok {
+		ns = svc.Namespace
+	}
+	ok, pending, refusal := cp.attested(ctx, p, ns)
+	switch {
+	case pending:
+		st.identities[p.ID] = "checking " + string(p.Proof.Kind) + " proof"
+		return nil
+	case !ok:
+		st.identities[p.ID] = "none: no proof of identity"
+		if refusal != nil {
+			st.identities[p.ID] = "refused: " + refusal.Error()
+		}
 		if !st.unattested[p.ID] {
 			st.unattested[p.ID] = true
 			if refusal != nil {
 				// A claim on someone else's identity, or a stale token:
 				// refused and logged (the token itself never is).
-				cp.log.Warn("SVID request refused", "proxy", p.ID, "service", p.Service, "peer", p.Peer, "reason", refusal.Error())
+				cp.log.Warn("SVID request refused", "proxy", p.ID, "service", p.Service, "peer", p.Peer,
+					"proof", string(p.Proof.Kind), "reason", refusal.Error())
 			} else {
 				cp.log.Warn("no SVID for proxy: its identity is not proven; its mTLS listeners and clusters stay closed",
 					"proxy", p.ID, "peer", p.Peer)
@@ -296,15 +317,12 @@ func (cp *ControlPlane) identify(st *loopState, p *ir.Proxy) error {
 		}
 		return nil
 	}
-	ns := "default"
-	if svc, ok := st.mesh.Service(p.Service); ok {
-		ns = svc.Namespace
-	}
 	ident, err := cp.svidFor(st, p, ns)
 	if err != nil {
 		return err
 	}
 	p.SVID = ident
+	st.identities[p.ID] = ident.SPIFFEID
 	return nil
 }
 

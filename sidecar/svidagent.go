@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -37,8 +39,13 @@ type SVIDAgentOptions struct {
 	NodeID     string
 	Service    string
 	Dir        string
-	// JoinToken proves the workload's identity to the control plane.
-	JoinToken string
+	// The workload's proof of identity to the control plane, one of: a
+	// one-time join token; a projected Kubernetes service-account token
+	// (the file is read again on every connection, as the kubelet
+	// rotates it); a Consul ACL token that may write the service.
+	JoinToken    string
+	K8sTokenFile string
+	ConsulToken  string
 	// WorkloadAPI, when set, is told of every new SVID (see ServeWorkloadAPI).
 	WorkloadAPI *WorkloadAPI
 	Logger      *slog.Logger
@@ -79,8 +86,9 @@ func RunSVIDAgent(ctx context.Context, o SVIDAgentOptions) error {
 }
 
 func (o SVIDAgentOptions) stream(ctx context.Context, conn *grpc.ClientConn, log *slog.Logger, bo *backoff.Backoff) error {
-	if o.JoinToken != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, xds.JoinTokenHeader, o.JoinToken)
+	ctx, err := o.withProof(ctx)
+	if err != nil {
+		return err
 	}
 	s, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
 	if err != nil {
@@ -124,6 +132,23 @@ func (o SVIDAgentOptions) stream(ctx context.Context, conn *grpc.ClientConn, log
 			return err
 		}
 	}
+}
+
+// withProof attaches the workload's proof of identity to the stream.
+func (o SVIDAgentOptions) withProof(ctx context.Context) (context.Context, error) {
+	switch {
+	case o.K8sTokenFile != "":
+		b, err := os.ReadFile(o.K8sTokenFile)
+		if err != nil {
+			return ctx, fmt.Errorf("service-account token: %w", err)
+		}
+		return metadata.AppendToOutgoingContext(ctx, xds.K8sTokenHeader, strings.TrimSpace(string(b))), nil
+	case o.ConsulToken != "":
+		return metadata.AppendToOutgoingContext(ctx, xds.ConsulACLHeader, o.ConsulToken), nil
+	case o.JoinToken != "":
+		return metadata.AppendToOutgoingContext(ctx, xds.JoinTokenHeader, o.JoinToken), nil
+	}
+	return ctx, nil
 }
 
 // write parses, verifies and writes the SVID and bundle of a response.

@@ -20,6 +20,7 @@ func runBootstrap(args []string, stdout, stderr io.Writer) int {
 	sotw := fs.Bool("sotw", false, "Envoy: use state-of-the-world xDS instead of delta")
 	fs.IntVar(&o.AdminPort, "admin-port", 15901, "Envoy: admin port on loopback")
 	fs.StringVar(&o.JoinToken, "join-token", "", "Envoy: one-time join token proving the proxy's identity")
+	fs.StringVar(&o.ConsulToken, "consul-token", "", "Envoy: Consul ACL token allowed to write the service, proving the proxy's identity")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -12,9 +12,13 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"medmesh/certs"
 	"medmesh/controlplane"
+	"medmesh/controlplane/attest"
+	"medmesh/controlplane/ir"
 	"medmesh/registry"
 )
 
@@ -38,6 +42,8 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	caCert := fs.String("ca-cert", "", "operator CA certificate (root or intermediate, PEM) to sign SVIDs with")
 	caKey := fs.String("ca-key", "", "operator CA private key (PEM, mode 0600)")
 	caBundle := fs.String("ca-bundle", "", "trust anchors (PEM); required when --ca-cert is an intermediate")
+	kubeAttest := fs.Bool("kube-attest", false, "accept Kubernetes service-account tokens (audience --kube-audience) as proof of identity, checked with TokenReview (cluster from --kubeconfig, else in-cluster)")
+	kubeAudience := fs.String("kube-audience", attest.DefaultAudience, "audience a workload's projected service-account token must carry")
 	svidTTL := fs.Duration("svid-ttl", certs.DefaultSVIDTTL, "lifetime of issued SVIDs; renewed at half-life")
 	coalesce := fs.Duration("coalesce", 20*time.Millisecond, "gather bursts of changes for this long before publishing")
 	emptyGrace := fs.Duration("empty-catalog-grace", time.Minute, "how long the registry must list no services before the mesh is emptied")
@@ -50,8 +56,8 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
-	if *policies != "" || *kubeconfig != "" {
-		fmt.Fprintln(stderr, "medmesh controlplane: --policies and --kubeconfig are not implemented in this version; refusing to start rather than ignore your policies")
+	if *policies != "" || (*kubeconfig != "" && !*kubeAttest) {
+		fmt.Fprintln(stderr, "medmesh controlplane: --policies and policies from --kubeconfig are not implemented in this version; refusing to start rather than ignore your policies")
 		return 2
 	}
 	if *dev {
@@ -59,6 +65,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	}
 
 	var src controlplane.CatalogSource
+	attestors := map[ir.ProofKind]controlplane.Attestor{}
 	switch {
 	case *catalog != "" && set["consul"] && *consulAddr != "":
 		fmt.Fprintln(stderr, "medmesh controlplane: --catalog and --consul both given; use --consul=\"\" with --catalog to run without Consul")
@@ -84,11 +91,29 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 			return 2
 		}
 		src = registry.NewConsul(registry.ConsulOptions{Client: client, Logger: log})
+		// A Consul ACL token that may write a service proves a workload
+		// is that service, as it proves it to Consul itself.
+		attestors[ir.ProofConsul] = &attest.Consul{Client: client}
+	}
+	if *kubeAttest {
+		cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+		if err != nil {
+			fmt.Fprintf(stderr, "medmesh controlplane: --kube-attest: %v\n", err)
+			return 2
+		}
+		kc, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			fmt.Fprintf(stderr, "medmesh controlplane: --kube-attest: %v\n", err)
+			return 2
+		}
+		attestors[ir.ProofKubernetes] = &attest.Kubernetes{Client: kc, Audience: *kubeAudience}
+		log.Info("Kubernetes service-account tokens accepted as proof of identity", "api", cfg.Host, "audience", *kubeAudience)
 	}
 
 	opts := controlplane.Options{
 		Logger: log, Source: src, TrustDomain: *trustDomain, StateDir: *stateDir, Dev: *dev,
 		XDSListen: *xdsListen, AdminListen: *adminListen, Coalesce: *coalesce, EmptyCatalogGrace: *emptyGrace,
+		Attestors: attestors,
 	}
 	if *mtls {
 		ca, err := certs.New(certs.Options{TrustDomain: *trustDomain, StateDir: *stateDir, CertFile: *caCert,

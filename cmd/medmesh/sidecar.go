@@ -24,6 +24,8 @@ func runSidecar(args []string, _, stderr io.Writer) int {
 	fs.StringVar(&o.NodeID, "node-id", "", "node id (e.g. the Consul service ID of the instance, with a suffix)")
 	fs.StringVar(&o.Service, "service", "", "the workload's service name")
 	fs.StringVar(&o.JoinToken, "join-token", os.Getenv("MEDMESH_JOIN_TOKEN"), "one-time join token proving the workload's identity (default $MEDMESH_JOIN_TOKEN)")
+	fs.StringVar(&o.K8sTokenFile, "k8s-token-file", "", "projected Kubernetes service-account token (audience medmesh) proving the workload's identity; read on every connection")
+	fs.StringVar(&o.ConsulToken, "consul-token", os.Getenv("MEDMESH_CONSUL_TOKEN"), "Consul ACL token allowed to write the service, proving the workload's identity (default $MEDMESH_CONSUL_TOKEN)")
 	workloadAPI := fs.String("workload-api", "", "serve the SPIFFE Workload API on this unix socket (unix:///path)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	if err := fs.Parse(args); err != nil {

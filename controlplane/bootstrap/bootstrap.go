@@ -36,9 +36,10 @@ type Options struct {
 	Delta bool
 	// AdminPort is Envoy's admin port, bound on loopback only.
 	AdminPort int
-	// JoinToken proves the proxy's identity (Envoy: sent as gRPC
-	// metadata on its xDS stream).
-	JoinToken string
+	// JoinToken or ConsulToken proves the proxy's identity (Envoy: sent
+	// as gRPC metadata on its xDS stream).
+	JoinToken   string
+	ConsulToken string
 	// SVIDDir is where proxyless services find their certificates, and
 	// SVIDRefresh how often grpc-go re-reads them (default 60s; it must be
 	// well under half the SVID lifetime).
@@ -95,7 +96,7 @@ func Envoy(o Options) ([]byte, error) {
 				TransportApiVersion: corev3.ApiVersion_V3,
 				GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{
 					EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: xdsClusterName},
-				}, InitialMetadata: joinTokenMetadata(o.JoinToken)}},
+				}, InitialMetadata: proofMetadata(o)}},
 				SetNodeOnFirstMessageOnly: true,
 			},
 			LdsConfig: ads,
@@ -209,9 +210,12 @@ func socket(host string, port int) *corev3.Address {
 	}}}
 }
 
-func joinTokenMetadata(token string) []*corev3.HeaderValue {
-	if token == "" {
-		return nil
+func proofMetadata(o Options) []*corev3.HeaderValue {
+	switch {
+	case o.ConsulToken != "":
+		return []*corev3.HeaderValue{{Key: xds.ConsulACLHeader, Value: o.ConsulToken}}
+	case o.JoinToken != "":
+		return []*corev3.HeaderValue{{Key: xds.JoinTokenHeader, Value: o.JoinToken}}
 	}
-	return []*corev3.HeaderValue{{Key: xds.JoinTokenHeader, Value: token}}
+	return nil
 }

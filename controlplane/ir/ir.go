@@ -163,11 +163,32 @@ type Proxy struct {
 	Instance *registry.Instance `json:"instance,omitempty"`
 	// Peer is the address the proxy's xDS stream came from.
 	Peer string `json:"peer,omitempty"`
-	// JoinToken is the proof of identity the proxy presented, if any.
-	JoinToken string `json:"-"`
+	// Proof is the proof of identity the proxy presented on its xDS
+	// stream, if any. It is never logged or shown.
+	Proof Proof `json:"-"`
 	// SVID is the identity issued to an Envoy proxy, served over SDS.
 	// Proxyless services read theirs from files instead.
 	SVID *Identity `json:"-"`
+}
+
+// ProofKind is how a workload proves which service it is.
+type ProofKind string
+
+const (
+	// ProofJoinToken is a one-time token issued by the control plane.
+	ProofJoinToken ProofKind = "join-token"
+	// ProofKubernetes is a projected service-account token, checked with
+	// a Kubernetes TokenReview.
+	ProofKubernetes ProofKind = "kubernetes"
+	// ProofConsul is a Consul ACL token, checked against Consul for
+	// service:write on the claimed service.
+	ProofConsul ProofKind = "consul"
+)
+
+// Proof is a credential presented by a proxy.
+type Proof struct {
+	Kind  ProofKind
+	Token string
 }
 
 // Identity is an X.509-SVID as PEM: certificate chain (leaf first) and key.
@@ -175,4 +196,5 @@ type Identity struct {
 	CertChain   []byte
 	PrivateKey  []byte
 	Fingerprint string // of the leaf; changes on every renewal
+	SPIFFEID    string
 }

@@ -20,9 +20,34 @@ import (
 // proxy kind ("envoy" or "proxyless").
 const NodeMetaKind = "medmesh.proxy_kind"
 
-// JoinTokenHeader is the gRPC metadata key by which a proxy or SVID agent
-// presents a join token (proof of identity) on its xDS stream.
-const JoinTokenHeader = "x-medmesh-join-token"
+// The gRPC metadata keys by which a proxy or SVID agent presents its
+// proof of identity on its xDS stream: a one-time join token, a projected
+// Kubernetes service-account token or a Consul ACL token.
+const (
+	JoinTokenHeader = "x-medmesh-join-token"
+	K8sTokenHeader  = "x-medmesh-k8s-token"
+	ConsulACLHeader = "x-medmesh-consul-token"
+)
+
+// proofHeaders, in order of preference when a stream presents several.
+var proofHeaders = []struct {
+	header string
+	kind   ir.ProofKind
+}{
+	{K8sTokenHeader, ir.ProofKubernetes},
+	{ConsulACLHeader, ir.ProofConsul},
+	{JoinTokenHeader, ir.ProofJoinToken},
+}
+
+// ProofHeader is the metadata key that carries a kind of proof.
+func ProofHeader(k ir.ProofKind) string {
+	for _, h := range proofHeaders {
+		if h.kind == k {
+			return h.header
+		}
+	}
+	return ""
+}
 
 // NACK is a rejection reported by a proxy.
 type NACK struct {
@@ -61,14 +86,14 @@ type streamKey struct {
 type streamInfo struct {
 	delta  bool
 	peer   string
-	token  string
+	proof  ir.Proof // never shown: it proves identity
 	node   string
 	nonces map[string]string // response nonce -> version sent with it
 }
 
 type proxyInfo struct {
 	status  ProxyStatus
-	token   string // never shown: it proves identity
+	proof   ir.Proof // never shown: it proves identity
 	streams map[streamKey]bool
 }
 
@@ -113,7 +138,7 @@ func (t *Tracker) Connected() []ir.Proxy {
 	out := make([]ir.Proxy, 0, len(t.proxies))
 	for _, p := range t.proxies {
 		out = append(out, ir.Proxy{ID: p.status.ID, Service: p.status.Service, Kind: p.status.Kind, Peer: p.status.Peer,
-			JoinToken: p.token})
+			Proof: p.proof})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
@@ -157,17 +182,20 @@ func ProxyKindOf(n *corev3.Node) ir.ProxyKind {
 }
 
 func (t *Tracker) open(ctx context.Context, id streamKey) error {
-	addr, token := "", ""
+	addr, proof := "", ir.Proof{}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		addr = p.Addr.String()
 	}
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(JoinTokenHeader); len(v) > 0 {
-			token = v[0]
+		for _, h := range proofHeaders {
+			if v := md.Get(h.header); len(v) > 0 && v[0] != "" {
+				proof = ir.Proof{Kind: h.kind, Token: v[0]}
+				break
+			}
 		}
 	}
 	t.mu.Lock()
-	t.streams[id] = &streamInfo{delta: id.delta, peer: addr, token: token, nonces: map[string]string{}}
+	t.streams[id] = &streamInfo{delta: id.delta, peer: addr, proof: proof, nonces: map[string]string{}}
 	t.mu.Unlock()
 	return nil
 }
@@ -213,7 +241,7 @@ func (t *Tracker) request(id streamKey, node *corev3.Node, typeURL, nonce, versi
 					Peer: s.peer, ConnectedAt: t.now(), Types: map[string]TypeStatus{},
 				},
 				streams: map[streamKey]bool{},
-				token:   s.token,
+				proof:   s.proof,
 			}
 			t.proxies[s.node] = p
 			t.metrics.connected.Set(float64(len(t.proxies)))
