@@ -38,7 +38,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	trustDomain := fs.String("trust-domain", "medmesh.local", "SPIFFE trust domain")
 	stateDir := fs.String("state-dir", "", "directory for the last good catalog (served at start if the registry is down)")
 	dev := fs.Bool("dev", false, "development mode: hand SVIDs to loopback proxies without proof of identity (never in production)")
-	mtls := fs.Bool("mtls", false, "mutual TLS with SPIFFE identities on every hop (CA from --ca-cert/--ca-key or a root kept in --state-dir)")
+	mtls := fs.Bool("mtls", true, "mutual TLS with SPIFFE identities on every hop (CA from --ca-cert/--ca-key or a root kept in --state-dir); --mtls=false is plaintext, for development only")
 	caCert := fs.String("ca-cert", "", "operator CA certificate (root or intermediate, PEM) to sign SVIDs with")
 	caKey := fs.String("ca-key", "", "operator CA private key (PEM, mode 0600)")
 	caBundle := fs.String("ca-bundle", "", "trust anchors (PEM); required when --ca-cert is an intermediate")
@@ -63,7 +63,6 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	if *dev {
 		log.Warn("DEVELOPMENT MODE (--dev): workloads on loopback are trusted without proof of identity. NEVER use this in production or with real patient data.")
 	}
-
 	var src controlplane.CatalogSource
 	attestors := map[ir.ProofKind]controlplane.Attestor{}
 	switch {
@@ -110,6 +109,19 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 		log.Info("Kubernetes service-account tokens accepted as proof of identity", "api", cfg.Host, "audience", *kubeAudience)
 	}
 
+	if *mtls && *stateDir == "" && *caCert == "" && *caKey == "" {
+		// Refused before anything listens: a PHI mesh that silently fell
+		// back to plaintext for want of a CA would be worse than none.
+		fmt.Fprintln(stderr, "medmesh controlplane: mTLS is on (the default) but no CA was given: pass --state-dir DIR "+
+			"(a self-signed root is created and kept there) or --ca-cert and --ca-key (the hospital's CA, with --ca-bundle "+
+			"for an intermediate); --mtls=false runs plaintext, for development only")
+		return 2
+	}
+	if !*mtls {
+		log.Warn("PLAINTEXT MESH (--mtls=false): calls are neither encrypted nor authenticated and intentions are not enforced. " +
+			"Development only: NEVER carry real patient data over this mesh.")
+	}
+
 	opts := controlplane.Options{
 		Logger: log, Source: src, TrustDomain: *trustDomain, StateDir: *stateDir, Dev: *dev,
 		XDSListen: *xdsListen, AdminListen: *adminListen, Coalesce: *coalesce, EmptyCatalogGrace: *emptyGrace,
@@ -119,7 +131,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 		ca, err := certs.New(certs.Options{TrustDomain: *trustDomain, StateDir: *stateDir, CertFile: *caCert,
 			KeyFile: *caKey, BundleFile: *caBundle, SVIDTTL: *svidTTL})
 		if err != nil {
-			fmt.Fprintf(stderr, "medmesh controlplane: --mtls: %v\n", err)
+			fmt.Fprintf(stderr, "medmesh controlplane: mTLS CA: %v\n", err)
 			return 2
 		}
 		log.Info("mTLS on", "ca", ca.String())

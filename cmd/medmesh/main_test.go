@@ -103,6 +103,11 @@ func TestStatusTableShowsNACK(t *testing.T) {
 			t.Errorf("status table lacks %q:\n%s", want, out)
 		}
 	}
+	b.Reset()
+	PrintStatus(&b, &controlplane.ProxiesResponse{Ready: true, Serving: "consul"})
+	if out := b.String(); !strings.Contains(out, "mTLS: OFF") || !strings.Contains(out, "--mtls=false") || strings.Contains(out, "start with --mtls") {
+		t.Errorf("status of a plaintext mesh:\n%s", out)
+	}
 }
 
 func TestControlPlaneRefusesBadCA(t *testing.T) {
@@ -116,5 +121,44 @@ func TestControlPlaneRefusesBadCA(t *testing.T) {
 	code, _, stderr = runCmd("controlplane", "--consul", "", "--catalog", key, "--mtls")
 	if code != 2 || !strings.Contains(stderr, "no CA") {
 		t.Fatalf("--mtls without a CA: code %d, stderr %q", code, stderr)
+	}
+}
+
+// mTLS is the default: without a CA source the control plane refuses to
+// start and names every way out; plaintext must be asked for and is
+// announced loudly.
+func TestControlPlaneMTLSByDefault(t *testing.T) {
+	cat := filepath.Join(t.TempDir(), "catalog.yaml")
+	os.WriteFile(cat, []byte("services: []\n"), 0o600)
+	code, _, stderr := runCmd("controlplane", "--consul", "", "--catalog", cat)
+	if code != 2 {
+		t.Errorf("no CA and no --mtls=false: code %d, want 2 (refused)", code)
+	}
+	for _, want := range []string{"no CA", "--state-dir", "--ca-cert", "--ca-key", "--mtls=false", "development only"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("refusal lacks %q: %q", want, stderr)
+		}
+	}
+	if strings.Contains(stderr, "PLAINTEXT") {
+		t.Errorf("refused start warns of plaintext, as if it ran: %q", stderr)
+	}
+
+	// An invalid xDS port stops the run right after the start-up
+	// messages, so the test need not serve anything.
+	code, _, stderr = runCmd("controlplane", "--consul", "", "--catalog", cat, "--mtls=false", "--xds-listen", "127.0.0.1:99999")
+	if code != 1 || !strings.Contains(stderr, "xds listen") {
+		t.Fatalf("--mtls=false with a bad xDS port: code %d, stderr %q", code, stderr)
+	}
+	for _, want := range []string{"level=WARN", "PLAINTEXT MESH (--mtls=false)", "Development only", "NEVER"} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("plaintext start lacks %q: %q", want, stderr)
+		}
+	}
+
+	// With a state directory mTLS starts with a self-signed root, and
+	// there is no plaintext warning.
+	code, _, stderr = runCmd("controlplane", "--consul", "", "--catalog", cat, "--state-dir", t.TempDir(), "--xds-listen", "127.0.0.1:99999")
+	if code != 1 || !strings.Contains(stderr, "mTLS on") || strings.Contains(stderr, "PLAINTEXT") {
+		t.Errorf("default mTLS with --state-dir: code %d, stderr %q", code, stderr)
 	}
 }

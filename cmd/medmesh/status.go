@@ -69,7 +69,7 @@ func PrintStatus(w io.Writer, pr *controlplane.ProxiesResponse) {
 	if pr.MTLS {
 		fmt.Fprintln(w, "mTLS: on (every hop; PHI services deny callers no intention allows)")
 	} else {
-		fmt.Fprintln(w, "mTLS: off (plaintext; start with --mtls)")
+		fmt.Fprintln(w, "mTLS: OFF (plaintext, development only: the control plane runs with --mtls=false; drop it and give --state-dir or --ca-cert/--ca-key)")
 	}
 	if len(pr.Permissive) > 0 {
 		fmt.Fprintf(w, "permissive (plaintext accepted beside mTLS): %s\n", strings.Join(pr.Permissive, ", "))
