@@ -106,7 +106,7 @@ func fhirRule(r *Request, res *Result) bool {
 	case r.Method != "GET" && r.Method != "HEAD":
 		res.Rule = "fhir.write"
 	}
-	res.Class = "fhir." + target
+	res.Class = fhirClass(target)
 	res.PHI = patientCompartment[resource] || patientCompartment[target] || (!nonPHIResources[target] && !nonPHIResources[resource])
 	res.Priority = fhirPriority(target)
 	for _, s := range rest {
@@ -181,6 +181,17 @@ func isFHIRResource(s string, fhirMedia bool) bool {
 		}
 	}
 	return true
+}
+
+// fhirClass names the data class. Only known resource types become part
+// of a class: a path segment that merely looks like one (/fhir/JaneDoe)
+// is caller input and could be PHI, and classes reach headers, logs and
+// metric labels.
+func fhirClass(resource string) string {
+	if patientCompartment[resource] || nonPHIResources[resource] {
+		return "fhir." + resource
+	}
+	return "fhir.other"
 }
 
 func fhirPriority(resource string) Priority {

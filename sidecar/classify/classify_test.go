@@ -37,7 +37,8 @@ func TestClassifyBuiltin(t *testing.T) {
 		{"fhir non-PHI practitioner", "GET", "/fhir/Practitioner/1", fhir, false, "fhir.Practitioner", Low, "fhir.read", ""},
 		{"fhir terminology", "GET", "/fhir/ValueSet/$expand", fhir, false, "fhir.ValueSet", Background, "fhir.operation", ""},
 		{"fhir transaction", "POST", "/fhir", map[string]string{"content-type": "application/fhir+xml"}, true, "fhir.Bundle", Low, "fhir.system", ""},
-		{"fhir unknown type with fhir media is PHI", "GET", "/fhir/FutureThing/1", fhir, true, "fhir.FutureThing", Low, "fhir.read", ""},
+		{"fhir unknown type with fhir media is PHI", "GET", "/fhir/FutureThing/1", fhir, true, "fhir.other", Low, "fhir.read", ""},
+		{"fhir name-like segment never becomes a class", "GET", "/fhir/JaneDoe", fhir, true, "fhir.other", Low, "fhir.search", ""},
 		{"fhir escaped path", "GET", "/fhir/Patient/a%2Fb", fhir, true, "fhir.Patient", Low, "fhir.read", "Patient/a"},
 		// DICOMweb
 		{"qido studies", "GET", "/dicomweb/studies?PatientID=MRN77", map[string]string{"accept": "application/dicom+json"}, true, "dicom.query", Medium, "dicom.qido", "MRN77"},

@@ -1,8 +1,24 @@
 package classify
 
 import (
+	"strings"
 	"testing"
 )
+
+// builtinClass: classes come from the rules' fixed vocabulary or the
+// known FHIR resource types, never from arbitrary request text.
+func builtinClass(c string) bool {
+	if r, ok := strings.CutPrefix(c, "fhir."); ok {
+		return r == "other" || r == "Bundle" || r == "history" || r == "export" || r == "operation" ||
+			patientCompartment[r] || nonPHIResources[r]
+	}
+	for _, rule := range Builtin() {
+		if rule.Class == c {
+			return true
+		}
+	}
+	return strings.HasPrefix(c, "dicom.")
+}
 
 // FuzzClassify feeds arbitrary request lines and headers: classification
 // must never panic and must always produce a valid priority and a rule.
@@ -19,6 +35,9 @@ func FuzzClassify(f *testing.F) {
 		r := c.Classify(NewRequest(method, path, map[string]string{"content-type": ct, "accept": accept}))
 		if !r.Priority.Valid() || r.Rule == "" || r.Class == "" {
 			t.Fatalf("invalid result %+v for %q %q", r, method, path)
+		}
+		if r.Class != "unknown" && strings.Contains(path, r.Class) && !builtinClass(r.Class) {
+			t.Fatalf("class %q was taken from the request", r.Class)
 		}
 		if !r.PHI && !r.Patient.Empty() {
 			t.Fatalf("non-PHI result carries a patient reference: %q %q", method, path)
