@@ -376,4 +376,3 @@ func FuzzHeaders(f *testing.F) {
 		}
 	})
 }
-
