@@ -1,6 +1,9 @@
 package registry
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // RawInstance is one instance as a source found it, before meta is parsed.
 type RawInstance struct {
@@ -49,7 +52,7 @@ func BuildCatalog(raw []RawInstance) (*Catalog, []Warning) {
 		}
 		svc.Instances = append(svc.Instances, Instance{
 			ID: r.ID, Node: r.Node, Address: r.Address, Port: r.Port, Health: r.Health,
-			Weight: weight, Locality: set.Locality, AppPort: set.AppPort,
+			Weight: weight, Locality: set.Locality, AppPort: set.AppPort, Meta: userMeta(r.ServiceMeta),
 		})
 	}
 	c := &Catalog{Services: make([]Service, 0, len(order))}
@@ -70,5 +73,21 @@ func sortedRaw(raw []RawInstance) []RawInstance {
 		return instanceLess(&Instance{ID: a.ID, Node: a.Node, Address: a.Address, Port: a.Port},
 			&Instance{ID: b.ID, Node: b.Node, Address: b.Address, Port: b.Port})
 	})
+	return out
+}
+
+// userMeta is an instance's meta without medmesh's own keys (those are
+// parsed into fields); nil when nothing is left, which most instances are.
+func userMeta(meta map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range meta {
+		if strings.HasPrefix(k, "medmesh-") {
+			continue
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[k] = v
+	}
 	return out
 }

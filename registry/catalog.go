@@ -84,6 +84,9 @@ type Instance struct {
 	// AppPort is where the local application listens behind an Envoy
 	// sidecar (meta `medmesh-app-port`); 0 means the instance port.
 	AppPort int `json:"appPort,omitempty"`
+	// Meta is the instance's service meta (Consul `Meta`), which route
+	// policies select subsets by (e.g. `version: v2` for a canary).
+	Meta map[string]string `json:"meta,omitempty"`
 }
 
 // Service is a named clinical service and all of its instances.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,6 +59,9 @@ type FileInstance struct {
 	Weight   int      `json:"weight,omitempty"`
 	AppPort  int      `json:"appPort,omitempty"`
 	Locality Locality `json:"locality,omitempty"`
+	// Meta is free-form instance meta (route policies select subsets by
+	// it, e.g. {version: v2}); medmesh-* keys are set by the fields above.
+	Meta map[string]string `json:"meta,omitempty"`
 }
 
 // ParseCatalogFile parses and validates a YAML catalog. Errors name the
@@ -139,8 +143,14 @@ func ParseCatalogFile(name string, data []byte) (*Catalog, error) {
 				fail(iw+".appPort", "%d is not a port", in.AppPort)
 			}
 			m := meta
-			if in.AppPort != 0 || in.Locality != (Locality{}) {
+			if in.AppPort != 0 || in.Locality != (Locality{}) || len(in.Meta) > 0 {
 				m = map[string]string{}
+				for k, v := range in.Meta {
+					if strings.HasPrefix(k, "medmesh-") {
+						fail(iw+".meta."+k, "medmesh-* keys are set by the instance's own fields")
+					}
+					m[k] = v
+				}
 				for k, v := range meta {
 					m[k] = v
 				}

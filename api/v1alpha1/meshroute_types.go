@@ -136,7 +136,7 @@ type WeightedDestination struct {
 	// +kubebuilder:validation:Maximum=10000
 	// +kubebuilder:default=1
 	// +optional
-	Weight int32 `json:"weight,omitempty"`
+	Weight *int32 `json:"weight,omitempty"`
 }
 
 // RetryOn is a condition under which a request is retried.
@@ -227,7 +227,7 @@ type Mirror struct {
 	// +kubebuilder:validation:Maximum=100
 	// +kubebuilder:default=100
 	// +optional
-	Percent int32 `json:"percent,omitempty"`
+	Percent *int32 `json:"percent,omitempty"`
 }
 
 // MeshRouteList is a list of MeshRoutes.

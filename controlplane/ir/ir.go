@@ -52,6 +52,8 @@ type Service struct {
 	// Permissive accepts plaintext beside mTLS on Envoy sidecars (a
 	// migration aid; never for PHI services).
 	Permissive bool `json:"permissive,omitempty"`
+	// Policy holds what accepted policies add (policy.go); zero without.
+	Policy ServicePolicy `json:"policy,omitzero"`
 }
 
 // Authz is the authorization of callers by SPIFFE ID, resolved from
@@ -65,6 +67,9 @@ type Authz struct {
 	// intention if there is one, else the default: PHI services deny,
 	// others allow.
 	OthersAllowed bool `json:"othersAllowed"`
+	// Rules are access policies (policy.go): Deny rules win over
+	// everything, Allow rules add to the above.
+	Rules []AccessRule `json:"rules,omitempty"`
 }
 
 // LoadBalancer is the load-balancing algorithm and its parameters.

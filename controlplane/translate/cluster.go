@@ -30,7 +30,39 @@ func upstreamCluster(m *ir.Mesh, s *ir.Service, kind ir.ProxyKind) *clusterv3.Cl
 	if s.Protocol.IsHTTP2() && kind == ir.ProxyEnvoy {
 		c.TypedExtensionProtocolOptions = HTTP2Options()
 	}
+	if n := s.Policy.MaxRequestsPerConnection; n > 0 && kind == ir.ProxyEnvoy && s.Protocol.IsHTTP() {
+		c.TypedExtensionProtocolOptions = httpOptions(s.Protocol.IsHTTP2(), n)
+	}
 	return c
+}
+
+// subsetCluster is a route policy's subset of a service: the service's
+// cluster under the subset's name, whose endpoints are the subset's.
+func subsetCluster(m *ir.Mesh, s *ir.Service, sub *ir.Subset, kind ir.ProxyKind) *clusterv3.Cluster {
+	c := upstreamCluster(m, s, kind)
+	c.Name = sub.Cluster
+	return c
+}
+
+// httpOptions are the upstream HTTP options with a request cap per
+// connection (MeshDestination connectionPool.maxRequestsPerConnection).
+func httpOptions(http2 bool, maxRequests uint32) map[string]*anypb.Any {
+	explicit := &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+		ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{
+			HttpProtocolOptions: &corev3.Http1ProtocolOptions{},
+		},
+	}
+	if http2 {
+		explicit.ProtocolConfig = &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+			Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+		}
+	}
+	return map[string]*anypb.Any{
+		httpProtocolOptionsKey: mustAny(&upstreamhttpv3.HttpProtocolOptions{
+			CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{MaxRequestsPerConnection: u32(maxRequests)},
+			UpstreamProtocolOptions:   &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: explicit},
+		}),
+	}
 }
 
 // applyLB sets the load-balancing policy. grpc-go implements round robin,

@@ -27,10 +27,12 @@ func socketAddress(addr string, port int) *corev3.Address {
 
 // mustAny packs a message. Packing a generated message cannot fail; a
 // failure is a programming error, so it panics (recovered and counted at
-// the root of the translation loop).
+// the root of the translation loop). The packing is deterministic: a
+// packed map (RBAC policies) would otherwise come out in random order,
+// and versions are content hashes.
 func mustAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
-	if err != nil {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
 		panic(err)
 	}
 	return a

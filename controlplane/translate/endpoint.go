@@ -5,14 +5,21 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 
 	"medmesh/controlplane/ir"
+	"medmesh/registry"
 )
 
 // loadAssignment lists a service's routable endpoints by locality. Warning
 // instances are DEGRADED: Envoy uses them only when healthy capacity runs
 // short, which is what a clinician wants from a struggling instance.
 func loadAssignment(s *ir.Service) *endpointv3.ClusterLoadAssignment {
-	cla := &endpointv3.ClusterLoadAssignment{ClusterName: s.Name}
-	for _, loc := range s.Localities {
+	return assignment(s.Name, s.Localities, s.Policy.Failover)
+}
+
+// assignment lists endpoints by locality, with failover priorities.
+func assignment(cluster string, localities []ir.LocalityEndpoints, failover []registry.Locality) *endpointv3.ClusterLoadAssignment {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster}
+	prio := priorities(localities, failover)
+	for i, loc := range localities {
 		var total uint32
 		lle := &endpointv3.LocalityLbEndpoints{
 			Locality: &corev3.Locality{Region: loc.Locality.Region, Zone: loc.Locality.Zone, SubZone: loc.Locality.Site},
@@ -34,7 +41,36 @@ func loadAssignment(s *ir.Service) *endpointv3.ClusterLoadAssignment {
 		// grpc-go ignores localities without a weight; the sum of endpoint
 		// weights keeps locality shares proportional to capacity.
 		lle.LoadBalancingWeight = u32(total)
+		lle.Priority = prio[i]
 		cla.Endpoints = append(cla.Endpoints, lle)
 	}
 	return cla
+}
+
+// priorities ranks each locality by the first failover entry it matches
+// (a MeshDestination's localityFailover). Ranks are made contiguous from
+// 0: grpc-go rejects an assignment with a gap in its priorities, and a
+// gap appears whenever a listed locality has no endpoints right now.
+func priorities(localities []ir.LocalityEndpoints, failover []registry.Locality) []uint32 {
+	out := make([]uint32, len(localities))
+	if len(failover) == 0 {
+		return out
+	}
+	used := map[uint32]bool{}
+	for i, loc := range localities {
+		out[i] = ir.Priority(failover, loc.Locality)
+		used[out[i]] = true
+	}
+	rank := map[uint32]uint32{}
+	var next uint32
+	for p := uint32(0); p <= uint32(len(failover)); p++ {
+		if used[p] {
+			rank[p] = next
+			next++
+		}
+	}
+	for i := range out {
+		out[i] = rank[out[i]]
+	}
+	return out
 }

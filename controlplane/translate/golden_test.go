@@ -50,6 +50,9 @@ type goldenInput struct {
 	// bundle bytes, so outputs stay deterministic.
 	MTLS    bool            `json:"mtls,omitempty"`
 	Catalog json.RawMessage `json:"catalog"`
+	// Policies are policy objects (api/v1alpha1) as operators write
+	// them; only the accepted ones reach the output (policy_test.go).
+	Policies []json.RawMessage `json:"policies,omitempty"`
 }
 
 // Fixed stand-ins for certificate material in golden outputs.
@@ -137,6 +140,11 @@ func goldenCases(t *testing.T) []string {
 // control plane does for a connecting node: by node id, and only if the
 // node's declared service (when given) is the instance's service.
 func loadCase(t *testing.T, name string) (*registry.Catalog, *ir.Proxy, bool) {
+	cat, p, mtls, _ := loadCaseWithPolicies(t, name)
+	return cat, p, mtls
+}
+
+func loadCaseWithPolicies(t *testing.T, name string) (*registry.Catalog, *ir.Proxy, bool, []json.RawMessage) {
 	t.Helper()
 	path := filepath.Join(inDir, name+".yaml")
 	data, err := os.ReadFile(path)
@@ -164,13 +172,14 @@ func loadCase(t *testing.T, name string) (*registry.Catalog, *ir.Proxy, bool) {
 	if in.MTLS && p.Kind == ir.ProxyEnvoy {
 		p.SVID = &ir.Identity{CertChain: testCertPEM, PrivateKey: testKeyPEM}
 	}
-	return cat, p, in.MTLS
+	return cat, p, in.MTLS, in.Policies
 }
 
 func translateCase(t *testing.T, name string) *translate.Resources {
 	t.Helper()
-	cat, p, mtls := loadCase(t, name)
+	cat, p, mtls, pols := loadCaseWithPolicies(t, name)
 	mesh := ir.Build(cat, ir.DefaultDefaults(), trustDomain)
+	applyPolicies(t, name, mesh, cat, pols)
 	if mtls {
 		mesh.MTLS, mesh.BundlePEM = true, testBundlePEM
 	}

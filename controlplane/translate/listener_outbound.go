@@ -15,14 +15,16 @@ import (
 
 // outboundHTTPListener is where applications beside an Envoy sidecar send
 // HTTP and gRPC calls for mesh services, on loopback only.
-func outboundHTTPListener() *listenerv3.Listener {
+func outboundHTTPListener(m *ir.Mesh) *listenerv3.Listener {
+	hcm := httpConnectionManager(hcmOptions{statPrefix: OutboundHTTPListener, rdsName: OutboundHTTPRoute, stripPort: true})
+	if anyFault(m) {
+		hcm = withFaultFilter(hcm)
+	}
 	return &listenerv3.Listener{
 		Name:    OutboundHTTPListener,
 		Address: socketAddress("127.0.0.1", OutboundHTTPPort),
 		FilterChains: []*listenerv3.FilterChain{{
-			Filters: []*listenerv3.Filter{hcmFilter(httpConnectionManager(hcmOptions{
-				statPrefix: OutboundHTTPListener, rdsName: OutboundHTTPRoute, stripPort: true,
-			}))},
+			Filters: []*listenerv3.Filter{hcmFilter(hcm)},
 		}},
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
 	}

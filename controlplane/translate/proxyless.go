@@ -19,11 +19,13 @@ import (
 
 // proxylessClientListener is the API listener a gRPC client resolves.
 func proxylessClientListener(s *ir.Service) *listenerv3.Listener {
+	hcm := httpConnectionManager(hcmOptions{statPrefix: s.Name, rdsName: s.Name})
+	if s.Policy.HasFault {
+		hcm = withFaultFilter(hcm)
+	}
 	return &listenerv3.Listener{
-		Name: s.Name,
-		ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(httpConnectionManager(hcmOptions{
-			statPrefix: s.Name, rdsName: s.Name,
-		}))},
+		Name:        s.Name,
+		ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(hcm)},
 	}
 }
 
@@ -34,7 +36,7 @@ func proxylessRouteConfig(s *ir.Service) *routev3.RouteConfiguration {
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    s.Name,
 			Domains: []string{s.Name},
-			Routes:  []*routev3.Route{upstreamRoute(s, ir.ProxyProxyless)},
+			Routes:  serviceRoutes(s, ir.ProxyProxyless),
 		}},
 	}
 }

@@ -50,6 +50,7 @@ func rbacPolicy(m *ir.Mesh, a ir.Authz) *rbacv3.RBAC {
 			Principals:  principals,
 		}}
 	}
+	addAccessRules(rules, a.Rules)
 	return rules
 }
 

@@ -1,7 +1,9 @@
 package translate
 
 import (
+	"slices"
 	"strings"
+	"time"
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
@@ -26,42 +28,57 @@ func outboundRouteConfig(m *ir.Mesh) *routev3.RouteConfiguration {
 		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
 			Name:    s.Name,
 			Domains: []string{s.Name, s.Name + ".service.consul"},
-			Routes:  []*routev3.Route{upstreamRoute(s, ir.ProxyEnvoy)},
+			Routes:  serviceRoutes(s, ir.ProxyEnvoy),
 		})
 	}
 	return rc
 }
 
+// serviceRoutes are a service's routes: its route policy's rules in
+// order, then the default route for everything they do not match.
+func serviceRoutes(s *ir.Service, kind ir.ProxyKind) []*routev3.Route {
+	out := make([]*routev3.Route, 0, len(s.Policy.Rules)+1)
+	for i := range s.Policy.Rules {
+		out = append(out, policyRoute(s, &s.Policy.Rules[i], kind))
+	}
+	return append(out, upstreamRoute(s, kind))
+}
+
 // upstreamRoute forwards every request of a service to its cluster with the
 // service's timeout and retry policy.
 func upstreamRoute(s *ir.Service, kind ir.ProxyKind) *routev3.Route {
+	return &routev3.Route{
+		Name:   s.Name,
+		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Route{Route: routeAction(s, kind, s.Route.Timeout, s.Route.Retry)},
+	}
+}
+
+// routeAction sends to the service's cluster with a timeout and retries.
+func routeAction(s *ir.Service, kind ir.ProxyKind, timeout time.Duration, retry ir.Retry) *routev3.RouteAction {
 	action := &routev3.RouteAction{
 		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: s.Name},
-		RetryPolicy:      retryPolicy(s, kind),
+		RetryPolicy:      retryPolicy(retry, kind),
 	}
 	switch {
 	case kind == ir.ProxyProxyless:
 		// grpc-go reads deadlines from max_stream_duration, not timeout.
-		if s.Route.Timeout > 0 {
-			action.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: dur(s.Route.Timeout)}
+		if timeout > 0 {
+			action.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: dur(timeout)}
 		}
 	default:
-		action.Timeout = dur(s.Route.Timeout)
+		action.Timeout = dur(timeout)
 		action.IdleTimeout = dur(s.Route.IdleTimeout)
 		if s.Protocol == registry.ProtocolGRPC {
 			// Honour a caller's shorter grpc-timeout, capped by ours.
-			action.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: dur(s.Route.Timeout)}
+			action.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: dur(timeout)}
 		}
 		if s.Route.WebSocket {
 			action.UpgradeConfigs = []*routev3.RouteAction_UpgradeConfig{{UpgradeType: "websocket"}}
 		}
 	}
 	action.HashPolicy = hashPolicy(s, kind)
-	return &routev3.Route{
-		Name:   s.Name,
-		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-		Action: &routev3.Route_Route{Route: action},
-	}
+	return action
 }
 
 // AffinityHeader lets a caller keep related requests on one instance of a
@@ -95,8 +112,7 @@ func hashPolicy(s *ir.Service, kind ir.ProxyKind) []*routev3.RouteAction_HashPol
 	return []*routev3.RouteAction_HashPolicy{header, caller}
 }
 
-func retryPolicy(s *ir.Service, kind ir.ProxyKind) *routev3.RetryPolicy {
-	r := s.Route.Retry
+func retryPolicy(r ir.Retry, kind ir.ProxyKind) *routev3.RetryPolicy {
 	if r.Attempts == 0 {
 		return nil
 	}
@@ -110,8 +126,10 @@ func retryPolicy(s *ir.Service, kind ir.ProxyKind) *routev3.RetryPolicy {
 	}
 	if kind == ir.ProxyProxyless {
 		// grpc-go understands only status-code conditions and no per-try
-		// timeout; the rest would be ignored, so leave it out.
-		rp.RetryOn = "unavailable"
+		// timeout; the rest would be ignored, so leave it out. UNAVAILABLE
+		// (the call never started) stands in when a policy names only
+		// HTTP conditions.
+		rp.RetryOn = grpcRetryOn(r.RetryOn)
 		return rp
 	}
 	rp.PerTryTimeout = dur(r.PerTryTimeout)
@@ -159,4 +177,20 @@ func inboundRouteConfig(s *ir.Service) *routev3.RouteConfiguration {
 			}},
 		}},
 	}
+}
+
+// grpcStatusConditions are the retry_on values grpc-go understands.
+var grpcStatusConditions = []string{"cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"}
+
+func grpcRetryOn(on []string) string {
+	var out []string
+	for _, c := range on {
+		if slices.Contains(grpcStatusConditions, c) {
+			out = append(out, c)
+		}
+	}
+	if len(out) == 0 {
+		return "unavailable"
+	}
+	return strings.Join(out, ",")
 }

@@ -134,6 +134,9 @@ type ServiceSet struct {
 	ProxylessCluster  types.Resource
 	ProxylessListener types.Resource // nil for TCP services
 	ProxylessRoute    types.Resource // nil for TCP services
+	// Subsets are the service's route-policy subsets: per subset an
+	// endpoint assignment and a cluster for each kind of proxy.
+	SubsetEndpoints, SubsetEnvoyClusters, SubsetProxylessClusters []types.Resource
 }
 
 // ForService translates one service's share of the shared resources.
@@ -147,6 +150,12 @@ func ForService(m *ir.Mesh, svc *ir.Service) *ServiceSet {
 		set.ProxylessListener = proxylessClientListener(svc)
 		set.ProxylessRoute = proxylessRouteConfig(svc)
 	}
+	for i := range svc.Policy.Subsets {
+		sub := &svc.Policy.Subsets[i]
+		set.SubsetEndpoints = append(set.SubsetEndpoints, assignment(sub.Cluster, sub.Localities, svc.Policy.Failover))
+		set.SubsetEnvoyClusters = append(set.SubsetEnvoyClusters, subsetCluster(m, svc, sub, ir.ProxyEnvoy))
+		set.SubsetProxylessClusters = append(set.SubsetProxylessClusters, subsetCluster(m, svc, sub, ir.ProxyProxyless))
+	}
 	return set
 }
 
@@ -157,6 +166,8 @@ func (s *ServiceSet) Resources() *Resources {
 		r.Listeners = []types.Resource{s.ProxylessListener}
 		r.Routes = []types.Resource{s.ProxylessRoute}
 	}
+	r.Endpoints = append(r.Endpoints, s.SubsetEndpoints...)
+	r.Clusters = append(append(r.Clusters, s.SubsetEnvoyClusters...), s.SubsetProxylessClusters...)
 	return r
 }
 
@@ -165,7 +176,7 @@ func (s *ServiceSet) Resources() *Resources {
 func MeshWide(m *ir.Mesh) *Resources {
 	r := &Resources{Warnings: append([]string(nil), m.Warnings...)}
 	r.Routes = append(r.Routes, outboundRouteConfig(m))
-	r.Listeners = append(r.Listeners, outboundHTTPListener())
+	r.Listeners = append(r.Listeners, outboundHTTPListener(m))
 	tcp, warns := outboundTCPListeners(m)
 	r.Listeners = append(r.Listeners, tcp...)
 	r.Warnings = append(r.Warnings, warns...)
@@ -187,6 +198,9 @@ func Assemble(meshWide *Resources, sets []*ServiceSet) *SharedSet {
 			s.Proxyless.Listeners = append(s.Proxyless.Listeners, set.ProxylessListener)
 			s.Proxyless.Routes = append(s.Proxyless.Routes, set.ProxylessRoute)
 		}
+		s.Endpoints = append(s.Endpoints, set.SubsetEndpoints...)
+		s.Envoy.Clusters = append(s.Envoy.Clusters, set.SubsetEnvoyClusters...)
+		s.Proxyless.Clusters = append(s.Proxyless.Clusters, set.SubsetProxylessClusters...)
 	}
 	s.Envoy.sort()
 	s.Proxyless.sort()
