@@ -12,9 +12,9 @@ import (
 	"medmesh/sidecar"
 )
 
-// runSidecar runs the workload-side companion. Today that is the SVID
-// agent (--svid-dir); the PHI ext_proc extension is planned, and without
-// --svid-dir the command refuses to run rather than pretend to tag PHI.
+// runSidecar runs the workload-side companion: the PHI ext_proc extension
+// (unless --extproc-listen=""), plus the SVID agent with --svid-dir and
+// the SPIFFE Workload API with --workload-api.
 func runSidecar(args []string, _, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sidecar", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -28,16 +28,33 @@ func runSidecar(args []string, _, stderr io.Writer) int {
 	fs.StringVar(&o.ConsulToken, "consul-token", os.Getenv("MEDMESH_CONSUL_TOKEN"), "Consul ACL token allowed to write the service, proving the workload's identity (default $MEDMESH_CONSUL_TOKEN)")
 	workloadAPI := fs.String("workload-api", "", "serve the SPIFFE Workload API on this unix socket (unix:///path)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	var xp extprocFlags
+	xp.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if o.Dir == "" && *workloadAPI == "" {
-		fmt.Fprintln(stderr, "medmesh sidecar: the PHI ext_proc extension is not implemented in this version; only --svid-dir and --workload-api are")
+	if o.Dir == "" && *workloadAPI == "" && xp.listen == "" {
+		fmt.Fprintln(stderr, "medmesh sidecar: nothing to run: --extproc-listen is empty and neither --svid-dir nor --workload-api is set")
 		return 2
 	}
 	o.Logger = newLogger(stderr, *logFormat, "info")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	var extprocDone <-chan error
+	if xp.listen != "" {
+		var err error
+		if extprocDone, err = startExtProc(ctx, &xp, o.Service, o.NodeID, o.Logger); err != nil {
+			fmt.Fprintln(stderr, "medmesh sidecar:", err)
+			return 2
+		}
+	}
+	if o.Dir == "" && *workloadAPI == "" {
+		if err := <-extprocDone; err != nil {
+			fmt.Fprintln(stderr, "medmesh sidecar:", err)
+			return 1
+		}
+		return 0
+	}
 	if *workloadAPI != "" {
 		o.WorkloadAPI = sidecar.NewWorkloadAPI()
 		go func() {
@@ -50,6 +67,13 @@ func runSidecar(args []string, _, stderr io.Writer) int {
 	if err := sidecar.RunSVIDAgent(ctx, o); err != nil {
 		fmt.Fprintln(stderr, "medmesh sidecar:", err)
 		return 2
+	}
+	if extprocDone != nil {
+		stop()
+		if err := <-extprocDone; err != nil {
+			fmt.Fprintln(stderr, "medmesh sidecar:", err)
+			return 1
+		}
 	}
 	return 0
 }
