@@ -2,7 +2,10 @@
 GO            ?= go
 CONSUL_VERSION := 1.20.1
 BIN           := $(CURDIR)/bin
+K8S_VERSION    := 1.34.2
 export CONSUL_BIN ?= $(BIN)/consul
+# envtest (controller-runtime) runs the kube-apiserver and etcd found here.
+export KUBEBUILDER_ASSETS ?= $(BIN)/k8s
 
 .PHONY: all build test tools demo bench lint clean crds
 
@@ -19,6 +22,15 @@ tools:
 	else \
 		echo "building Consul v$(CONSUL_VERSION) from its Go module (about 10 minutes the first time)"; \
 		cd tools/consul && $(GO) build -o $(BIN)/consul github.com/hashicorp/consul; \
+	fi
+	@# A real kube-apiserver and etcd for envtest, built from their modules
+	@# (tools/k8s; about 7 minutes on 2 cores the first time).
+	@if [ -x $(BIN)/k8s/kube-apiserver ] && $(BIN)/k8s/kube-apiserver --version | grep -q "v$(K8S_VERSION)" && [ -x $(BIN)/k8s/etcd ]; then \
+		echo "bin/k8s kube-apiserver v$(K8S_VERSION) and etcd present"; \
+	else \
+		echo "building kube-apiserver v$(K8S_VERSION) and etcd from their Go modules (about 7 minutes the first time)"; \
+		cd tools/k8s && $(GO) build -o $(BIN)/k8s/etcd ./etcd && \
+		$(GO) build -ldflags "-X k8s.io/component-base/version.gitVersion=v$(K8S_VERSION)" -o $(BIN)/k8s/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver; \
 	fi
 
 # CRD manifests (deploy/crds) and deepcopy code from api/v1alpha1, with

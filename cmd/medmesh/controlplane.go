@@ -92,7 +92,12 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 		src = registry.NewConsul(registry.ConsulOptions{Client: client, Logger: log})
 		// A Consul ACL token that may write a service proves a workload
 		// is that service, as it proves it to Consul itself.
-		attestors[ir.ProofConsul] = &attest.Consul{Client: client}
+		ac, err := attest.NewConsul(cfg)
+		if err != nil {
+			fmt.Fprintf(stderr, "medmesh controlplane: --consul %q: %v\n", *consulAddr, err)
+			return 2
+		}
+		attestors[ir.ProofConsul] = ac
 	}
 	if *kubeAttest {
 		cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)

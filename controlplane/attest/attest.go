@@ -10,9 +10,13 @@
 package attest
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
@@ -106,14 +110,36 @@ func serviceAccount(user string) (ns, name string, err error) {
 // service it claims (service:write, which is what registering the service
 // itself requires). The check is Consul's own authorizer, through the
 // endpoint Consul's UI uses for permission checks
-// (/v1/internal/acl/authorize), so every kind of rule (policies, roles,
-// service identities, templated policies) counts exactly as Consul counts
-// it.
+// (POST /v1/internal/acl/authorize), so every kind of rule (policies,
+// roles, service identities, templated policies) counts exactly as Consul
+// counts it. consul/api has no call for it (its raw writes are PUTs), so
+// the request is made here, over consul/api's own transport and TLS set-up.
 //
 // OSS Consul has no namespaces: a service's medmesh namespace is not
 // part of the Consul check.
 type Consul struct {
-	Client *api.Client
+	url  string
+	http *http.Client
+}
+
+// NewConsul checks tokens with the Consul agent that cfg addresses.
+func NewConsul(cfg *api.Config) (*Consul, error) {
+	scheme, addr := cfg.Scheme, cfg.Address
+	if i := strings.Index(addr, "://"); i >= 0 {
+		scheme, addr = addr[:i], addr[i+3:]
+	}
+	if scheme == "" {
+		scheme = "http"
+	}
+	tr := cfg.Transport
+	if tr == nil {
+		tr = api.DefaultConfig().Transport
+	}
+	hc, err := api.NewHttpClient(tr, cfg.TLSConfig)
+	if err != nil {
+		return nil, fmt.Errorf("consul ACL checks: %w", err)
+	}
+	return &Consul{url: scheme + "://" + addr + "/v1/internal/acl/authorize", http: hc}, nil
 }
 
 type aclAuthorization struct {
@@ -125,19 +151,32 @@ type aclAuthorization struct {
 
 // Attest implements the control plane's Attestor.
 func (c *Consul) Attest(ctx context.Context, token, _, service string) error {
-	req := []aclAuthorization{{Resource: "service", Segment: service, Access: "write"}}
-	var out []aclAuthorization
-	_, err := c.Client.Raw().Write("/v1/internal/acl/authorize", req, &out, (&api.WriteOptions{Token: token}).WithContext(ctx))
+	body, _ := json.Marshal([]aclAuthorization{{Resource: "service", Segment: service, Access: "write"}})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
 	if err != nil {
-		var se api.StatusError
-		switch {
-		case errors.As(err, &se) && strings.Contains(se.Body, "ACL support disabled"):
-			// Without ACLs every token is "allowed": it proves nothing.
-			return fmt.Errorf("%w: consul has ACLs disabled, so a consul token proves nothing", ErrRefused)
-		case errors.As(err, &se) && (se.Code == 403 || se.Code == 401):
-			// Consul answers 403 "ACL not found" for an unknown token.
-			return fmt.Errorf("%w: consul does not know the ACL token", ErrRefused)
-		}
+		return err
+	}
+	req.Header.Set("X-Consul-Token", token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("consul ACL check: %w", err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	switch {
+	case resp.StatusCode == http.StatusOK:
+	case strings.Contains(string(msg), "ACL support disabled"):
+		// Without ACLs every token is "allowed": it proves nothing.
+		return fmt.Errorf("%w: consul has ACLs disabled, so a consul token proves nothing", ErrRefused)
+	case resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized:
+		// Consul answers 403 "ACL not found" for an unknown token.
+		return fmt.Errorf("%w: consul does not know the ACL token", ErrRefused)
+	default:
+		return fmt.Errorf("consul ACL check: %s: %s", resp.Status, strings.TrimSpace(string(msg)))
+	}
+	var out []aclAuthorization
+	if err := json.Unmarshal(msg, &out); err != nil {
 		return fmt.Errorf("consul ACL check: %w", err)
 	}
 	if len(out) != 1 {

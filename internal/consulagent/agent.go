@@ -36,6 +36,10 @@ type Agent struct {
 	// is a single-node server with a data dir, so it keeps its catalog
 	// across Restart, as a production agent does.
 	Dev bool
+	// ManagementToken, when set before Start, turns on ACLs with a
+	// default-deny policy and makes this the initial management token;
+	// Client uses it.
+	ManagementToken string
 }
 
 // FindBinary locates the Consul binary.
@@ -95,6 +99,7 @@ func (a *Agent) Addr() string { return "127.0.0.1:" + strconv.Itoa(a.HTTP) }
 func (a *Agent) Client() *api.Client {
 	cfg := api.DefaultConfig()
 	cfg.Address = a.Addr()
+	cfg.Token = a.ManagementToken
 	c, _ := api.NewClient(cfg) // only fails on bad TLS config
 	return c
 }
@@ -127,6 +132,9 @@ func (a *Agent) start(ctx context.Context) error {
 		"-http-port", strconv.Itoa(a.HTTP), "-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
 		"-server-port", strconv.Itoa(a.ports[0]), "-serf-lan-port", strconv.Itoa(a.ports[1]),
 		"-serf-wan-port", strconv.Itoa(a.ports[2]), "-log-level", "warn"}
+	if a.ManagementToken != "" {
+		args = append(args, "-hcl", fmt.Sprintf(`acl { enabled = true default_policy = "deny" tokens { initial_management = %q } }`, a.ManagementToken))
+	}
 	if a.Dev {
 		args = append(args, "-dev")
 	} else {
