@@ -9,12 +9,16 @@ import (
 )
 
 // httpFilters is the HTTP filter chain, in order: authorization first
-// (nothing runs for a caller that may not call), later the PHI tagger
+// (nothing runs for a caller that may not call), then the PHI tagger
 // (ext_proc), and the router, which must stay last.
-func httpFilters(rbac *hcmv3.HttpFilter) []*hcmv3.HttpFilter {
+func httpFilters(rbac, extProc *hcmv3.HttpFilter) []*hcmv3.HttpFilter {
 	var out []*hcmv3.HttpFilter
 	if rbac != nil {
 		out = append(out, rbac)
+	}
+	// Position 2: tag, queue and audit only what authorization let in.
+	if extProc != nil {
+		out = append(out, extProc)
 	}
 	// Position last: the router forwards the request.
 	return append(out, &hcmv3.HttpFilter{Name: wellknown.Router, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}})
@@ -29,13 +33,15 @@ type hcmOptions struct {
 	stripPort bool
 	// rbac authorizes callers (inbound only).
 	rbac *hcmv3.HttpFilter
+	// extProc is the PHI extension (Envoy inbound only; extproc.go).
+	extProc *hcmv3.HttpFilter
 }
 
 func httpConnectionManager(o hcmOptions) *hcmv3.HttpConnectionManager {
 	h := &hcmv3.HttpConnectionManager{
 		StatPrefix:  o.statPrefix,
 		CodecType:   hcmv3.HttpConnectionManager_AUTO,
-		HttpFilters: httpFilters(o.rbac),
+		HttpFilters: httpFilters(o.rbac, o.extProc),
 		// Never trust x-forwarded-for from outside: audit trails need the
 		// real peer.
 		UseRemoteAddress: wrapBool(true),

@@ -240,6 +240,7 @@ func ForProxy(m *ir.Mesh, p *ir.Proxy) *Resources {
 		r.Clusters = append(r.Clusters, localAppCluster(svc, p.Instance))
 		if svc.Protocol.IsHTTP() {
 			r.Routes = append(r.Routes, inboundRouteConfig(svc))
+			r.Clusters = append(r.Clusters, extProcCluster())
 		}
 	}
 	r.sort()
