@@ -52,6 +52,7 @@ func (cp *ControlPlane) adminServer() *http.Server {
 	mux.HandleFunc("GET /debug/proxies", cp.handleProxies)
 	mux.HandleFunc("GET /debug/config", cp.handleConfig)
 	mux.HandleFunc("GET /debug/catalog", cp.handleCatalog)
+	mux.HandleFunc("GET /debug/policies", cp.handlePolicies)
 	// Issuing identity proofs: the admin listener must stay on loopback
 	// (the default) or behind the platform's own access control.
 	mux.HandleFunc("POST /join-tokens", cp.handleJoinToken)

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"medmesh/controlplane/ir"
+	"medmesh/controlplane/policy"
 	"medmesh/controlplane/xds"
 	"medmesh/registry"
 )
@@ -34,10 +36,22 @@ type CatalogSource interface {
 	Status() registry.SourceStatus
 }
 
+// PolicySource is what the control plane needs from a source of policy
+// objects: policy.Dir for --policies, a Kubernetes source later.
+type PolicySource interface {
+	Name() string
+	// Run sends complete sets on out ("latest wins") until ctx ends.
+	Run(ctx context.Context, out chan *policy.Set) error
+}
+
 // Options configure a control plane.
 type Options struct {
-	Logger      *slog.Logger
-	Source      CatalogSource
+	Logger *slog.Logger
+	Source CatalogSource
+	// Policies is the source of operators' policies; nil: none. With one,
+	// nothing is published until its first set arrived, so proxies never
+	// see the mesh without its policies.
+	Policies    PolicySource
 	Defaults    ir.Defaults
 	TrustDomain string
 	// StateDir keeps the last good catalog on disk so an edge site serves
@@ -77,6 +91,11 @@ type ControlPlane struct {
 
 	tokens *joinTokens
 	proofs *proofChecks
+	// renewGen counts operator requests to renew every SVID now.
+	renewGen atomic.Int64
+	// wake asks the loop to reconcile: a proof check finished, or an
+	// operator asked for something.
+	wake chan struct{}
 
 	mu    sync.RWMutex
 	state view // what the admin endpoints show; written by the loop only
@@ -94,6 +113,8 @@ type view struct {
 	warnings     []string
 	// identities: per proxy, the SPIFFE ID it holds or why it has none.
 	identities map[string]string
+	// policies is the last policy resolution; nil without a source.
+	policies *policy.Result
 }
 
 // New validates options and fills in defaults.
@@ -127,8 +148,18 @@ func New(opts Options) (*ControlPlane, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	return &ControlPlane{opts: opts, log: opts.Logger, reg: reg, metrics: newMetrics(reg), started: make(chan struct{}),
-		tokens: newJoinTokens(), proofs: newProofChecks(opts.Attestors, opts.Logger)}, nil
+	cp := &ControlPlane{opts: opts, log: opts.Logger, reg: reg, metrics: newMetrics(reg), started: make(chan struct{}),
+		tokens: newJoinTokens(), wake: make(chan struct{}, 1)}
+	cp.proofs = newProofChecks(opts.Attestors, opts.Logger, cp.nudge)
+	return cp, nil
+}
+
+// nudge wakes the loop without blocking.
+func (cp *ControlPlane) nudge() {
+	select {
+	case cp.wake <- struct{}{}:
+	default:
+	}
 }
 
 // XDSAddr is the xDS listen address, once Run has started listening.
@@ -191,8 +222,17 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	cp.log.Info("control plane started", "xds", cp.xdsAddr.String(), "admin", cp.adminAddr.String(),
 		"source", cp.opts.Source.Name(), "trustDomain", cp.opts.TrustDomain)
 
+	var sets chan *policy.Set // nil without a source: never ready
+	if cp.opts.Policies != nil {
+		sets = make(chan *policy.Set, 1)
+		go func() {
+			if err := cp.opts.Policies.Run(ctx, sets); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("policy source %s: %w", cp.opts.Policies.Name(), err)
+			}
+		}()
+	}
 	loopErr := make(chan error, 1)
-	go func() { loopErr <- cp.loop(ctx, catalogs) }()
+	go func() { loopErr <- cp.loop(ctx, catalogs, sets) }()
 
 	select {
 	case <-ctx.Done():

@@ -12,6 +12,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"medmesh/controlplane/ir"
+	"medmesh/controlplane/policy"
 	"medmesh/controlplane/translate"
 	"medmesh/controlplane/xds"
 	"medmesh/internal/backoff"
@@ -57,6 +58,11 @@ type loopState struct {
 
 	pendingEmpty *registry.Catalog
 	emptySince   time.Time
+
+	// policySet is the policy source's latest set (nil: none yet) and
+	// policyStatus the last resolution's statuses.
+	policySet    *policy.Set
+	policyStatus []policy.ObjectStatus
 }
 
 type hashedShared struct {
@@ -65,7 +71,7 @@ type hashedShared struct {
 	warnings         []string
 }
 
-func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalog) error {
+func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalog, sets chan *policy.Set) error {
 	st := &loopState{proxyInputs: map[string]string{}, published: map[string]ir.ProxyKind{},
 		svids: map[string]*issued{}, unattested: map[string]bool{}, identities: map[string]string{}, services: map[string]*serviceMemo{}}
 	if cat, err := cp.loadState(); err != nil {
@@ -93,6 +99,9 @@ func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalo
 			if cp.acceptCatalog(st, cat) {
 				dirty = true
 			}
+		case set := <-sets:
+			st.policySet, st.mesh = set, nil
+			dirty = true
 		case <-graceTick.C:
 			if cp.renewalsDue(st) || cp.bundleChanged(st) {
 				dirty = true
@@ -107,7 +116,7 @@ func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalo
 			}
 		case <-cp.xds.Tracker().Changed():
 			dirty = true
-		case <-cp.proofs.Done():
+		case <-cp.wake:
 			dirty = true
 		case <-retry:
 			retry, dirty = nil, true
@@ -171,8 +180,12 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 	if st.catalog == nil {
 		return nil // nothing known yet: push nothing rather than an empty mesh
 	}
+	if cp.opts.Policies != nil && st.policySet == nil {
+		return nil // a mesh without its policies would flap canaries and access
+	}
 	if st.mesh == nil {
 		mesh := ir.Build(st.catalog, cp.opts.Defaults, cp.opts.TrustDomain)
+		pol := cp.applyPolicies(st, mesh)
 		if cp.opts.Identities != nil {
 			mesh.MTLS = true
 			cp.bundleChanged(st)
@@ -193,6 +206,9 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 		cp.mu.Lock()
 		cp.state.catalog = st.catalog
 		cp.state.mesh, cp.state.warnings = mesh, hs.warnings
+		if pol != nil {
+			cp.state.policies = pol
+		}
 		cp.state.catalogFrom = cp.opts.Source.Name()
 		if st.fromDisk {
 			cp.state.catalogFrom = "disk"

@@ -19,6 +19,7 @@ import (
 	"medmesh/controlplane"
 	"medmesh/controlplane/attest"
 	"medmesh/controlplane/ir"
+	"medmesh/controlplane/policy"
 	"medmesh/registry"
 )
 
@@ -31,7 +32,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	}
 	consulAddr := fs.String("consul", defConsul, "Consul HTTP address (default from CONSUL_HTTP_ADDR); empty with --catalog runs without Consul")
 	catalog := fs.String("catalog", "", "YAML catalog file (used instead of Consul)")
-	policies := fs.String("policies", "", "directory of policy YAML files (not implemented yet)")
+	policies := fs.String("policies", "", "directory of policy YAML files (MeshRoute, MeshDestination, MeshAccess), watched")
 	kubeconfig := fs.String("kubeconfig", "", "read policies from Kubernetes (not implemented yet)")
 	xdsListen := fs.String("xds-listen", "127.0.0.1:15010", "xDS (ADS) gRPC listen address")
 	adminListen := fs.String("admin-listen", "127.0.0.1:15000", "admin HTTP listen address")
@@ -56,9 +57,17 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
-	if *policies != "" || (*kubeconfig != "" && !*kubeAttest) {
-		fmt.Fprintln(stderr, "medmesh controlplane: --policies and policies from --kubeconfig are not implemented in this version; refusing to start rather than ignore your policies")
+	if *kubeconfig != "" && !*kubeAttest {
+		fmt.Fprintln(stderr, "medmesh controlplane: policies from --kubeconfig are not implemented in this version (use --policies DIR); refusing to start rather than ignore your policies")
 		return 2
+	}
+	var policySrc controlplane.PolicySource
+	if *policies != "" {
+		if fi, err := os.Stat(*policies); err != nil || !fi.IsDir() {
+			fmt.Fprintf(stderr, "medmesh controlplane: --policies %q: want a directory of policy YAML files\n", *policies)
+			return 2
+		}
+		policySrc = &policy.Dir{Path: *policies, Logger: log}
 	}
 	if *dev {
 		log.Warn("DEVELOPMENT MODE (--dev): workloads on loopback are trusted without proof of identity. NEVER use this in production or with real patient data.")
@@ -130,7 +139,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	opts := controlplane.Options{
 		Logger: log, Source: src, TrustDomain: *trustDomain, StateDir: *stateDir, Dev: *dev,
 		XDSListen: *xdsListen, AdminListen: *adminListen, Coalesce: *coalesce, EmptyCatalogGrace: *emptyGrace,
-		Attestors: attestors,
+		Attestors: attestors, Policies: policySrc,
 	}
 	if *mtls {
 		ca, err := certs.New(certs.Options{TrustDomain: *trustDomain, StateDir: *stateDir, CertFile: *caCert,

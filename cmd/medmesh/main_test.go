@@ -67,7 +67,8 @@ func TestControlPlaneRefusesBadFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--policies", "/etc/medmesh"}, "not implemented"},
+		{[]string{"--policies", "/does/not/exist"}, "want a directory of policy YAML files"},
+		{[]string{"--kubeconfig", "/etc/kube.conf"}, "not implemented"},
 		{[]string{"--catalog", cat, "--consul", "http://127.0.0.1:8500"}, "both given"},
 		{[]string{"--consul", ""}, "nothing to serve"},
 		{[]string{"--catalog", "/does/not/exist.yaml", "--consul", ""}, "--catalog"},

@@ -47,6 +47,11 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	PrintStatus(stdout, &pr)
+	if pol, err := fetchPolicies(c, url); err != nil {
+		fmt.Fprintf(stderr, "medmesh status: policies: %v\n", err)
+	} else {
+		PrintPolicies(stdout, pol)
+	}
 	return 0
 }
 

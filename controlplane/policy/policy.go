@@ -69,7 +69,7 @@ type ObjectStatus struct {
 }
 
 // Accepted reports whether the object is in force.
-func (s *ObjectStatus) Accepted() bool {
+func (s ObjectStatus) Accepted() bool {
 	for _, c := range s.Conditions {
 		if c.Type == v1alpha1.ConditionAccepted {
 			return c.Status == metav1.ConditionTrue
@@ -79,12 +79,12 @@ func (s *ObjectStatus) Accepted() bool {
 }
 
 // PolicyStatus is the status to write back for the object.
-func (s *ObjectStatus) PolicyStatus() v1alpha1.PolicyStatus {
+func (s ObjectStatus) PolicyStatus() v1alpha1.PolicyStatus {
 	return v1alpha1.PolicyStatus{ObservedGeneration: s.Generation, Conditions: s.Conditions}
 }
 
 // Message is the reason an object is not accepted, or "".
-func (s *ObjectStatus) Message() string {
+func (s ObjectStatus) Message() string {
 	for _, c := range s.Conditions {
 		if c.Type == v1alpha1.ConditionAccepted && c.Status != metav1.ConditionTrue {
 			return c.Reason + ": " + c.Message
