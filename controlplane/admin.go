@@ -57,6 +57,7 @@ func (cp *ControlPlane) adminServer() *http.Server {
 	// (the default) or behind the platform's own access control.
 	mux.HandleFunc("POST /join-tokens", cp.handleJoinToken)
 	mux.HandleFunc("POST /ca/rotate", cp.handleRotateRoot)
+	mux.HandleFunc("POST /ca/renew-svids", cp.handleRenewSVIDs)
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 }
 

@@ -34,7 +34,7 @@ type Attestor interface {
 type proofChecks struct {
 	attestors map[ir.ProofKind]Attestor
 	log       *slog.Logger
-	done      chan struct{}
+	wake      func() // tells the loop a check finished
 
 	mu     sync.Mutex
 	checks map[string]*proofCheck // by proxy ID
@@ -50,12 +50,9 @@ type proofCheck struct {
 // attestTimeout bounds one call to the vouching system.
 const attestTimeout = 10 * time.Second
 
-func newProofChecks(attestors map[ir.ProofKind]Attestor, log *slog.Logger) *proofChecks {
-	return &proofChecks{attestors: attestors, log: log, done: make(chan struct{}, 1), checks: map[string]*proofCheck{}}
+func newProofChecks(attestors map[ir.ProofKind]Attestor, log *slog.Logger, wake func()) *proofChecks {
+	return &proofChecks{attestors: attestors, log: log, wake: wake, checks: map[string]*proofCheck{}}
 }
-
-// Done is signalled when a check finishes.
-func (c *proofChecks) Done() <-chan struct{} { return c.done }
 
 // result reports the proxy's attestation: accepted, refused (err wraps
 // attest.ErrRefused) or still pending. The first call for a proof starts
@@ -97,10 +94,7 @@ func (c *proofChecks) run(ctx context.Context, a Attestor, chk *proofCheck, prox
 			c.mu.Lock()
 			chk.pending, chk.err = false, err
 			c.mu.Unlock()
-			select {
-			case c.done <- struct{}{}:
-			default:
-			}
+			c.wake()
 			return
 		}
 		// The vouching system is unreachable: no SVID yet, and no

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/http"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -28,6 +29,9 @@ type issued struct {
 	identity *ir.Identity
 	issuedAt time.Time
 	notAfter time.Time
+	// gen is the renew-all generation it was issued in: an operator's
+	// POST /ca/renew-svids makes every older SVID due.
+	gen int64
 }
 
 // renewDue is true past half of the SVID's lifetime, so a proxy always has
@@ -71,7 +75,8 @@ func (cp *ControlPlane) attested(ctx context.Context, p *ir.Proxy, namespace str
 // svidFor returns the proxy's SVID, issuing or renewing it when due.
 func (cp *ControlPlane) svidFor(st *loopState, p *ir.Proxy, namespace string) (*ir.Identity, error) {
 	now := time.Now()
-	if cur, ok := st.svids[p.ID]; ok && !cur.renewDue(now) {
+	gen := cp.renewGen.Load()
+	if cur, ok := st.svids[p.ID]; ok && !cur.renewDue(now) && cur.gen >= gen {
 		return cur.identity, nil
 	}
 	id, err := cp.opts.Identities.ServiceID(namespace, p.Service)
@@ -90,7 +95,22 @@ func (cp *ControlPlane) svidFor(st *loopState, p *ir.Proxy, namespace string) (*
 	sum := sha256.Sum256(leaf.Raw)
 	ident := &ir.Identity{CertChain: certPEM, PrivateKey: keyPEM, Fingerprint: hex.EncodeToString(sum[:8]),
 		SPIFFEID: id.String()}
-	st.svids[p.ID] = &issued{identity: ident, issuedAt: now, notAfter: leaf.NotAfter}
+	st.svids[p.ID] = &issued{identity: ident, issuedAt: now, notAfter: leaf.NotAfter, gen: gen}
 	cp.log.Info("issued SVID", "proxy", p.ID, "spiffeID", id.String(), "notAfter", leaf.NotAfter.UTC().Format(time.RFC3339))
 	return ident, nil
+}
+
+// handleRenewSVIDs re-issues every proxy's SVID now:
+// POST /ca/renew-svids. It completes a root rotation early (rotate, wait
+// until every proxy has ACKed the new bundle, then renew, and every SVID
+// chains to the new root), and answers a suspected key compromise.
+func (cp *ControlPlane) handleRenewSVIDs(w http.ResponseWriter, _ *http.Request) {
+	if cp.opts.Identities == nil {
+		http.Error(w, "mTLS is off: there are no SVIDs to renew", http.StatusConflict)
+		return
+	}
+	gen := cp.renewGen.Add(1)
+	cp.nudge()
+	cp.log.Warn("operator asked to renew every SVID now", "generation", gen)
+	writeJSON(w, map[string]int64{"generation": gen})
 }

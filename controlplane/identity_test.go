@@ -107,7 +107,14 @@ func (f *fakeAttestor) Attest(ctx context.Context, token, namespace, service str
 // never echoes the token, and an unsupported kind of proof is refused.
 func TestProofChecks(t *testing.T) {
 	f := &fakeAttestor{reachable: make(chan struct{}), grants: map[string]string{"tok-emr": "default/emr"}}
-	c := newProofChecks(map[ir.ProofKind]Attestor{ir.ProofKubernetes: f}, slog.New(slog.DiscardHandler))
+	done := make(chan struct{}, 1)
+	wake := func() {
+		select {
+		case done <- struct{}{}:
+		default:
+		}
+	}
+	c := newProofChecks(map[ir.ProofKind]Attestor{ir.ProofKubernetes: f}, slog.New(slog.DiscardHandler), wake)
 	ctx := context.Background()
 	emr := &ir.Proxy{ID: "emr-1", Service: "emr", Proof: ir.Proof{Kind: ir.ProofKubernetes, Token: "tok-emr"}}
 	thief := &ir.Proxy{ID: "his-1", Service: "emr", Proof: ir.Proof{Kind: ir.ProofKubernetes, Token: "tok-his"}}
@@ -135,7 +142,7 @@ func TestProofChecks(t *testing.T) {
 			if !pending {
 				return err
 			}
-			<-c.Done()
+			<-done
 		}
 	}
 	if err := waitFor(emr); err != nil {
