@@ -116,7 +116,7 @@ func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalo
 			}
 		case <-cp.xds.Tracker().Changed():
 			dirty = true
-		case <-cp.wake:
+		case <-cp.proofs.Done():
 			dirty = true
 		case <-retry:
 			retry, dirty = nil, true
