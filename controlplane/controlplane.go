@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,6 +91,11 @@ type ControlPlane struct {
 
 	tokens *joinTokens
 	proofs *proofChecks
+	// renewGen counts operator requests to renew every SVID now.
+	renewGen atomic.Int64
+	// wake asks the loop to reconcile: a proof check finished, or an
+	// operator asked for something.
+	wake chan struct{}
 
 	mu    sync.RWMutex
 	state view // what the admin endpoints show; written by the loop only
@@ -142,8 +148,18 @@ func New(opts Options) (*ControlPlane, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	return &ControlPlane{opts: opts, log: opts.Logger, reg: reg, metrics: newMetrics(reg), started: make(chan struct{}),
-		tokens: newJoinTokens(), proofs: newProofChecks(opts.Attestors, opts.Logger)}, nil
+	cp := &ControlPlane{opts: opts, log: opts.Logger, reg: reg, metrics: newMetrics(reg), started: make(chan struct{}),
+		tokens: newJoinTokens(), wake: make(chan struct{}, 1)}
+	cp.proofs = newProofChecks(opts.Attestors, opts.Logger, cp.nudge)
+	return cp, nil
+}
+
+// nudge wakes the loop without blocking.
+func (cp *ControlPlane) nudge() {
+	select {
+	case cp.wake <- struct{}{}:
+	default:
+	}
 }
 
 // XDSAddr is the xDS listen address, once Run has started listening.

@@ -116,7 +116,7 @@ func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalo
 			}
 		case <-cp.xds.Tracker().Changed():
 			dirty = true
-		case <-cp.proofs.Done():
+		case <-cp.wake:
 			dirty = true
 		case <-retry:
 			retry, dirty = nil, true
