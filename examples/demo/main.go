@@ -102,10 +102,16 @@ type demo struct {
 	cp        *proc
 	instances []*instance
 	runDir    string
+	// bg tracks the story's background work (the denied call), which
+	// must end before the teardown.
+	bg sync.WaitGroup
 
 	xdsAddr, adminAddr string
 	unexpected         atomic.Int32
-	stop               func(reason string)
+	// denied counts the story's refused calls; probeProblems the times
+	// that refusal did not happen as it should.
+	denied, probeProblems atomic.Int32
+	stop                  func(reason string)
 }
 
 func run(cfg config, w io.Writer) int {
@@ -185,6 +191,10 @@ func (d *demo) setUp(ctx context.Context) error {
 	}
 	d.out.printf("Consul (%s) is up", consulBin)
 	d.out.printf("Consul HTTP API and UI at http://%s (a dev agent: state in memory)", d.consul.Addr())
+	if err := writeIntentions(d.consul.Client()); err != nil {
+		return err
+	}
+	d.out.printf("Consul intentions written (service-intentions config entries): %s", intentionsSummary())
 
 	if d.xdsAddr, err = pickAddr(d.cfg.xdsListen, d.out); err != nil {
 		return err
@@ -192,18 +202,25 @@ func (d *demo) setUp(ctx context.Context) error {
 	if d.adminAddr, err = pickAddr(d.cfg.adminListen, d.out); err != nil {
 		return err
 	}
+	// mTLS is the control plane's default; --state-dir is where it
+	// creates and keeps its self-signed root (and the last good catalog).
+	stateDir := filepath.Join(d.runDir, "controlplane")
 	d.cp, err = d.sup.start("controlplane", d.cfg.medmesh, "controlplane",
 		"--consul", "http://"+d.consul.Addr(), "--xds-listen", d.xdsAddr, "--admin-listen", d.adminAddr,
-		"--log-format", "json")
+		"--state-dir", stateDir, "--log-format", "json")
 	if err != nil {
 		return err
 	}
-	d.out.printf("started controlplane pid=%d  xDS %s  admin http://%s", d.cp.pid(), d.xdsAddr, d.adminAddr)
+	d.out.printf("started controlplane pid=%d  xDS %s  admin http://%s  mTLS on, CA root in %s", d.cp.pid(), d.xdsAddr, d.adminAddr, filepath.Join(stateDir, "ca"))
 	if err := d.waitFor(ctx, 30*time.Second, "the control plane to be ready", d.controlPlaneReady); err != nil {
 		return err
 	}
-	d.out.printf("control plane is ready (it has the Consul catalog)")
+	d.out.printf("control plane is ready (it has the Consul catalog and intentions)")
 
+	if err := d.startSidecars(ctx); err != nil {
+		return err
+	}
+	d.out.printf("every sidecar holds its instance's SVID")
 	for _, in := range d.instances {
 		if in.port, err = consulagent.FreePort(); err != nil {
 			return err
@@ -216,6 +233,7 @@ func (d *demo) setUp(ctx context.Context) error {
 		return err
 	}
 	d.out.printf("the mesh is up: %d instances healthy in Consul and connected to the control plane", len(d.instances))
+	d.out.block(d.identityTable())
 	return nil
 }
 
@@ -232,8 +250,10 @@ func (d *demo) waitFor(ctx context.Context, limit time.Duration, what string, co
 			return fmt.Errorf("the control plane exited (%v); see %s", d.cp.err, filepath.Join(d.sup.logDir, "controlplane.log"))
 		}
 		for _, in := range d.instances {
-			if in.proc != nil && in.proc.exited() {
-				return fmt.Errorf("%s exited (%v); see %s", in.id, in.proc.err, filepath.Join(d.sup.logDir, in.id+".log"))
+			for _, p := range []*proc{in.proc, in.sidecar} {
+				if p != nil && p.exited() {
+					return fmt.Errorf("%s exited (%v); see %s", p.name, p.err, filepath.Join(d.sup.logDir, p.name+".log"))
+				}
 			}
 		}
 		if time.Now().After(deadline) {
@@ -319,7 +339,9 @@ func (d *demo) whereToLook() {
 	rows := [][2]string{
 		{"status table", d.cfg.medmesh + " status --admin " + d.adminAddr},
 		{"proxies (JSON)", admin + "/debug/proxies"},
-		{"one proxy's xDS", admin + "/debug/config?node=his-1"},
+		{"one proxy's xDS", admin + "/debug/config?node=his-1  (TLS contexts, RBAC from intentions)"},
+		{"identities", admin + "/debug/proxies  (field identity of the <instance>/svid sidecars)"},
+		{"intentions", "http://" + d.consul.Addr() + "/ui/dc1/intentions"},
 		{"catalog", admin + "/debug/catalog"},
 		{"metrics", admin + "/metrics"},
 		{"readiness", admin + "/readyz"},
@@ -372,7 +394,7 @@ func (d *demo) loop(ctx context.Context) {
 			since = d.out.elapsed()
 		case <-event.C:
 			d.out.printf("==> %s", ev.say)
-			if err := ev.what(d); err != nil {
+			if err := ev.what(ctx, d); err != nil {
 				d.out.printf("story step failed: %v", err)
 			}
 			forget.Reset(reportLag)
@@ -424,6 +446,12 @@ func (d *demo) onLine(p *proc, line []byte) {
 	switch {
 	case l.Msg == "calls":
 		d.traffic.add(&l)
+	case l.Msg == "served":
+		d.traffic.addServed(&l)
+	case l.Msg == "probe":
+		d.onProbe(p, &l)
+	case l.Msg == "SVID written":
+		d.out.printf("%-12s | %s", p.name, describe(line))
 	case l.Level == "WARN" || l.Level == "ERROR":
 		d.out.printf("%-12s | %s %s", p.name, l.Level, describe(line))
 	case echoed[l.Msg]:
@@ -441,6 +469,7 @@ func (d *demo) onExit(p *proc) {
 
 // tearDown stops everything in dependency order and reports the run.
 func (d *demo) tearDown(failed bool) int {
+	d.bg.Wait()
 	if d.sup != nil {
 		d.out.printf("stopping the services (each leaves Consul, drains for 1s, stops). The control plane will warn " +
 			"that the registry is suddenly empty and keep the last mesh for a grace period: expected here.")
@@ -456,6 +485,20 @@ func (d *demo) tearDown(failed bool) int {
 					d.out.printf("%v", err)
 				}
 			}(in)
+		}
+		wg.Wait()
+		// The sidecars after their workloads: a draining server still
+		// needs its certificates.
+		for _, in := range d.instances {
+			if in.sidecar != nil {
+				wg.Add(1)
+				go func(p *proc) {
+					defer wg.Done()
+					if err := d.sup.stop(p, 10*time.Second); err != nil {
+						d.out.printf("%v", err)
+					}
+				}(in.sidecar)
+			}
 		}
 		wg.Wait()
 		if d.cp != nil {
@@ -480,6 +523,13 @@ func (d *demo) tearDown(failed bool) int {
 	if ok+bad > 0 {
 		fmt.Fprintf(&b, "  %d calls, %d ok, %d failed (%.2f%% ok)\n", ok+bad, ok, bad, 100*float64(ok)/float64(ok+bad))
 	}
+	fmt.Fprintf(&b, "  %d call(s) from %s to %s refused as intended (no intention allows them)\n", d.denied.Load(), deniedCaller, deniedTarget)
+	if seen := d.traffic.seenTotals(); seen != "" {
+		fmt.Fprintf(&b, "Callers the servers saw over the whole run (SPIFFE ID from the client certificate):\n%s", seen)
+	}
+	if d.instances[0].spiffeID != "" {
+		b.WriteString(d.identityTable())
+	}
 	d.out.block(b.String())
 
 	var left []string
@@ -494,7 +544,7 @@ func (d *demo) tearDown(failed bool) int {
 	} else if d.sup != nil {
 		d.out.printf("all %d processes started by the demo and the Consul agent have exited", d.sup.started())
 	}
-	failed = failed || d.unexpected.Load() > 0 || len(left) > 0
+	failed = failed || d.unexpected.Load() > 0 || len(left) > 0 || d.probeProblems.Load() > 0
 	if d.runDir != "" {
 		if d.cfg.keepLogs || failed {
 			d.out.printf("logs kept in %s", d.runDir)
@@ -504,7 +554,8 @@ func (d *demo) tearDown(failed bool) int {
 			d.out.printf("removed %s", d.runDir)
 		}
 	}
-	d.out.printf("result: calls_ok=%d calls_failed=%d unexpected_exits=%d leftover_processes=%d", ok, bad, d.unexpected.Load(), len(left))
+	d.out.printf("result: calls_ok=%d calls_failed=%d unexpected_exits=%d leftover_processes=%d denied_as_intended=%d probe_problems=%d",
+		ok, bad, d.unexpected.Load(), len(left), d.denied.Load(), d.probeProblems.Load())
 	if failed {
 		return 1
 	}

@@ -56,6 +56,24 @@ type supervisor struct {
 // start runs bin with args; its stdout and stderr go, line by line, to
 // <logDir>/<name>.log and to onLine.
 func (s *supervisor) start(name, bin string, args ...string) (*proc, error) {
+	return s.startSpec(procSpec{name: name, bin: bin, args: args})
+}
+
+// procSpec describes a child beyond its command line.
+type procSpec struct {
+	name, bin string
+	args      []string
+	// env is added to the supervisor's environment: secrets such as a
+	// join token go here, not on the command line every local user can
+	// read in ps.
+	env []string
+	// oneShot marks a process that exits by itself when done; its exit
+	// is not reported as unexpected.
+	oneShot bool
+}
+
+func (s *supervisor) startSpec(spec procSpec) (*proc, error) {
+	name, bin, args := spec.name, spec.bin, spec.args
 	logf, err := os.OpenFile(filepath.Join(s.logDir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -68,7 +86,7 @@ func (s *supervisor) start(name, bin string, args ...string) (*proc, error) {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = s.env
+	cmd.Env = append(append([]string{}, s.env...), spec.env...)
 	cmd.Stdout, cmd.Stderr = pw, pw
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid: true,
@@ -84,6 +102,7 @@ func (s *supervisor) start(name, bin string, args ...string) (*proc, error) {
 	}
 	pw.Close() // the child holds its own copy
 	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	p.stopping.Store(spec.oneShot) // before it can exit
 	s.mu.Lock()
 	s.all = append(s.all, p)
 	s.mu.Unlock()

@@ -50,6 +50,13 @@ type logLine struct {
 	Failed    int            `json:"failed"`
 	ServedBy  map[string]int `json:"served_by"`
 	LastError string         `json:"last_error"`
+	// Callers is a server's "served" line: calls per caller SPIFFE ID.
+	Callers map[string]int `json:"callers"`
+	// Code, Err, ServerID and AnsweredBy are the probe's outcome.
+	Code       string `json:"code"`
+	Err        string `json:"err"`
+	ServerID   string `json:"server_id"`
+	AnsweredBy string `json:"answered_by"`
 }
 
 // echoed are the service log messages worth showing on the console; the
@@ -132,10 +139,49 @@ type traffic struct {
 	mu     sync.Mutex
 	window map[route]*counts
 	total  map[string]*counts
+	// seen and seenTotal: calls per server instance and caller SPIFFE ID,
+	// as the servers report them, since the last table and overall.
+	seen, seenTotal map[string]map[string]int
 }
 
 func newTraffic() *traffic {
-	return &traffic{window: map[route]*counts{}, total: map[string]*counts{}}
+	return &traffic{window: map[route]*counts{}, total: map[string]*counts{},
+		seen: map[string]map[string]int{}, seenTotal: map[string]map[string]int{}}
+}
+
+// addServed counts a server's "served" line.
+func (t *traffic) addServed(l *logLine) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, m := range []map[string]map[string]int{t.seen, t.seenTotal} {
+		if m[l.Instance] == nil {
+			m[l.Instance] = map[string]int{}
+		}
+		for id, n := range l.Callers {
+			m[l.Instance][id] += n
+		}
+	}
+}
+
+// seenTable renders calls per server and caller identity.
+func seenTable(seen map[string]map[string]int) string {
+	servers := make([]string, 0, len(seen))
+	for s := range seen {
+		servers = append(servers, s)
+	}
+	sort.Strings(servers)
+	var b strings.Builder
+	for _, s := range servers {
+		c := counts{by: seen[s]}
+		fmt.Fprintf(&b, "    %-10s <- %s\n", s, c.answeredBy())
+	}
+	return b.String()
+}
+
+func (t *traffic) seenTotals() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return seenTable(t.seenTotal)
 }
 
 func (t *traffic) add(l *logLine) {
@@ -156,14 +202,16 @@ func (t *traffic) add(l *logLine) {
 func (t *traffic) resetWindow() {
 	t.mu.Lock()
 	t.window = map[route]*counts{}
+	t.seen = map[string]map[string]int{}
 	t.mu.Unlock()
 }
 
-// windowTable renders and resets the calls since the last table.
+// windowTable renders and resets the calls since the last table, as the
+// callers and as the servers saw them.
 func (t *traffic) windowTable() string {
 	t.mu.Lock()
-	w := t.window
-	t.window = map[route]*counts{}
+	w, seen := t.window, t.seen
+	t.window, t.seen = map[route]*counts{}, map[string]map[string]int{}
 	t.mu.Unlock()
 	routes := make([]route, 0, len(w))
 	for r := range w {
@@ -185,6 +233,10 @@ func (t *traffic) windowTable() string {
 		if c.failed > 0 && c.lastErr != "" {
 			fmt.Fprintf(&b, "    %-10s    last error: %s\n", "", c.lastErr)
 		}
+	}
+	if len(seen) > 0 {
+		b.WriteString("  Callers the servers saw (SPIFFE ID from the verified client certificate):\n")
+		b.WriteString(seenTable(seen))
 	}
 	return b.String()
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"syscall"
@@ -13,6 +14,12 @@ type instance struct {
 	calls       []string
 	port        int   // chosen once, kept across restarts
 	proc        *proc // current process; nil while stopped by the story
+	// sidecar is the instance's `medmesh sidecar --svid-dir`: it runs
+	// for the whole demo, across the story's restarts of the instance,
+	// as a workload's identity agent outlives a restart of its app.
+	sidecar  *proc
+	svidDir  string
+	spiffeID string // as issued and verified at start
 }
 
 // exampleServices are the Consul service names the demo registers.
@@ -36,24 +43,27 @@ func newInstances() []*instance {
 type step struct {
 	at   int // in steps
 	say  string
-	what func(d *demo) error
+	what func(ctx context.Context, d *demo) error
 }
 
 // story makes services come and go so the status table and the traffic
 // show the mesh following the registry. It repeats every storyLength
 // steps for as long as the demo runs.
 var story = []step{
+	{0, "billing-1 calls emr once. It proves it is 'billing' (join token, SVID from its own sidecar), but no Consul intention allows billing -> emr, " +
+		"and EMR is a PHI service: default deny. Watch: the call is refused with PermissionDenied after a successful mTLS handshake.",
+		func(ctx context.Context, d *demo) error { d.deniedCall(ctx); return nil }},
 	{1, "emr-2 stops (SIGTERM). It leaves Consul first and keeps serving for a moment, so callers move to emr-1 without failed calls. " +
 		"Watch: emr-2 leaves the status table; 'answered by' shows only emr-1.",
-		func(d *demo) error { return d.stopInstance("emr-2") }},
+		func(ctx context.Context, d *demo) error { return d.stopInstance("emr-2") }},
 	{2, "emr-2 starts again. It registers (check critical), gets its inbound listener over xDS, turns its check passing, and callers use it again. " +
 		"Watch: emr-2 back in the table, new EDS versions, traffic spread over emr-1 and emr-2.",
-		func(d *demo) error { return d.startInstance(d.instance("emr-2")) }},
+		func(ctx context.Context, d *demo) error { return d.startInstance(d.instance("emr-2")) }},
 	{3, "imaging-2 fails its health check (SIGUSR1: it reports its TTL check critical). It keeps running and stays connected to the control plane, " +
 		"but medmesh stops sending it calls. Watch: Consul health shows imaging-2 CRITICAL; only imaging-1 answers.",
-		func(d *demo) error { return d.signalInstance("imaging-2", syscall.SIGUSR1) }},
+		func(ctx context.Context, d *demo) error { return d.signalInstance("imaging-2", syscall.SIGUSR1) }},
 	{4, "imaging-2 recovers (SIGUSR2: check passing again). Watch: imaging-2 answers calls again.",
-		func(d *demo) error { return d.signalInstance("imaging-2", syscall.SIGUSR2) }},
+		func(ctx context.Context, d *demo) error { return d.signalInstance("imaging-2", syscall.SIGUSR2) }},
 }
 
 // storyLength is one round of the story, in steps; the pause after the
@@ -113,7 +123,7 @@ func (d *demo) startInstance(in *instance) error {
 		"--service", in.service, "--id", in.id, "--port", fmt.Sprint(in.port),
 		"--consul", "http://" + d.consul.Addr(), "--xds-address", d.xdsAddr,
 		"--interval", d.cfg.callInterval.String(), "--report", "1s",
-		"--log-format", "json",
+		"--svid-dir", in.svidDir, "--log-format", "json",
 	}
 	if len(in.calls) > 0 {
 		args = append(args, "--calls", strings.Join(in.calls, ","))

@@ -40,7 +40,7 @@ func ensureBootstrap(o *options) (path string, owned bool, err error) {
 	if c := os.Getenv(bootstrapContentEnv); c != "" {
 		return bootstrapContentEnv, false, checkNodeID([]byte(c), o.id)
 	}
-	b, err := bootstrap.Proxyless(bootstrap.Options{XDSAddress: o.xdsAddress, NodeID: o.id, Service: o.service})
+	b, err := bootstrap.Proxyless(bootstrap.Options{XDSAddress: o.xdsAddress, NodeID: o.id, Service: o.service, SVIDDir: o.svidDir})
 	if err != nil {
 		return "", false, err
 	}

@@ -9,7 +9,11 @@
 //     passing, and deregisters on exit;
 //   - as a client it dials xds:///<service> for every --calls target and
 //     calls Fetch every --interval, logging a one-line summary per target
-//     every --report (calls ok/failed, which instances answered).
+//     every --report (calls ok/failed, which instances answered);
+//   - both sides use xDS credentials: with the control plane's mTLS on,
+//     calls are mutual TLS with the SVID `medmesh sidecar --svid-dir`
+//     keeps fresh (--svid-dir), and the server logs every --report the
+//     SPIFFE IDs of the callers it answered.
 //
 // Requests carry synthetic record kinds ("Patient", "ImagingStudy", ...)
 // only; no example ever handles patient data.
@@ -67,6 +71,8 @@ type options struct {
 	drain      time.Duration
 	lb         string
 	logFormat  string
+	svidDir    string
+	probe      bool
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -89,23 +95,28 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.drain, "drain", time.Second, "on stop, how long to keep serving after deregistering so callers move away")
 	fs.StringVar(&o.lb, "lb", "", "medmesh-lb meta (default per service: imaging least_request, others round_robin)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.svidDir, "svid-dir", "", "where `medmesh sidecar --svid-dir` keeps this workload's SVID and bundle (named in the xDS bootstrap it writes; needed when the control plane runs mTLS)")
+	fs.BoolVar(&o.probe, "probe", false, "call each --calls target once, log the outcome (message \"probe\") and exit; neither serve nor register, and --service may be any name")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q (everything is a flag)", fs.Args())
 	}
-	km, ok := kindMeta[o.service]
-	if !ok {
-		return nil, fmt.Errorf("--service must be emr, his or imaging, not %q", o.service)
-	}
-	if o.lb == "" {
-		o.lb = km.lb
-	}
 	for _, c := range strings.Split(calls, ",") {
 		if c = strings.TrimSpace(c); c != "" {
 			o.calls = append(o.calls, c)
 		}
+	}
+	km, ok := kindMeta[o.service]
+	switch {
+	case o.probe && (o.service == "" || len(o.calls) == 0):
+		return nil, errors.New("--probe needs --service (the caller's identity) and --calls")
+	case !ok && !o.probe:
+		return nil, fmt.Errorf("--service must be emr, his or imaging, not %q", o.service)
+	}
+	if o.lb == "" {
+		o.lb = km.lb
 	}
 	if o.interval <= 0 || o.report <= 0 || o.ttl < time.Second {
 		return nil, errors.New("--interval and --report must be positive and --ttl at least 1s")
@@ -147,7 +158,11 @@ func main() {
 	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, o, log); err != nil {
+	runner := run
+	if o.probe {
+		runner = probe
+	}
+	if err := runner(ctx, o, log); err != nil {
 		log.Error("stopped with an error", "err", err)
 		if owned {
 			os.Remove(bootstrapPath) // deferred calls do not run after os.Exit
@@ -172,12 +187,14 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv, serving, err := startServer(lis, o, log)
+	seen := &callers{}
+	srv, serving, err := startServer(lis, o, log, seen)
 	if err != nil {
 		lis.Close()
 		return err
 	}
 	defer stopServer(srv, log)
+	go seen.logEvery(ctx, o.report, log)
 
 	reg, err := newRegistration(o, log)
 	if err != nil {

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc/peer"
 
 	"medmesh/controlplane/bootstrap"
 )
@@ -38,5 +41,49 @@ func TestCheckNodeID(t *testing.T) {
 	}
 	if err := checkNodeID(b, "emr-2"); err == nil || !strings.Contains(err.Error(), "emr-1") {
 		t.Errorf("mismatched node ID: got %v, want an error naming emr-1", err)
+	}
+}
+
+// --probe runs as any service (the demo's billing caller has no kind of
+// its own) but needs something to call.
+func TestParseFlagsProbe(t *testing.T) {
+	o, err := parseFlags([]string{"--probe", "--service", "billing", "--calls", "emr", "--svid-dir", "/run/svid"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.probe || o.service != "billing" || o.svidDir != "/run/svid" {
+		t.Errorf("parsed %+v", o)
+	}
+	if _, err := parseFlags([]string{"--probe", "--service", "billing"}); err == nil || !strings.Contains(err.Error(), "--calls") {
+		t.Errorf("--probe without --calls: got %v, want an error naming --calls", err)
+	}
+	if _, err := parseFlags([]string{"--service", "billing", "--calls", "emr"}); err == nil {
+		t.Error("billing without --probe: want an error (it cannot register as a clinical service)")
+	}
+}
+
+// The bootstrap a service writes for itself names the certificate
+// provider files when --svid-dir is set, so xDS credentials find the SVID.
+func TestBootstrapNamesSVIDDir(t *testing.T) {
+	b, err := bootstrap.Proxyless(bootstrap.Options{XDSAddress: "127.0.0.1:15010", NodeID: "emr-1", Service: "emr", SVIDDir: "/run/svid/emr-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"/run/svid/emr-1/svid.pem", "/run/svid/emr-1/svid_key.pem", "/run/svid/emr-1/bundle.pem"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("bootstrap lacks %q:\n%s", want, b)
+		}
+	}
+}
+
+// Without TLS peer information a caller is reported as plaintext, never
+// as an identity.
+func TestCallerIDWithoutCertificate(t *testing.T) {
+	if got := callerID(context.Background()); got != plaintextCaller {
+		t.Errorf("callerID without a peer: %q", got)
+	}
+	ctx := peer.NewContext(context.Background(), &peer.Peer{})
+	if got := callerID(ctx); got != plaintextCaller {
+		t.Errorf("callerID of a plaintext peer: %q", got)
 	}
 }
