@@ -250,7 +250,10 @@ func (d *demo) runDeniedCall(ctx context.Context, id, dir string) error {
 		return err
 	}
 	defer d.sup.stop(sc, 10*time.Second)
-	if err := d.waitFor(ctx, 30*time.Second, id+"'s SVID", func(ctx context.Context) error {
+	// Runs beside the story, which starts and stops instances: watch only
+	// the processes this step depends on.
+	watch := func() []*proc { return []*proc{d.cp, sc} }
+	if err := d.poll(ctx, 30*time.Second, id+"'s SVID", watch, func(ctx context.Context) error {
 		_, err := d.identityOf(ctx, id, dir)
 		return err
 	}); err != nil {

@@ -1,9 +1,13 @@
 // Command demo is `make demo`: a real Consul dev agent, the medmesh control
 // plane and a small hospital of proxyless gRPC services (EMR x2, imaging x2,
-// HIS x1) calling each other through the mesh. It prints the `medmesh
-// status` table and the traffic every few seconds while a scripted story
-// stops and restarts an instance and fails and heals a health check, and it
-// stops everything on Ctrl-C, SIGTERM or after DEMO_SECONDS seconds.
+// HIS x1) calling each other through the mesh over mTLS. Every instance
+// proves its identity with a one-time join token through its own `medmesh
+// sidecar --svid-dir` before it starts, and Consul intentions allow exactly
+// the calls the hospital makes. It prints the `medmesh status` table, the
+// traffic and the callers' SPIFFE IDs every few seconds while a scripted
+// story has a caller without an intention refused, stops and restarts an
+// instance and fails and heals a health check, and it stops everything on
+// Ctrl-C, SIGTERM or after DEMO_SECONDS seconds.
 //
 // Exit status: 0 when the demo ran and stopped cleanly (no child died on
 // its own, nothing left running), 1 otherwise, 2 for bad flags.
@@ -238,22 +242,31 @@ func (d *demo) setUp(ctx context.Context) error {
 }
 
 // waitFor polls cond until it returns nil, the deadline passes or a
-// process the demo depends on dies.
+// process the demo depends on (the control plane, an instance, a sidecar)
+// dies. It reads the instances' processes, so it runs on the demo's main
+// goroutine only; background work uses poll with its own processes.
 func (d *demo) waitFor(ctx context.Context, limit time.Duration, what string, cond func(context.Context) error) error {
+	return d.poll(ctx, limit, what, func() []*proc {
+		watch := []*proc{d.cp}
+		for _, in := range d.instances {
+			watch = append(watch, in.proc, in.sidecar)
+		}
+		return watch
+	}, cond)
+}
+
+// poll polls cond until it returns nil, the deadline passes or one of the
+// processes watch returns (nil entries are skipped) has exited.
+func (d *demo) poll(ctx context.Context, limit time.Duration, what string, watch func() []*proc, cond func(context.Context) error) error {
 	deadline := time.Now().Add(limit)
 	for {
 		err := cond(ctx)
 		if err == nil {
 			return nil
 		}
-		if d.cp != nil && d.cp.exited() {
-			return fmt.Errorf("the control plane exited (%v); see %s", d.cp.err, filepath.Join(d.sup.logDir, "controlplane.log"))
-		}
-		for _, in := range d.instances {
-			for _, p := range []*proc{in.proc, in.sidecar} {
-				if p != nil && p.exited() {
-					return fmt.Errorf("%s exited (%v); see %s", p.name, p.err, filepath.Join(d.sup.logDir, p.name+".log"))
-				}
+		for _, p := range watch() {
+			if p != nil && p.exited() {
+				return fmt.Errorf("%s exited (%v); see %s", p.name, p.err, filepath.Join(d.sup.logDir, p.name+".log"))
 			}
 		}
 		if time.Now().After(deadline) {
