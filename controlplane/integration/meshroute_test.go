@@ -1,0 +1,134 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"medmesh/controlplane"
+	"medmesh/controlplane/policy"
+)
+
+// canaryRoute sends calls carrying x-medmesh-canary: true to the subset
+// `canary` and every other call to `stable` (instance meta "version").
+func canaryRoute(canary, stable string) string {
+	return fmt.Sprintf(`apiVersion: policy.medmesh.io/v1alpha1
+kind: MeshRoute
+metadata: {name: emr-canary}
+spec:
+  service: emr
+  rules:
+  - name: testers
+    match:
+      headers: [{name: x-medmesh-canary, value: "true"}]
+    destinations: [{subset: {version: %s}}]
+  - name: everyone-else
+    destinations: [{subset: {version: %s}}]
+`, canary, stable)
+}
+
+// TestMeshRouteSteersProxylessClient: a MeshRoute in the --policies
+// directory changes where a real grpc-go xDS client's calls go, with a
+// real Consul holding the instances and their meta: a header match sends
+// testers to the canary subset and everyone else to the stable one; an
+// edit swaps them; a bad edit (unknown field) changes nothing and is
+// reported, naming the file and the field.
+func TestMeshRouteSteersProxylessClient(t *testing.T) {
+	consul := startConsul(t, true)
+	c := consul.Client()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "emr.yaml")
+	writePolicy := func(data string) {
+		t.Helper()
+		tmp := filepath.Join(dir, ".emr.yaml.tmp")
+		if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writePolicy(canaryRoute("v2", "v1"))
+	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) {
+		o.Policies = &policy.Dir{Path: dir, Interval: 20 * time.Millisecond, Logger: o.Logger}
+	})
+
+	for id, version := range map[string]string{"emr-1": "v1", "emr-2": "v2"} {
+		port := freePort(t)
+		startXDSServer(t, cp.xdsAddr(), "emr", id, port)
+		register(t, c, "emr", id, port, map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "grpc", "version": version},
+			api.HealthPassing)
+	}
+	cc := dialXDS(t, cp.xdsAddr(), "nurse-station-1", "emr")
+	tester := metadata.AppendToOutgoingContext(context.Background(), "x-medmesh-canary", "true")
+	plain := context.Background()
+
+	// expect polls until every one of n calls from ctx lands on instance.
+	expect := func(what string, ctx context.Context, instance string) {
+		t.Helper()
+		eventually(t, what, func() error { return allServedBy(ctx, cc, 10, instance) })
+	}
+	expect("testers reach the canary (emr-2)", tester, "emr-2")
+	expect("everyone else reaches stable (emr-1)", plain, "emr-1")
+
+	st := policies(t, cp)
+	if len(st.Objects) != 1 || !st.Objects[0].Accepted() || st.Objects[0].Source != file {
+		t.Fatalf("/debug/policies: %+v; want the route accepted, from %s", st, file)
+	}
+
+	writePolicy(canaryRoute("v1", "v2"))
+	expect("after the edit, testers reach emr-1", tester, "emr-1")
+	expect("after the edit, everyone else reaches emr-2", plain, "emr-2")
+
+	writePolicy(strings.Replace(canaryRoute("v2", "v1"), "destinations:", "destinationz:", 1))
+	eventually(t, "the bad edit is reported", func() error {
+		st := policies(t, cp)
+		if len(st.Errors) == 0 || !strings.Contains(st.Errors[0], "emr.yaml") || !strings.Contains(st.Errors[0], "destinationz") {
+			return fmt.Errorf("errors %q", st.Errors)
+		}
+		return nil
+	})
+	// The file's previous content stays in force.
+	if err := allServedBy(tester, cc, 10, "emr-1"); err != nil {
+		t.Fatalf("after a bad edit: %v", err)
+	}
+	if err := allServedBy(plain, cc, 10, "emr-2"); err != nil {
+		t.Fatalf("after a bad edit: %v", err)
+	}
+}
+
+// allServedBy makes n calls and fails unless every one reached instance.
+func allServedBy(ctx context.Context, cc *grpc.ClientConn, n int, instance string) error {
+	seen, err := servedBy(ctx, cc, n)
+	if err != nil {
+		return err
+	}
+	if seen[instance] != n {
+		return fmt.Errorf("served by %s, want only %s", keys(seen), instance)
+	}
+	return nil
+}
+
+func policies(t *testing.T, cp *cpHandle) controlplane.PoliciesResponse {
+	t.Helper()
+	resp, err := http.Get(cp.adminURL() + "/debug/policies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var pr controlplane.PoliciesResponse
+	if err := json.NewDecoder(resp.Body).Decode(&pr); err != nil {
+		t.Fatal(err)
+	}
+	return pr
+}
