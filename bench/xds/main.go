@@ -31,6 +31,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"medmesh/internal/consulagent"
+	"medmesh/internal/procstat"
 )
 
 type config struct {
@@ -182,7 +183,7 @@ func run(ctx context.Context, c config) (figs []figure, err error) {
 	for i := range nodes {
 		nodes[i] = syn.instance(i%c.services, (i/c.services)%c.instances)
 	}
-	before, err := readProcStat(cp.Pid())
+	before, err := procstat.Read(cp.Pid())
 	if err != nil {
 		return figs, err
 	}
@@ -204,7 +205,7 @@ func run(ctx context.Context, c config) (figs []figure, err error) {
 	}
 	fullS := fl.fullConfigAt().Sub(start).Seconds()
 	add(figure{name: "xds_full_config_s", value: fullS, format: "%.2f", unit: "s"})
-	after, err := readProcStat(cp.Pid())
+	after, err := procstat.Read(cp.Pid())
 	if err != nil {
 		return figs, err
 	}
@@ -226,14 +227,14 @@ func run(ctx context.Context, c config) (figs []figure, err error) {
 		return figs, err
 	}
 
-	end, err := readProcStat(cp.Pid())
+	end, err := procstat.Read(cp.Pid())
 	if err != nil {
 		return figs, err
 	}
 	add(figure{name: "controlplane_peak_rss_mib", value: end.PeakMiB, format: "%.0f", unit: "MiB",
 		target: "<= 1024", ok: within(end.PeakMiB, 1024)})
 	add(figure{name: "xds_nacks", value: float64(fl.nacks()), format: "%.0f"})
-	if self, err := readProcStat(os.Getpid()); err == nil && !c.inProcess {
+	if self, err := procstat.Read(os.Getpid()); err == nil && !c.inProcess {
 		add(figure{name: "bench_peak_rss_mib", value: self.PeakMiB, format: "%.0f", unit: "MiB"})
 	}
 	if err := fl.failed(); err != nil {
@@ -268,7 +269,7 @@ func waitFull(ctx context.Context, fl *fleet, cp *cpProcess, timeout time.Durati
 			if err := errors.Join(fl.failed(), cp.alive()); err != nil {
 				return err
 			}
-			st, _ := readProcStat(cp.Pid())
+			st, _ := procstat.Read(cp.Pid())
 			logf("  %d/%d proxies hold full config; control plane RSS %.0f MiB, CPU %.1fs",
 				fl.full.Load(), len(fl.proxies), st.RSSMiB, st.CPU.Seconds())
 		}
@@ -282,12 +283,12 @@ func measureChanges(ctx context.Context, c config, syn *synthetic, client *api.C
 	var all, perChange []time.Duration
 	missed := 0
 	var target synthInstance
-	cpBefore, err := readProcStat(cpPid)
+	cpBefore, err := procstat.Read(cpPid)
 	if err != nil {
 		return nil, err
 	}
-	consulBefore, _ := readProcStat(consulPid)
-	selfBefore, _ := readProcStat(os.Getpid())
+	consulBefore, _ := procstat.Read(consulPid)
+	selfBefore, _ := procstat.Read(os.Getpid())
 	for k := 0; k < c.changes; k++ {
 		status, present := api.HealthCritical, false
 		if k%2 == 0 {
@@ -334,12 +335,12 @@ func measureChanges(ctx context.Context, c config, syn *synthetic, client *api.C
 			return nil, ctx.Err()
 		}
 	}
-	cpAfter, err := readProcStat(cpPid)
+	cpAfter, err := procstat.Read(cpPid)
 	if err != nil {
 		return nil, err
 	}
-	consulAfter, _ := readProcStat(consulPid)
-	selfAfter, _ := readProcStat(os.Getpid())
+	consulAfter, _ := procstat.Read(consulPid)
+	selfAfter, _ := procstat.Read(os.Getpid())
 	n := float64(max(c.changes, 1))
 	p99 := ms(percentile(all, 99))
 	return []figure{

@@ -296,3 +296,39 @@ func TestRootRotationReachesProxies(t *testing.T) {
 		t.Fatalf("the new root did not reach the proxy: %v", err)
 	}
 }
+
+// TestRenewAllSVIDs: POST /ca/renew-svids re-issues a connected proxy's
+// SVID at once, long before its half-life (1 h SVIDs).
+func TestRenewAllSVIDs(t *testing.T) {
+	ca, err := certs.New(certs.Options{TrustDomain: "medmesh.local", StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	consul := startConsul(t, true)
+	register(t, consul.Client(), "emr", "emr-1", 9101, nil, api.HealthPassing)
+	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) { o.Identities, o.Dev = ca, true })
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	p := startSimProxy(t, cp.xdsAddr(), simproxy.Options{NodeID: "emr-1", Cluster: "emr", Delta: true, Validate: validateAll})
+	var first string
+	if err := p.Wait(ctx, func(s simproxy.State) bool {
+		first, err = svidFromSecrets(s)
+		return err == nil
+	}); err != nil {
+		t.Fatalf("first SVID: %v", err)
+	}
+	resp, err := http.Post(cp.adminURL()+"/ca/renew-svids", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /ca/renew-svids: %s", resp.Status)
+	}
+	if err := p.Wait(ctx, func(s simproxy.State) bool {
+		now, err := svidFromSecrets(s)
+		return err == nil && now != first
+	}); err != nil {
+		t.Fatalf("SVID not renewed: %v", err)
+	}
+}
