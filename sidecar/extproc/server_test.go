@@ -161,7 +161,7 @@ func TestRequestResponseAndStreamEnd(t *testing.T) {
 	s := h.open(t, context.Background())
 	resp := send(t, s, reqHeaders(caller,
 		":method", "GET", ":path", "/fhir/Patient/MRN-0042", "accept", "application/fhir+json",
-		"x-medmesh-phi", "false", "x-medmesh-class", "spoofed", "x-request-id", "r-1"))
+		"x-medmesh-phi", "false", "x-medmesh-class", "spoofed", "x-request-id", "0b7c6a2e-1f3d-4c5b-9a8e-2d4f6b8c0e1a"))
 	rh := resp.GetRequestHeaders()
 	if rh == nil {
 		t.Fatalf("want a request_headers response, got %v", resp)
@@ -194,7 +194,7 @@ func TestRequestResponseAndStreamEnd(t *testing.T) {
 	waitFor(t, "audit record", func() bool { return len(h.audit.all()) == 1 })
 	e := h.audit.all()[0]
 	if e.Status != 200 || e.Source != caller || e.SourceAddress != "10.1.2.3" || e.Class != "fhir.Patient" ||
-		e.Patient.Reveal() != "Patient/MRN-0042" || e.RequestID != "r-1" || e.Method != "GET" {
+		e.Patient.Reveal() != "Patient/MRN-0042" || e.RequestID != "0b7c6a2e-1f3d-4c5b-9a8e-2d4f6b8c0e1a" || e.Method != "GET" {
 		t.Errorf("audit event %+v", e)
 	}
 

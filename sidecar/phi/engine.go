@@ -12,6 +12,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"medmesh/sidecar/audit"
 	"medmesh/sidecar/classify"
 	"medmesh/sidecar/sched"
@@ -38,6 +43,10 @@ type Options struct {
 	Audit     Auditor // nil: no audit trail (refused for PHI by the CLI)
 	Logger    *slog.Logger
 	Metrics   *Metrics // nil: no metrics
+	// Tracer records one span per request (admission to response start)
+	// with the tags as attributes, never request content; the global
+	// provider's tracer by default.
+	Tracer trace.Tracer
 	// Service and Identity describe the protected service (destination).
 	Service  string
 	Identity string
@@ -63,6 +72,9 @@ func New(o Options) *Engine {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Tracer == nil {
+		o.Tracer = otel.Tracer("medmesh/sidecar")
 	}
 	return &Engine{o: o}
 }
@@ -119,6 +131,7 @@ type Admission struct {
 	in     Input
 	start  time.Time
 	ticket *sched.Ticket
+	span   trace.Span
 	once   sync.Once
 	done   atomic.Bool
 }
@@ -133,6 +146,15 @@ func (e *Engine) Admit(ctx context.Context, in Input) (*Admission, error) {
 	if up == "" {
 		up = e.o.Service
 	}
+	// Attributes are medmesh's own vocabulary; the path, headers and
+	// patient reference stay out of traces.
+	_, a.span = e.o.Tracer.Start(ctx, "medmesh.sidecar.admit", trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
+		attribute.Bool("medmesh.phi", a.PHI),
+		attribute.String("medmesh.priority", a.Priority.String()),
+		attribute.String("medmesh.class", a.Class),
+		attribute.String("medmesh.rule", a.Rule),
+		attribute.String("medmesh.upstream", up),
+	))
 	tk, err := e.o.Scheduler.Acquire(ctx, up, a.Priority)
 	if err != nil {
 		var se *sched.ShedError
@@ -146,6 +168,7 @@ func (e *Engine) Admit(ctx context.Context, in Input) (*Admission, error) {
 		return a, err
 	}
 	a.ticket = tk
+	a.span.SetAttributes(attribute.Float64("medmesh.queue_wait_ms", float64(tk.Waited().Microseconds())/1000))
 	e.o.Metrics.observeWait(a.Priority, tk.Waited())
 	return a, nil
 }
@@ -183,13 +206,18 @@ func (a *Admission) finish(status int, reason string, shed bool) {
 			outcome = "error"
 		}
 		a.e.o.Metrics.count(a.Priority, a.Class, outcome)
+		a.span.SetAttributes(attribute.String("medmesh.outcome", outcome), attribute.Int("http.response.status_code", status))
+		if shed || status >= 500 {
+			a.span.SetStatus(codes.Error, outcome)
+		}
+		a.span.End()
 		if !a.PHI || a.e.o.Audit == nil {
 			return
 		}
 		err := a.e.o.Audit.Record(audit.Event{
 			Start: a.start, End: a.e.o.Now(), Method: a.in.Method, Status: status, Shed: shed, Reason: reason,
 			Source: a.in.Caller, SourceAddress: a.in.PeerAddress, Destination: a.e.o.Identity, Service: a.e.o.Service,
-			Class: a.Class, Priority: a.Priority, Rule: a.Rule, RequestID: a.in.Header["x-request-id"], Patient: a.Patient,
+			Class: a.Class, Priority: a.Priority, Rule: a.Rule, RequestID: requestID(a.in.Header["x-request-id"]), Patient: a.Patient,
 		})
 		if err != nil {
 			a.e.o.Metrics.auditFailed()
@@ -205,4 +233,23 @@ func RetryAfter(err error) int {
 		return max(1, int(se.RetryAfter.Round(time.Second)/time.Second))
 	}
 	return 1
+}
+
+// requestID keeps x-request-id only when it is a UUID, the form Envoy
+// generates: a caller can put anything in the header, including PHI.
+func requestID(v string) string {
+	if len(v) != 36 {
+		return ""
+	}
+	for i, c := range v {
+		switch {
+		case i == 8 || i == 13 || i == 18 || i == 23:
+			if c != '-' {
+				return ""
+			}
+		case (c < '0' || c > '9') && (c < 'a' || c > 'f') && (c < 'A' || c > 'F'):
+			return ""
+		}
+	}
+	return v
 }
