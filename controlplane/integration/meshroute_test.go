@@ -15,8 +15,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"medmesh/certs"
 	"medmesh/controlplane"
+	"medmesh/controlplane/bootstrap"
 	"medmesh/controlplane/policy"
+	"medmesh/examples/clinical"
 )
 
 // canaryRoute sends calls carrying x-medmesh-canary: true to the subset
@@ -131,4 +134,79 @@ func policies(t *testing.T, cp *cpHandle) controlplane.PoliciesResponse {
 		t.Fatal(err)
 	}
 	return pr
+}
+
+// TestMeshAccessOnProxylessServer: MeshAccess reaches a real grpc-go xDS
+// server's RBAC with mTLS. emr is PHI (default deny, no intention); an
+// Allow for his on the Fetch method lets his in; a Deny on the clinical
+// service's paths then wins over that Allow.
+func TestMeshAccessOnProxylessServer(t *testing.T) {
+	ca, err := certs.New(certs.Options{TrustDomain: "medmesh.local", StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	consul := startConsul(t, true)
+	dir := t.TempDir()
+	write := func(name, data string) {
+		t.Helper()
+		tmp := filepath.Join(dir, "."+name+".tmp")
+		if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) {
+		o.Identities = ca
+		o.Policies = &policy.Dir{Path: dir, Interval: 20 * time.Millisecond, Logger: o.Logger}
+	})
+	svidDir := func(svc string) string {
+		id, err := ca.ServiceID("", svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svid, err := ca.NewSVID(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := filepath.Join(t.TempDir(), svc)
+		if err := certs.WriteSVIDDir(d, svid, ca.Bundle()); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	port := freePort(t)
+	serveXDS(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "emr-1", Service: "emr", SVIDDir: svidDir("emr")}, port, true,
+		&clinical.Server{Instance: "emr-1"})
+	register(t, consul.Client(), "emr", "emr-1", port, map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "grpc"}, api.HealthPassing)
+	cc := dialXDSWith(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "his-1", Service: "his", SVIDDir: svidDir("his")}, "emr", true)
+
+	waitDenied(t, "his refused by emr's default deny", cc)
+	write("allow.yaml", `apiVersion: policy.medmesh.io/v1alpha1
+kind: MeshAccess
+metadata: {name: his-fetch}
+spec:
+  service: emr
+  action: Allow
+  from: [{service: his}]
+  to: [{paths: [`+clinical.FetchMethod+`]}]
+`)
+	eventually(t, "his allowed on Fetch by the MeshAccess", func() error { return allServedBy(context.Background(), cc, 1, "emr-1") })
+
+	write("deny.yaml", `apiVersion: policy.medmesh.io/v1alpha1
+kind: MeshAccess
+metadata: {name: his-no-clinical}
+spec:
+  service: emr
+  action: Deny
+  from: [{spiffeID: "spiffe://medmesh.local/ns/default/svc/his"}]
+  to: [{paths: ["/`+clinical.ServiceName+`/*"]}]
+`)
+	waitDenied(t, "the Deny wins over the Allow", cc)
+	for _, o := range policies(t, cp).Objects {
+		if !o.Accepted() {
+			t.Errorf("%s not accepted: %s", o.Key, o.Message())
+		}
+	}
 }
