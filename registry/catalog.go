@@ -116,6 +116,22 @@ type Intention struct {
 	Source      string `json:"source"`
 	Destination string `json:"destination"`
 	Allow       bool   `json:"allow"`
+	// Permissions, when present, replace Allow: L7 rules for HTTP
+	// requests from Source (Consul intentions with permissions).
+	Permissions []IntentionPermission `json:"permissions,omitempty"`
+}
+
+// IntentionPermission allows or denies the HTTP requests it matches.
+// Empty match fields match anything.
+type IntentionPermission struct {
+	Allow      bool     `json:"allow"`
+	PathExact  string   `json:"pathExact,omitempty"`
+	PathPrefix string   `json:"pathPrefix,omitempty"`
+	PathRegex  string   `json:"pathRegex,omitempty"`
+	Methods    []string `json:"methods,omitempty"`
+	// Headers says the rule also matches on request headers (or a JWT),
+	// which medmesh does not translate; see ir.applyIntentions.
+	Headers bool `json:"headers,omitempty"`
 }
 
 // Service returns the named service.

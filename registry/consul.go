@@ -321,9 +321,8 @@ func (c *Consul) fetch(ctx context.Context, name string, out chan<- fetchResult)
 	}
 }
 
-// intentionsFrom flattens service-intentions config entries. Intentions
-// with L7 permissions instead of an action are not supported yet and are
-// skipped with the destination's default.
+// intentionsFrom flattens service-intentions config entries, with their L7
+// permissions when a source has them instead of an action.
 func intentionsFrom(entries []api.ConfigEntry) []Intention {
 	out := []Intention{}
 	for _, e := range entries {
@@ -332,10 +331,23 @@ func intentionsFrom(entries []api.ConfigEntry) []Intention {
 			continue
 		}
 		for _, src := range si.Sources {
-			if src == nil || src.Action == "" {
+			if src == nil || (src.Action == "" && len(src.Permissions) == 0) {
 				continue
 			}
-			out = append(out, Intention{Source: src.Name, Destination: si.Name, Allow: src.Action == api.IntentionActionAllow})
+			in := Intention{Source: src.Name, Destination: si.Name, Allow: src.Action == api.IntentionActionAllow}
+			for _, p := range src.Permissions {
+				if p == nil {
+					continue
+				}
+				perm := IntentionPermission{Allow: p.Action == api.IntentionActionAllow, Headers: p.JWT != nil}
+				if h := p.HTTP; h != nil {
+					perm.PathExact, perm.PathPrefix, perm.PathRegex = h.PathExact, h.PathPrefix, h.PathRegex
+					perm.Methods = append([]string(nil), h.Methods...)
+					perm.Headers = perm.Headers || len(h.Header) > 0
+				}
+				in.Permissions = append(in.Permissions, perm)
+			}
+			out = append(out, in)
 		}
 	}
 	return out

@@ -116,6 +116,13 @@ func TestProxylessMTLS(t *testing.T) {
 	setIntention(t, c, "emr", "his", api.IntentionActionDeny)
 	waitDenied(t, "his refused after the deny", cc)
 
+	// L7 intentions: his may call the service's methods (a path prefix)...
+	setPermissions(t, c, "emr", "his", &api.IntentionHTTPPermission{PathPrefix: "/" + clinical.ServiceName + "/"})
+	eventually(t, "an L7 intention allows the call", func() error { _, err := servedBy(ctx, cc, 1); return err })
+	// ...then only another method: refused.
+	setPermissions(t, c, "emr", "his", &api.IntentionHTTPPermission{PathExact: "/" + clinical.ServiceName + "/Other"})
+	waitDenied(t, "his refused: its intention allows only another method", cc)
+
 	// An intention for a service not registered yet is kept and shown.
 	setIntention(t, c, "radiology", "his", api.IntentionActionAllow)
 	eventually(t, "unresolved intention shown", func() error {
@@ -246,6 +253,23 @@ func setIntention(t *testing.T, c *api.Client, dst, src string, action api.Inten
 	}, nil)
 	if err != nil {
 		t.Fatalf("intention %s -> %s: %v", src, dst, err)
+	}
+}
+
+// setPermissions writes an L7 intention: src may make the HTTP requests
+// allow matches (gRPC method paths for gRPC services), nothing else.
+func setPermissions(t *testing.T, c *api.Client, dst, src string, allow *api.IntentionHTTPPermission) {
+	t.Helper()
+	// L7 intentions need the destination to speak HTTP in Consul's eyes.
+	if _, _, err := c.ConfigEntries().Set(&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: dst, Protocol: "grpc"}, nil); err != nil {
+		t.Fatalf("service-defaults %s: %v", dst, err)
+	}
+	_, _, err := c.ConfigEntries().Set(&api.ServiceIntentionsConfigEntry{
+		Kind: api.ServiceIntentions, Name: dst,
+		Sources: []*api.SourceIntention{{Name: src, Permissions: []*api.IntentionPermission{{Action: api.IntentionActionAllow, HTTP: allow}}}},
+	}, nil)
+	if err != nil {
+		t.Fatalf("L7 intention %s -> %s: %v", src, dst, err)
 	}
 }
 

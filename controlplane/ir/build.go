@@ -33,7 +33,7 @@ func (m *Mesh) applyIntentions(intentions []registry.Intention) {
 				fmt.Sprintf("%s -> %s: destination is not registered", in.Source, in.Destination))
 			continue
 		}
-		if in.Source == "*" {
+		if in.Source == "*" && len(in.Permissions) == 0 {
 			dst.Authz.OthersAllowed = in.Allow
 			continue
 		}
@@ -45,6 +45,13 @@ func (m *Mesh) applyIntentions(intentions []registry.Intention) {
 				fmt.Sprintf("%s -> %s: source is not registered", in.Source, in.Destination))
 		}
 		id := fmt.Sprintf("spiffe://%s/ns/%s/svc/%s", m.TrustDomain, ns, in.Source)
+		if in.Source == "*" {
+			id = "spiffe://" + m.TrustDomain + "/*"
+		}
+		if len(in.Permissions) > 0 {
+			m.Warnings = append(m.Warnings, dst.applyPermissions(id, in)...)
+			continue
+		}
 		if in.Allow {
 			dst.Authz.Allowed = append(dst.Authz.Allowed, id)
 		} else {
@@ -131,4 +138,41 @@ func (m *Mesh) Service(name string) (*Service, bool) {
 // SpiffeID is the SPIFFE ID of a service (CONTRACT.md).
 func (m *Mesh) SpiffeID(s *Service) string {
 	return fmt.Sprintf("spiffe://%s/ns/%s/svc/%s", m.TrustDomain, s.Namespace, s.Name)
+}
+
+// applyPermissions turns an intention's L7 permissions into access rules
+// for its source. Consul evaluates permissions in order, first match
+// wins; here a deny wins over every allow whatever the order, which can
+// only refuse more. A match medmesh cannot express (a path regex, headers
+// or a JWT) drops an allow (less access) and widens a deny (the deny
+// applies without that condition), each with a warning.
+func (s *Service) applyPermissions(caller string, in registry.Intention) (warnings []string) {
+	for i, p := range in.Permissions {
+		name := fmt.Sprintf("intention/%s/%d", in.Source, i)
+		var op Operation
+		switch {
+		case p.PathExact != "":
+			op.Paths = []string{p.PathExact}
+		case p.PathPrefix != "":
+			op.Paths = []string{p.PathPrefix + "*"}
+		}
+		op.Methods = p.Methods
+		if p.PathRegex != "" || p.Headers {
+			what := fmt.Sprintf("intention %s -> %s, permission %d: matches on a path regex, headers or a JWT, which medmesh does not translate", in.Source, in.Destination, i)
+			if p.Allow {
+				warnings = append(warnings, what+"; it allows nothing")
+				continue
+			}
+			warnings = append(warnings, what+"; it denies without that condition")
+			if p.PathRegex != "" {
+				op.Paths = nil
+			}
+		}
+		rule := AccessRule{Name: name, Allow: p.Allow, Principals: []string{caller}}
+		if len(op.Paths) > 0 || len(op.Methods) > 0 {
+			rule.To = []Operation{op}
+		}
+		s.Authz.Rules = append(s.Authz.Rules, rule)
+	}
+	return warnings
 }

@@ -1,6 +1,8 @@
 package translate
 
 import (
+	"strings"
+
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
@@ -54,9 +56,15 @@ func rbacPolicy(m *ir.Mesh, a ir.Authz) *rbacv3.RBAC {
 	return rules
 }
 
+// principalExact matches one SPIFFE ID; "spiffe://<td>/*" (an intention
+// from any source) matches every workload of the trust domain.
 func principalExact(id string) *rbacv3.Principal {
+	sm := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: id}}
+	if prefix, ok := strings.CutSuffix(id, "*"); ok {
+		sm.MatchPattern = &matcherv3.StringMatcher_Prefix{Prefix: prefix}
+	}
 	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{Authenticated: &rbacv3.Principal_Authenticated{
-		PrincipalName: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: id}},
+		PrincipalName: sm,
 	}}}
 }
 
