@@ -36,6 +36,9 @@ func (cp *ControlPlane) applyPolicies(st *loopState, mesh *ir.Mesh) *policy.Resu
 		}
 	}
 	st.policyStatus = res.Statuses
+	if w, ok := cp.opts.Policies.(policy.StatusWriter); ok {
+		w.WriteStatuses(res.Statuses)
+	}
 	return res
 }
 

@@ -58,7 +58,7 @@ type Caller struct {
 	Service ServiceName `json:"service,omitempty"`
 	// +optional
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:Pattern=`^spiffe://[a-z0-9._-]+(/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$`
+	// +kubebuilder:validation:Pattern=`^spiffe://[a-z0-9._-]+(/[A-Za-z0-9._-]+)*$`
 	SpiffeID string `json:"spiffeID,omitempty"`
 }
 

@@ -44,6 +44,16 @@ type Source interface {
 	Run(ctx context.Context, out chan *Set) error
 }
 
+// StatusWriter is implemented by sources that write statuses back (a
+// Kubernetes source: to each object's status subresource, Conditions and
+// ObservedGeneration from ObjectStatus.PolicyStatus). The control plane
+// calls WriteStatuses from its loop after every resolution, with every
+// object's status; it must not block (keep the latest, write from the
+// source's own goroutine, skip objects whose conditions are unchanged).
+type StatusWriter interface {
+	WriteStatuses([]ObjectStatus)
+}
+
 // SourceAnnotation records where a file-mode object came from.
 const SourceAnnotation = "policy.medmesh.io/source"
 
