@@ -94,12 +94,15 @@ func TestStatusTableShowsNACK(t *testing.T) {
 			},
 			LastNACK: &xds.NACK{TypeURL: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Version: "aaaaaaaa22222222",
 				Message: "cluster imaging:\n maglev unsupported", At: time.Now()},
-		}}},
+		}, Identity: "spiffe://medmesh.local/ns/default/svc/emr"}, {ProxyStatus: xds.ProxyStatus{
+			ID: "his-1", Service: "his", Kind: "envoy", Transport: "sotw",
+		}, Identity: `refused: the consul ACL token may not write service "his"`}},
 	}
 	var b bytes.Buffer
 	PrintStatus(&b, pr)
 	out := b.String()
-	for _, want := range []string{"ready=true services=3 serving=consul", "emr-1", "11111111*", "33333333", "Cluster 22222222: cluster imaging: maglev unsupported", "mTLS: on", "unresolved intention: labs -> emr", "permissive (plaintext accepted beside mTLS): scheduling"} {
+	for _, want := range []string{"ready=true services=3 serving=consul", "emr-1", "11111111*", "33333333", "Cluster 22222222: cluster imaging: maglev unsupported", "mTLS: on", "unresolved intention: labs -> emr", "permissive (plaintext accepted beside mTLS): scheduling",
+		"ns/default/svc/emr", "refused: the consul ACL token may not"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status table lacks %q:\n%s", want, out)
 		}

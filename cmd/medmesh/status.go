@@ -83,16 +83,25 @@ func PrintStatus(w io.Writer, pr *controlplane.ProxiesResponse) {
 		fmt.Fprintf(w, "unresolved intention: %s\n", u)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSERVICE\tKIND\tXDS\tLDS\tRDS\tCDS\tEDS\tLAST NACK")
+	fmt.Fprintln(tw, "ID\tSERVICE\tKIND\tIDENTITY\tXDS\tLDS\tRDS\tCDS\tEDS\tLAST NACK")
 	for _, p := range pr.Proxies {
 		nack := "-"
 		if p.LastNACK != nil {
 			nack = fmt.Sprintf("%s %s: %s", shortType(p.LastNACK.TypeURL), short(p.LastNACK.Version), oneLine(p.LastNACK.Message, 80))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, orDash(p.Service), p.Kind, p.Transport,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, orDash(p.Service), p.Kind, identity(p.Identity), p.Transport,
 			acked(p, "LDS"), acked(p, "RDS"), acked(p, "CDS"), acked(p, "EDS"), nack)
 	}
 	tw.Flush()
+}
+
+// identity shortens a proxy's identity for the table: the SPIFFE ID's
+// path, or why it has none (the full reason is in /debug/proxies).
+func identity(s string) string {
+	if _, path, ok := strings.Cut(strings.TrimPrefix(s, "spiffe://"), "/"); ok && strings.HasPrefix(s, "spiffe://") {
+		return path
+	}
+	return oneLine(orDash(s), 40)
 }
 
 // acked shows the ACKed version, marked with * while a newer one is in
