@@ -245,6 +245,11 @@ func (d *demo) deniedCall(ctx context.Context) {
 }
 
 func (d *demo) runDeniedCall(ctx context.Context, id, dir string) error {
+	// A previous round's files would pass for this round's SVID before
+	// the new sidecar has proved anything.
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
 	sc, err := d.startSidecar(ctx, id, deniedCaller, dir)
 	if err != nil {
 		return err

@@ -46,9 +46,11 @@ type step struct {
 	what func(ctx context.Context, d *demo) error
 }
 
-// story makes services come and go so the status table and the traffic
-// show the mesh following the registry. It repeats every storyLength
-// steps for as long as the demo runs.
+// story first has a caller without an intention refused, so the run
+// shows that identities are checked and not just encrypted, then makes
+// services come and go so the status table and the traffic show the mesh
+// following the registry. It repeats every storyLength steps for as long
+// as the demo runs.
 var story = []step{
 	{0, "billing-1 calls emr once. It proves it is 'billing' (join token, SVID from its own sidecar), but no Consul intention allows billing -> emr, " +
 		"and EMR is a PHI service: default deny. Watch: the call is refused with PermissionDenied after a successful mTLS handshake.",
