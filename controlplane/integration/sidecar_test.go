@@ -70,9 +70,13 @@ func TestSVIDRotationUnderLoad(t *testing.T) {
 		SVIDDir: hisDir, SVIDRefresh: 500 * time.Millisecond}, "emr", true)
 	eventually(t, "first mTLS call", func() error { _, err := servedBy(ctx, cc, 1); return err })
 
-	// Call continuously until both workloads have rotated twice.
+	// Call continuously until both workloads have rotated twice. After
+	// every rotation a new channel is dialled as well, so that fresh TLS
+	// handshakes use the rotated certificates on both sides (calls on the
+	// first channel reuse its established connection).
 	start := [2]int32{written[0].Load(), written[1].Load()}
-	calls := 0
+	calls, fresh := 0, 0
+	seen := start[0] + start[1]
 	deadline := time.Now().Add(testTimeout)
 	for written[0].Load() < start[0]+2 || written[1].Load() < start[1]+2 {
 		if time.Now().After(deadline) {
@@ -82,10 +86,20 @@ func TestSVIDRotationUnderLoad(t *testing.T) {
 			t.Fatalf("call %d failed during rotation: %v", calls, err)
 		}
 		calls++
+		if now := written[0].Load() + written[1].Load(); now != seen {
+			seen = now
+			cc2 := dialXDSWith(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "his-1", Service: "his",
+				SVIDDir: hisDir, SVIDRefresh: 500 * time.Millisecond}, "emr", true)
+			if _, err := servedBy(ctx, cc2, 1); err != nil {
+				t.Fatalf("a new connection after a rotation failed: %v", err)
+			}
+			cc2.Close()
+			fresh++
+		}
 	}
-	t.Logf("%d calls across two rotations of each SVID, none failed", calls)
-	if calls == 0 {
-		t.Fatal("no calls made")
+	t.Logf("%d calls across two rotations of each SVID, and %d new connections after rotations; none failed", calls, fresh)
+	if calls == 0 || fresh < 2 {
+		t.Fatalf("%d calls, %d new connections after rotations", calls, fresh)
 	}
 }
 
