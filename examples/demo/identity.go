@@ -212,13 +212,19 @@ func (d *demo) startSidecars(ctx context.Context) error {
 	})
 }
 
-// identityTable says that mTLS is on and lists each instance's SPIFFE ID.
-func (d *demo) identityTable() string {
+// identityTable says that mTLS is on and lists each instance's SPIFFE ID;
+// withFiles adds where the SVID lives (not at the end: the run directory
+// is about to go).
+func (d *demo) identityTable(withFiles bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "mTLS: on. Every call is mutual TLS between SPIFFE identities; Consul intentions: %s.\n", intentionsSummary())
 	fmt.Fprintf(&b, "Each instance proved its identity with a one-time join token; its sidecar holds the SVID (verified against the trust bundle):\n")
 	for _, in := range d.instances {
-		fmt.Fprintf(&b, "  SVID %-10s %s  (node %s, files in %s)\n", in.id, in.spiffeID, sidecarNode(in.id), in.svidDir)
+		fmt.Fprintf(&b, "  SVID %-10s %s  (node %s", in.id, in.spiffeID, sidecarNode(in.id))
+		if withFiles {
+			fmt.Fprintf(&b, ", files in %s", in.svidDir)
+		}
+		b.WriteString(")\n")
 	}
 	return b.String()
 }

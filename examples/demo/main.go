@@ -237,7 +237,7 @@ func (d *demo) setUp(ctx context.Context) error {
 		return err
 	}
 	d.out.printf("the mesh is up: %d instances healthy in Consul and connected to the control plane", len(d.instances))
-	d.out.block(d.identityTable())
+	d.out.block(d.identityTable(true))
 	return nil
 }
 
@@ -541,7 +541,7 @@ func (d *demo) tearDown(failed bool) int {
 		fmt.Fprintf(&b, "Callers the servers saw over the whole run (SPIFFE ID from the client certificate):\n%s", seen)
 	}
 	if d.instances[0].spiffeID != "" {
-		b.WriteString(d.identityTable())
+		b.WriteString(d.identityTable(false))
 	}
 	d.out.block(b.String())
 
