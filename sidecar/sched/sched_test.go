@@ -119,36 +119,44 @@ func TestFIFOIgnoresPriority(t *testing.T) {
 
 func TestAgingPreventsStarvation(t *testing.T) {
 	clk := &fakeClock{now: time.Unix(1000, 0)}
-	l := New(Config{Limit: 1, MaxWait: long, AgingStep: time.Second, Now: clk.Now}).Limiter("emr")
+	l := New(Config{Limit: 1, MaxWait: long, AgingStep: time.Second, AgingEvery: 4, Now: clk.Now}).Limiter("emr")
 	held := hold(t, l, 1)
-	out := make(chan result, 10)
+	out := make(chan result, 20)
 	enqueue(t, context.Background(), l, classify.Background, out)
-	clk.Add(2 * time.Second) // background (4) has aged two levels: medium
-	enqueue(t, context.Background(), l, classify.Medium, out)
-	enqueue(t, context.Background(), l, classify.Low, out)
-	// The aged background request ties with medium and is older: it wins.
+	clk.Add(2 * time.Second)                               // the background request has now waited past AgingStep
+	enqueue(t, context.Background(), l, classify.Low, out) // fresh: not aged
+	for range 6 {
+		enqueue(t, context.Background(), l, classify.High, out)
+	}
 	held[0].Release(Success)
+	var got []Priority
+	for range 8 {
+		r := <-out
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		got = append(got, r.p)
+		if len(got) == 5 {
+			// Aging never overtakes critical.
+			clk.Add(time.Hour)
+			enqueue(t, context.Background(), l, classify.Critical, out)
+		}
+		r.t.Release(Success)
+	}
 	r := <-out
-	if r.p != classify.Background {
-		t.Fatalf("served %s first, want the aged background request", r.p)
-	}
-	// Aging stops at high: a critical arrival still goes first even
-	// against a very old request.
-	clk.Add(time.Hour)
-	enqueue(t, context.Background(), l, classify.Critical, out)
+	got = append(got, r.p)
 	r.t.Release(Success)
-	if r2 := <-out; r2.p != classify.Critical {
-		t.Fatalf("served %s, want critical ahead of aged requests", r2.p)
-	} else {
-		r2.t.Release(Success)
+	// Picks 1-3 strict (high), pick 4 is the aged share: the oldest
+	// (background), pick 5 high, then critical at once (critical is not
+	// a pick), picks 6 and 7 high, pick 8 aged again: the low request,
+	// now old too.
+	want := []Priority{classify.High, classify.High, classify.High, classify.Background, classify.High,
+		classify.Critical, classify.High, classify.High, classify.Low}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("dispatch order %v, want %v", got, want)
+		}
 	}
-	// Without aging, strict priority: medium before low.
-	if r3 := <-out; r3.p != classify.Medium {
-		t.Fatalf("served %s, want medium", r3.p)
-	} else {
-		r3.t.Release(Success)
-	}
-	(<-out).t.Release(Success)
 	if s := l.Stats(); s.Inflight != 0 {
 		t.Fatalf("inflight %d after all released", s.Inflight)
 	}
@@ -356,5 +364,38 @@ func TestSizing(t *testing.T) {
 	}
 	if got := MaxOutstanding(c); got != 64+4096+1024+512+256+128 {
 		t.Fatalf("MaxOutstanding = %d", got)
+	}
+}
+
+func TestCriticalReserve(t *testing.T) {
+	l := New(Config{Limit: 16, MaxWait: long}).Limiter("vitals")
+	held := hold(t, l, 15) // the non-critical share (16 - 16/16)
+	out := make(chan result, 4)
+	enqueue(t, context.Background(), l, classify.High, out)
+	// A critical request takes the reserved slot at once.
+	tk, err := l.Acquire(context.Background(), classify.Critical)
+	if err != nil || l.Stats().Inflight != 16 {
+		t.Fatalf("critical not admitted from the reserve: %v %+v", err, l.Stats())
+	}
+	tk.Release(Success)
+	if len(out) != 0 {
+		t.Fatal("the reserved slot went to a non-critical request")
+	}
+	held[0].Release(Success)
+	r := <-out
+	if r.err != nil || r.p != classify.High {
+		t.Fatalf("queued high request: %v", r.err)
+	}
+	r.t.Release(Success)
+	for _, h := range held[1:] {
+		h.Release(Success)
+	}
+	if s := l.Stats(); s.Inflight != 0 {
+		t.Fatalf("inflight %d", s.Inflight)
+	}
+	// FIFO has no reserve: all 16 slots are shared.
+	f := New(Config{Limit: 16, Policy: PolicyFIFO}).Limiter("x")
+	for _, h := range hold(t, f, 16) {
+		h.Release(Success)
 	}
 }

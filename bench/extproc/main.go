@@ -1,0 +1,314 @@
+// Command extproc benchmarks the PHI sidecar through its real ext_proc
+// gRPC stream, driven the way Envoy drives it (one stream per request:
+// request headers, then response headers):
+//
+//  1. overhead: classification + tagging + admission at a fixed rate
+//     (default 5,000 requests/s), from opening the stream to Envoy
+//     receiving the header mutation;
+//  2. overload: a backend with fixed capacity (slots x service time)
+//     driven open-loop at 3x its capacity with a clinical mix (1%
+//     critical, 10% high, 30% medium, 40% low, 19% background), once
+//     through the priority scheduler and once through a FIFO scheduler
+//     with the same limit, queue space and maximum waits; plus critical
+//     requests alone at 30% load for the unloaded baseline.
+//
+// It prints a table per run and BENCH lines for `make bench`.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"medmesh/sidecar/classify"
+	"medmesh/sidecar/extproc"
+	"medmesh/sidecar/phi"
+	"medmesh/sidecar/sched"
+)
+
+// paths the classifier maps to each priority (checked at start).
+var paths = [classify.NumPriorities]string{
+	"/vitals/alerts/cardiac_arrest_alert",
+	"/vitals/ecg_realtime",
+	"/dicomweb/studies/1.2/series/3.4/instances/5.6",
+	"/api/records/1",
+	"/devices/d1/device_status",
+}
+
+// mix is the overload experiment's share per priority, in percent.
+var mix = [classify.NumPriorities]int{1, 10, 30, 40, 19}
+
+func main() {
+	rate := flag.Int("rate", 5000, "overhead: requests per second")
+	overheadFor := flag.Duration("overhead-duration", 6*time.Second, "overhead: measured duration (after 1s warm-up)")
+	slots := flag.Int("slots", 16, "overload: backend capacity in concurrent requests (also the scheduler's limit)")
+	service := flag.Duration("service", 20*time.Millisecond, "overload: backend service time per request")
+	overloadFor := flag.Duration("overload-duration", 15*time.Second, "overload: duration of each run")
+	factor := flag.Float64("overload-factor", 3, "overload: offered load as a multiple of capacity")
+	flag.Parse()
+	// Same setting as `medmesh sidecar` (see its startExtProc): fewer GC
+	// cycles for a small heap; here it also covers the Envoy side, which
+	// runs in this process.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+
+	p50, p99 := overhead(*rate, *overheadFor)
+	fmt.Printf("BENCH extproc_overhead_p50_us=%.0f\n", p50)
+	fmt.Printf("BENCH extproc_overhead_p99_us=%.0f\n", p99)
+
+	capacity := float64(*slots) / service.Seconds()
+	fmt.Printf("\noverload: backend %d slots x %v = %.0f req/s; offered %.0f req/s for %v per run\n",
+		*slots, *service, capacity, capacity**factor, *overloadFor)
+	unloaded := run("unloaded", sched.PolicyPriority, *slots, *service, 0.3*capacity, 5*time.Second, [classify.NumPriorities]int{100})
+	prio := run("priority", sched.PolicyPriority, *slots, *service, *factor*capacity, *overloadFor, mix)
+	fifo := run("fifo", sched.PolicyFIFO, *slots, *service, *factor*capacity, *overloadFor, mix)
+	fmt.Println()
+	for _, r := range []*result{unloaded, prio, fifo} {
+		r.print()
+	}
+	c := classify.Critical
+	fmt.Printf("BENCH critical_p99_ms_unloaded=%.1f\n", unloaded.p(c, 99))
+	fmt.Printf("BENCH critical_p99_ms_overload_priority=%.1f\n", prio.p(c, 99))
+	fmt.Printf("BENCH critical_p99_ms_overload_fifo=%.1f\n", fifo.p(c, 99))
+	fmt.Printf("BENCH critical_rejected_overload_priority=%d\n", prio.rejected[c])
+	fmt.Printf("BENCH critical_rejected_overload_fifo=%d\n", fifo.rejected[c])
+	fmt.Printf("BENCH high_p99_ms_overload_priority=%.1f\n", prio.p(classify.High, 99))
+	fmt.Printf("BENCH overload_goodput_rps_priority=%.0f\n", prio.goodput())
+	fmt.Printf("BENCH overload_goodput_rps_fifo=%.0f\n", fifo.goodput())
+}
+
+// server starts an ext_proc server over loopback TCP and returns the
+// generated client Envoy's protocol is spoken with.
+func server(cfg sched.Config) (extprocv3.ExternalProcessorClient, func()) {
+	eng := phi.New(phi.Options{Scheduler: sched.New(cfg), Service: "bench"})
+	g, _ := extproc.NewGRPCServer(extproc.New(eng, nil))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fail(err)
+	}
+	go g.Serve(lis)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		fail(err)
+	}
+	for p, path := range paths {
+		if d := eng.Decide(phi.Input{Method: "GET", Path: path}); d.Priority != classify.Priority(p) {
+			fail(fmt.Errorf("bench path %s classified %s, want %s", path, d.Priority, classify.Priority(p)))
+		}
+	}
+	return extprocv3.NewExternalProcessorClient(conn), func() { conn.Close(); g.Stop() }
+}
+
+func headers(kv ...string) *corev3.HeaderMap {
+	m := &corev3.HeaderMap{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m.Headers = append(m.Headers, &corev3.HeaderValue{Key: kv[i], RawValue: []byte(kv[i+1])})
+	}
+	return m
+}
+
+var respHeaders = &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
+	ResponseHeaders: &extprocv3.HttpHeaders{Headers: headers(":status", "200")}}}
+
+func reqHeaders(path string) *extprocv3.ProcessingRequest {
+	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+		Headers: headers(":method", "GET", ":path", path, ":authority", "emr", "accept", "application/json",
+			"user-agent", "bench", "x-request-id", "0b7c6a2e-1f3d-4c5b-9a8e-2d4f6b8c0e1a"),
+		EndOfStream: true}}}
+}
+
+// exchange runs one request: it returns when Envoy would forward the
+// request (admitted) or answer it (refused), then backend() runs and the
+// response headers release the slot.
+func exchange(c extprocv3.ExternalProcessorClient, path string, admittedAt func(time.Time, bool), backend func()) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := c.Process(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.Send(reqHeaders(path)); err != nil {
+		return err
+	}
+	r, err := s.Recv()
+	if err != nil {
+		return err
+	}
+	refused := r.GetImmediateResponse() != nil
+	admittedAt(time.Now(), refused)
+	if refused {
+		s.CloseSend()
+		return nil
+	}
+	backend()
+	if err := s.Send(respHeaders); err != nil {
+		return err
+	}
+	if _, err := s.Recv(); err != nil {
+		return err
+	}
+	return s.CloseSend()
+}
+
+// pace calls fire n times at rate per second, open loop: a slow answer
+// never delays the next request.
+func pace(rate float64, d time.Duration, fire func(i int)) {
+	interval := time.Duration(float64(time.Second) / rate)
+	n := int(d.Seconds() * rate)
+	next := time.Now()
+	for i := range n {
+		if wait := time.Until(next); wait > 0 {
+			time.Sleep(wait)
+		}
+		go fire(i)
+		next = next.Add(interval)
+	}
+}
+
+func overhead(rate int, d time.Duration) (p50, p99 float64) {
+	c, stop := server(sched.Config{})
+	defer stop()
+	var mu sync.Mutex
+	var lat []float64
+	var wg sync.WaitGroup
+	warm := 1 * time.Second
+	measure := false
+	run := func(dur time.Duration) {
+		pace(float64(rate), dur, func(i int) {
+			wg.Add(1)
+			defer wg.Done()
+			start := time.Now()
+			err := exchange(c, paths[i%len(paths)], func(at time.Time, _ bool) {
+				if measure {
+					mu.Lock()
+					lat = append(lat, float64(at.Sub(start).Microseconds()))
+					mu.Unlock()
+				}
+			}, func() {})
+			if err != nil {
+				fail(err)
+			}
+		})
+		wg.Wait()
+	}
+	run(warm)
+	measure = true
+	run(d)
+	slices.Sort(lat)
+	fmt.Printf("overhead: %d requests at %d/s through the ext_proc stream\n", len(lat), rate)
+	return pct(lat, 50), pct(lat, 99)
+}
+
+type result struct {
+	name     string
+	dur      time.Duration
+	lat      [classify.NumPriorities][]float64 // ms, admitted requests
+	admit    [classify.NumPriorities][]float64 // ms until admitted or refused
+	sent     [classify.NumPriorities]int
+	rejected [classify.NumPriorities]int
+}
+
+func (r *result) p(p classify.Priority, q float64) float64 { return pct(r.lat[p], q) }
+
+func (r *result) goodput() float64 {
+	n := 0
+	for _, l := range r.lat {
+		n += len(l)
+	}
+	return float64(n) / r.dur.Seconds()
+}
+
+func (r *result) print() {
+	fmt.Printf("%-9s %-10s %7s %9s %9s %9s %13s\n", r.name, "priority", "sent", "rejected", "p50_ms", "p99_ms", "admit_p99_ms")
+	for p := range classify.NumPriorities {
+		if r.sent[p] == 0 {
+			continue
+		}
+		fmt.Printf("%-9s %-10s %7d %8.1f%% %9.1f %9.1f %13.1f\n", "", classify.Priority(p), r.sent[p],
+			100*float64(r.rejected[p])/float64(r.sent[p]), r.p(classify.Priority(p), 50), r.p(classify.Priority(p), 99), pct(r.admit[p], 99))
+	}
+}
+
+// run drives a fresh server and backend at rate for d with the mix.
+func run(name string, policy sched.Policy, slots int, service time.Duration, rate float64, d time.Duration, share [classify.NumPriorities]int) *result {
+	c, stop := server(sched.Config{Limit: slots, Policy: policy})
+	defer stop()
+	backend := make(chan struct{}, slots) // the backend's fixed capacity
+	res := &result{name: name}
+	began := time.Now()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	rng := rand.New(rand.NewPCG(1, 2)) // same request sequence for every run
+	prios := make([]classify.Priority, int(d.Seconds()*rate)+1)
+	for i := range prios {
+		x := rng.IntN(100)
+		for p, s := range share {
+			if x < s {
+				prios[i] = classify.Priority(p)
+				break
+			}
+			x -= s
+		}
+	}
+	pace(rate, d, func(i int) {
+		wg.Add(1)
+		defer wg.Done()
+		p := prios[i]
+		start := time.Now()
+		var refused bool
+		var admitted time.Time
+		err := exchange(c, paths[p], func(at time.Time, r bool) { admitted, refused = at, r }, func() {
+			backend <- struct{}{}
+			time.Sleep(service)
+			<-backend
+		})
+		if err != nil {
+			fail(err)
+		}
+		ms := float64(time.Since(start).Microseconds()) / 1000
+		mu.Lock()
+		res.sent[p]++
+		res.admit[p] = append(res.admit[p], float64(admitted.Sub(start).Microseconds())/1000)
+		if refused {
+			res.rejected[p]++
+		} else {
+			res.lat[p] = append(res.lat[p], ms)
+		}
+		mu.Unlock()
+	})
+	wg.Wait()
+	res.dur = time.Since(began) // includes draining the queues
+	for p := range res.lat {
+		slices.Sort(res.lat[p])
+		slices.Sort(res.admit[p])
+	}
+	fmt.Printf("%s run done\n", name)
+	return res
+}
+
+// pct is the q-th percentile of sorted values (nearest rank).
+func pct(sorted []float64, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(q/100*float64(len(sorted))+0.5) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench/extproc:", err)
+	os.Exit(1)
+}
