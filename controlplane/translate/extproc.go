@@ -17,7 +17,7 @@ import (
 // The PHI extension (`medmesh sidecar`) beside every Envoy sidecar.
 const (
 	// ExtProcCluster reaches the local extension.
-	ExtProcCluster = "medmesh|extproc"
+	ExtProcCluster = "inbound|extproc"
 	// ExtProcPort is `medmesh sidecar --extproc-listen`'s default port.
 	ExtProcPort = 15090
 	// ExtProcFilterName is the filter's name in the HTTP filter chain.
