@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"medmesh/certs"
@@ -33,7 +34,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	consulAddr := fs.String("consul", defConsul, "Consul HTTP address (default from CONSUL_HTTP_ADDR); empty with --catalog runs without Consul")
 	catalog := fs.String("catalog", "", "YAML catalog file (used instead of Consul)")
 	policies := fs.String("policies", "", "directory of policy YAML files (MeshRoute, MeshDestination, MeshAccess), watched")
-	kubeconfig := fs.String("kubeconfig", "", "read policies from Kubernetes (not implemented yet)")
+	kubeconfig := fs.String("kubeconfig", "", "read policies (MeshRoute, MeshDestination, MeshAccess) from the Kubernetes API of this kubeconfig, or of the pod's cluster with \"in-cluster\"; conditions are written to each object's status")
 	xdsListen := fs.String("xds-listen", "127.0.0.1:15010", "xDS (ADS) gRPC listen address")
 	adminListen := fs.String("admin-listen", "127.0.0.1:15000", "admin HTTP listen address")
 	trustDomain := fs.String("trust-domain", "medmesh.local", "SPIFFE trust domain")
@@ -57,12 +58,19 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
-	if *kubeconfig != "" && !*kubeAttest {
-		fmt.Fprintln(stderr, "medmesh controlplane: policies from --kubeconfig are not implemented in this version (use --policies DIR); refusing to start rather than ignore your policies")
-		return 2
-	}
 	var policySrc controlplane.PolicySource
-	if *policies != "" {
+	switch {
+	case *policies != "" && *kubeconfig != "":
+		fmt.Fprintln(stderr, "medmesh controlplane: --policies and --kubeconfig both given; policies come from one source")
+		return 2
+	case *kubeconfig != "":
+		cfg, err := kubeConfig(*kubeconfig)
+		if err != nil {
+			fmt.Fprintf(stderr, "medmesh controlplane: --kubeconfig: %v\n", err)
+			return 2
+		}
+		policySrc = &policy.Kubernetes{Config: cfg, Logger: log}
+	case *policies != "":
 		if fi, err := os.Stat(*policies); err != nil || !fi.IsDir() {
 			fmt.Fprintf(stderr, "medmesh controlplane: --policies %q: want a directory of policy YAML files\n", *policies)
 			return 2
@@ -109,7 +117,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 		attestors[ir.ProofConsul] = ac
 	}
 	if *kubeAttest {
-		cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+		cfg, err := kubeConfig(*kubeconfig)
 		if err != nil {
 			fmt.Fprintf(stderr, "medmesh controlplane: --kube-attest: %v\n", err)
 			return 2
@@ -163,4 +171,13 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// kubeConfig connects to the cluster of a kubeconfig file, or to the
+// pod's own cluster for "in-cluster" (or no file).
+func kubeConfig(path string) (*rest.Config, error) {
+	if path == "in-cluster" {
+		path = ""
+	}
+	return clientcmd.BuildConfigFromFlags("", path)
 }

@@ -68,7 +68,8 @@ func TestControlPlaneRefusesBadFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"--policies", "/does/not/exist"}, "want a directory of policy YAML files"},
-		{[]string{"--kubeconfig", "/etc/kube.conf"}, "not implemented"},
+		{[]string{"--kubeconfig", "/does/not/exist.conf"}, "--kubeconfig: stat /does/not/exist.conf"},
+		{[]string{"--kubeconfig", "/does/not/exist.conf", "--policies", "/tmp"}, "policies come from one source"},
 		{[]string{"--catalog", cat, "--consul", "http://127.0.0.1:8500"}, "both given"},
 		{[]string{"--consul", ""}, "nothing to serve"},
 		{[]string{"--catalog", "/does/not/exist.yaml", "--consul", ""}, "--catalog"},
