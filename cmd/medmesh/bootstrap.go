@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 
 	"medmesh/controlplane/bootstrap"
 )
@@ -21,6 +22,7 @@ func runBootstrap(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.AdminPort, "admin-port", 15901, "Envoy: admin port on loopback")
 	fs.StringVar(&o.JoinToken, "join-token", "", "Envoy: one-time join token proving the proxy's identity")
 	fs.StringVar(&o.ConsulToken, "consul-token", "", "Envoy: Consul ACL token allowed to write the service, proving the proxy's identity")
+	output := fs.String("output", "", "write the bootstrap to this file (mode 0600: it may hold a token) instead of stdout")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -36,9 +38,18 @@ func runBootstrap(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "medmesh bootstrap:", err)
 		return 2
 	}
-	stdout.Write(out)
 	if len(out) > 0 && out[len(out)-1] != '\n' {
-		fmt.Fprintln(stdout)
+		out = append(out, '\n')
 	}
+	if *output != "" {
+		// The injector's init container writes the pod's Envoy bootstrap
+		// into a volume Envoy reads; no shell redirection needed.
+		if err := os.WriteFile(*output, out, 0o600); err != nil {
+			fmt.Fprintln(stderr, "medmesh bootstrap: --output:", err)
+			return 1
+		}
+		return 0
+	}
+	stdout.Write(out)
 	return 0
 }
