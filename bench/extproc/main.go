@@ -23,8 +23,10 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -57,6 +59,7 @@ func main() {
 	service := flag.Duration("service", 20*time.Millisecond, "overload: backend service time per request")
 	overloadFor := flag.Duration("overload-duration", 15*time.Second, "overload: duration of each run")
 	factor := flag.Float64("overload-factor", 3, "overload: offered load as a multiple of capacity")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the overhead run to this file")
 	flag.Parse()
 	// Same setting as `medmesh sidecar` (see its startExtProc): fewer GC
 	// cycles for a small heap; here it also covers the Envoy side, which
@@ -65,7 +68,17 @@ func main() {
 		debug.SetGCPercent(400)
 	}
 
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fail(err)
+		}
+		pprof.StartCPUProfile(f)
+	}
 	p50, p99 := overhead(*rate, *overheadFor)
+	if *cpuprofile != "" {
+		pprof.StopCPUProfile()
+	}
 	fmt.Printf("BENCH extproc_overhead_p50_us=%.0f\n", p50)
 	fmt.Printf("BENCH extproc_overhead_p99_us=%.0f\n", p99)
 
@@ -163,19 +176,22 @@ func exchange(c extprocv3.ExternalProcessorClient, path string, admittedAt func(
 	return s.CloseSend()
 }
 
-// pace calls fire n times at rate per second, open loop: a slow answer
-// never delays the next request.
+// pace calls fire n times at rate per second, open loop (a slow answer
+// never delays the next request), and waits for every call to return.
 func pace(rate float64, d time.Duration, fire func(i int)) {
 	interval := time.Duration(float64(time.Second) / rate)
 	n := int(d.Seconds() * rate)
+	var wg sync.WaitGroup
 	next := time.Now()
 	for i := range n {
 		if wait := time.Until(next); wait > 0 {
 			time.Sleep(wait)
 		}
-		go fire(i)
+		wg.Add(1)
+		go func() { defer wg.Done(); fire(i) }()
 		next = next.Add(interval)
 	}
+	wg.Wait()
 }
 
 func overhead(rate int, d time.Duration) (p50, p99 float64) {
@@ -183,16 +199,13 @@ func overhead(rate int, d time.Duration) (p50, p99 float64) {
 	defer stop()
 	var mu sync.Mutex
 	var lat []float64
-	var wg sync.WaitGroup
 	warm := 1 * time.Second
-	measure := false
+	var measure atomic.Bool
 	run := func(dur time.Duration) {
 		pace(float64(rate), dur, func(i int) {
-			wg.Add(1)
-			defer wg.Done()
 			start := time.Now()
 			err := exchange(c, paths[i%len(paths)], func(at time.Time, _ bool) {
-				if measure {
+				if measure.Load() {
 					mu.Lock()
 					lat = append(lat, float64(at.Sub(start).Microseconds()))
 					mu.Unlock()
@@ -202,10 +215,9 @@ func overhead(rate int, d time.Duration) (p50, p99 float64) {
 				fail(err)
 			}
 		})
-		wg.Wait()
 	}
 	run(warm)
-	measure = true
+	measure.Store(true)
 	run(d)
 	slices.Sort(lat)
 	fmt.Printf("overhead: %d requests at %d/s through the ext_proc stream\n", len(lat), rate)
@@ -250,7 +262,6 @@ func run(name string, policy sched.Policy, slots int, service time.Duration, rat
 	res := &result{name: name}
 	began := time.Now()
 	var mu sync.Mutex
-	var wg sync.WaitGroup
 	rng := rand.New(rand.NewPCG(1, 2)) // same request sequence for every run
 	prios := make([]classify.Priority, int(d.Seconds()*rate)+1)
 	for i := range prios {
@@ -264,8 +275,6 @@ func run(name string, policy sched.Policy, slots int, service time.Duration, rat
 		}
 	}
 	pace(rate, d, func(i int) {
-		wg.Add(1)
-		defer wg.Done()
 		p := prios[i]
 		start := time.Now()
 		var refused bool
@@ -289,7 +298,6 @@ func run(name string, policy sched.Policy, slots int, service time.Duration, rat
 		}
 		mu.Unlock()
 	})
-	wg.Wait()
 	res.dur = time.Since(began) // includes draining the queues
 	for p := range res.lat {
 		slices.Sort(res.lat[p])

@@ -96,6 +96,18 @@ type Request struct {
 	path   string     // path without query, unescaped
 	query  url.Values // parsed query
 	segs   []string   // non-empty path segments
+	nsegs  []string   // segs normalised for segment rules, on first use
+}
+
+func (r *Request) normSegments() []string {
+	if r.nsegs == nil {
+		segs := r.Segments()
+		r.nsegs = make([]string, len(segs))
+		for i, s := range segs {
+			r.nsegs[i] = normalizeSegment(s)
+		}
+	}
+	return r.nsegs
 }
 
 // NewRequest builds a request; header names are lower-cased.
@@ -188,6 +200,13 @@ type Classifier struct {
 // New returns a classifier with the given rules before the built-in ones.
 func New(operator []Rule) *Classifier {
 	rules := append(append([]Rule(nil), operator...), Builtin()...)
+	for i := range rules {
+		m := &rules[i].Match
+		m.normSegments = make([]string, len(m.Segments))
+		for j, s := range m.Segments {
+			m.normSegments[j] = normalizeSegment(s)
+		}
+	}
 	return &Classifier{rules: rules}
 }
 

@@ -16,6 +16,8 @@ type Match struct {
 	PathRegex *regexp.Regexp
 	// Segments: any path segment equals one of these (case-insensitive).
 	Segments []string
+	// normSegments are Segments normalised once, at classifier build.
+	normSegments []string
 	// MediaTypes: the content type (or, for reads, the accept header)
 	// is one of these; "type/*" matches a whole type.
 	MediaTypes []string
@@ -46,7 +48,7 @@ func (m *Match) matches(r *Request) bool {
 	if m.PathRegex != nil && !m.PathRegex.MatchString(r.CleanPath()) {
 		return false
 	}
-	if len(m.Segments) > 0 && !anySegment(r, m.Segments) {
+	if len(m.Segments) > 0 && !anySegment(r, m.normSegments) {
 		return false
 	}
 	if len(m.MediaTypes) > 0 && !mediaMatches(r, m.MediaTypes) {
@@ -74,10 +76,9 @@ func (m *Match) matches(r *Request) bool {
 // "cardiac_arrest_alert", "cardiac-arrest-alert" and the gRPC method
 // "CardiacArrestAlert" are one event.
 func anySegment(r *Request, want []string) bool {
-	for _, s := range r.Segments() {
-		ns := normalizeSegment(s)
+	for _, s := range r.normSegments() {
 		for _, w := range want {
-			if ns == normalizeSegment(w) {
+			if s == w {
 				return true
 			}
 		}
@@ -86,7 +87,12 @@ func anySegment(r *Request, want []string) bool {
 }
 
 func normalizeSegment(s string) string {
-	if !strings.ContainsAny(s, "_-ABCDEFGHIJKLMNOPQRSTUVWXYZ") {
+	plain := true
+	for i := 0; i < len(s) && plain; i++ {
+		c := s[i]
+		plain = c != '_' && c != '-' && (c < 'A' || c > 'Z')
+	}
+	if plain {
 		return s
 	}
 	var b strings.Builder
