@@ -61,6 +61,7 @@ BENCH_XDS_FLAGS ?=
 bench: tools build
 	$(GO) run ./bench/xds $(BENCH_XDS_FLAGS)
 	$(GO) run ./bench/svid
+	$(GO) run ./bench/extproc
 
 clean:
 	rm -f $(BIN)/medmesh $(BIN)/clinical-service $(BIN)/medmesh-demo
