@@ -27,6 +27,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -75,12 +76,17 @@ func main() {
 		}
 		pprof.StartCPUProfile(f)
 	}
-	p50, p99 := overhead(*rate, *overheadFor)
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		// Latency tails on a shared machine follow its load; say what it was.
+		fmt.Printf("load average at start: %s", b)
+	}
+	p50, p99, cpu := overhead(*rate, *overheadFor)
 	if *cpuprofile != "" {
 		pprof.StopCPUProfile()
 	}
 	fmt.Printf("BENCH extproc_overhead_p50_us=%.0f\n", p50)
 	fmt.Printf("BENCH extproc_overhead_p99_us=%.0f\n", p99)
+	fmt.Printf("BENCH extproc_cpu_us_per_request=%.0f\n", cpu)
 
 	capacity := float64(*slots) / service.Seconds()
 	fmt.Printf("\noverload: backend %d slots x %v = %.0f req/s; offered %.0f req/s for %v per run\n",
@@ -194,7 +200,10 @@ func pace(rate float64, d time.Duration, fire func(i int)) {
 	wg.Wait()
 }
 
-func overhead(rate int, d time.Duration) (p50, p99 float64) {
+// overhead returns latency percentiles and the CPU time per request of
+// this process (the extension and the simulated Envoy side together),
+// a figure that does not depend on what else the machine runs.
+func overhead(rate int, d time.Duration) (p50, p99, cpuPerReq float64) {
 	c, stop := server(sched.Config{})
 	defer stop()
 	var mu sync.Mutex
@@ -218,10 +227,18 @@ func overhead(rate int, d time.Duration) (p50, p99 float64) {
 	}
 	run(warm)
 	measure.Store(true)
+	before := cpuTime()
 	run(d)
+	used := cpuTime() - before
 	slices.Sort(lat)
 	fmt.Printf("overhead: %d requests at %d/s through the ext_proc stream\n", len(lat), rate)
-	return pct(lat, 50), pct(lat, 99)
+	return pct(lat, 50), pct(lat, 99), float64(used.Microseconds()) / float64(max(len(lat), 1))
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 type result struct {
