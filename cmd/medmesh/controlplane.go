@@ -51,6 +51,8 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	emptyGrace := fs.Duration("empty-catalog-grace", time.Minute, "how long the registry must list no services before the mesh is emptied")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	var webhook webhookFlags
+	webhook.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -158,6 +160,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 		}
 		log.Info("mTLS on", "ca", ca.String())
 		opts.Identities = ca
+		webhook.ca = ca
 	}
 	cp, err := controlplane.New(opts)
 	if err != nil {
@@ -166,6 +169,10 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if err := webhook.start(ctx, stop, log, *trustDomain, *kubeconfig); err != nil {
+		fmt.Fprintf(stderr, "medmesh controlplane: sidecar injection webhook: %v\n", err)
+		return 2
+	}
 	if err := cp.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("control plane stopped", "err", err)
 		return 1
