@@ -30,6 +30,8 @@ func runSidecar(args []string, _, stderr io.Writer) int {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	var xp extprocFlags
 	xp.register(fs)
+	var reg registerFlags
+	reg.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -40,6 +42,13 @@ func runSidecar(args []string, _, stderr io.Writer) int {
 	o.Logger = newLogger(stderr, *logFormat, "info")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	waitDeregistered, err := reg.start(ctx, o.Service, xp.namespace, o.ConsulToken, o.Logger)
+	if err != nil {
+		fmt.Fprintln(stderr, "medmesh sidecar:", err)
+		return 2
+	}
+	// Whatever ends the sidecar, the instance leaves Consul before it exits.
+	defer func() { stop(); waitDeregistered() }()
 	var extprocDone <-chan error
 	if xp.listen != "" {
 		var err error

@@ -308,7 +308,8 @@ func sidecarContainer(c Config, svc string, appPort int32) corev1.Container {
 		// medmesh-app-port).
 		args = append(args, "--register-consul", c.ConsulAddress, "--service-id", instanceID,
 			"--service-address", "$(POD_IP)", "--service-port", strconv.Itoa(InboundPort),
-			"--app-port", strconv.Itoa(int(appPort)))
+			"--app-port", strconv.Itoa(int(appPort)),
+			"--envoy-ready-url", "http://127.0.0.1:"+strconv.Itoa(EnvoyAdminPort)+"/ready")
 	}
 	return corev1.Container{
 		Name:         ContainerSidecar,
