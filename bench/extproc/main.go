@@ -56,8 +56,8 @@ var mix = [classify.NumPriorities]int{1, 10, 30, 40, 19}
 func main() {
 	rate := flag.Int("rate", 5000, "overhead: requests per second")
 	overheadFor := flag.Duration("overhead-duration", 6*time.Second, "overhead: measured duration (after 1s warm-up)")
-	slots := flag.Int("slots", 16, "overload: backend capacity in concurrent requests (also the scheduler's limit)")
-	service := flag.Duration("service", 20*time.Millisecond, "overload: backend service time per request")
+	slots := flag.Int("slots", 64, "overload: backend capacity in concurrent requests (also the scheduler's limit)")
+	service := flag.Duration("service", 80*time.Millisecond, "overload: backend service time per request")
 	overloadFor := flag.Duration("overload-duration", 15*time.Second, "overload: duration of each run")
 	factor := flag.Float64("overload-factor", 3, "overload: offered load as a multiple of capacity")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the overhead run to this file")
