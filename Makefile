@@ -61,6 +61,7 @@ BENCH_XDS_FLAGS ?=
 bench: tools build
 	$(GO) run ./bench/xds $(BENCH_XDS_FLAGS)
 	$(GO) run ./bench/svid
+	$(GO) run ./bench/policy
 	$(GO) run ./bench/extproc
 
 clean:

@@ -5,6 +5,7 @@ package kubetest
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -43,13 +44,12 @@ func AssetsDir() (string, error) {
 	return "", ErrNoBinaries
 }
 
-// Start runs an API server for the test (stopped at cleanup), with the
-// CRDs found in crdDirs installed, and returns its config and a clientset.
-func Start(t testing.TB, crdDirs ...string) (*rest.Config, kubernetes.Interface) {
-	t.Helper()
+// Env starts an API server with the CRDs found in crdDirs installed; the
+// caller stops it with Stop. Start is the form for tests.
+func Env(crdDirs ...string) (*envtest.Environment, *rest.Config, error) {
 	dir, err := AssetsDir()
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	// envtest logs through controller-runtime's logger; without one set
 	// it prints a stack trace warning on every start.
@@ -57,7 +57,18 @@ func Start(t testing.TB, crdDirs ...string) (*rest.Config, kubernetes.Interface)
 	env := &envtest.Environment{BinaryAssetsDirectory: dir, CRDDirectoryPaths: crdDirs, ErrorIfCRDPathMissing: len(crdDirs) > 0}
 	cfg, err := env.Start()
 	if err != nil {
-		t.Fatalf("starting kube-apiserver and etcd from %s: %v", dir, err)
+		return nil, nil, fmt.Errorf("starting kube-apiserver and etcd from %s: %w", dir, err)
+	}
+	return env, cfg, nil
+}
+
+// Start runs an API server for the test (stopped at cleanup), with the
+// CRDs found in crdDirs installed, and returns its config and a clientset.
+func Start(t testing.TB, crdDirs ...string) (*rest.Config, kubernetes.Interface) {
+	t.Helper()
+	env, cfg, err := Env(crdDirs...)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if err := env.Stop(); err != nil {
