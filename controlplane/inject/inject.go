@@ -276,8 +276,10 @@ func envoyContainer(c Config) corev1.Container {
 		Name:    ContainerEnvoy,
 		Image:   c.ProxyImage,
 		Command: []string{"envoy"},
-		Args:    []string{"-c", BootstrapFile, "--drain-time-s", "20", "--log-level", "warn"},
-		Ports:   []corev1.ContainerPort{{Name: "mesh-inbound", ContainerPort: InboundPort, Protocol: corev1.ProtocolTCP}},
+		// No hot restart: Kubernetes replaces the container instead, and
+		// hot restart's shared memory is one more thing to get wrong.
+		Args:  []string{"-c", BootstrapFile, "--disable-hot-restart", "--drain-time-s", "20", "--log-level", "warn"},
+		Ports: []corev1.ContainerPort{{Name: "mesh-inbound", ContainerPort: InboundPort, Protocol: corev1.ProtocolTCP}},
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: VolumeBootstrap, MountPath: BootstrapDir, ReadOnly: true},
 			{Name: VolumeSVID, MountPath: SVIDDir, ReadOnly: true},
