@@ -78,8 +78,12 @@ func hostOf(addr string) string {
 	return addr
 }
 
-// callerFromTLS is the caller's SPIFFE ID from its verified client
-// certificate, or "" (no mTLS, or not an SVID).
+// callerFromTLS is the caller's SPIFFE ID from its client certificate,
+// or "" (no mTLS, or not an SVID). The certificate must have been
+// verified by the server's TLS configuration (RequireAndVerifyClientCert
+// with the mesh bundle, or grpc-go's xDS credentials): this function
+// only reads it, and an unverified SAN would let a caller claim any
+// identity's priority.
 func callerFromTLS(cs *tls.ConnectionState) string {
 	if cs == nil || len(cs.PeerCertificates) == 0 {
 		return ""
