@@ -26,6 +26,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"medmesh/registry"
 )
 
 // Annotations and labels users and operators set.
@@ -42,6 +44,10 @@ const (
 	// AnnotationPort names the application's port (default: the first
 	// TCP port declared by the pod's first container that has one).
 	AnnotationPort = "medmesh.io/port"
+	// AnnotationMetaPrefix + kind, protocol, phi, lb, mtls, region, zone
+	// or site becomes the instance's Consul meta medmesh-<key> (e.g.
+	// medmesh.io/kind: emr), checked at admission.
+	AnnotationMetaPrefix = "medmesh.io/"
 	// AnnotationInjected marks an injected pod; its value is the
 	// injector's version. A pod carrying it is never changed again.
 	AnnotationInjected = "medmesh.io/injected"
@@ -183,6 +189,10 @@ func Inject(pod *corev1.Pod, c Config) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pod %s: %w", who, err)
 	}
+	meta, err := serviceMeta(p, svc)
+	if err != nil {
+		return nil, fmt.Errorf("pod %s: %w", who, err)
+	}
 	if appPort == 0 && c.ConsulAddress != "" {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("medmesh: pod %s declares no TCP port and has no %s annotation: "+
 			"it is not registered in Consul (it can call services, none can call it)", who, AnnotationPort))
@@ -198,7 +208,7 @@ func Inject(pod *corev1.Pod, c Config) (*Result, error) {
 	// proxy exists, so redirecting their traffic would only break them.
 	// Redirection is last so that nothing after it runs unproxied.
 	p.Spec.InitContainers = append(p.Spec.InitContainers, bootstrapContainer(c, svc), redirectContainer(c))
-	p.Spec.Containers = append(p.Spec.Containers, envoyContainer(c), sidecarContainer(c, svc, appPort))
+	p.Spec.Containers = append(p.Spec.Containers, envoyContainer(c), sidecarContainer(c, svc, appPort, meta))
 	p.Spec.Volumes = append(p.Spec.Volumes, volumes(c)...)
 	return res, nil
 }
@@ -224,6 +234,36 @@ func appPort(p *corev1.Pod) (int32, error) {
 		}
 	}
 	return 0, nil
+}
+
+// metaKeys are the registry conventions a pod may set by annotation.
+var metaKeys = []string{"kind", "protocol", "phi", "lb", "mtls", "region", "zone", "site"}
+
+// serviceMeta turns medmesh.io/<key> annotations into the sidecar's
+// --service-meta (sorted, so injection is deterministic). A value the
+// registry would not accept is refused here, at admission, where the
+// operator sees it, instead of becoming a default at run time: a PHI
+// service registered as "generic" by a typo would lose its PHI default.
+func serviceMeta(p *corev1.Pod, svc string) (string, error) {
+	m := map[string]string{}
+	var pairs []string
+	for _, k := range metaKeys {
+		v, ok := p.Annotations[AnnotationMetaPrefix+k]
+		if !ok {
+			continue
+		}
+		if v == "" || strings.ContainsAny(v, ",=") {
+			return "", fmt.Errorf("annotation %s%s=%q: want a non-empty value without ',' or '='", AnnotationMetaPrefix, k, v)
+		}
+		m["medmesh-"+k] = v
+		pairs = append(pairs, "medmesh-"+k+"="+v)
+	}
+	if _, warns := registry.ParseMeta(svc, "", m, nil); len(warns) > 0 {
+		w := warns[0]
+		return "", fmt.Errorf("annotation %s%s=%q: not a value medmesh accepts (it would use %s)",
+			AnnotationMetaPrefix, strings.TrimPrefix(w.Key, "medmesh-"), w.Value, w.Used)
+	}
+	return strings.Join(pairs, ","), nil
 }
 
 func reserved(port int32) bool { return port >= 15000 && port < 16000 }
@@ -289,7 +329,7 @@ func envoyContainer(c Config) corev1.Container {
 	}
 }
 
-func sidecarContainer(c Config, svc string, appPort int32) corev1.Container {
+func sidecarContainer(c Config, svc string, appPort int32, meta string) corev1.Container {
 	args := []string{"sidecar",
 		"--extproc-listen", "127.0.0.1:" + strconv.Itoa(ExtProcPort),
 		// On all addresses: the kubelet probes readiness from outside.
@@ -312,6 +352,9 @@ func sidecarContainer(c Config, svc string, appPort int32) corev1.Container {
 			"--service-address", "$(POD_IP)", "--service-port", strconv.Itoa(InboundPort),
 			"--app-port", strconv.Itoa(int(appPort)),
 			"--envoy-ready-url", "http://127.0.0.1:"+strconv.Itoa(EnvoyAdminPort)+"/ready")
+		if meta != "" {
+			args = append(args, "--service-meta", meta)
+		}
 	}
 	return corev1.Container{
 		Name:         ContainerSidecar,

@@ -150,7 +150,8 @@ func TestInjectedPodHasTheMesh(t *testing.T) {
 	args := strings.Join(p.Spec.Containers[2].Args, " ")
 	for _, want := range []string{"--k8s-token-file " + TokenFile, "--svid-dir " + SVIDDir, "--service emr",
 		"--register-consul http://consul.medmesh-system.svc:8500", "--service-port 15006", "--app-port 8080",
-		"--service-id $(POD_NAME).$(POD_NAMESPACE)", "--extproc-listen 127.0.0.1:15090"} {
+		"--service-id $(POD_NAME).$(POD_NAMESPACE)", "--extproc-listen 127.0.0.1:15090",
+		"--service-meta medmesh-kind=emr,medmesh-protocol=grpc,medmesh-site=ward-3"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("sidecar args %q lack %q", args, want)
 		}
