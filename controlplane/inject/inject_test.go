@@ -6,6 +6,7 @@ import (
 	"flag"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -293,5 +294,21 @@ func TestRedirectRules(t *testing.T) {
 	jump := idx("iptables -t nat -C OUTPUT -p tcp -j MEDMESH_OUTPUT 2>/dev/null || iptables -t nat -A OUTPUT -p tcp -j MEDMESH_OUTPUT")
 	if jump < out {
 		t.Error("traffic is sent to MEDMESH_OUTPUT before the chain is complete")
+	}
+}
+
+// TestRedirectScriptParses: the init container runs the script with
+// `sh -ec`; a quoting mistake would only show on a node. sh -n parses it
+// without running anything.
+func TestRedirectScriptParses(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Fatal("no sh on this machine")
+	}
+	if out, err := exec.Command(sh, "-n", "-c", RedirectScript()).CombinedOutput(); err != nil {
+		t.Fatalf("sh -n: %v\n%s", err, out)
+	}
+	if n := strings.Count(RedirectScript(), "\n"); n != len(DefaultRedirect().Rules()) {
+		t.Errorf("script has %d lines for %d rules", n, len(DefaultRedirect().Rules()))
 	}
 }
