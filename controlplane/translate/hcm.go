@@ -35,6 +35,8 @@ type hcmOptions struct {
 	rbac *hcmv3.HttpFilter
 	// extProc is the PHI extension (Envoy inbound only; extproc.go).
 	extProc *hcmv3.HttpFilter
+	// accessLog adds the PHI-free access log (Envoy only: accesslog.go).
+	accessLog bool
 }
 
 func httpConnectionManager(o hcmOptions) *hcmv3.HttpConnectionManager {
@@ -47,6 +49,9 @@ func httpConnectionManager(o hcmOptions) *hcmv3.HttpConnectionManager {
 		UseRemoteAddress: wrapBool(true),
 		// Request IDs tie a clinician's action across services in traces.
 		GenerateRequestId: wrapBool(true),
+	}
+	if o.accessLog {
+		h.AccessLog = accessLogs()
 	}
 	if o.stripPort {
 		h.StripPortMode = &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true}

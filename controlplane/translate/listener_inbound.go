@@ -44,7 +44,7 @@ func inboundListener(m *ir.Mesh, s *ir.Service, in *registry.Instance) *listener
 // authorization when the caller's identity is known (authz).
 func inboundFilters(m *ir.Mesh, s *ir.Service, authz bool) []*listenerv3.Filter {
 	if s.Protocol.IsHTTP() {
-		o := hcmOptions{statPrefix: InboundListener, rdsName: InboundRoute, extProc: extProcHTTPFilter(s)}
+		o := hcmOptions{statPrefix: InboundListener, rdsName: InboundRoute, extProc: extProcHTTPFilter(s), accessLog: true}
 		if authz {
 			o.rbac = rbacHTTPFilter(m, s)
 		}

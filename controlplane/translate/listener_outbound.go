@@ -16,7 +16,7 @@ import (
 // outboundHTTPListener is where applications beside an Envoy sidecar send
 // HTTP and gRPC calls for mesh services, on loopback only.
 func outboundHTTPListener(m *ir.Mesh) *listenerv3.Listener {
-	hcm := httpConnectionManager(hcmOptions{statPrefix: OutboundHTTPListener, rdsName: OutboundHTTPRoute, stripPort: true})
+	hcm := httpConnectionManager(hcmOptions{statPrefix: OutboundHTTPListener, rdsName: OutboundHTTPRoute, stripPort: true, accessLog: true})
 	if anyFault(m) {
 		hcm = withFaultFilter(hcm)
 	}
