@@ -79,10 +79,7 @@ func (w *webhookFlags) start(ctx context.Context, stop func(), log *slog.Logger,
 		if err != nil {
 			return fmt.Errorf("--webhook-config %s: %w", w.configName, err)
 		}
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err = inject.PatchCABundle(pctx, kc, w.configName, bundle)
-		cancel()
-		if err != nil {
+		if err := inject.KeepCABundle(ctx, kc, w.configName, w.ca.BundlePEM, time.Minute, log); err != nil {
 			return err
 		}
 		log.Info("webhook caBundle set", "mutatingwebhookconfiguration", w.configName)

@@ -1,9 +1,12 @@
 package inject
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -102,5 +105,42 @@ func PatchCABundle(ctx context.Context, kc kubernetes.Interface, name string, ca
 	if _, err := kc.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(ctx, name, types.StrategicMergePatchType, body, metav1.PatchOptions{}); err != nil {
 		return fmt.Errorf("inject: patching webhooks[*].clientConfig.caBundle of MutatingWebhookConfiguration %s: %w", name, err)
 	}
+	return nil
+}
+
+// KeepCABundle patches caBundle at once and again whenever bundle()
+// changes (checked every interval) until ctx ends. A root rotation adds
+// the new root to the CA's bundle for an overlap; the webhook's serving
+// certificate is renewed from the new root later (at half-life), so the
+// API server must learn the new bundle first or every injection, and in
+// meshed namespaces every pod creation, would fail its TLS check.
+func KeepCABundle(ctx context.Context, kc kubernetes.Interface, name string, bundle func() []byte, interval time.Duration, log *slog.Logger) error {
+	last := bundle()
+	first, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := PatchCABundle(first, kc, name, last); err != nil {
+		return err
+	}
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			b := bundle()
+			if bytes.Equal(b, last) {
+				continue
+			}
+			if err := PatchCABundle(ctx, kc, name, b); err != nil {
+				log.Error("updating the webhook caBundle after a CA change; retrying", "err", err)
+				continue
+			}
+			last = b
+			log.Info("webhook caBundle updated after a CA change", "mutatingwebhookconfiguration", name)
+		}
+	}()
 	return nil
 }

@@ -48,7 +48,7 @@ func TestWebhookWithRealAPIServer(t *testing.T) {
 	})
 
 	// Installed without a caBundle, then patched as the control plane
-	// does at start: the test covers PatchCABundle too.
+	// does at start (and after every CA change: see the rotation case).
 	cfg := WebhookConfiguration(func(path string) admissionregistrationv1.WebhookClientConfig {
 		url := fmt.Sprintf("https://%s%s", srv.Addr(), path)
 		return admissionregistrationv1.WebhookClientConfig{URL: &url}
@@ -56,7 +56,7 @@ func TestWebhookWithRealAPIServer(t *testing.T) {
 	if _, err := kc.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, cfg, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("creating the webhook configuration: %v", err)
 	}
-	if err := PatchCABundle(ctx, kc, WebhookConfigName, ca.BundlePEM()); err != nil {
+	if err := KeepCABundle(ctx, kc, WebhookConfigName, ca.BundlePEM, 50*time.Millisecond, slog.New(slog.DiscardHandler)); err != nil {
 		t.Fatal(err)
 	}
 	got, err := kc.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, WebhookConfigName, metav1.GetOptions{})
@@ -147,6 +147,31 @@ func TestWebhookWithRealAPIServer(t *testing.T) {
 		if n := len(p.Spec.InitContainers); n != 2 {
 			t.Errorf("re-injected pod has %d init containers, want 2", n)
 		}
+	})
+	t.Run("root rotation: caBundle follows, injection goes on", func(t *testing.T) {
+		if err := ca.RotateRoot(time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		want := ca.BundlePEM()
+		if strings.Count(string(want), "BEGIN CERTIFICATE") != 2 {
+			t.Fatalf("bundle after rotation holds %d roots, want old and new", strings.Count(string(want), "BEGIN CERTIFICATE"))
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			cfg, err := kc.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, WebhookConfigName, metav1.GetOptions{})
+			if err == nil && string(cfg.Webhooks[0].ClientConfig.CABundle) == string(want) && string(cfg.Webhooks[1].ClientConfig.CABundle) == string(want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("caBundle not updated after the root rotation (last error %v)", err)
+			}
+			time.Sleep(50 * time.Millisecond) // polling the API server
+		}
+		p, err := kc.CoreV1().Pods("clinical").Create(ctx, pod("", "emr", nil), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertInjected(t, p, "emr")
 	})
 	t.Run("invalid service annotation: refused naming it", func(t *testing.T) {
 		_, err := kc.CoreV1().Pods("clinical").Create(ctx, pod("", "emr", map[string]string{AnnotationService: "Not_A_Name"}), metav1.CreateOptions{})
