@@ -149,7 +149,7 @@ func TestBaseRenders(t *testing.T) {
 	}
 	cp := d.Spec.Template.Spec.Containers[0]
 	args := strings.Join(cp.Args, " ")
-	for _, a := range []string{"--webhook-listen=:15443", "--webhook-config=" + inject.WebhookConfigName, "--kube-attest",
+	for _, a := range []string{"--kubeconfig=in-cluster", "--webhook-listen=:15443", "--webhook-config=" + inject.WebhookConfigName, "--kube-attest",
 		"--webhook-dns=medmesh-webhook.medmesh-system.svc,", "--ca-key=", "--inject-consul=http://consul.medmesh-system.svc:8500"} {
 		if !strings.Contains(args, a) {
 			t.Errorf("control plane args lack %q: %s", a, args)

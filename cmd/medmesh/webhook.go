@@ -11,7 +11,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"medmesh/certs"
@@ -71,7 +70,7 @@ func (w *webhookFlags) start(ctx context.Context, stop func(), log *slog.Logger,
 		log.Info("webhook CA bundle written", "file", w.caFile)
 	}
 	if w.configName != "" {
-		cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+		cfg, err := kubeConfig(kubeconfig)
 		if err != nil {
 			return fmt.Errorf("--webhook-config %s: %w", w.configName, err)
 		}
