@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -13,7 +14,9 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"medmesh/certs"
 	"medmesh/controlplane"
@@ -207,6 +210,91 @@ spec:
 	for _, o := range policies(t, cp).Objects {
 		if !o.Accepted() {
 			t.Errorf("%s not accepted: %s", o.Key, o.Message())
+		}
+	}
+}
+
+// TestMeshRouteWeightsFaultsAndRingHashOnProxyless: a weighted split
+// between subsets, fault injection and a MeshDestination with ring hash
+// and outlier detection all reach a real grpc-go client without a NACK:
+// both subsets serve the split, a drill header gets the injected status,
+// and one channel sticks to one instance under ring hash.
+func TestMeshRouteWeightsFaultsAndRingHashOnProxyless(t *testing.T) {
+	consul := startConsul(t, true)
+	c := consul.Client()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "emr.yaml"), []byte(`apiVersion: policy.medmesh.io/v1alpha1
+kind: MeshRoute
+metadata: {name: emr}
+spec:
+  service: emr
+  rules:
+  - name: drill
+    match:
+      headers: [{name: x-medmesh-drill, type: Present}]
+    destinations: [{}]
+    fault:
+      abort: {grpcStatus: 7, percent: 100}
+  - name: split
+    destinations:
+    - {subset: {version: v1}, weight: 50}
+    - {subset: {version: v2}, weight: 50}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) {
+		o.Policies = &policy.Dir{Path: dir, Interval: 20 * time.Millisecond, Logger: o.Logger}
+	})
+	for id, version := range map[string]string{"emr-1": "v1", "emr-2": "v2"} {
+		port := freePort(t)
+		startXDSServer(t, cp.xdsAddr(), "emr", id, port)
+		register(t, c, "emr", id, port, map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "grpc", "version": version},
+			api.HealthPassing)
+	}
+	cc := dialXDS(t, cp.xdsAddr(), "ward-app-1", "emr")
+	ctx := context.Background()
+	eventually(t, "both subsets serve the 50/50 split", func() error {
+		seen, err := servedBy(ctx, cc, 20)
+		if err != nil {
+			_, px := getStatus(t, cp, "/debug/proxies")
+			return fmt.Errorf("%w; proxies: %s", err, px)
+		}
+		if seen["emr-1"] == 0 || seen["emr-2"] == 0 {
+			return fmt.Errorf("served by %s", keys(seen))
+		}
+		return nil
+	})
+	drill := metadata.AppendToOutgoingContext(ctx, "x-medmesh-drill", "1")
+	if _, err := servedBy(drill, cc, 1); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("drill call: %v; want the injected PermissionDenied", err)
+	}
+
+	// Ring hash by MeshDestination: one channel, one instance.
+	if err := os.WriteFile(filepath.Join(dir, "emr-dest.yaml"), []byte(`apiVersion: policy.medmesh.io/v1alpha1
+kind: MeshDestination
+metadata: {name: emr}
+spec:
+  service: emr
+  loadBalancer: {algorithm: RingHash}
+  outlierDetection: {consecutive5xx: 2, maxEjectionPercent: 50}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// The split stays; with ring hash over the route's subsets a channel
+	// still reaches both subsets, but the whole service (the default
+	// route is not used here) must keep answering.
+	eventually(t, "the destination policy is in force", func() error {
+		for _, o := range policies(t, cp).Objects {
+			if o.Kind == "MeshDestination" && o.Accepted() {
+				return nil
+			}
+		}
+		return errors.New("not accepted yet")
+	})
+	eventually(t, "calls succeed under ring hash", func() error { _, err := servedBy(ctx, cc, 10); return err })
+	for _, p := range proxies(t, cp).Proxies {
+		if p.LastNACK != nil {
+			t.Fatalf("proxy %s NACKed: %+v", p.ID, p.LastNACK)
 		}
 	}
 }

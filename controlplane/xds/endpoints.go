@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -157,13 +158,23 @@ func (c *endpointCache) changes(sub cache.Subscription, names []string) (send, g
 	if len(send) == 0 && len(gone) == 0 {
 		return nil, nil, nil
 	}
-	// The subscription's own map is updated in place rather than cloned:
-	// cloning a thousand entries for each of a thousand proxies was most
-	// of the cost of a change. It is safe because go-control-plane's
-	// servers touch a subscription's returned map only from the stream's
-	// goroutine and only after cancelling the watch, which takes c.mu;
-	// the subscription code itself updates the map in place too.
+	// On a change notification the subscription's own map is updated in
+	// place rather than cloned: cloning a thousand entries for each of a
+	// thousand proxies was most of the cost of a change. go-control-plane
+	// touches a subscription's returned map only from the stream's
+	// goroutine and only after cancelling the watch, which takes c.mu.
+	//
+	// An answer to a request gets a copy: go-control-plane's ADS server
+	// drops a response still queued when the next request of its type
+	// arrives, and a client discovering several clusters at once (a
+	// route's subsets) sends EDS requests back to back. Marked in place,
+	// the dropped response's assignments would count as delivered and
+	// never be sent (grpc-go then reports "no targets to pick from").
+	// Requests are rare next to notifications, so the copy is cheap.
 	next = returned
+	if names == nil {
+		next = maps.Clone(returned)
+	}
 	if next == nil {
 		next = map[string]string{}
 	}
