@@ -16,6 +16,10 @@ const (
 	ReasonInvalid = "Invalid"
 	// ReasonServiceNotFound: a service the object names is not registered.
 	ReasonServiceNotFound = "ServiceNotFound"
+	// ReasonSubsetNotFound: a subset matches no registered instance (a
+	// typo in the selector, or a canary not deployed yet). The route
+	// waits rather than send a share of the traffic nowhere.
+	ReasonSubsetNotFound = "SubsetNotFound"
 	// ReasonConflicted: an older object already configures the service.
 	ReasonConflicted = "Conflicted"
 	// ReasonDecodeError: the file could not be decoded (file mode only).

@@ -29,7 +29,7 @@ type problem struct {
 }
 
 func (p *problem) add(reason string, err *field.Error) {
-	if p.reason == "" || p.reason == v1alpha1.ReasonServiceNotFound {
+	if p.reason == "" || p.reason == v1alpha1.ReasonServiceNotFound || p.reason == v1alpha1.ReasonSubsetNotFound {
 		// A wrong field outranks a missing service as the reason.
 		p.reason = reason
 	}
@@ -95,7 +95,9 @@ func method(p *problem, path *field.Path, m string) {
 	}
 }
 
-func subset(p *problem, path *field.Path, s v1alpha1.Subset) {
+// subset checks a subset's selector and that some registered instance
+// of the service (healthy or not) matches it.
+func (e *env) subset(p *problem, path *field.Path, service v1alpha1.ServiceName, s v1alpha1.Subset) {
 	if len(s) > 4 {
 		p.add(v1alpha1.ReasonInvalid, field.TooMany(path, len(s), 4))
 	}
@@ -104,6 +106,38 @@ func subset(p *problem, path *field.Path, s v1alpha1.Subset) {
 			p.add(v1alpha1.ReasonInvalid, field.Invalid(path, k, "keys must not be empty"))
 		}
 	}
+	svc, ok := e.cat.Service(string(service))
+	if !ok || len(s) == 0 {
+		return // a missing service is reported on its own field
+	}
+	for _, in := range svc.Instances {
+		if matches(in.Meta, s) {
+			return
+		}
+	}
+	p.add(v1alpha1.ReasonSubsetNotFound, field.NotFound(path, fmt.Sprintf("no instance of %q has meta %s", service, selector(s))))
+}
+
+func matches(meta map[string]string, s v1alpha1.Subset) bool {
+	for k, v := range s {
+		if meta[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func selector(s v1alpha1.Subset) string {
+	keys := make([]string, 0, len(s))
+	for k := range s {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + s[k]
+	}
+	return strings.Join(parts, ",")
 }
 
 // route validates a MeshRoute and converts it.
@@ -153,7 +187,7 @@ func (e *env) rule(p *problem, path *field.Path, r *v1alpha1.MeshRoute, rule *v1
 		} else {
 			e.service(p, dpath.Index(i).Child("service"), svc, true)
 		}
-		subset(p, dpath.Index(i).Child("subset"), d.Subset)
+		e.subset(p, dpath.Index(i).Child("subset"), svc, d.Subset)
 		w := int64(1)
 		if d.Weight != nil {
 			w = int64(*d.Weight)
@@ -197,7 +231,7 @@ func (e *env) rule(p *problem, path *field.Path, r *v1alpha1.MeshRoute, rule *v1
 		} else {
 			e.service(p, mp.Child("service"), svc, true)
 		}
-		subset(p, mp.Child("subset"), m.Subset)
+		e.subset(p, mp.Child("subset"), svc, m.Subset)
 		pct := int64(100)
 		if m.Percent != nil {
 			pct = int64(*m.Percent)
