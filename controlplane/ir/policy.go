@@ -31,10 +31,10 @@ type RoutePolicy struct {
 // RoutePolicyRule is one rule as the operator wrote it; nil settings keep
 // the service's defaults.
 type RoutePolicyRule struct {
-	Name         string        `json:"name"` // unique within the policy
-	Match        RouteMatch    `json:"match"`
-	Destinations []Destination `json:"destinations"`
-	Timeout      *time.Duration
+	Name         string         `json:"name"` // unique within the policy
+	Match        RouteMatch     `json:"match"`
+	Destinations []Destination  `json:"destinations"`
+	Timeout      *time.Duration `json:"timeout,omitempty"`
 	Retry        *RetryOverride `json:"retry,omitempty"`
 	Fault        *Fault         `json:"fault,omitempty"`
 	Mirror       *Mirror        `json:"mirror,omitempty"`
