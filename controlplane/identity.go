@@ -114,3 +114,35 @@ func (cp *ControlPlane) handleRenewSVIDs(w http.ResponseWriter, _ *http.Request)
 	cp.log.Warn("operator asked to renew every SVID now", "generation", gen)
 	writeJSON(w, map[string]int64{"generation": gen})
 }
+
+// podAgent is an SVID agent attested with a Kubernetes token.
+type podAgent struct {
+	service, peer string
+}
+
+// coLocated reports whether an Envoy without proof of its own is vouched
+// for by the SVID agent of its pod: `medmesh sidecar` (node "<id>/svid")
+// proved the pod's identity with its projected service-account token, and
+// the Envoy (node "<id>") claims the same service from the same IP. In
+// Kubernetes a pod's IP belongs to that pod's network namespace alone,
+// which is the boundary the service-account token already trusts; the
+// injected Envoy cannot present that token itself, because its bootstrap
+// metadata is fixed at start and projected tokens expire. Only agents
+// attested by Kubernetes vouch: on a shared host, an IP proves nothing.
+func coLocated(st *loopState, p *ir.Proxy) bool {
+	if p.Kind != ir.ProxyEnvoy {
+		return false
+	}
+	a, ok := st.podAgents[p.ID+"/svid"]
+	if !ok || a.service != p.Service {
+		return false
+	}
+	host := func(addr string) string {
+		h, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return ""
+		}
+		return h
+	}
+	return host(a.peer) != "" && host(a.peer) == host(p.Peer)
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"runtime/debug"
+	"sort"
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -48,6 +49,9 @@ type loopState struct {
 	unattested map[string]bool
 	// identities say, per proxy, which SPIFFE ID it holds or why none.
 	identities map[string]string
+	// podAgents are SVID agents attested by a Kubernetes service-account
+	// token, by node ID: they vouch for the Envoy of their pod.
+	podAgents map[string]podAgent
 	// bundle is the trust bundle as PEM and its hash.
 	bundle, bundleHash string
 
@@ -73,7 +77,7 @@ type hashedShared struct {
 
 func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalog, sets chan *policy.Set) error {
 	st := &loopState{proxyInputs: map[string]string{}, published: map[string]ir.ProxyKind{},
-		svids: map[string]*issued{}, unattested: map[string]bool{}, identities: map[string]string{}, services: map[string]*serviceMemo{}}
+		svids: map[string]*issued{}, unattested: map[string]bool{}, identities: map[string]string{}, podAgents: map[string]podAgent{}, services: map[string]*serviceMemo{}}
 	if cat, err := cp.loadState(); err != nil {
 		cp.log.Warn("no usable saved catalog; waiting for the registry", "err", err)
 	} else if cat != nil {
@@ -222,6 +226,11 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 		return err
 	}
 	connected := cp.xds.Tracker().Connected()
+	// SVID agents first: an Envoy may be vouched for by its pod's agent
+	// (identity.go, coLocated), which must be attested before it.
+	sort.SliceStable(connected, func(i, j int) bool {
+		return connected[i].Kind == ir.ProxySVIDAgent && connected[j].Kind != ir.ProxySVIDAgent
+	})
 	live := make(map[string]bool, len(connected))
 	var errs []error
 	for i := range connected {
@@ -239,6 +248,7 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 			delete(st.svids, id)
 			delete(st.unattested, id)
 			delete(st.identities, id)
+			delete(st.podAgents, id)
 		}
 	}
 	cp.proofs.forget(live)
@@ -310,6 +320,9 @@ func (cp *ControlPlane) identify(ctx context.Context, st *loopState, p *ir.Proxy
 		ns = svc.Namespace
 	}
 	ok, pending, refusal := cp.attested(ctx, p, ns)
+	if !ok && !pending && refusal == nil {
+		ok = coLocated(st, p)
+	}
 	switch {
 	case pending:
 		st.identities[p.ID] = "checking " + string(p.Proof.Kind) + " proof"
@@ -339,6 +352,9 @@ func (cp *ControlPlane) identify(ctx context.Context, st *loopState, p *ir.Proxy
 	}
 	p.SVID = ident
 	st.identities[p.ID] = ident.SPIFFEID
+	if p.Kind == ir.ProxySVIDAgent && p.Proof.Kind == ir.ProofKubernetes {
+		st.podAgents[p.ID] = podAgent{service: p.Service, peer: p.Peer}
+	}
 	return nil
 }
 

@@ -25,6 +25,7 @@ import (
 	"medmesh/controlplane/ir"
 	"medmesh/internal/consulagent"
 	"medmesh/internal/kubetest"
+	"medmesh/internal/simproxy"
 	"medmesh/sidecar"
 )
 
@@ -209,6 +210,8 @@ func TestKubernetesAttestation(t *testing.T) {
 		t.Fatal(err)
 	}
 	consul := startConsul(t, true)
+	register(t, consul.Client(), "emr", "emr-1", 9101, nil, api.HealthPassing)
+	register(t, consul.Client(), "emr", "emr-2", 9102, nil, api.HealthPassing)
 	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) {
 		o.Identities = ca
 		o.Attestors = map[ir.ProofKind]controlplane.Attestor{ir.ProofKubernetes: &attest.Kubernetes{Client: kc}}
@@ -216,7 +219,27 @@ func TestKubernetesAttestation(t *testing.T) {
 	withFile := func(f string) func(*sidecar.SVIDAgentOptions) {
 		return func(o *sidecar.SVIDAgentOptions) { o.K8sTokenFile = f }
 	}
+	// The Envoy of a pod with no proof of its own: its SVID agent
+	// (emr-1/svid, same IP) vouches for it once attested; an Envoy whose
+	// pod has no attested agent, or claiming another service, gets none.
+	envoy := startSimProxy(t, cp.xdsAddr(), simproxy.Options{NodeID: "emr-1", Cluster: "emr", Delta: true, Validate: validateAll})
+	orphan := startSimProxy(t, cp.xdsAddr(), simproxy.Options{NodeID: "emr-2", Cluster: "emr", Delta: true, Validate: validateAll})
 	expectSVID(t, "emr-1/svid", claim(ctx, t, cp, "emr-1/svid", "emr", withFile(emrFile)), "spiffe://medmesh.local/ns/default/svc/emr")
+	if err := envoy.Wait(ctx, func(s simproxy.State) bool {
+		id, err := svidFromSecrets(s)
+		return err == nil && strings.HasSuffix(id, " spiffe://medmesh.local/ns/default/svc/emr")
+	}); err != nil {
+		t.Fatalf("the pod's Envoy got no SVID through its agent: %v", err)
+	}
+	eventually(t, "the orphan Envoy is shown without identity", func() error {
+		if id, err := identityOf(cp, "emr-2"); err != nil || !strings.HasPrefix(id, "none") {
+			return fmt.Errorf("identity %q (%v)", id, err)
+		}
+		return nil
+	})
+	if _, err := svidFromSecrets(orphan.State()); err == nil {
+		t.Fatal("an Envoy with no attested agent got an SVID")
+	}
 	expectRefused(t, cp, "thief-1/svid", claim(ctx, t, cp, "thief-1/svid", "emr", withFile(hisFile)), hisTok,
 		`service account default/his may act only as service "his"`)
 	expectRefused(t, cp, "replay-1/svid", claim(ctx, t, cp, "replay-1/svid", "emr", withFile(apiFile)), apiTok,
