@@ -80,10 +80,25 @@ func main() {
 		// Latency tails on a shared machine follow its load; say what it was.
 		fmt.Printf("load average at start: %s", b)
 	}
-	p50, p99, winP99, cpu := overhead(*rate, *overheadFor)
+	ext, stop := server(sched.Config{})
+	p50, p99, winP99, cpu := overhead(ext, *rate, *overheadFor)
+	stop()
 	if *cpuprofile != "" {
 		pprof.StopCPUProfile()
 	}
+	echo, stopEcho := echoServer()
+	b50, b99, _, _ := overhead(echo, *rate, *overheadFor)
+	stopEcho()
+	c50, c99 := core(30000)
+	fmt.Printf("overhead at %d/s, one ext_proc stream per request as Envoy opens them (client in this process):\n", *rate)
+	fmt.Printf("  medmesh extension      p50 %5.0f us  p99 %6.0f us\n", p50, p99)
+	fmt.Printf("  do-nothing ext_proc    p50 %5.0f us  p99 %6.0f us   (gRPC + loopback + Go runtime floor)\n", b50, b99)
+	fmt.Printf("  extension core alone   p50 %5.1f us  p99 %6.1f us   (classify, tag, admit, release; no gRPC)\n", c50, c99)
+	fmt.Printf("BENCH extproc_baseline_p50_us=%.0f\n", b50)
+	fmt.Printf("BENCH extproc_baseline_p99_us=%.0f\n", b99)
+	fmt.Printf("BENCH extproc_added_p50_us=%.0f\n", p50-b50)
+	fmt.Printf("BENCH extproc_core_p50_us=%.1f\n", c50)
+	fmt.Printf("BENCH extproc_core_p99_us=%.1f\n", c99)
 	fmt.Printf("BENCH extproc_overhead_p50_us=%.0f\n", p50)
 	fmt.Printf("BENCH extproc_overhead_p99_us=%.0f\n", p99)
 	fmt.Printf("BENCH extproc_overhead_p99_us_median_1s_window=%.0f\n", winP99)
@@ -209,9 +224,7 @@ func pace(rate float64, d time.Duration, fire func(i int)) {
 // shared machine one stall of another tenant (tens of ms) delays 1% of
 // a whole run's requests and becomes its p99; the per-window median
 // shows what a request sees outside such a stall. Both are printed.
-func overhead(rate int, d time.Duration) (p50, p99, winP99, cpuPerReq float64) {
-	c, stop := server(sched.Config{})
-	defer stop()
+func overhead(c extprocv3.ExternalProcessorClient, rate int, d time.Duration) (p50, p99, winP99, cpuPerReq float64) {
 	var mu sync.Mutex
 	var lat []float64
 	windows := map[int64][]float64{}
@@ -243,7 +256,6 @@ func overhead(rate int, d time.Duration) (p50, p99, winP99, cpuPerReq float64) {
 	run(d)
 	used := cpuTime() - before
 	slices.Sort(lat)
-	fmt.Printf("overhead: %d requests at %d/s through the ext_proc stream\n", len(lat), rate)
 	var per []float64
 	for _, w := range windows {
 		slices.Sort(w)
