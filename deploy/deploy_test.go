@@ -108,6 +108,8 @@ func TestBaseRenders(t *testing.T) {
 		"ClusterRole//medmesh-controlplane",
 		"ClusterRoleBinding//medmesh-controlplane",
 		"Deployment/" + ns + "/medmesh-controlplane",
+		"Role/" + ns + "/medmesh-controlplane",
+		"RoleBinding/" + ns + "/medmesh-controlplane",
 		"PodDisruptionBudget/" + ns + "/medmesh-controlplane",
 		"Service/" + ns + "/medmesh-xds",
 		"Service/" + ns + "/medmesh-admin",

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -44,6 +45,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	caCert := fs.String("ca-cert", "", "operator CA certificate (root or intermediate, PEM) to sign SVIDs with")
 	caKey := fs.String("ca-key", "", "operator CA private key (PEM, mode 0600)")
 	caBundle := fs.String("ca-bundle", "", "trust anchors (PEM); required when --ca-cert is an intermediate")
+	statusLeaseFlag := fs.String("status-lease", "", "with --kubeconfig: NAMESPACE/NAME of the Lease electing the one replica that writes policy statuses (default medmesh-policy-status in $POD_NAMESPACE when that is set; \"none\": every replica writes)")
 	kubeAttest := fs.Bool("kube-attest", false, "accept Kubernetes service-account tokens (audience --kube-audience) as proof of identity, checked with TokenReview (cluster from --kubeconfig, else in-cluster)")
 	kubeAudience := fs.String("kube-audience", attest.DefaultAudience, "audience a workload's projected service-account token must carry")
 	svidTTL := fs.Duration("svid-ttl", certs.DefaultSVIDTTL, "lifetime of issued SVIDs; renewed at half-life")
@@ -71,7 +73,15 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "medmesh controlplane: --kubeconfig: %v\n", err)
 			return 2
 		}
-		policySrc = &policy.Kubernetes{Config: cfg, Logger: log}
+		src := &policy.Kubernetes{Config: cfg, Logger: log}
+		if lease, err := statusLease(*statusLeaseFlag); err != nil {
+			fmt.Fprintf(stderr, "medmesh controlplane: --status-lease: %v\n", err)
+			return 2
+		} else if lease != nil {
+			src.StatusLease = lease
+			log.Info("policy statuses are written by the replica holding the lease", "lease", lease.Namespace+"/"+lease.Name, "identity", lease.Identity)
+		}
+		policySrc = src
 	case *policies != "":
 		if fi, err := os.Stat(*policies); err != nil || !fi.IsDir() {
 			fmt.Fprintf(stderr, "medmesh controlplane: --policies %q: want a directory of policy YAML files\n", *policies)
@@ -187,4 +197,28 @@ func kubeConfig(path string) (*rest.Config, error) {
 		path = ""
 	}
 	return clientcmd.BuildConfigFromFlags("", path)
+}
+
+// statusLease resolves --status-lease: explicit, "none", or by default the
+// pod's own namespace when running in one (the downward API sets
+// POD_NAMESPACE and POD_NAME in deploy/).
+func statusLease(flagValue string) (*policy.Lease, error) {
+	identity := os.Getenv("POD_NAME")
+	if identity == "" {
+		identity, _ = os.Hostname()
+	}
+	switch {
+	case flagValue == "none":
+		return nil, nil
+	case flagValue == "":
+		if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+			return &policy.Lease{Namespace: ns, Name: "medmesh-policy-status", Identity: identity}, nil
+		}
+		return nil, nil
+	}
+	ns, name, ok := strings.Cut(flagValue, "/")
+	if !ok || ns == "" || name == "" {
+		return nil, fmt.Errorf("%q: want NAMESPACE/NAME", flagValue)
+	}
+	return &policy.Lease{Namespace: ns, Name: name, Identity: identity}, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc/metadata"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -33,6 +34,9 @@ func TestKubernetesPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := coordinationv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
 	kc, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +47,10 @@ func TestKubernetesPolicies(t *testing.T) {
 	consul := startConsul(t, true)
 	c := consul.Client()
 	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) {
-		o.Policies = &policy.Kubernetes{Config: cfg, Logger: o.Logger}
+		// Statuses are written by the holder of a Lease, as with two
+		// replicas; this one must win it to write any.
+		o.Policies = &policy.Kubernetes{Config: cfg, Logger: o.Logger,
+			StatusLease: &policy.Lease{Namespace: "default", Name: "medmesh-policy-status", Identity: "replica-a"}}
 	})
 	for id, version := range map[string]string{"emr-1": "v1", "emr-2": "v2"} {
 		port := freePort(t)
@@ -123,6 +130,14 @@ func TestKubernetesPolicies(t *testing.T) {
 	})
 	if err := allServedBy(plain, cc, 10, "emr-2"); err != nil {
 		t.Fatalf("an invalid route changed routing: %v", err)
+	}
+
+	var lease coordinationv1.Lease
+	if err := kc.Get(ctx, client.ObjectKey{Namespace: "default", Name: "medmesh-policy-status"}, &lease); err != nil {
+		t.Fatalf("the status lease: %v", err)
+	}
+	if h := lease.Spec.HolderIdentity; h == nil || *h != "replica-a" {
+		t.Fatalf("status lease held by %v, want replica-a", h)
 	}
 
 	// The schema refuses a negative timeout, naming the field.

@@ -12,8 +12,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -35,6 +38,12 @@ type Kubernetes struct {
 	Logger *slog.Logger
 	// Coalesce gathers bursts of events; 50 ms when zero.
 	Coalesce time.Duration
+	// StatusLease, when set, elects one writer of statuses among the
+	// control plane's replicas (a coordination.k8s.io Lease). Every
+	// replica reads policies and serves them; only the leader writes
+	// status, or replicas that resolved at different instants would
+	// rewrite each other's condition times forever.
+	StatusLease *Lease
 
 	mu      sync.Mutex
 	pending []ObjectStatus // the latest statuses to write
@@ -113,7 +122,11 @@ func (k *Kubernetes) Run(ctx context.Context, out chan *Set) error {
 	}
 	kick := k.kick
 	k.mu.Unlock()
-	go k.writeStatuses(ctx, cl, kick, log)
+	if k.StatusLease == nil {
+		go k.writeStatuses(ctx, cl, kick, log)
+	} else {
+		go k.leadStatusWrites(ctx, cl, kick, log)
+	}
 
 	// The first Set goes out once every cache has synced, even if empty.
 	signal()
@@ -237,4 +250,43 @@ func writeStatus(ctx context.Context, cl client.Client, s ObjectStatus) error {
 	}
 	*status = want
 	return cl.Status().Update(ctx, obj)
+}
+
+// Lease names the Lease that elects the status writer, and this
+// replica's identity in it (its pod name).
+type Lease struct {
+	Namespace, Name, Identity string
+}
+
+// leadStatusWrites writes statuses while this replica holds the lease,
+// and campaigns again when it loses it, until ctx ends.
+func (k *Kubernetes) leadStatusWrites(ctx context.Context, cl client.Client, kick chan struct{}, log *slog.Logger) {
+	kc, err := kubernetes.NewForConfig(k.Config)
+	if err != nil {
+		log.Error("no status writes: cannot build a client for the lease", "err", err)
+		return
+	}
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: k.StatusLease.Namespace, Name: k.StatusLease.Name},
+		Client:     kc.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: k.StatusLease.Identity},
+	}
+	for ctx.Err() == nil {
+		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+			Lock: lock, LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+			ReleaseOnCancel: true,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: func(ctx context.Context) {
+					log.Info("writing policy statuses (lease acquired)", "lease", k.StatusLease.Namespace+"/"+k.StatusLease.Name)
+					// Statuses kept while following are written now.
+					select {
+					case kick <- struct{}{}:
+					default:
+					}
+					k.writeStatuses(ctx, cl, kick, log)
+				},
+				OnStoppedLeading: func() {},
+			},
+		})
+	}
 }
