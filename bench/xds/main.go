@@ -66,7 +66,7 @@ func main() {
 	flag.IntVar(&c.consulMaxConns, "consul-max-conns-per-client", 0,
 		"Consul's limits.http_max_conns_per_client; 0 leaves Consul's default (200)")
 	flag.StringVar(&c.medmesh, "medmesh", "", "control plane binary (default: bin/medmesh, built if missing)")
-	flag.StringVar(&c.cpGoMemLimit, "cp-gomemlimit", "", "GOMEMLIMIT for the control plane process only (e.g. 800MiB), to try a soft memory limit")
+	flag.StringVar(&c.cpGoMemLimit, "cp-gomemlimit", "900MiB", "GOMEMLIMIT for the control plane process, as a deployment sets it from its container's memory limit (deploy/ does); \"\" for none")
 	flag.BoolVar(&c.inProcess, "inprocess", false,
 		"diagnostics: run the control plane inside the benchmark (controlplane_* figures then include the proxies)")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "with -inprocess: write CPU profiles of the sync and the change phases to FILE.sync and FILE.changes")
@@ -165,6 +165,9 @@ func run(ctx context.Context, c config) (figs []figure, err error) {
 		logf("DIAGNOSTIC MODE: control plane in-process; its RSS and CPU figures include the simulated proxies")
 		cp, err = startInProcess(agent.Addr(), dir)
 	} else {
+		if c.cpGoMemLimit != "" {
+			logf("control plane GOMEMLIMIT=%s (a soft limit, as in a 1 GiB container; -cp-gomemlimit \"\" for none)", c.cpGoMemLimit)
+		}
 		cp, err = startControlPlane(bin, agent.Addr(), dir, c.cpGoMemLimit)
 	}
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc/metadata"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -52,19 +51,9 @@ func TestKubernetesPolicies(t *testing.T) {
 		o.Policies = &policy.Kubernetes{Config: cfg, Logger: o.Logger,
 			StatusLease: &policy.Lease{Namespace: "default", Name: "medmesh-policy-status", Identity: "replica-a"}}
 	})
-	for id, version := range map[string]string{"emr-1": "v1", "emr-2": "v2"} {
-		port := freePort(t)
-		startXDSServer(t, cp.xdsAddr(), "emr", id, port)
-		register(t, c, "emr", id, port, map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "grpc", "version": version},
-			api.HealthPassing)
-	}
-	cc := dialXDS(t, cp.xdsAddr(), "nurse-station-1", "emr")
+	cc, expect := canaryEMR(t, cp, c)
 	tester := metadata.AppendToOutgoingContext(context.Background(), "x-medmesh-canary", "true")
 	plain := context.Background()
-	expect := func(what string, ctx context.Context, instance string) {
-		t.Helper()
-		eventually(t, what, func() error { return allServedBy(ctx, cc, 10, instance) })
-	}
 	decode := func(doc string) *v1alpha1.MeshRoute {
 		r := &v1alpha1.MeshRoute{}
 		if err := yaml.UnmarshalStrict([]byte(doc), r); err != nil {

@@ -69,21 +69,9 @@ func TestMeshRouteSteersProxylessClient(t *testing.T) {
 		o.Policies = &policy.Dir{Path: dir, Interval: 20 * time.Millisecond, Logger: o.Logger}
 	})
 
-	for id, version := range map[string]string{"emr-1": "v1", "emr-2": "v2"} {
-		port := freePort(t)
-		startXDSServer(t, cp.xdsAddr(), "emr", id, port)
-		register(t, c, "emr", id, port, map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "grpc", "version": version},
-			api.HealthPassing)
-	}
-	cc := dialXDS(t, cp.xdsAddr(), "nurse-station-1", "emr")
+	cc, expect := canaryEMR(t, cp, c)
 	tester := metadata.AppendToOutgoingContext(context.Background(), "x-medmesh-canary", "true")
 	plain := context.Background()
-
-	// expect polls until every one of n calls from ctx lands on instance.
-	expect := func(what string, ctx context.Context, instance string) {
-		t.Helper()
-		eventually(t, what, func() error { return allServedBy(ctx, cc, 10, instance) })
-	}
 	expect("testers reach the canary (emr-2)", tester, "emr-2")
 	expect("everyone else reaches stable (emr-1)", plain, "emr-1")
 
@@ -110,6 +98,23 @@ func TestMeshRouteSteersProxylessClient(t *testing.T) {
 	}
 	if err := allServedBy(plain, cc, 10, "emr-2"); err != nil {
 		t.Fatalf("after a bad edit: %v", err)
+	}
+}
+
+// canaryEMR registers emr-1 (meta version v1) and emr-2 (v2) as real
+// grpc-go xDS servers, and returns a proxyless client of emr with expect,
+// which polls until every one of 10 calls from ctx lands on instance.
+func canaryEMR(t *testing.T, cp *cpHandle, c *api.Client) (*grpc.ClientConn, func(what string, ctx context.Context, instance string)) {
+	for id, version := range map[string]string{"emr-1": "v1", "emr-2": "v2"} {
+		port := freePort(t)
+		startXDSServer(t, cp.xdsAddr(), "emr", id, port)
+		register(t, c, "emr", id, port, map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "grpc", "version": version},
+			api.HealthPassing)
+	}
+	cc := dialXDS(t, cp.xdsAddr(), "nurse-station-1", "emr")
+	return cc, func(what string, ctx context.Context, instance string) {
+		t.Helper()
+		eventually(t, what, func() error { return allServedBy(ctx, cc, 10, instance) })
 	}
 }
 
