@@ -1,0 +1,86 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"medmesh/internal/consulagent"
+)
+
+// sidecarProcess runs the real `medmesh sidecar` as its own process, as it
+// runs beside Envoy, and returns a client of its ext_proc server: the
+// overhead is then measured without this process's load generator
+// competing with the extension for the Go scheduler.
+//
+// With audit, every PHI request is also written to an audit trail
+// (fsync once a second, --audit-durability batch) in a temporary file.
+func sidecarProcess(medmesh string, audit bool) (extprocv3.ExternalProcessorClient, func()) {
+	port, err := consulagent.FreePort()
+	if err != nil {
+		fail(err)
+	}
+	health, err := consulagent.FreePort()
+	if err != nil {
+		fail(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	args := []string{"sidecar", "--extproc-listen", addr, "--health-listen", "127.0.0.1:" + strconv.Itoa(health), "--log-format", "json"}
+	dir, err := os.MkdirTemp("", "medmesh-extproc-bench-")
+	if err != nil {
+		fail(err)
+	}
+	if audit {
+		key := filepath.Join(dir, "audit.key")
+		if err := os.WriteFile(key, []byte("bench-audit-key-0123456789abcdef"), 0o600); err != nil {
+			fail(err)
+		}
+		args = append(args, "--audit-log", filepath.Join(dir, "audit.jsonl"), "--audit-key-file", key, "--audit-durability", "batch")
+	}
+	cmd := exec.Command(medmesh, args...)
+	// Its log (start-up lines only) goes to a file, not into the figures.
+	logf, err := os.Create(filepath.Join(dir, "sidecar.log"))
+	if err != nil {
+		fail(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		fail(fmt.Errorf("starting %s sidecar: %w (run make build)", medmesh, err))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(health) + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			fail(fmt.Errorf("medmesh sidecar not ready: %v", err))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		fail(err)
+	}
+	return extprocv3.NewExternalProcessorClient(conn), func() {
+		conn.Close()
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		logf.Close()
+		os.RemoveAll(dir)
+	}
+}
