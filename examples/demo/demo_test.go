@@ -78,8 +78,10 @@ func TestDemoRunsAndStopsCleanly(t *testing.T) {
 	if m[3] != "0" || m[4] != "0" {
 		t.Errorf("unexpected exits %s, leftover processes %s; want 0 and 0", m[3], m[4])
 	}
-	if m[5] != "1" || m[6] != "0" {
-		t.Errorf("calls denied as intended %s, probe problems %s; want the one probe call refused, no problem", m[5], m[6])
+	// The story's second round may start another probe just before the
+	// end: one or two refusals, never a problem.
+	if (m[5] != "1" && m[5] != "2") || m[6] != "0" {
+		t.Errorf("calls denied as intended %s, probe problems %s; want the probe's calls refused, no problem", m[5], m[6])
 	}
 	if !regexp.MustCompile(`==> refused as intended: billing-1 \(billing\) -> emr: PermissionDenied: .*server spiffe://medmesh\.local/ns/default/svc/emr`).MatchString(out) {
 		t.Error("no line shows billing's call to emr refused with PermissionDenied after an mTLS handshake")

@@ -301,6 +301,11 @@ func (d *demo) onProbe(p *proc, l *logLine) {
 		d.probeProblems.Add(1)
 		d.out.printf("!! %s (%s) reached %s (answered by %s) although no intention allows it", p.name, deniedCaller, l.Target, l.AnsweredBy)
 	default:
+		if d.stopping.Load() {
+			// Stopped mid-call (Canceled, or the connection closing).
+			d.out.printf("%s's call to %s was cut short (%s): the demo is stopping", p.name, l.Target, l.Code)
+			return
+		}
 		d.probeProblems.Add(1)
 		d.out.printf("!! %s -> %s: %s: %s (want PermissionDenied from the server's RBAC)", p.name, l.Target, l.Code, l.Err)
 	}

@@ -116,6 +116,9 @@ type demo struct {
 	// that refusal did not happen as it should.
 	denied, probeProblems atomic.Int32
 	stop                  func(reason string)
+	// stopping is set when the demo begins to stop: a probe cut short
+	// then is not a problem of the mesh.
+	stopping atomic.Bool
 }
 
 func run(cfg config, w io.Writer) int {
@@ -126,6 +129,7 @@ func run(cfg config, w io.Writer) int {
 	d.stop = func(reason string) {
 		once.Do(func() {
 			d.out.printf("%s: stopping everything", reason)
+			d.stopping.Store(true)
 			cancel()
 		})
 	}
