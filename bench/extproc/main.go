@@ -61,8 +61,14 @@ func main() {
 	overloadFor := flag.Duration("overload-duration", 15*time.Second, "overload: duration of each run")
 	factor := flag.Float64("overload-factor", 3, "overload: offered load as a multiple of capacity")
 	medmeshBin := flag.String("medmesh", "bin/medmesh", "the medmesh binary (make build) run as a separate sidecar process")
+	echoAddr := flag.String("serve-echo", "", "internal: serve the do-nothing ext_proc server here (the baseline's own process)")
+	echoHealth := flag.String("serve-health", "", "internal: with -serve-echo, the readiness address")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the overhead run to this file")
 	flag.Parse()
+	if *echoAddr != "" {
+		serveEcho(*echoAddr, *echoHealth)
+		return
+	}
 	// Same setting as `medmesh sidecar` (see its startExtProc): fewer GC
 	// cycles for a small heap; here it also covers the Envoy side, which
 	// runs in this process.
@@ -93,6 +99,9 @@ func main() {
 	sa, stopAudited := sidecarProcess(*medmeshBin, true)
 	a50, a99, _, _ := overhead(sa, *rate, *overheadFor)
 	stopAudited()
+	ep, stopEchoProcess := sidecarProcess("", false)
+	e50, e99, _, _ := overhead(ep, *rate, *overheadFor)
+	stopEchoProcess()
 	echo, stopEcho := echoServer()
 	b50, b99, _, _ := overhead(echo, *rate, *overheadFor)
 	stopEcho()
@@ -100,6 +109,7 @@ func main() {
 	fmt.Printf("overhead at %d/s, one ext_proc stream per request as Envoy opens them; the Go client stands in for Envoy:\n", *rate)
 	fmt.Printf("  medmesh sidecar, its own process      p50 %5.0f us  p99 %6.0f us   (as it runs beside Envoy)\n", s50, s99)
 	fmt.Printf("  the same with the audit trail on      p50 %5.0f us  p99 %6.0f us   (--audit-durability batch)\n", a50, a99)
+	fmt.Printf("  do-nothing ext_proc, its own process  p50 %5.0f us  p99 %6.0f us   (the floor for the line above)\n", e50, e99)
 	fmt.Printf("  extension in the client's process     p50 %5.0f us  p99 %6.0f us   (client and server share 2 cores' scheduler)\n", p50, p99)
 	fmt.Printf("  do-nothing ext_proc, same process     p50 %5.0f us  p99 %6.0f us   (the gRPC + loopback + Go runtime floor)\n", b50, b99)
 	fmt.Printf("  extension core alone                  p50 %5.1f us  p99 %6.1f us   (classify, tag, admit, release; no gRPC)\n", c50, c99)
@@ -107,6 +117,8 @@ func main() {
 	fmt.Printf("BENCH extproc_overhead_p99_us=%.0f\n", s99)
 	fmt.Printf("BENCH extproc_overhead_audited_p50_us=%.0f\n", a50)
 	fmt.Printf("BENCH extproc_overhead_audited_p99_us=%.0f\n", a99)
+	fmt.Printf("BENCH extproc_floor_p50_us=%.0f\n", e50)
+	fmt.Printf("BENCH extproc_floor_p99_us=%.0f\n", e99)
 	fmt.Printf("BENCH extproc_inprocess_p50_us=%.0f\n", p50)
 	fmt.Printf("BENCH extproc_inprocess_p99_us=%.0f\n", p99)
 	fmt.Printf("BENCH extproc_inprocess_p99_us_median_1s_window=%.0f\n", winP99)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -34,6 +35,14 @@ func sidecarProcess(medmesh string, audit bool) (extprocv3.ExternalProcessorClie
 		fail(err)
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
+	if medmesh == "" {
+		// The do-nothing server in its own process: this program again.
+		self, err := os.Executable()
+		if err != nil {
+			fail(err)
+		}
+		return startProcess(self, []string{"-serve-echo", addr, "-serve-health", "127.0.0.1:" + strconv.Itoa(health)}, addr, health, "")
+	}
 	args := []string{"sidecar", "--extproc-listen", addr, "--health-listen", "127.0.0.1:" + strconv.Itoa(health), "--log-format", "json"}
 	dir, err := os.MkdirTemp("", "medmesh-extproc-bench-")
 	if err != nil {
@@ -46,7 +55,19 @@ func sidecarProcess(medmesh string, audit bool) (extprocv3.ExternalProcessorClie
 		}
 		args = append(args, "--audit-log", filepath.Join(dir, "audit.jsonl"), "--audit-key-file", key, "--audit-durability", "batch")
 	}
-	cmd := exec.Command(medmesh, args...)
+	return startProcess(medmesh, args, addr, health, dir)
+}
+
+// startProcess runs an ext_proc server process and waits for its health
+// endpoint; dir (if any) is removed when it stops.
+func startProcess(bin string, args []string, addr string, health int, dir string) (extprocv3.ExternalProcessorClient, func()) {
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "medmesh-extproc-bench-"); err != nil {
+			fail(err)
+		}
+	}
+	cmd := exec.Command(bin, args...)
 	// Its log (start-up lines only) goes to a file, not into the figures.
 	logf, err := os.Create(filepath.Join(dir, "sidecar.log"))
 	if err != nil {
@@ -55,7 +76,7 @@ func sidecarProcess(medmesh string, audit bool) (extprocv3.ExternalProcessorClie
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		fail(fmt.Errorf("starting %s sidecar: %w (run make build)", medmesh, err))
+		fail(fmt.Errorf("starting %s: %w (run make build)", bin, err))
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -68,7 +89,7 @@ func sidecarProcess(medmesh string, audit bool) (extprocv3.ExternalProcessorClie
 		}
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
-			fail(fmt.Errorf("medmesh sidecar not ready: %v", err))
+			fail(fmt.Errorf("%s not ready: %v", bin, err))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -83,4 +104,17 @@ func sidecarProcess(medmesh string, audit bool) (extprocv3.ExternalProcessorClie
 		logf.Close()
 		os.RemoveAll(dir)
 	}
+}
+
+// serveEcho runs the do-nothing ext_proc server and a /readyz endpoint
+// until killed (the -serve-echo mode of this program).
+func serveEcho(addr, health string) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		fail(err)
+	}
+	g := grpc.NewServer()
+	extprocv3.RegisterExternalProcessorServer(g, echoProcessor{})
+	go http.ListenAndServe(health, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	g.Serve(lis)
 }
