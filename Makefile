@@ -7,24 +7,28 @@ export CONSUL_BIN ?= $(BIN)/consul
 # envtest (controller-runtime) runs the kube-apiserver and etcd found here.
 export KUBEBUILDER_ASSETS ?= $(BIN)/k8s
 
-.PHONY: all build test tools demo bench lint clean crds
+.PHONY: all build test tools tools-consul tools-k8s demo bench lint clean crds
 
 all: build
 
 build:
 	$(GO) build -ldflags "-X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o $(BIN)/medmesh ./cmd/medmesh
 
+tools: tools-consul tools-k8s
+
 # Consul is built from its Go module in a separate small module
 # (tools/consul) so the main go.mod stays lean. Reused when present.
-tools:
+tools-consul:
 	@if [ -x $(BIN)/consul ] && $(BIN)/consul version | grep -q "v$(CONSUL_VERSION)"; then \
 		echo "bin/consul v$(CONSUL_VERSION) present"; \
 	else \
 		echo "building Consul v$(CONSUL_VERSION) from its Go module (about 10 minutes the first time)"; \
 		cd tools/consul && $(GO) build -o $(BIN)/consul github.com/hashicorp/consul; \
 	fi
-	@# A real kube-apiserver and etcd for envtest, built from their modules
-	@# (tools/k8s; about 7 minutes on 2 cores the first time).
+
+# A real kube-apiserver and etcd for envtest, built from their modules
+# (tools/k8s; about 7 minutes on 2 cores the first time).
+tools-k8s:
 	@if [ -x $(BIN)/k8s/kube-apiserver ] && $(BIN)/k8s/kube-apiserver --version | grep -q "v$(K8S_VERSION)" && [ -x $(BIN)/k8s/etcd ]; then \
 		echo "bin/k8s kube-apiserver v$(K8S_VERSION) and etcd present"; \
 	else \
@@ -49,7 +53,7 @@ test: tools lint
 
 # The demo: Consul dev agent, control plane, proxyless example services.
 # Stops on Ctrl-C, or after DEMO_SECONDS seconds if set; examples/README.md.
-demo: tools build
+demo: tools-consul build
 	$(GO) build -o $(BIN)/clinical-service ./examples/service
 	$(GO) build -o $(BIN)/medmesh-demo ./examples/demo
 	$(BIN)/medmesh-demo --medmesh $(BIN)/medmesh --service-bin $(BIN)/clinical-service
