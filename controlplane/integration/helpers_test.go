@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/xds"
 
+	"medmesh/certs"
 	"medmesh/controlplane"
 	"medmesh/controlplane/bootstrap"
 	"medmesh/examples/clinical"
@@ -287,3 +289,22 @@ func startSimProxyCancel(t *testing.T, xdsAddr string, o simproxy.Options, dialO
 }
 
 func keys(m map[string]int) string { return fmt.Sprint(m) }
+
+// svidDir writes an SVID for svc and the bundle into a directory, as
+// `medmesh sidecar --svid-dir` keeps them.
+func svidDir(t *testing.T, ca *certs.CA, svc string) string {
+	t.Helper()
+	id, err := ca.ServiceID("", svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid, err := ca.NewSVID(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), svc)
+	if err := certs.WriteSVIDDir(dir, svid, ca.Bundle()); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}

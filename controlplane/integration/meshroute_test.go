@@ -169,26 +169,11 @@ func TestMeshAccessOnProxylessServer(t *testing.T) {
 		o.Identities = ca
 		o.Policies = &policy.Dir{Path: dir, Interval: 20 * time.Millisecond, Logger: o.Logger}
 	})
-	svidDir := func(svc string) string {
-		id, err := ca.ServiceID("", svc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		svid, err := ca.NewSVID(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := filepath.Join(t.TempDir(), svc)
-		if err := certs.WriteSVIDDir(d, svid, ca.Bundle()); err != nil {
-			t.Fatal(err)
-		}
-		return d
-	}
 	port := freePort(t)
-	serveXDS(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "emr-1", Service: "emr", SVIDDir: svidDir("emr")}, port, true,
+	serveXDS(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "emr-1", Service: "emr", SVIDDir: svidDir(t, ca, "emr")}, port, true,
 		&clinical.Server{Instance: "emr-1"})
 	register(t, consul.Client(), "emr", "emr-1", port, map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "grpc"}, api.HealthPassing)
-	cc := dialXDSWith(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "his-1", Service: "his", SVIDDir: svidDir("his")}, "emr", true)
+	cc := dialXDSWith(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "his-1", Service: "his", SVIDDir: svidDir(t, ca, "his")}, "emr", true)
 
 	waitDenied(t, "his refused by emr's default deny", cc)
 	write("allow.yaml", `apiVersion: policy.medmesh.io/v1alpha1

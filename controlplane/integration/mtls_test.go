@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -42,28 +41,12 @@ func TestProxylessMTLS(t *testing.T) {
 	consul := startConsul(t, true)
 	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) { o.Identities = ca })
 
-	// The SVID directories `medmesh sidecar --svid-dir` keeps fresh.
-	svidDir := func(svc string) string {
-		id, err := ca.ServiceID("", svc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		svid, err := ca.NewSVID(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dir := filepath.Join(t.TempDir(), svc)
-		if err := certs.WriteSVIDDir(dir, svid, ca.Bundle()); err != nil {
-			t.Fatal(err)
-		}
-		return dir
-	}
 
 	// The EMR server: PHI (emr's default), mTLS only.
 	var mu sync.Mutex
 	var callers []string
 	port := freePort(t)
-	serveXDS(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "emr-1", Service: "emr", SVIDDir: svidDir("emr")}, port, true,
+	serveXDS(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "emr-1", Service: "emr", SVIDDir: svidDir(t, ca, "emr")}, port, true,
 		&clinical.Server{Instance: "emr-1", Handle: func(ctx context.Context, _ string) error {
 			p, _ := peer.FromContext(ctx)
 			tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
@@ -82,7 +65,7 @@ func TestProxylessMTLS(t *testing.T) {
 	register(t, consul.Client(), "emr", "emr-1", port, map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "grpc"}, api.HealthPassing)
 
 	// The HIS client with xDS credentials and its own SVID.
-	cc := dialXDSWith(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "his-1", Service: "his", SVIDDir: svidDir("his")}, "emr", true)
+	cc := dialXDSWith(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "his-1", Service: "his", SVIDDir: svidDir(t, ca, "his")}, "emr", true)
 	ctx := context.Background()
 	c := consul.Client()
 	// EMR is PHI: default deny. With no intention, his is refused after

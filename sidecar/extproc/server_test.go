@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,34 +16,16 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"medmesh/sidecar/audit"
+	"medmesh/sidecar/audit/audittest"
 	"medmesh/sidecar/classify"
 	"medmesh/sidecar/phi"
 	"medmesh/sidecar/sched"
 )
 
-type fakeAudit struct {
-	mu     sync.Mutex
-	events []audit.Event
-}
-
-func (f *fakeAudit) Record(e audit.Event) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.events = append(f.events, e)
-	return nil
-}
-
-func (f *fakeAudit) all() []audit.Event {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]audit.Event(nil), f.events...)
-}
-
 type harness struct {
 	client extprocv3.ExternalProcessorClient
 	sched  *sched.Scheduler
-	audit  *fakeAudit
+	audit  *audittest.Recorder
 	server *Server
 }
 
@@ -53,7 +34,7 @@ type harness struct {
 // protocol looks like on the wire.
 func start(t *testing.T, cfg sched.Config, rules *classify.Config) *harness {
 	t.Helper()
-	h := &harness{sched: sched.New(cfg), audit: &fakeAudit{}}
+	h := &harness{sched: sched.New(cfg), audit: &audittest.Recorder{}}
 	r := phi.NewRules()
 	if rules != nil {
 		r.Set(rules)
@@ -191,8 +172,8 @@ func TestRequestResponseAndStreamEnd(t *testing.T) {
 	if _, err := s.Recv(); !errors.Is(err, io.EOF) {
 		t.Fatalf("stream end: %v", err)
 	}
-	waitFor(t, "audit record", func() bool { return len(h.audit.all()) == 1 })
-	e := h.audit.all()[0]
+	waitFor(t, "audit record", func() bool { return len(h.audit.All()) == 1 })
+	e := h.audit.All()[0]
 	if e.Status != 200 || e.Source != caller || e.SourceAddress != "10.1.2.3" || e.Class != "fhir.Patient" ||
 		e.Patient.Reveal() != "Patient/MRN-0042" || e.RequestID != "0b7c6a2e-1f3d-4c5b-9a8e-2d4f6b8c0e1a" || e.Method != "GET" {
 		t.Errorf("audit event %+v", e)
@@ -207,8 +188,8 @@ func TestRequestResponseAndStreamEnd(t *testing.T) {
 		t.Fatalf("stream end: %v", err)
 	}
 	h.idle(t)
-	waitFor(t, "second audit record", func() bool { return len(h.audit.all()) == 2 })
-	if e := h.audit.all()[1]; e.Status != 0 || e.Reason == "" {
+	waitFor(t, "second audit record", func() bool { return len(h.audit.All()) == 2 })
+	if e := h.audit.All()[1]; e.Status != 0 || e.Reason == "" {
 		t.Errorf("unfinished request audited as %+v", e)
 	}
 }
@@ -319,9 +300,9 @@ func TestShedCancelAndOutOfOrder(t *testing.T) {
 
 	// Audit: records for A (no response), C and G (shed); B was
 	// cancelled while queued. None of the streams leaked a slot.
-	waitFor(t, "audit", func() bool { return len(h.audit.all()) >= 4 })
+	waitFor(t, "audit", func() bool { return len(h.audit.All()) >= 4 })
 	var shed, cancelled int
-	for _, ev := range h.audit.all() {
+	for _, ev := range h.audit.All() {
 		if ev.Shed {
 			shed++
 		}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"medmesh/sidecar/audit/audittest"
 	"medmesh/sidecar/classify"
 	"medmesh/sidecar/phi"
 )
@@ -46,7 +47,7 @@ func TestCallerIdentityCapsPriority(t *testing.T) {
 	rules := phi.NewRules()
 	rules.Set(&classify.Config{Callers: classify.CallerPolicy{Default: classify.Low,
 		Entries: []classify.CallerEntry{{ID: monitor, Max: classify.Critical}}}})
-	aud := &fakeAudit{}
+	aud := &audittest.Recorder{}
 	e := phi.New(phi.Options{Rules: rules, Audit: aud, Service: "vitals"})
 	got := make(chan string, 1)
 	srv := httptest.NewUnstartedServer(HTTP(e, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -73,9 +74,7 @@ func TestCallerIdentityCapsPriority(t *testing.T) {
 			t.Errorf("caller %s: priority %q, want %q", id, p, want)
 		}
 	}
-	aud.mu.Lock()
-	defer aud.mu.Unlock()
-	if len(aud.events) != 2 || aud.events[0].Source == "" || aud.events[1].Source == "" {
-		t.Errorf("audit sources: %+v", aud.events)
+	if events := aud.All(); len(events) != 2 || events[0].Source == "" || events[1].Source == "" {
+		t.Errorf("audit sources: %+v", events)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,25 +18,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	"medmesh/examples/clinical"
-	"medmesh/sidecar/audit"
+	"medmesh/sidecar/audit/audittest"
 	"medmesh/sidecar/classify"
 	"medmesh/sidecar/phi"
 	"medmesh/sidecar/sched"
 )
-
-type fakeAudit struct {
-	mu     sync.Mutex
-	events []audit.Event
-}
-
-func (f *fakeAudit) Record(e audit.Event) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.events = append(f.events, e)
-	return nil
-}
-
-func (f *fakeAudit) len() int { f.mu.Lock(); defer f.mu.Unlock(); return len(f.events) }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -50,9 +35,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func engine(cfg sched.Config) (*phi.Engine, *sched.Scheduler, *fakeAudit) {
+func engine(cfg sched.Config) (*phi.Engine, *sched.Scheduler, *audittest.Recorder) {
 	s := sched.New(cfg)
-	a := &fakeAudit{}
+	a := &audittest.Recorder{}
 	return phi.New(phi.Options{Scheduler: s, Audit: a, Service: "emr"}), s, a
 }
 
@@ -127,8 +112,8 @@ func TestHTTPMiddleware(t *testing.T) {
 		t.Fatalf("slow request: %d", code)
 	}
 	waitFor(t, "slots free", func() bool { return s.Stats()["emr"].Inflight == 0 })
-	if aud.len() < 3 {
-		t.Errorf("%d audit records, want the PHI requests", aud.len())
+	if len(aud.All()) < 3 {
+		t.Errorf("%d audit records, want the PHI requests", len(aud.All()))
 	}
 }
 
