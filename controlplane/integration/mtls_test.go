@@ -41,7 +41,6 @@ func TestProxylessMTLS(t *testing.T) {
 	consul := startConsul(t, true)
 	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) { o.Identities = ca })
 
-
 	// The EMR server: PHI (emr's default), mTLS only.
 	var mu sync.Mutex
 	var callers []string
