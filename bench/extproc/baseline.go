@@ -34,9 +34,15 @@ func (echoProcessor) Process(s extprocv3.ExternalProcessor_ProcessServer) error 
 	}
 }
 
-func echoServer() (extprocv3.ExternalProcessorClient, func()) {
+func newEchoServer() *grpc.Server {
 	g := grpc.NewServer()
 	extprocv3.RegisterExternalProcessorServer(g, echoProcessor{})
+	return g
+}
+
+// serveLoopback serves g on a loopback port of this process and returns
+// an ext_proc client of it.
+func serveLoopback(g *grpc.Server) (extprocv3.ExternalProcessorClient, func()) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fail(err)

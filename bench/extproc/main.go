@@ -20,7 +20,6 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"runtime/debug"
 	"runtime/pprof"
@@ -32,8 +31,6 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"medmesh/sidecar/classify"
 	"medmesh/sidecar/extproc"
@@ -102,7 +99,7 @@ func main() {
 	ep, stopEchoProcess := sidecarProcess("", false)
 	e50, e99, _, _ := overhead(ep, *rate, *overheadFor)
 	stopEchoProcess()
-	echo, stopEcho := echoServer()
+	echo, stopEcho := serveLoopback(newEchoServer())
 	b50, b99, _, _ := overhead(echo, *rate, *overheadFor)
 	stopEcho()
 	c50, c99 := core(30000)
@@ -154,21 +151,13 @@ func main() {
 func server(cfg sched.Config) (extprocv3.ExternalProcessorClient, func()) {
 	eng := phi.New(phi.Options{Scheduler: sched.New(cfg), Service: "bench"})
 	g, _ := extproc.NewGRPCServer(extproc.New(eng, nil))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		fail(err)
-	}
-	go g.Serve(lis)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		fail(err)
-	}
+	client, stop := serveLoopback(g)
 	for p, path := range paths {
 		if d := eng.Decide(phi.Input{Method: "GET", Path: path}); d.Priority != classify.Priority(p) {
 			fail(fmt.Errorf("bench path %s classified %s, want %s", path, d.Priority, classify.Priority(p)))
 		}
 	}
-	return extprocv3.NewExternalProcessorClient(conn), func() { conn.Close(); g.Stop() }
+	return client, stop
 }
 
 func headers(kv ...string) *corev3.HeaderMap {

@@ -113,8 +113,7 @@ func serveEcho(addr, health string) {
 	if err != nil {
 		fail(err)
 	}
-	g := grpc.NewServer()
-	extprocv3.RegisterExternalProcessorServer(g, echoProcessor{})
+	g := newEchoServer()
 	go http.ListenAndServe(health, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
 	g.Serve(lis)
 }

@@ -60,9 +60,6 @@ func run(rounds int) error {
 	}
 
 	log := slog.New(slog.DiscardHandler)
-	if os.Getenv("DEBUG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
 	cp, err := controlplane.New(controlplane.Options{
 		Logger: log, Source: &registry.File{Path: filepath.Join("examples", "policies", "catalog", "catalog.yaml"), Logger: log},
 		Policies: &policy.Kubernetes{Config: cfg, Logger: log}, XDSListen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
@@ -137,9 +134,6 @@ func run(rounds int) error {
 			return fmt.Errorf("round %d: the proxy never got the route: %w", i, err)
 		}
 		took = append(took, time.Since(start))
-		if os.Getenv("DEBUG") != "" {
-			fmt.Println(i, time.Since(start))
-		}
 	}
 	sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
 	pct := func(p float64) float64 {

@@ -39,16 +39,6 @@ var proofHeaders = []struct {
 	{JoinTokenHeader, ir.ProofJoinToken},
 }
 
-// ProofHeader is the metadata key that carries a kind of proof.
-func ProofHeader(k ir.ProofKind) string {
-	for _, h := range proofHeaders {
-		if h.kind == k {
-			return h.header
-		}
-	}
-	return ""
-}
-
 // NACK is a rejection reported by a proxy.
 type NACK struct {
 	TypeURL string    `json:"typeUrl"`
