@@ -22,6 +22,8 @@ import (
 	"sync"
 	"time"
 
+	"medmesh/api/wire"
+
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -141,7 +143,13 @@ func (ca *CA) ServiceID(namespace, service string) (spiffeid.ID, error) {
 	if namespace == "" {
 		namespace = "default"
 	}
-	id, err := spiffeid.FromSegments(ca.td, "ns", namespace, "svc", service)
+	// Each name must be one valid path segment: a "/" in a service name
+	// would otherwise claim a deeper identity.
+	err := errors.Join(spiffeid.ValidatePathSegment(namespace), spiffeid.ValidatePathSegment(service))
+	var id spiffeid.ID
+	if err == nil {
+		id, err = spiffeid.FromString(wire.ServiceID(ca.td.Name(), namespace, service))
+	}
 	if err != nil {
 		return spiffeid.ID{}, fmt.Errorf("certs: SPIFFE ID for service %q in namespace %q: %w", service, namespace, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/attest"
 	"medmesh/controlplane/ir"
 	"medmesh/internal/backoff"
@@ -32,7 +33,7 @@ type Attestor interface {
 // stream lives (renewals reuse it) and is dropped when the proxy goes, so
 // a reconnecting workload proves itself again.
 type proofChecks struct {
-	attestors map[ir.ProofKind]Attestor
+	attestors map[wire.ProofKind]Attestor
 	log       *slog.Logger
 	wake      func() // tells the loop a check finished
 
@@ -50,7 +51,7 @@ type proofCheck struct {
 // attestTimeout bounds one call to the vouching system.
 const attestTimeout = 10 * time.Second
 
-func newProofChecks(attestors map[ir.ProofKind]Attestor, log *slog.Logger, wake func()) *proofChecks {
+func newProofChecks(attestors map[wire.ProofKind]Attestor, log *slog.Logger, wake func()) *proofChecks {
 	return &proofChecks{attestors: attestors, log: log, wake: wake, checks: map[string]*proofCheck{}}
 }
 
@@ -121,7 +122,7 @@ func (c *proofChecks) forget(live map[string]bool) {
 	}
 }
 
-type errNoAttestor ir.ProofKind
+type errNoAttestor wire.ProofKind
 
 func (e errNoAttestor) Error() string {
 	return "this control plane does not accept " + string(e) + " proofs of identity (see `medmesh controlplane -h`)"

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
 	"medmesh/controlplane/policy"
 	"medmesh/controlplane/xds"
@@ -73,7 +74,7 @@ type Options struct {
 	// Attestors check the proofs of identity proxies present, by kind
 	// (Kubernetes service-account tokens, Consul ACL tokens). Join tokens
 	// are the control plane's own and always accepted.
-	Attestors map[ir.ProofKind]Attestor
+	Attestors map[wire.ProofKind]Attestor
 	// Registry receives the Prometheus metrics; nil makes a new one.
 	Registry *prometheus.Registry
 }
@@ -129,10 +130,10 @@ func New(opts Options) (*ControlPlane, error) {
 		opts.TrustDomain = "medmesh.local"
 	}
 	if opts.XDSListen == "" {
-		opts.XDSListen = "127.0.0.1:15010"
+		opts.XDSListen = wire.DefaultXDSAddress
 	}
 	if opts.AdminListen == "" {
-		opts.AdminListen = "127.0.0.1:15000"
+		opts.AdminListen = wire.DefaultAdminAddress
 	}
 	if opts.Coalesce <= 0 {
 		opts.Coalesce = 20 * time.Millisecond

@@ -13,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
 )
 
@@ -51,7 +52,7 @@ func (s *issued) renewDue(now time.Time) bool {
 // than falling back to plaintext.
 func (cp *ControlPlane) attested(ctx context.Context, p *ir.Proxy, namespace string) (ok, pending bool, refusal error) {
 	switch p.Proof.Kind {
-	case ir.ProofJoinToken:
+	case wire.ProofJoinToken:
 		if err := cp.tokens.check(p.Proof.Token, p.ID, p.Service); err != nil {
 			return false, false, err
 		}
@@ -130,7 +131,7 @@ type podAgent struct {
 // metadata is fixed at start and projected tokens expire. Only agents
 // attested by Kubernetes vouch: on a shared host, an IP proves nothing.
 func coLocated(st *loopState, p *ir.Proxy) bool {
-	if p.Kind != ir.ProxyEnvoy {
+	if p.Kind != wire.ProxyEnvoy {
 		return false
 	}
 	a, ok := st.podAgents[p.ID+"/svid"]

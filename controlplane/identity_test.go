@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/attest"
 	"medmesh/controlplane/ir"
 )
@@ -114,10 +115,10 @@ func TestProofChecks(t *testing.T) {
 		default:
 		}
 	}
-	c := newProofChecks(map[ir.ProofKind]Attestor{ir.ProofKubernetes: f}, slog.New(slog.DiscardHandler), wake)
+	c := newProofChecks(map[wire.ProofKind]Attestor{wire.ProofKubernetes: f}, slog.New(slog.DiscardHandler), wake)
 	ctx := context.Background()
-	emr := &ir.Proxy{ID: "emr-1", Service: "emr", Proof: ir.Proof{Kind: ir.ProofKubernetes, Token: "tok-emr"}}
-	thief := &ir.Proxy{ID: "his-1", Service: "emr", Proof: ir.Proof{Kind: ir.ProofKubernetes, Token: "tok-his"}}
+	emr := &ir.Proxy{ID: "emr-1", Service: "emr", Proof: ir.Proof{Kind: wire.ProofKubernetes, Token: "tok-emr"}}
+	thief := &ir.Proxy{ID: "his-1", Service: "emr", Proof: ir.Proof{Kind: wire.ProofKubernetes, Token: "tok-his"}}
 	if pending, err := c.result(ctx, emr, "default"); !pending || err != nil {
 		t.Fatalf("first ask: pending=%t err=%v, want pending", pending, err)
 	}
@@ -158,7 +159,7 @@ func TestProofChecks(t *testing.T) {
 	if pending, _ := c.result(ctx, &other, "default"); !pending {
 		t.Fatal("a new claim reused the old answer")
 	}
-	consul := &ir.Proxy{ID: "x", Service: "emr", Proof: ir.Proof{Kind: ir.ProofConsul, Token: "t"}}
+	consul := &ir.Proxy{ID: "x", Service: "emr", Proof: ir.Proof{Kind: wire.ProofConsul, Token: "t"}}
 	if pending, err := c.result(ctx, consul, "default"); pending || !errors.Is(err, attest.ErrRefused) {
 		t.Fatalf("unsupported proof: pending=%t err=%v, want refused", pending, err)
 	}

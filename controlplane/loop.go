@@ -12,6 +12,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
 	"medmesh/controlplane/policy"
 	"medmesh/controlplane/translate"
@@ -41,7 +42,7 @@ type loopState struct {
 	// publication; equal inputs mean equal output, so it is skipped.
 	proxyInputs map[string]string
 	// published are the proxies that have a snapshot, with their kind.
-	published map[string]ir.ProxyKind
+	published map[string]wire.ProxyKind
 
 	// svids are the SVIDs issued to Envoy proxies, by proxy ID.
 	svids map[string]*issued
@@ -76,7 +77,7 @@ type hashedShared struct {
 }
 
 func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalog, sets chan *policy.Set) error {
-	st := &loopState{proxyInputs: map[string]string{}, published: map[string]ir.ProxyKind{},
+	st := &loopState{proxyInputs: map[string]string{}, published: map[string]wire.ProxyKind{},
 		svids: map[string]*issued{}, unattested: map[string]bool{}, identities: map[string]string{}, podAgents: map[string]podAgent{}, services: map[string]*serviceMemo{}}
 	if cat, err := cp.loadState(); err != nil {
 		cp.log.Warn("no usable saved catalog; waiting for the registry", "err", err)
@@ -229,7 +230,7 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 	// SVID agents first: an Envoy may be vouched for by its pod's agent
 	// (identity.go, coLocated), which must be attested before it.
 	sort.SliceStable(connected, func(i, j int) bool {
-		return connected[i].Kind == ir.ProxySVIDAgent && connected[j].Kind != ir.ProxySVIDAgent
+		return connected[i].Kind == wire.ProxySVIDAgent && connected[j].Kind != wire.ProxySVIDAgent
 	})
 	live := make(map[string]bool, len(connected))
 	var errs []error
@@ -275,7 +276,7 @@ func (cp *ControlPlane) publishProxy(ctx context.Context, st *loopState, p ir.Pr
 	if ref, ok := st.instances[p.ID]; ok && (p.Service == "" || p.Service == ref.service) {
 		p.Service, p.Instance = ref.service, ref.instance
 	}
-	if st.mesh.MTLS && p.Kind != ir.ProxyProxyless {
+	if st.mesh.MTLS && p.Kind != wire.ProxyProxyless {
 		if err := cp.identify(ctx, st, &p); err != nil {
 			return err
 		}
@@ -298,9 +299,9 @@ func (cp *ControlPlane) publishProxy(ctx context.Context, st *loopState, p ir.Pr
 	}
 	var base *xds.Shared
 	switch p.Kind {
-	case ir.ProxyProxyless:
+	case wire.ProxyProxyless:
 		base = st.shared.proxyless
-	case ir.ProxyEnvoy:
+	case wire.ProxyEnvoy:
 		base = st.shared.envoy
 	}
 	// PublishProxy itself skips a snapshot whose versions did not change.
@@ -352,7 +353,7 @@ func (cp *ControlPlane) identify(ctx context.Context, st *loopState, p *ir.Proxy
 	}
 	p.SVID = ident
 	st.identities[p.ID] = ident.SPIFFEID
-	if p.Kind == ir.ProxySVIDAgent && p.Proof.Kind == ir.ProofKubernetes {
+	if p.Kind == wire.ProxySVIDAgent && p.Proof.Kind == wire.ProofKubernetes {
 		st.podAgents[p.ID] = podAgent{service: p.Service, peer: p.Peer}
 	}
 	return nil

@@ -26,10 +26,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"medmesh/api/wire"
 	"medmesh/certs"
-	"medmesh/controlplane/ir"
-	"medmesh/controlplane/translate"
-	"medmesh/controlplane/xds"
 	"medmesh/internal/backoff"
 )
 
@@ -94,10 +92,10 @@ func (o SVIDAgentOptions) stream(ctx context.Context, conn *grpc.ClientConn, log
 	if err != nil {
 		return err
 	}
-	names := []string{translate.SVIDSecret, translate.BundleSecret}
+	names := []string{wire.SVIDSecret, wire.BundleSecret}
 	req := &discoveryv3.DiscoveryRequest{
 		Node: &corev3.Node{Id: o.NodeID, Cluster: o.Service, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			xds.NodeMetaKind: structpb.NewStringValue(string(ir.ProxySVIDAgent)),
+			wire.NodeMetaProxyKind: structpb.NewStringValue(string(wire.ProxySVIDAgent)),
 		}}},
 		TypeUrl: resource.SecretType, ResourceNames: names,
 	}
@@ -142,11 +140,11 @@ func (o SVIDAgentOptions) withProof(ctx context.Context) (context.Context, error
 		if err != nil {
 			return ctx, fmt.Errorf("service-account token: %w", err)
 		}
-		return metadata.AppendToOutgoingContext(ctx, xds.K8sTokenHeader, strings.TrimSpace(string(b))), nil
+		return metadata.AppendToOutgoingContext(ctx, wire.K8sTokenHeader, strings.TrimSpace(string(b))), nil
 	case o.ConsulToken != "":
-		return metadata.AppendToOutgoingContext(ctx, xds.ConsulACLHeader, o.ConsulToken), nil
+		return metadata.AppendToOutgoingContext(ctx, wire.ConsulACLHeader, o.ConsulToken), nil
 	case o.JoinToken != "":
-		return metadata.AppendToOutgoingContext(ctx, xds.JoinTokenHeader, o.JoinToken), nil
+		return metadata.AppendToOutgoingContext(ctx, wire.JoinTokenHeader, o.JoinToken), nil
 	}
 	return ctx, nil
 }
@@ -160,10 +158,10 @@ func (o SVIDAgentOptions) write(resp *discoveryv3.DiscoveryResponse) (*x509svid.
 			return nil, fmt.Errorf("decoding a secret: %w", err)
 		}
 		switch sec.GetName() {
-		case translate.SVIDSecret:
+		case wire.SVIDSecret:
 			certPEM = sec.GetTlsCertificate().GetCertificateChain().GetInlineBytes()
 			keyPEM = sec.GetTlsCertificate().GetPrivateKey().GetInlineBytes()
-		case translate.BundleSecret:
+		case wire.BundleSecret:
 			bundlePEM = sec.GetValidationContext().GetTrustedCa().GetInlineBytes()
 		}
 	}

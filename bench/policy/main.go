@@ -25,9 +25,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"medmesh/api/v1alpha1"
+	"medmesh/api/wire"
 	"medmesh/controlplane"
 	"medmesh/controlplane/policy"
-	"medmesh/controlplane/translate"
 	"medmesh/internal/kubetest"
 	"medmesh/internal/simproxy"
 	"medmesh/registry"
@@ -80,7 +80,7 @@ func run(rounds int) error {
 
 	// Time edits, not start-up: wait until the proxy holds its routes.
 	if err := proxy.Wait(ctx, func(s simproxy.State) bool {
-		_, ok := s.Resources[resource.RouteType][translate.OutboundHTTPRoute]
+		_, ok := s.Resources[resource.RouteType][wire.OutboundHTTPRoute]
 		return ok
 	}); err != nil {
 		return fmt.Errorf("the proxy never got its first configuration: %w", err)
@@ -124,7 +124,7 @@ func run(rounds int) error {
 			return fmt.Errorf("round %d: %w", i, err)
 		}
 		if err := proxy.Wait(ctx, func(s simproxy.State) bool {
-			rc, ok := s.Resources[resource.RouteType][translate.OutboundHTTPRoute]
+			rc, ok := s.Resources[resource.RouteType][wire.OutboundHTTPRoute]
 			if !ok {
 				return false
 			}

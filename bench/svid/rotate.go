@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"medmesh/controlplane/translate"
+	"medmesh/api/wire"
 	"medmesh/internal/consulagent"
 	"medmesh/internal/procstat"
 	"medmesh/internal/simproxy"
@@ -159,7 +159,7 @@ func rotationCatalog(n, services int) string {
 
 // svidFingerprint identifies the SVID a proxy holds; empty if none yet.
 func svidFingerprint(p *simproxy.Proxy) string {
-	sec, ok := p.Resource(resource.SecretType, translate.SVIDSecret).(*tlsv3.Secret)
+	sec, ok := p.Resource(resource.SecretType, wire.SVIDSecret).(*tlsv3.Secret)
 	if !ok {
 		return ""
 	}

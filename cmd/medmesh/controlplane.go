@@ -17,10 +17,10 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"medmesh/api/wire"
 	"medmesh/certs"
 	"medmesh/controlplane"
 	"medmesh/controlplane/attest"
-	"medmesh/controlplane/ir"
 	"medmesh/controlplane/policy"
 	"medmesh/registry"
 )
@@ -36,8 +36,8 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	catalog := fs.String("catalog", "", "YAML catalog file (used instead of Consul)")
 	policies := fs.String("policies", "", "directory of policy YAML files (MeshRoute, MeshDestination, MeshAccess), watched")
 	kubeconfig := fs.String("kubeconfig", "", "read policies (MeshRoute, MeshDestination, MeshAccess) from the Kubernetes API of this kubeconfig, or of the pod's cluster with \"in-cluster\"; conditions are written to each object's status")
-	xdsListen := fs.String("xds-listen", "127.0.0.1:15010", "xDS (ADS) gRPC listen address")
-	adminListen := fs.String("admin-listen", "127.0.0.1:15000", "admin HTTP listen address")
+	xdsListen := fs.String("xds-listen", wire.DefaultXDSAddress, "xDS (ADS) gRPC listen address")
+	adminListen := fs.String("admin-listen", wire.DefaultAdminAddress, "admin HTTP listen address")
 	trustDomain := fs.String("trust-domain", "medmesh.local", "SPIFFE trust domain")
 	stateDir := fs.String("state-dir", "", "directory for the last good catalog (served at start if the registry is down)")
 	dev := fs.Bool("dev", false, "development mode: hand SVIDs to loopback proxies without proof of identity (never in production)")
@@ -93,7 +93,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 		log.Warn("DEVELOPMENT MODE (--dev): workloads on loopback are trusted without proof of identity. NEVER use this in production or with real patient data.")
 	}
 	var src controlplane.CatalogSource
-	attestors := map[ir.ProofKind]controlplane.Attestor{}
+	attestors := map[wire.ProofKind]controlplane.Attestor{}
 	switch {
 	case *catalog != "" && set["consul"] && *consulAddr != "":
 		fmt.Fprintln(stderr, "medmesh controlplane: --catalog and --consul both given; use --consul=\"\" with --catalog to run without Consul")
@@ -126,7 +126,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "medmesh controlplane: --consul %q: %v\n", *consulAddr, err)
 			return 2
 		}
-		attestors[ir.ProofConsul] = ac
+		attestors[wire.ProofConsul] = ac
 	}
 	if *kubeAttest {
 		cfg, err := kubeConfig(*kubeconfig)
@@ -139,7 +139,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "medmesh controlplane: --kube-attest: %v\n", err)
 			return 2
 		}
-		attestors[ir.ProofKubernetes] = &attest.Kubernetes{Client: kc, Audience: *kubeAudience}
+		attestors[wire.ProofKubernetes] = &attest.Kubernetes{Client: kc, Audience: *kubeAudience}
 		log.Info("Kubernetes service-account tokens accepted as proof of identity", "api", cfg.Host, "audience", *kubeAudience)
 	}
 

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"medmesh/api/wire"
 	"medmesh/sidecar"
 )
 
@@ -20,7 +21,7 @@ func runSidecar(args []string, _, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var o sidecar.SVIDAgentOptions
 	fs.StringVar(&o.Dir, "svid-dir", "", "keep the workload's SVID and bundle fresh in this directory (svid.pem, svid_key.pem, bundle.pem)")
-	fs.StringVar(&o.XDSAddress, "xds-address", "127.0.0.1:15010", "control plane xDS address")
+	fs.StringVar(&o.XDSAddress, "xds-address", wire.DefaultXDSAddress, "control plane xDS address")
 	fs.StringVar(&o.NodeID, "node-id", "", "node id (e.g. the Consul service ID of the instance, with a suffix)")
 	fs.StringVar(&o.Service, "service", "", "the workload's service name")
 	fs.StringVar(&o.JoinToken, "join-token", os.Getenv("MEDMESH_JOIN_TOKEN"), "one-time join token proving the workload's identity (default $MEDMESH_JOIN_TOKEN)")

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"medmesh/api/wire"
 	"medmesh/sidecar/audit"
 	"medmesh/sidecar/extproc"
 	"medmesh/sidecar/phi"
@@ -40,8 +41,8 @@ type extprocFlags struct {
 }
 
 func (f *extprocFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.listen, "extproc-listen", "127.0.0.1:15090", `ext_proc gRPC address (host:port or unix:///path); "" turns the extension off`)
-	fs.StringVar(&f.healthListen, "health-listen", "127.0.0.1:15091", "HTTP /healthz, /readyz and /metrics of the extension")
+	fs.StringVar(&f.listen, "extproc-listen", wire.DefaultExtProcAddress, `ext_proc gRPC address (host:port or unix:///path); "" turns the extension off`)
+	fs.StringVar(&f.healthListen, "health-listen", wire.DefaultSidecarHealth, "HTTP /healthz, /readyz and /metrics of the extension")
 	fs.StringVar(&f.rules, "rules", "", "operator classification rules and caller priority policy (YAML); reloaded on change and on SIGHUP")
 	fs.DurationVar(&f.rulesPoll, "rules-poll", 2*time.Second, "how often --rules is checked for changes")
 	fs.StringVar(&f.auditLog, "audit-log", "", "HIPAA audit trail (FHIR AuditEvent JSON lines), one record per PHI request")
@@ -79,7 +80,7 @@ func startExtProc(ctx context.Context, f *extprocFlags, service, nodeID string, 
 	}
 	o := phi.Options{Rules: rules, Scheduler: sched.New(cfg), Logger: log, Metrics: phi.NewMetrics(reg), Service: service}
 	if service != "" {
-		o.Identity = fmt.Sprintf("spiffe://%s/ns/%s/svc/%s", f.trustDomain, f.namespace, service)
+		o.Identity = wire.ServiceID(f.trustDomain, f.namespace, service)
 	}
 	var auditLog *audit.Log
 	if f.auditLog != "" {

@@ -10,13 +10,14 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane"
 )
 
 func runStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	admin := fs.String("admin", "127.0.0.1:15000", "control plane admin address")
+	admin := fs.String("admin", wire.DefaultAdminAddress, "control plane admin address")
 	asJSON := fs.Bool("json", false, "print the raw JSON")
 	if err := fs.Parse(args); err != nil {
 		return 2

@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"time"
 
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -20,10 +23,8 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"sigs.k8s.io/yaml"
 
+	"medmesh/api/wire"
 	"medmesh/certs"
-	"medmesh/controlplane/ir"
-	"medmesh/controlplane/translate"
-	"medmesh/controlplane/xds"
 )
 
 // Options describe the proxy being bootstrapped.
@@ -59,7 +60,7 @@ func Envoy(o Options) ([]byte, error) {
 		return nil, fmt.Errorf("bootstrap: --node-id is required (the Consul service ID of the instance)")
 	}
 	if o.AdminPort == 0 {
-		o.AdminPort = 15901
+		o.AdminPort = wire.EnvoyAdminPort
 	}
 	apiType := corev3.ApiConfigSource_GRPC
 	if o.Delta {
@@ -73,7 +74,7 @@ func Envoy(o Options) ([]byte, error) {
 		Node: &corev3.Node{
 			Id: o.NodeID, Cluster: o.Service,
 			Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-				xds.NodeMetaKind: structpb.NewStringValue(string(ir.ProxyEnvoy)),
+				wire.NodeMetaProxyKind: structpb.NewStringValue(string(wire.ProxyEnvoy)),
 			}},
 		},
 		Admin: &bootstrapv3.Admin{Address: socket("127.0.0.1", o.AdminPort)},
@@ -82,7 +83,7 @@ func Envoy(o Options) ([]byte, error) {
 			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS},
 			ConnectTimeout:       durationpb.New(2e9),
 			// xDS is gRPC: HTTP/2 to the control plane.
-			TypedExtensionProtocolOptions: translate.HTTP2Options(),
+			TypedExtensionProtocolOptions: http2Options(),
 			LoadAssignment: &endpointv3.ClusterLoadAssignment{
 				ClusterName: xdsClusterName,
 				Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
@@ -115,7 +116,7 @@ func Envoy(o Options) ([]byte, error) {
 
 // CertProviderName is the certificate provider instance proxyless TLS
 // contexts refer to.
-const CertProviderName = translate.CertProviderInstance
+const CertProviderName = wire.CertProviderInstance
 
 // GRPCBootstrap is grpc-go's xDS bootstrap file format.
 type GRPCBootstrap struct {
@@ -170,9 +171,9 @@ func Proxyless(o Options) ([]byte, error) {
 			ServerFeatures: []string{"xds_v3", "ignore_resource_deletion"},
 		}},
 		Node: GRPCNode{ID: o.NodeID, Cluster: o.Service, Metadata: map[string]string{
-			xds.NodeMetaKind: string(ir.ProxyProxyless),
+			wire.NodeMetaProxyKind: string(wire.ProxyProxyless),
 		}},
-		ServerListenerResourceNameTemplate: translate.ProxylessServerListenerPrefix + "%s",
+		ServerListenerResourceNameTemplate: wire.ProxylessServerListenerPrefix + "%s",
 	}
 	refresh := o.SVIDRefresh
 	if refresh <= 0 {
@@ -213,9 +214,28 @@ func socket(host string, port int) *corev3.Address {
 func proofMetadata(o Options) []*corev3.HeaderValue {
 	switch {
 	case o.ConsulToken != "":
-		return []*corev3.HeaderValue{{Key: xds.ConsulACLHeader, Value: o.ConsulToken}}
+		return []*corev3.HeaderValue{{Key: wire.ConsulACLHeader, Value: o.ConsulToken}}
 	case o.JoinToken != "":
-		return []*corev3.HeaderValue{{Key: xds.JoinTokenHeader, Value: o.JoinToken}}
+		return []*corev3.HeaderValue{{Key: wire.JoinTokenHeader, Value: o.JoinToken}}
 	}
 	return nil
+}
+
+// http2Options makes the xDS cluster speak HTTP/2 (xDS is gRPC). Written
+// here rather than taken from translate so that services building their
+// own bootstrap with this package link none of the translator.
+func http2Options() map[string]*anypb.Any {
+	opts, err := anypb.New(&upstreamhttpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
+			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
+					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+				},
+			},
+		},
+	})
+	if err != nil {
+		panic(err) // a static, well-formed message always marshals
+	}
+	return map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts}
 }

@@ -16,9 +16,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/bootstrap"
-	"medmesh/controlplane/translate"
-	cpxds "medmesh/controlplane/xds"
 )
 
 // parseEnvoy reads Envoy() output back the way Envoy does (YAML into the
@@ -52,8 +51,8 @@ func TestEnvoyBootstrap(t *testing.T) {
 	if b.GetNode().GetId() != "emr-1" || b.GetNode().GetCluster() != "emr" {
 		t.Errorf("node %v", b.GetNode())
 	}
-	if got := b.GetNode().GetMetadata().GetFields()[cpxds.NodeMetaKind].GetStringValue(); got != "envoy" {
-		t.Errorf("node metadata %s = %q, want envoy", cpxds.NodeMetaKind, got)
+	if got := b.GetNode().GetMetadata().GetFields()[wire.NodeMetaProxyKind].GetStringValue(); got != "envoy" {
+		t.Errorf("node metadata %s = %q, want envoy", wire.NodeMetaProxyKind, got)
 	}
 	// Envoy's admin API can change config and dump secrets: loopback only.
 	if sa := b.GetAdmin().GetAddress().GetSocketAddress(); sa.GetAddress() != "127.0.0.1" || sa.GetPortValue() != 15901 {
@@ -199,7 +198,7 @@ func TestProxylessBootstrap(t *testing.T) {
 		{[]any{"xds_servers", 0, "channel_creds", 0, "type"}, "insecure"},
 		{[]any{"node", "id"}, "nurse-station-7"},
 		{[]any{"node", "cluster"}, "nurse-station"},
-		{[]any{"node", "metadata", cpxds.NodeMetaKind}, "proxyless"},
+		{[]any{"node", "metadata", wire.NodeMetaProxyKind}, "proxyless"},
 		{[]any{"server_listener_resource_name_template"}, "medmesh/inbound/%s"},
 	}
 	for _, c := range checks {
@@ -225,7 +224,7 @@ func TestProxylessBootstrap(t *testing.T) {
 	// grpc-go fills the template with the address it serves on; the
 	// translator must name the listener the same way.
 	tmpl := get(t, m, "server_listener_resource_name_template").(string)
-	if got, want := strings.ReplaceAll(tmpl, "%s", "10.1.0.11:9001"), translate.ProxylessServerListenerName("10.1.0.11", 9001); got != want {
+	if got, want := strings.ReplaceAll(tmpl, "%s", "10.1.0.11:9001"), wire.ProxylessServerListenerName("10.1.0.11", 9001); got != want {
 		t.Errorf("grpc-go would ask for %q, the translator names %q", got, want)
 	}
 }

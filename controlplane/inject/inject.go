@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"medmesh/api/wire"
 	"medmesh/registry"
 )
 
@@ -73,11 +74,11 @@ const (
 // Ports inside an injected pod. Envoy and medmesh sidecar run as ProxyUID.
 const (
 	ProxyUID       = 1337
-	InboundPort    = 15006 // Envoy's inbound listener; redirected inbound traffic lands here
-	OutboundPort   = 15001 // Envoy's outbound HTTP listener; redirected outbound traffic lands here
-	EnvoyAdminPort = 15901 // loopback only
-	ExtProcPort    = 15090 // medmesh sidecar's ext_proc, loopback only
-	HealthPort     = 15091 // medmesh sidecar's /healthz, /readyz, /metrics: kubelet probes it
+	InboundPort    = wire.InboundPort
+	OutboundPort   = wire.OutboundHTTPPort
+	EnvoyAdminPort = wire.EnvoyAdminPort
+	ExtProcPort    = wire.ExtProcPort
+	HealthPort     = wire.SidecarHealthPort
 )
 
 // Config is how the injector builds sidecars: images and where the

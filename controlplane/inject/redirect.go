@@ -3,11 +3,13 @@ package inject
 import (
 	"fmt"
 	"strings"
+
+	"medmesh/api/wire"
 )
 
 // XDSPort is the control plane's xDS port; outbound connections to it
 // are never redirected, whoever makes them.
-const XDSPort = 15010
+const XDSPort = wire.XDSPort
 
 // Redirect is the traffic redirection medmesh-init installs in the pod's
 // network namespace (nat table), in the manner of Istio's istio-init:

@@ -5,6 +5,7 @@ import (
 	"net"
 	"sort"
 
+	"medmesh/api/wire"
 	"medmesh/registry"
 )
 
@@ -44,9 +45,9 @@ func (m *Mesh) applyIntentions(intentions []registry.Intention) {
 			m.UnresolvedIntentions = append(m.UnresolvedIntentions,
 				fmt.Sprintf("%s -> %s: source is not registered", in.Source, in.Destination))
 		}
-		id := fmt.Sprintf("spiffe://%s/ns/%s/svc/%s", m.TrustDomain, ns, in.Source)
+		id := wire.ServiceID(m.TrustDomain, ns, in.Source)
 		if in.Source == "*" {
-			id = "spiffe://" + m.TrustDomain + "/*"
+			id = wire.AnyInTrustDomain(m.TrustDomain)
 		}
 		if len(in.Permissions) > 0 {
 			m.Warnings = append(m.Warnings, dst.applyPermissions(id, in)...)
@@ -137,7 +138,7 @@ func (m *Mesh) Service(name string) (*Service, bool) {
 
 // SpiffeID is the SPIFFE ID of a service (CONTRACT.md).
 func (m *Mesh) SpiffeID(s *Service) string {
-	return fmt.Sprintf("spiffe://%s/ns/%s/svc/%s", m.TrustDomain, s.Namespace, s.Name)
+	return wire.ServiceID(m.TrustDomain, s.Namespace, s.Name)
 }
 
 // applyPermissions turns an intention's L7 permissions into access rules

@@ -7,6 +7,7 @@ package ir
 import (
 	"time"
 
+	"medmesh/api/wire"
 	"medmesh/registry"
 )
 
@@ -143,27 +144,14 @@ type Endpoint struct {
 	Weight     uint32 `json:"weight"`
 }
 
-// ProxyKind is the kind of data plane a proxy is.
-type ProxyKind string
-
-// Proxy kinds.
-const (
-	ProxyEnvoy     ProxyKind = "envoy"
-	ProxyProxyless ProxyKind = "proxyless"
-	// ProxySVIDAgent is `medmesh sidecar --svid-dir`: it asks only for its
-	// service's SVID and bundle (over SDS) and writes them to files for a
-	// proxyless application.
-	ProxySVIDAgent ProxyKind = "svid-agent"
-)
-
 // Proxy is one connected data plane client.
 type Proxy struct {
 	// ID is the xDS node.id: for Envoy the Consul service ID of the
 	// instance it fronts.
 	ID string `json:"id"`
 	// Service is node.cluster: the service the proxy belongs to.
-	Service string    `json:"service"`
-	Kind    ProxyKind `json:"kind"`
+	Service string         `json:"service"`
+	Kind    wire.ProxyKind `json:"kind"`
 	// Instance is the catalog instance the proxy fronts, when known.
 	Instance *registry.Instance `json:"instance,omitempty"`
 	// Peer is the address the proxy's xDS stream came from.
@@ -176,23 +164,9 @@ type Proxy struct {
 	SVID *Identity `json:"-"`
 }
 
-// ProofKind is how a workload proves which service it is.
-type ProofKind string
-
-const (
-	// ProofJoinToken is a one-time token issued by the control plane.
-	ProofJoinToken ProofKind = "join-token"
-	// ProofKubernetes is a projected service-account token, checked with
-	// a Kubernetes TokenReview.
-	ProofKubernetes ProofKind = "kubernetes"
-	// ProofConsul is a Consul ACL token, checked against Consul for
-	// service:write on the claimed service.
-	ProofConsul ProofKind = "consul"
-)
-
 // Proof is a credential presented by a proxy.
 type Proof struct {
-	Kind  ProofKind
+	Kind  wire.ProofKind
 	Token string
 }
 

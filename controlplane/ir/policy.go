@@ -1,7 +1,6 @@
 package ir
 
 import (
-	"fmt"
 	"maps"
 	"net"
 	"slices"
@@ -9,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"medmesh/api/wire"
 	"medmesh/registry"
 )
 
@@ -226,7 +226,7 @@ func (m *Mesh) ApplyPolicies(cat *registry.Catalog, p *Policies) {
 			if c, ok := m.Service(caller); ok {
 				ns = c.Namespace
 			}
-			rule.Principals = append(rule.Principals, fmt.Sprintf("spiffe://%s/ns/%s/svc/%s", m.TrustDomain, ns, caller))
+			rule.Principals = append(rule.Principals, wire.ServiceID(m.TrustDomain, ns, caller))
 		}
 		svc.Authz.Rules = append(svc.Authz.Rules, rule)
 	}

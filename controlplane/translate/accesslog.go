@@ -5,13 +5,15 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"medmesh/api/wire"
 )
 
 // accessLogFields is the JSON access log line of Envoy sidecars. It names
 // who called whom, how it went and what kind of data it was, never the
 // path, query, headers or bodies: a FHIR path carries a patient's ID, so
 // the PHI tags (dynamic metadata set by the PHI extension, namespace
-// extProcNamespace) stand in for it. A caller-supplied x-request-id is
+// wire.MetadataNamespace) stand in for it. A caller-supplied x-request-id is
 // left out too: it is free text from outside.
 var accessLogFields = map[string]string{
 	"start_time":  "%START_TIME%",
@@ -26,9 +28,9 @@ var accessLogFields = map[string]string{
 	"route":       "%ROUTE_NAME%",
 	"upstream":    "%UPSTREAM_CLUSTER%",
 	"caller":      "%DOWNSTREAM_PEER_URI_SAN%",
-	"phi":         "%DYNAMIC_METADATA(" + extProcNamespace + ":phi)%",
-	"priority":    "%DYNAMIC_METADATA(" + extProcNamespace + ":priority)%",
-	"class":       "%DYNAMIC_METADATA(" + extProcNamespace + ":class)%",
+	"phi":         "%DYNAMIC_METADATA(" + wire.MetadataNamespace + ":" + wire.MetadataPHI + ")%",
+	"priority":    "%DYNAMIC_METADATA(" + wire.MetadataNamespace + ":" + wire.MetadataPriority + ")%",
+	"class":       "%DYNAMIC_METADATA(" + wire.MetadataNamespace + ":" + wire.MetadataClass + ")%",
 }
 
 // accessLogs is the access log of an Envoy sidecar's connection manager:

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
 	"medmesh/registry"
 )
@@ -16,7 +17,7 @@ import (
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 // upstreamCluster is the EDS cluster through which a proxy calls a service.
-func upstreamCluster(m *ir.Mesh, s *ir.Service, kind ir.ProxyKind) *clusterv3.Cluster {
+func upstreamCluster(m *ir.Mesh, s *ir.Service, kind wire.ProxyKind) *clusterv3.Cluster {
 	c := &clusterv3.Cluster{
 		Name:                 s.Name,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
@@ -27,10 +28,10 @@ func upstreamCluster(m *ir.Mesh, s *ir.Service, kind ir.ProxyKind) *clusterv3.Cl
 		TransportSocket:      upstreamTransportSocket(m, s, kind),
 	}
 	applyLB(c, s.LB, kind)
-	if s.Protocol.IsHTTP2() && kind == ir.ProxyEnvoy {
+	if s.Protocol.IsHTTP2() && kind == wire.ProxyEnvoy {
 		c.TypedExtensionProtocolOptions = HTTP2Options()
 	}
-	if n := s.Policy.MaxRequestsPerConnection; n > 0 && kind == ir.ProxyEnvoy && s.Protocol.IsHTTP() {
+	if n := s.Policy.MaxRequestsPerConnection; n > 0 && kind == wire.ProxyEnvoy && s.Protocol.IsHTTP() {
 		c.TypedExtensionProtocolOptions = httpOptions(s.Protocol.IsHTTP2(), n)
 	}
 	return c
@@ -38,7 +39,7 @@ func upstreamCluster(m *ir.Mesh, s *ir.Service, kind ir.ProxyKind) *clusterv3.Cl
 
 // subsetCluster is a route policy's subset of a service: the service's
 // cluster under the subset's name, whose endpoints are the subset's.
-func subsetCluster(m *ir.Mesh, s *ir.Service, sub *ir.Subset, kind ir.ProxyKind) *clusterv3.Cluster {
+func subsetCluster(m *ir.Mesh, s *ir.Service, sub *ir.Subset, kind wire.ProxyKind) *clusterv3.Cluster {
 	c := upstreamCluster(m, s, kind)
 	c.Name = sub.Cluster
 	return c
@@ -69,9 +70,9 @@ func httpOptions(http2 bool, maxRequests uint32) map[string]*anypb.Any {
 // least request and ring hash only, so proxyless clients get round robin
 // for maglev (the closest consistent choice would need a hash policy the
 // caller does not send) and random.
-func applyLB(c *clusterv3.Cluster, lb ir.LoadBalancer, kind ir.ProxyKind) {
+func applyLB(c *clusterv3.Cluster, lb ir.LoadBalancer, kind wire.ProxyKind) {
 	policy := lb.Policy
-	if kind == ir.ProxyProxyless && (policy == registry.LBMaglev || policy == registry.LBRandom) {
+	if kind == wire.ProxyProxyless && (policy == registry.LBMaglev || policy == registry.LBRandom) {
 		policy = registry.LBRoundRobin
 	}
 	switch policy {

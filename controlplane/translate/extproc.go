@@ -10,37 +10,19 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
-	"medmesh/sidecar/sched"
 )
 
-// The PHI extension (`medmesh sidecar`) beside every Envoy sidecar.
+// The PHI extension (`medmesh sidecar`) beside every Envoy sidecar; what
+// it and the filter must agree on (attributes, metadata namespace, the
+// scheduler's limits) is in api/wire.
 const (
 	// ExtProcCluster reaches the local extension.
 	ExtProcCluster = "inbound|extproc"
-	// ExtProcPort is `medmesh sidecar --extproc-listen`'s default port.
-	ExtProcPort = 15090
 	// ExtProcFilterName is the filter's name in the HTTP filter chain.
 	ExtProcFilterName = "envoy.filters.http.ext_proc"
-	// extProcNamespace is where the extension puts its tags as dynamic
-	// metadata (phi.MetadataNamespace); access logs read them as
-	// %DYNAMIC_METADATA(medmesh:priority)%.
-	extProcNamespace = "medmesh"
 )
-
-// extProcSched is the scheduler configuration `medmesh sidecar` runs
-// with; the filter's timeouts and the cluster's limits are derived from
-// it, so the two cannot drift apart.
-var extProcSched = sched.Config{}
-
-// ExtProcMessageTimeout bounds how long Envoy waits for the extension's
-// answer to one message. It must exceed the longest queue wait: a
-// request admitted (or shed with a 503) at the last moment must not be
-// turned into an ext_proc timeout instead. The margin covers the
-// classification itself and a loaded machine.
-func ExtProcMessageTimeout() time.Duration {
-	return sched.LongestWait(extProcSched) + 2*time.Second
-}
 
 // extProcHTTPFilter tags, queues and audits every inbound request of an
 // HTTP service. The extension sees request and response headers only
@@ -68,12 +50,12 @@ func extProcHTTPFilter(s *ir.Service) *hcmv3.HttpFilter {
 		},
 		// The caller's identity caps its priority and goes in the audit
 		// trail; the peer address goes there too.
-		RequestAttributes: []string{"connection.uri_san_peer_certificate", "source.address"},
-		MessageTimeout:    dur(ExtProcMessageTimeout()),
+		RequestAttributes: []string{wire.ExtProcAttrPeerURI, wire.ExtProcAttrSource},
+		MessageTimeout:    dur(wire.ExtProcMessageTimeout),
 		StatPrefix:        "medmesh",
 		MetadataOptions: &extprocv3.MetadataOptions{
-			ForwardingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{extProcNamespace}},
-			ReceivingNamespaces:  &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{extProcNamespace}},
+			ForwardingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{wire.MetadataNamespace}},
+			ReceivingNamespaces:  &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{wire.MetadataNamespace}},
 		},
 	}
 	if s.PHI {
@@ -83,14 +65,11 @@ func extProcHTTPFilter(s *ir.Service) *hcmv3.HttpFilter {
 	return &hcmv3.HttpFilter{Name: ExtProcFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(f)}}
 }
 
-// extProcCluster is the static HTTP/2 cluster to the local extension.
-// Envoy opens one gRPC stream per request and holds it while the request
-// is queued, so the circuit breaker must admit every request the
-// scheduler can hold (admitted plus queued), with room to spare: Envoy's
-// default of 1,024 would turn a full queue into ext_proc failures, i.e.
-// 503s for PHI services, before the scheduler could choose who waits.
+// extProcCluster is the static HTTP/2 cluster to the local extension;
+// its circuit breaker admits every stream the extension's scheduler can
+// hold (wire.ExtProcMaxStreams says why).
 func extProcCluster() *clusterv3.Cluster {
-	limit := uint32(2 * sched.MaxOutstanding(extProcSched))
+	limit := uint32(wire.ExtProcMaxStreams)
 	return &clusterv3.Cluster{
 		Name:                 ExtProcCluster,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
@@ -99,7 +78,7 @@ func extProcCluster() *clusterv3.Cluster {
 			ClusterName: ExtProcCluster,
 			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
 				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-					Address: socketAddress("127.0.0.1", ExtProcPort),
+					Address: socketAddress("127.0.0.1", wire.ExtProcPort),
 				}},
 			}}}},
 		},

@@ -9,15 +9,15 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/translate"
-	"medmesh/sidecar/sched"
 )
 
 // inboundChains returns the HTTP connection managers of the inbound
 // listener's filter chains.
 func inboundHCMs(t *testing.T, res *translate.Resources) []*hcmv3.HttpConnectionManager {
 	t.Helper()
-	l := find[*listenerv3.Listener](t, res.Listeners, translate.InboundListener)
+	l := find[*listenerv3.Listener](t, res.Listeners, wire.InboundListener)
 	var out []*hcmv3.HttpConnectionManager
 	for _, fc := range l.GetFilterChains() {
 		for _, f := range fc.GetFilters() {
@@ -70,7 +70,7 @@ func TestExtProcOnPHIServiceFailsClosed(t *testing.T) {
 	if ep.GetStatusOnError().GetCode() != 503 {
 		t.Errorf("status on error %v, want 503", ep.GetStatusOnError())
 	}
-	if got, longest := ep.GetMessageTimeout().AsDuration(), sched.LongestWait(sched.Config{}); got <= longest {
+	if got, longest := ep.GetMessageTimeout().AsDuration(), wire.SchedulerLongestWait; got <= longest {
 		t.Errorf("message_timeout %v must exceed the longest queue wait %v", got, longest)
 	}
 	if ep.GetGrpcService().GetEnvoyGrpc().GetClusterName() != translate.ExtProcCluster {
@@ -96,12 +96,12 @@ func TestExtProcOnPHIServiceFailsClosed(t *testing.T) {
 
 	c := find[*clusterv3.Cluster](t, res.Clusters, translate.ExtProcCluster)
 	th := c.GetCircuitBreakers().GetThresholds()[0]
-	outstanding := uint32(sched.MaxOutstanding(sched.Config{}))
+	outstanding := uint32(wire.SchedulerMaxOutstanding)
 	if th.GetMaxRequests().GetValue() <= outstanding || th.GetMaxPendingRequests().GetValue() <= outstanding {
 		t.Errorf("ext_proc circuit breaker %v must exceed what the scheduler holds (%d)", th, outstanding)
 	}
 	sa := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress()
-	if sa.GetAddress() != "127.0.0.1" || sa.GetPortValue() != translate.ExtProcPort {
+	if sa.GetAddress() != "127.0.0.1" || sa.GetPortValue() != wire.ExtProcPort {
 		t.Errorf("ext_proc at %s:%d", sa.GetAddress(), sa.GetPortValue())
 	}
 	if len(c.GetTypedExtensionProtocolOptions()) == 0 {

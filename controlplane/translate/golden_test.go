@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
 	"medmesh/controlplane/translate"
 	"medmesh/registry"
@@ -42,9 +43,9 @@ const (
 // format, so inputs read like the catalog files operators write.
 type goldenInput struct {
 	Proxy struct {
-		ID      string       `json:"id"`
-		Service string       `json:"service"`
-		Kind    ir.ProxyKind `json:"kind"`
+		ID      string         `json:"id"`
+		Service string         `json:"service"`
+		Kind    wire.ProxyKind `json:"kind"`
 	} `json:"proxy"`
 	// MTLS turns on mutual TLS; the proxy then gets fixed test SVID and
 	// bundle bytes, so outputs stay deterministic.
@@ -158,7 +159,7 @@ func loadCaseWithPolicies(t *testing.T, name string) (*registry.Catalog, *ir.Pro
 	if in.Proxy.ID == "" {
 		t.Fatalf("%s: proxy.id is required", path)
 	}
-	if in.Proxy.Kind != ir.ProxyEnvoy && in.Proxy.Kind != ir.ProxyProxyless {
+	if in.Proxy.Kind != wire.ProxyEnvoy && in.Proxy.Kind != wire.ProxyProxyless {
 		t.Fatalf("%s: proxy.kind %q: want envoy or proxyless", path, in.Proxy.Kind)
 	}
 	cat, err := registry.ParseCatalogFile(path, in.Catalog)
@@ -169,7 +170,7 @@ func loadCaseWithPolicies(t *testing.T, name string) (*registry.Catalog, *ir.Pro
 	if svc, inst, ok := cat.Instance(p.ID); ok && (p.Service == "" || p.Service == svc.Name) {
 		p.Service, p.Instance = svc.Name, inst
 	}
-	if in.MTLS && p.Kind == ir.ProxyEnvoy {
+	if in.MTLS && p.Kind == wire.ProxyEnvoy {
 		p.SVID = &ir.Identity{CertChain: testCertPEM, PrivateKey: testKeyPEM}
 	}
 	return cat, p, in.MTLS, in.Policies

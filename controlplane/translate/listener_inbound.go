@@ -6,6 +6,7 @@ import (
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
 	"medmesh/registry"
 )
@@ -14,11 +15,11 @@ import (
 // registered address and port and hands them to the local application.
 func inboundListener(m *ir.Mesh, s *ir.Service, in *registry.Instance) *listenerv3.Listener {
 	l := &listenerv3.Listener{
-		Name:    InboundListener,
+		Name:    wire.InboundListener,
 		Address: socketAddress(in.Address, in.Port),
 		FilterChains: []*listenerv3.FilterChain{{
 			Filters:         inboundFilters(m, s, true),
-			TransportSocket: downstreamTransportSocket(m, s, ir.ProxyEnvoy),
+			TransportSocket: downstreamTransportSocket(m, s, wire.ProxyEnvoy),
 		}},
 		TrafficDirection: corev3.TrafficDirection_INBOUND,
 	}
@@ -44,7 +45,7 @@ func inboundListener(m *ir.Mesh, s *ir.Service, in *registry.Instance) *listener
 // authorization when the caller's identity is known (authz).
 func inboundFilters(m *ir.Mesh, s *ir.Service, authz bool) []*listenerv3.Filter {
 	if s.Protocol.IsHTTP() {
-		o := hcmOptions{statPrefix: InboundListener, rdsName: InboundRoute, extProc: extProcHTTPFilter(s), accessLog: true}
+		o := hcmOptions{statPrefix: wire.InboundListener, rdsName: InboundRoute, extProc: extProcHTTPFilter(s), accessLog: true}
 		if authz {
 			o.rbac = rbacHTTPFilter(m, s)
 		}
@@ -56,5 +57,5 @@ func inboundFilters(m *ir.Mesh, s *ir.Service, authz bool) []*listenerv3.Filter 
 			filters = append(filters, f)
 		}
 	}
-	return append(filters, tcpProxyFilter(InboundListener, LocalAppCluster, s.Route.IdleTimeout))
+	return append(filters, tcpProxyFilter(wire.InboundListener, LocalAppCluster, s.Route.IdleTimeout))
 }

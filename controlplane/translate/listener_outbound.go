@@ -10,19 +10,20 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
 )
 
 // outboundHTTPListener is where applications beside an Envoy sidecar send
 // HTTP and gRPC calls for mesh services, on loopback only.
 func outboundHTTPListener(m *ir.Mesh) *listenerv3.Listener {
-	hcm := httpConnectionManager(hcmOptions{statPrefix: OutboundHTTPListener, rdsName: OutboundHTTPRoute, stripPort: true, accessLog: true})
+	hcm := httpConnectionManager(hcmOptions{statPrefix: wire.OutboundHTTPListener, rdsName: wire.OutboundHTTPRoute, stripPort: true, accessLog: true})
 	if anyFault(m) {
 		hcm = withFaultFilter(hcm)
 	}
 	return &listenerv3.Listener{
-		Name:    OutboundHTTPListener,
-		Address: socketAddress("127.0.0.1", OutboundHTTPPort),
+		Name:    wire.OutboundHTTPListener,
+		Address: socketAddress("127.0.0.1", wire.OutboundHTTPPort),
 		FilterChains: []*listenerv3.FilterChain{{
 			Filters: []*listenerv3.Filter{hcmFilter(hcm)},
 		}},
@@ -43,16 +44,16 @@ func outboundTCPListeners(m *ir.Mesh) ([]types.Resource, []string) {
 		if s.Protocol.IsHTTP() {
 			continue
 		}
-		if other, ok := taken[s.Port]; ok || s.Port == OutboundHTTPPort {
+		if other, ok := taken[s.Port]; ok || s.Port == wire.OutboundHTTPPort {
 			if !ok {
-				other = OutboundHTTPListener
+				other = wire.OutboundHTTPListener
 			}
 			warns = append(warns, fmt.Sprintf("service %q: outbound TCP port %d is already used by %q; no local listener", s.Name, s.Port, other))
 			continue
 		}
 		taken[s.Port] = s.Name
 		out = append(out, &listenerv3.Listener{
-			Name:    OutboundTCPListener(s.Name),
+			Name:    wire.OutboundTCPListener(s.Name),
 			Address: socketAddress("127.0.0.1", s.Port),
 			FilterChains: []*listenerv3.FilterChain{{
 				Filters: []*listenerv3.Filter{tcpProxyFilter("outbound_tcp|"+s.Name, s.Name, s.Route.IdleTimeout)},

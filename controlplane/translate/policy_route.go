@@ -7,6 +7,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
 )
 
@@ -17,7 +18,7 @@ import (
 // do not get.
 
 // policyRoute is one route policy rule.
-func policyRoute(s *ir.Service, rule *ir.RouteRule, kind ir.ProxyKind) *routev3.Route {
+func policyRoute(s *ir.Service, rule *ir.RouteRule, kind wire.ProxyKind) *routev3.Route {
 	action := routeAction(s, kind, rule.Timeout, rule.Retry)
 	if len(rule.Clusters) == 1 {
 		action.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: rule.Clusters[0].Cluster}
@@ -28,7 +29,7 @@ func policyRoute(s *ir.Service, rule *ir.RouteRule, kind ir.ProxyKind) *routev3.
 		}
 		action.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
 	}
-	if rule.Mirror != nil && kind == ir.ProxyEnvoy {
+	if rule.Mirror != nil && kind == wire.ProxyEnvoy {
 		action.RequestMirrorPolicies = []*routev3.RouteAction_RequestMirrorPolicy{{
 			Cluster:         rule.Mirror.Cluster,
 			RuntimeFraction: &corev3.RuntimeFractionalPercent{DefaultValue: percent(rule.Mirror.Percent)},

@@ -1,13 +1,11 @@
 package translate
 
 import (
-	"net"
-	"strconv"
-
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
 	"medmesh/registry"
 )
@@ -36,15 +34,9 @@ func proxylessRouteConfig(s *ir.Service) *routev3.RouteConfiguration {
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    s.Name,
 			Domains: []string{s.Name},
-			Routes:  serviceRoutes(s, ir.ProxyProxyless),
+			Routes:  serviceRoutes(s, wire.ProxyProxyless),
 		}},
 	}
-}
-
-// ProxylessServerListenerName is the listener a proxyless server at
-// host:port asks for.
-func ProxylessServerListenerName(host string, port int) string {
-	return ProxylessServerListenerPrefix + net.JoinHostPort(host, strconv.Itoa(port))
 }
 
 // proxylessServerListener lets an xds.NewGRPCServer serve: grpc-go only
@@ -63,12 +55,12 @@ func proxylessServerListener(m *ir.Mesh, s *ir.Service, in *registry.Instance) *
 		}},
 	}
 	return &listenerv3.Listener{
-		Name:    ProxylessServerListenerName(in.Address, in.Port),
+		Name:    wire.ProxylessServerListenerName(in.Address, in.Port),
 		Address: socketAddress(in.Address, in.Port),
 		FilterChains: []*listenerv3.FilterChain{{
 			Name:            "inbound|" + s.Name,
 			Filters:         []*listenerv3.Filter{hcmFilter(httpConnectionManager(hcmOptions{statPrefix: "inbound", inline: inline, rbac: rbacHTTPFilter(m, s)}))},
-			TransportSocket: downstreamTransportSocket(m, s, ir.ProxyProxyless),
+			TransportSocket: downstreamTransportSocket(m, s, wire.ProxyProxyless),
 		}},
 		TrafficDirection: corev3.TrafficDirection_INBOUND,
 	}

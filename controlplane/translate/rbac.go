@@ -11,6 +11,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
 )
 
@@ -28,7 +29,7 @@ func rbacPolicy(m *ir.Mesh, a ir.Authz) *rbacv3.RBAC {
 	if a.OthersAllowed {
 		// Any workload of the trust domain, except those denied by name.
 		anyWorkload := &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{Authenticated: &rbacv3.Principal_Authenticated{
-			PrincipalName: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: "spiffe://" + m.TrustDomain + "/"}},
+			PrincipalName: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: wire.TrustDomainPrefix(m.TrustDomain)}},
 		}}}
 		if len(a.Denied) == 0 {
 			principals = append(principals, anyWorkload)

@@ -9,6 +9,7 @@ import (
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
 	"medmesh/registry"
 )
@@ -19,7 +20,7 @@ const idempotentMethods = "GET|HEAD|OPTIONS|PUT|DELETE|TRACE"
 // outboundRouteConfig holds one virtual host per HTTP-family service,
 // reached through the sidecar's outbound HTTP listener by Host header.
 func outboundRouteConfig(m *ir.Mesh) *routev3.RouteConfiguration {
-	rc := &routev3.RouteConfiguration{Name: OutboundHTTPRoute}
+	rc := &routev3.RouteConfiguration{Name: wire.OutboundHTTPRoute}
 	for i := range m.Services {
 		s := &m.Services[i]
 		if !s.Protocol.IsHTTP() {
@@ -28,7 +29,7 @@ func outboundRouteConfig(m *ir.Mesh) *routev3.RouteConfiguration {
 		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
 			Name:    s.Name,
 			Domains: []string{s.Name, s.Name + ".service.consul"},
-			Routes:  serviceRoutes(s, ir.ProxyEnvoy),
+			Routes:  serviceRoutes(s, wire.ProxyEnvoy),
 		})
 	}
 	return rc
@@ -36,7 +37,7 @@ func outboundRouteConfig(m *ir.Mesh) *routev3.RouteConfiguration {
 
 // serviceRoutes are a service's routes: its route policy's rules in
 // order, then the default route for everything they do not match.
-func serviceRoutes(s *ir.Service, kind ir.ProxyKind) []*routev3.Route {
+func serviceRoutes(s *ir.Service, kind wire.ProxyKind) []*routev3.Route {
 	out := make([]*routev3.Route, 0, len(s.Policy.Rules)+1)
 	for i := range s.Policy.Rules {
 		out = append(out, policyRoute(s, &s.Policy.Rules[i], kind))
@@ -46,7 +47,7 @@ func serviceRoutes(s *ir.Service, kind ir.ProxyKind) []*routev3.Route {
 
 // upstreamRoute forwards every request of a service to its cluster with the
 // service's timeout and retry policy.
-func upstreamRoute(s *ir.Service, kind ir.ProxyKind) *routev3.Route {
+func upstreamRoute(s *ir.Service, kind wire.ProxyKind) *routev3.Route {
 	return &routev3.Route{
 		Name:   s.Name,
 		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
@@ -55,13 +56,13 @@ func upstreamRoute(s *ir.Service, kind ir.ProxyKind) *routev3.Route {
 }
 
 // routeAction sends to the service's cluster with a timeout and retries.
-func routeAction(s *ir.Service, kind ir.ProxyKind, timeout time.Duration, retry ir.Retry) *routev3.RouteAction {
+func routeAction(s *ir.Service, kind wire.ProxyKind, timeout time.Duration, retry ir.Retry) *routev3.RouteAction {
 	action := &routev3.RouteAction{
 		ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: s.Name},
 		RetryPolicy:      retryPolicy(retry, kind),
 	}
 	switch {
-	case kind == ir.ProxyProxyless:
+	case kind == wire.ProxyProxyless:
 		// grpc-go reads deadlines from max_stream_duration, not timeout.
 		if timeout > 0 {
 			action.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{MaxStreamDuration: dur(timeout)}
@@ -90,11 +91,11 @@ const AffinityHeader = "x-medmesh-affinity"
 // affinity header when present, else the caller (its address for Envoy,
 // its channel for grpc-go), so one caller sticks to one instance rather
 // than being spread at random.
-func hashPolicy(s *ir.Service, kind ir.ProxyKind) []*routev3.RouteAction_HashPolicy {
+func hashPolicy(s *ir.Service, kind wire.ProxyKind) []*routev3.RouteAction_HashPolicy {
 	if s.LB.Policy != registry.LBRingHash && s.LB.Policy != registry.LBMaglev {
 		return nil
 	}
-	if kind == ir.ProxyProxyless && s.LB.Policy == registry.LBMaglev {
+	if kind == wire.ProxyProxyless && s.LB.Policy == registry.LBMaglev {
 		return nil // proxyless falls back to round robin for maglev
 	}
 	header := &routev3.RouteAction_HashPolicy{
@@ -104,7 +105,7 @@ func hashPolicy(s *ir.Service, kind ir.ProxyKind) []*routev3.RouteAction_HashPol
 	caller := &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_ConnectionProperties_{
 		ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true},
 	}}
-	if kind == ir.ProxyProxyless {
+	if kind == wire.ProxyProxyless {
 		caller = &routev3.RouteAction_HashPolicy{PolicySpecifier: &routev3.RouteAction_HashPolicy_FilterState_{
 			FilterState: &routev3.RouteAction_HashPolicy_FilterState{Key: "io.grpc.channel_id"},
 		}}
@@ -112,7 +113,7 @@ func hashPolicy(s *ir.Service, kind ir.ProxyKind) []*routev3.RouteAction_HashPol
 	return []*routev3.RouteAction_HashPolicy{header, caller}
 }
 
-func retryPolicy(r ir.Retry, kind ir.ProxyKind) *routev3.RetryPolicy {
+func retryPolicy(r ir.Retry, kind wire.ProxyKind) *routev3.RetryPolicy {
 	if r.Attempts == 0 {
 		return nil
 	}
@@ -124,7 +125,7 @@ func retryPolicy(r ir.Retry, kind ir.ProxyKind) *routev3.RetryPolicy {
 			MaxInterval:  dur(r.BackoffMax),
 		},
 	}
-	if kind == ir.ProxyProxyless {
+	if kind == wire.ProxyProxyless {
 		// grpc-go understands only status-code conditions and no per-try
 		// timeout; the rest would be ignored, so leave it out. UNAVAILABLE
 		// (the call never started) stands in when a policy names only

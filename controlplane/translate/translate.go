@@ -18,27 +18,16 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
 )
 
-// Resource names. "|" cannot appear in a DNS-compatible service name, so
-// medmesh's own names never collide with a service's.
+// Resource names of medmesh's own that only the translator uses; the
+// names data planes refer to are in api/wire.
 const (
-	OutboundHTTPListener = "outbound_http"
-	OutboundHTTPRoute    = "outbound_http"
-	InboundListener      = "inbound"
-	InboundRoute         = "inbound"
-	LocalAppCluster      = "inbound|local_app"
-	// OutboundHTTPPort is where applications beside an Envoy sidecar send
-	// plain HTTP for mesh services (until traffic redirection lands).
-	OutboundHTTPPort = 15001
-	// ProxylessServerListenerPrefix is the prefix of the
-	// server_listener_resource_name_template in proxyless bootstraps.
-	ProxylessServerListenerPrefix = "medmesh/inbound/"
+	InboundRoute    = "inbound"
+	LocalAppCluster = "inbound|local_app"
 )
-
-// OutboundTCPListener names the local listener for a TCP service.
-func OutboundTCPListener(service string) string { return "outbound_tcp|" + service }
 
 // Resources are the xDS resources for one proxy, or the shared part of
 // them, grouped by type and sorted by name.
@@ -143,8 +132,8 @@ type ServiceSet struct {
 func ForService(m *ir.Mesh, svc *ir.Service) *ServiceSet {
 	set := &ServiceSet{
 		Endpoints:        loadAssignment(svc),
-		EnvoyCluster:     upstreamCluster(m, svc, ir.ProxyEnvoy),
-		ProxylessCluster: upstreamCluster(m, svc, ir.ProxyProxyless),
+		EnvoyCluster:     upstreamCluster(m, svc, wire.ProxyEnvoy),
+		ProxylessCluster: upstreamCluster(m, svc, wire.ProxyProxyless),
 	}
 	if svc.Protocol.IsHTTP() {
 		set.ProxylessListener = proxylessClientListener(svc)
@@ -153,8 +142,8 @@ func ForService(m *ir.Mesh, svc *ir.Service) *ServiceSet {
 	for i := range svc.Policy.Subsets {
 		sub := &svc.Policy.Subsets[i]
 		set.SubsetEndpoints = append(set.SubsetEndpoints, assignment(sub.Cluster, sub.Localities, svc.Policy.Failover))
-		set.SubsetEnvoyClusters = append(set.SubsetEnvoyClusters, subsetCluster(m, svc, sub, ir.ProxyEnvoy))
-		set.SubsetProxylessClusters = append(set.SubsetProxylessClusters, subsetCluster(m, svc, sub, ir.ProxyProxyless))
+		set.SubsetEnvoyClusters = append(set.SubsetEnvoyClusters, subsetCluster(m, svc, sub, wire.ProxyEnvoy))
+		set.SubsetProxylessClusters = append(set.SubsetProxylessClusters, subsetCluster(m, svc, sub, wire.ProxyProxyless))
 	}
 	return set
 }
@@ -214,7 +203,7 @@ func ForProxy(m *ir.Mesh, p *ir.Proxy) *Resources {
 	for _, sec := range secrets(m, p) {
 		r.Secrets = append(r.Secrets, sec)
 	}
-	if p.Kind == ir.ProxySVIDAgent {
+	if p.Kind == wire.ProxySVIDAgent {
 		return r // an SVID agent gets its secrets and nothing else
 	}
 	svc, ok := m.Service(p.Service)
@@ -231,7 +220,7 @@ func ForProxy(m *ir.Mesh, p *ir.Proxy) *Resources {
 		return r
 	}
 	switch p.Kind {
-	case ir.ProxyProxyless:
+	case wire.ProxyProxyless:
 		if svc.Protocol.IsHTTP() {
 			r.Listeners = append(r.Listeners, proxylessServerListener(m, svc, p.Instance))
 		}
@@ -252,7 +241,7 @@ func ForProxy(m *ir.Mesh, p *ir.Proxy) *Resources {
 func Translate(m *ir.Mesh, p *ir.Proxy) *Resources {
 	sh := Shared(m)
 	base := sh.Envoy
-	if p.Kind == ir.ProxyProxyless {
+	if p.Kind == wire.ProxyProxyless {
 		base = sh.Proxyless
 	}
 	out := Merge(base, ForProxy(m, p))

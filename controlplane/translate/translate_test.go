@@ -14,6 +14,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
 	"medmesh/controlplane/translate"
 	"medmesh/registry"
@@ -60,13 +61,13 @@ func has(rs []types.Resource, name string) bool {
 // route table.
 func outboundAction(t *testing.T, res *translate.Resources, svc string) *routev3.RouteAction {
 	t.Helper()
-	rc := find[*routev3.RouteConfiguration](t, res.Routes, translate.OutboundHTTPRoute)
+	rc := find[*routev3.RouteConfiguration](t, res.Routes, wire.OutboundHTTPRoute)
 	for _, vh := range rc.GetVirtualHosts() {
 		if vh.GetName() == svc {
 			return vh.GetRoutes()[0].GetRoute()
 		}
 	}
-	t.Fatalf("no virtual host %q in %s", svc, translate.OutboundHTTPRoute)
+	t.Fatalf("no virtual host %q in %s", svc, wire.OutboundHTTPRoute)
 	return nil
 }
 
@@ -109,7 +110,7 @@ func TestEnvoySidecarEndpointsAndInbound(t *testing.T) {
 		t.Errorf("%d localities, want 2 (north, south)", n)
 	}
 
-	in := find[*listenerv3.Listener](t, res.Listeners, translate.InboundListener)
+	in := find[*listenerv3.Listener](t, res.Listeners, wire.InboundListener)
 	if sa := in.GetAddress().GetSocketAddress(); sa.GetAddress() != "10.1.0.11" || sa.GetPortValue() != 8080 {
 		t.Errorf("inbound listener on %s:%d, want the registered 10.1.0.11:8080", sa.GetAddress(), sa.GetPortValue())
 	}
@@ -201,11 +202,11 @@ func TestLBPolicies(t *testing.T) {
 
 func TestTCPServices(t *testing.T) {
 	res := translateCase(t, "envoy-tcp")
-	if !has(res.Listeners, translate.OutboundTCPListener("hl7-archive")) {
+	if !has(res.Listeners, wire.OutboundTCPListener("hl7-archive")) {
 		t.Errorf("hl7-archive (first by name on 2575) has no outbound listener: %v", names(res.Listeners))
 	}
 	for _, lost := range []string{"hl7-feed", "legacy-gw"} {
-		if has(res.Listeners, translate.OutboundTCPListener(lost)) {
+		if has(res.Listeners, wire.OutboundTCPListener(lost)) {
 			t.Errorf("%s got a listener on a port already taken", lost)
 		}
 		found := false
@@ -218,11 +219,11 @@ func TestTCPServices(t *testing.T) {
 		// Its cluster stays: HTTP proxies and a later fix may still use it.
 		find[*clusterv3.Cluster](t, res.Clusters, lost)
 	}
-	l := find[*listenerv3.Listener](t, res.Listeners, translate.OutboundTCPListener("dicom-dimse"))
+	l := find[*listenerv3.Listener](t, res.Listeners, wire.OutboundTCPListener("dicom-dimse"))
 	if sa := l.GetAddress().GetSocketAddress(); sa.GetAddress() != "127.0.0.1" || sa.GetPortValue() != 104 {
 		t.Errorf("dicom-dimse outbound on %s:%d, want loopback on the common port 104", sa.GetAddress(), sa.GetPortValue())
 	}
-	in := find[*listenerv3.Listener](t, res.Listeners, translate.InboundListener)
+	in := find[*listenerv3.Listener](t, res.Listeners, wire.InboundListener)
 	if got := in.GetFilterChains()[0].GetFilters()[0].GetName(); got != "envoy.filters.network.tcp_proxy" {
 		t.Errorf("TCP inbound filter %q, want tcp_proxy", got)
 	}
@@ -264,7 +265,7 @@ func TestWebSocketServices(t *testing.T) {
 
 func TestProxylessServer(t *testing.T) {
 	res := translateCase(t, "proxyless-server")
-	name := translate.ProxylessServerListenerName("10.1.0.11", 9001)
+	name := wire.ProxylessServerListenerName("10.1.0.11", 9001)
 	if name != "medmesh/inbound/10.1.0.11:9001" {
 		t.Fatalf("server listener name %q", name)
 	}
@@ -291,7 +292,7 @@ func TestProxylessServer(t *testing.T) {
 // grpc-go formats the listening address with net.JoinHostPort semantics
 // (net.TCPAddr.String) before filling in the template.
 func TestProxylessServerListenerNameIPv6(t *testing.T) {
-	if got, want := translate.ProxylessServerListenerName("fd00::11", 9001), "medmesh/inbound/[fd00::11]:9001"; got != want {
+	if got, want := wire.ProxylessServerListenerName("fd00::11", 9001), "medmesh/inbound/[fd00::11]:9001"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
@@ -324,12 +325,12 @@ func TestProxylessClient(t *testing.T) {
 
 func TestOutboundOnlyEnvoy(t *testing.T) {
 	res := translateCase(t, "envoy-outbound-only")
-	if has(res.Listeners, translate.InboundListener) || has(res.Routes, translate.InboundRoute) ||
+	if has(res.Listeners, wire.InboundListener) || has(res.Routes, translate.InboundRoute) ||
 		has(res.Clusters, translate.LocalAppCluster) {
 		t.Errorf("outbound-only proxy got inbound resources: %v %v %v",
 			names(res.Listeners), names(res.Routes), names(res.Clusters))
 	}
-	for _, want := range []string{translate.OutboundHTTPListener, translate.OutboundTCPListener("hl7-feed")} {
+	for _, want := range []string{wire.OutboundHTTPListener, wire.OutboundTCPListener("hl7-feed")} {
 		if !has(res.Listeners, want) {
 			t.Errorf("missing listener %q", want)
 		}
@@ -344,8 +345,8 @@ func TestForProxyServiceMismatch(t *testing.T) {
 	mesh := ir.Build(cat, ir.DefaultDefaults(), trustDomain)
 	_, inst, _ := cat.Instance("emr-1")
 	for _, p := range []*ir.Proxy{
-		{ID: "emr-1", Service: "unknown", Kind: ir.ProxyEnvoy, Instance: inst},
-		{ID: "emr-1", Service: "emr", Kind: ir.ProxyEnvoy},
+		{ID: "emr-1", Service: "unknown", Kind: wire.ProxyEnvoy, Instance: inst},
+		{ID: "emr-1", Service: "emr", Kind: wire.ProxyEnvoy},
 	} {
 		if own := translate.ForProxy(mesh, p); len(own.Listeners)+len(own.Routes)+len(own.Clusters) != 0 {
 			t.Errorf("proxy %+v got per-proxy resources", p)
@@ -361,7 +362,7 @@ func TestTranslateIsSharedPlusForProxy(t *testing.T) {
 		mesh := ir.Build(cat, ir.DefaultDefaults(), trustDomain)
 		sh := translate.Shared(mesh)
 		base := sh.Envoy
-		if p.Kind == ir.ProxyProxyless {
+		if p.Kind == wire.ProxyProxyless {
 			base = sh.Proxyless
 		}
 		own := translate.ForProxy(mesh, p)
@@ -400,14 +401,14 @@ func TestValidateReportsFailures(t *testing.T) {
 func TestEmptyMesh(t *testing.T) {
 	cat, _ := registry.BuildCatalog(nil)
 	mesh := ir.Build(cat, ir.DefaultDefaults(), trustDomain)
-	res := translate.Translate(mesh, &ir.Proxy{ID: "x", Kind: ir.ProxyEnvoy})
+	res := translate.Translate(mesh, &ir.Proxy{ID: "x", Kind: wire.ProxyEnvoy})
 	if err := res.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if !has(res.Listeners, translate.OutboundHTTPListener) || !has(res.Routes, translate.OutboundHTTPRoute) {
+	if !has(res.Listeners, wire.OutboundHTTPListener) || !has(res.Routes, wire.OutboundHTTPRoute) {
 		t.Errorf("empty mesh: listeners %v routes %v", names(res.Listeners), names(res.Routes))
 	}
-	pl := translate.Translate(mesh, &ir.Proxy{ID: "x", Kind: ir.ProxyProxyless})
+	pl := translate.Translate(mesh, &ir.Proxy{ID: "x", Kind: wire.ProxyProxyless})
 	if n := len(pl.Listeners) + len(pl.Routes) + len(pl.Clusters) + len(pl.Endpoints); n != 0 {
 		t.Errorf("empty mesh gave a proxyless client %d resources", n)
 	}

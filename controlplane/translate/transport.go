@@ -7,6 +7,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"google.golang.org/protobuf/proto"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
 )
 
@@ -17,16 +18,9 @@ import (
 // proxyless gRPC gets references to the certificate provider instance its
 // bootstrap names (files kept fresh by `medmesh sidecar --svid-dir`).
 
-// SDS secret names and the proxyless certificate provider instance.
-const (
-	SVIDSecret           = "medmesh/svid"
-	BundleSecret         = "medmesh/bundle"
-	CertProviderInstance = "medmesh"
-)
-
 // upstreamTransportSocket secures a proxy's connections to a service and
 // checks that the peer is exactly that service's SPIFFE ID.
-func upstreamTransportSocket(m *ir.Mesh, s *ir.Service, kind ir.ProxyKind) *corev3.TransportSocket {
+func upstreamTransportSocket(m *ir.Mesh, s *ir.Service, kind wire.ProxyKind) *corev3.TransportSocket {
 	if !m.MTLS {
 		return nil
 	}
@@ -37,7 +31,7 @@ func upstreamTransportSocket(m *ir.Mesh, s *ir.Service, kind ir.ProxyKind) *core
 // downstreamTransportSocket makes a service accept only mTLS from
 // workloads of the trust domain; which of them may call is authorization,
 // decided per caller identity after the handshake.
-func downstreamTransportSocket(m *ir.Mesh, _ *ir.Service, kind ir.ProxyKind) *corev3.TransportSocket {
+func downstreamTransportSocket(m *ir.Mesh, _ *ir.Service, kind wire.ProxyKind) *corev3.TransportSocket {
 	if !m.MTLS {
 		return nil
 	}
@@ -47,9 +41,9 @@ func downstreamTransportSocket(m *ir.Mesh, _ *ir.Service, kind ir.ProxyKind) *co
 	})
 }
 
-func commonTLS(kind ir.ProxyKind, san *matcherv3.StringMatcher) *tlsv3.CommonTlsContext {
-	if kind == ir.ProxyProxyless {
-		provider := &tlsv3.CertificateProviderPluginInstance{InstanceName: CertProviderInstance, CertificateName: "default"}
+func commonTLS(kind wire.ProxyKind, san *matcherv3.StringMatcher) *tlsv3.CommonTlsContext {
+	if kind == wire.ProxyProxyless {
+		provider := &tlsv3.CertificateProviderPluginInstance{InstanceName: wire.CertProviderInstance, CertificateName: "default"}
 		vc := &tlsv3.CertificateValidationContext{CaCertificateProviderInstance: provider}
 		if san != nil {
 			vc.MatchSubjectAltNames = []*matcherv3.StringMatcher{san}
@@ -64,11 +58,11 @@ func commonTLS(kind ir.ProxyKind, san *matcherv3.StringMatcher) *tlsv3.CommonTls
 		def.MatchTypedSubjectAltNames = []*tlsv3.SubjectAltNameMatcher{{SanType: tlsv3.SubjectAltNameMatcher_URI, Matcher: san}}
 	}
 	return &tlsv3.CommonTlsContext{
-		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: SVIDSecret, SdsConfig: adsSource()}},
+		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: wire.SVIDSecret, SdsConfig: adsSource()}},
 		ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{
 			CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
 				DefaultValidationContext:         def,
-				ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: BundleSecret, SdsConfig: adsSource()},
+				ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{Name: wire.BundleSecret, SdsConfig: adsSource()},
 			},
 		},
 	}
@@ -83,17 +77,17 @@ func tlsSocket(ctx proto.Message) *corev3.TransportSocket {
 
 // secrets are an Envoy proxy's SDS secrets: its SVID and the bundle.
 func secrets(m *ir.Mesh, p *ir.Proxy) []*tlsv3.Secret {
-	if !m.MTLS || p.Kind == ir.ProxyProxyless || p.SVID == nil {
+	if !m.MTLS || p.Kind == wire.ProxyProxyless || p.SVID == nil {
 		return nil
 	}
 	inline := func(b []byte) *corev3.DataSource {
 		return &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: b}}
 	}
 	return []*tlsv3.Secret{
-		{Name: SVIDSecret, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+		{Name: wire.SVIDSecret, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
 			CertificateChain: inline(p.SVID.CertChain), PrivateKey: inline(p.SVID.PrivateKey),
 		}}},
-		{Name: BundleSecret, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+		{Name: wire.BundleSecret, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 			TrustedCa: inline(m.BundlePEM),
 		}}},
 	}

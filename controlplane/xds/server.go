@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
 )
 
@@ -86,11 +87,11 @@ func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) *Serv
 	return s
 }
 
-func classify(typeURL string, kind ir.ProxyKind) string {
+func classify(typeURL string, kind wire.ProxyKind) string {
 	if typeURL == resource.EndpointType {
 		return "eds"
 	}
-	if kind == ir.ProxyProxyless {
+	if kind == wire.ProxyProxyless {
 		return "proxyless"
 	}
 	return "envoy"
@@ -229,7 +230,7 @@ func (s *Server) PublishProxy(ctx context.Context, p ir.Proxy, shared *Shared, o
 		return false, nil
 	}
 	c := s.envoy
-	if p.Kind == ir.ProxyProxyless {
+	if p.Kind == wire.ProxyProxyless {
 		c = s.proxyless
 	}
 	if err := c.SetSnapshot(ctx, p.ID, snap); err != nil {
@@ -378,7 +379,7 @@ func equalVersions(a, b map[string]string) bool {
 }
 
 // Forget drops a disconnected proxy's snapshot.
-func (s *Server) Forget(id string, kind ir.ProxyKind) {
+func (s *Server) Forget(id string, kind wire.ProxyKind) {
 	s.mu.Lock()
 	if prev, ok := s.published[id]; ok {
 		s.retain(prev.snapshot, -1)
@@ -386,7 +387,7 @@ func (s *Server) Forget(id string, kind ir.ProxyKind) {
 	delete(s.published, id)
 	s.mu.Unlock()
 	s.ReleaseUnused()
-	if kind == ir.ProxyProxyless {
+	if kind == wire.ProxyProxyless {
 		s.proxyless.ClearSnapshot(id)
 	} else {
 		s.envoy.ClearSnapshot(id)

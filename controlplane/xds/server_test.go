@@ -14,6 +14,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
 )
 
@@ -72,11 +73,11 @@ func TestPublishProxySharesEqualSets(t *testing.T) {
 	if changed, err := s.PublishProxy(ctx, ir.Proxy{ID: "a"}, NewShared(res), nil); err != nil || changed {
 		t.Fatalf("republish: changed=%t err=%v", changed, err)
 	}
-	s.Forget("a", ir.ProxyEnvoy)
+	s.Forget("a", wire.ProxyEnvoy)
 	if len(s.interned) == 0 {
 		t.Fatal("set released while proxy b still uses it")
 	}
-	s.Forget("b", ir.ProxyEnvoy)
+	s.Forget("b", wire.ProxyEnvoy)
 	if len(s.interned) != 0 {
 		t.Fatalf("%d sets left after every proxy left", len(s.interned))
 	}

@@ -13,31 +13,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 
+	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
 )
-
-// NodeMetaKind is the node metadata key by which a bootstrap declares the
-// proxy kind ("envoy" or "proxyless").
-const NodeMetaKind = "medmesh.proxy_kind"
-
-// The gRPC metadata keys by which a proxy or SVID agent presents its
-// proof of identity on its xDS stream: a one-time join token, a projected
-// Kubernetes service-account token or a Consul ACL token.
-const (
-	JoinTokenHeader = "x-medmesh-join-token"
-	K8sTokenHeader  = "x-medmesh-k8s-token"
-	ConsulACLHeader = "x-medmesh-consul-token"
-)
-
-// proofHeaders, in order of preference when a stream presents several.
-var proofHeaders = []struct {
-	header string
-	kind   ir.ProofKind
-}{
-	{K8sTokenHeader, ir.ProofKubernetes},
-	{ConsulACLHeader, ir.ProofConsul},
-	{JoinTokenHeader, ir.ProofJoinToken},
-}
 
 // NACK is a rejection reported by a proxy.
 type NACK struct {
@@ -57,7 +35,7 @@ type TypeStatus struct {
 type ProxyStatus struct {
 	ID          string                `json:"id"`
 	Service     string                `json:"service"`
-	Kind        ir.ProxyKind          `json:"kind"`
+	Kind        wire.ProxyKind        `json:"kind"`
 	Peer        string                `json:"peer,omitempty"`
 	Transport   string                `json:"transport"` // sotw, delta or both
 	ConnectedAt time.Time             `json:"connectedAt"`
@@ -157,18 +135,18 @@ func (t *Tracker) Statuses() []ProxyStatus {
 
 // ProxyKindOf tells an Envoy from a proxyless gRPC client: by the
 // bootstrap's metadata, else by the user agent gRPC libraries send.
-func ProxyKindOf(n *corev3.Node) ir.ProxyKind {
-	if v := n.GetMetadata().GetFields()[NodeMetaKind].GetStringValue(); v != "" {
-		switch ir.ProxyKind(v) {
-		case ir.ProxyProxyless, ir.ProxySVIDAgent:
-			return ir.ProxyKind(v)
+func ProxyKindOf(n *corev3.Node) wire.ProxyKind {
+	if v := n.GetMetadata().GetFields()[wire.NodeMetaProxyKind].GetStringValue(); v != "" {
+		switch wire.ProxyKind(v) {
+		case wire.ProxyProxyless, wire.ProxySVIDAgent:
+			return wire.ProxyKind(v)
 		}
-		return ir.ProxyEnvoy
+		return wire.ProxyEnvoy
 	}
 	if strings.HasPrefix(strings.ToLower(n.GetUserAgentName()), "grpc") {
-		return ir.ProxyProxyless
+		return wire.ProxyProxyless
 	}
-	return ir.ProxyEnvoy
+	return wire.ProxyEnvoy
 }
 
 func (t *Tracker) open(ctx context.Context, id streamKey) error {
@@ -177,9 +155,9 @@ func (t *Tracker) open(ctx context.Context, id streamKey) error {
 		addr = p.Addr.String()
 	}
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		for _, h := range proofHeaders {
-			if v := md.Get(h.header); len(v) > 0 && v[0] != "" {
-				proof = ir.Proof{Kind: h.kind, Token: v[0]}
+		for _, h := range wire.ProofHeaders {
+			if v := md.Get(h.Header); len(v) > 0 && v[0] != "" {
+				proof = ir.Proof{Kind: h.Kind, Token: v[0]}
 				break
 			}
 		}

@@ -4,13 +4,13 @@ import (
 	"context"
 	"testing"
 
+	"medmesh/api/wire"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
-
-	"medmesh/controlplane/ir"
 )
 
 // SotW and delta streams are numbered by separate counters in
@@ -69,17 +69,17 @@ func TestTrackerACKAndNACK(t *testing.T) {
 
 func TestProxyKindOf(t *testing.T) {
 	meta := func(v string) *structpb.Struct {
-		return &structpb.Struct{Fields: map[string]*structpb.Value{NodeMetaKind: structpb.NewStringValue(v)}}
+		return &structpb.Struct{Fields: map[string]*structpb.Value{wire.NodeMetaProxyKind: structpb.NewStringValue(v)}}
 	}
 	for _, tc := range []struct {
 		node *corev3.Node
-		want ir.ProxyKind
+		want wire.ProxyKind
 	}{
-		{&corev3.Node{Metadata: meta("proxyless")}, ir.ProxyProxyless},
-		{&corev3.Node{Metadata: meta("envoy"), UserAgentName: "gRPC Go"}, ir.ProxyEnvoy},
-		{&corev3.Node{UserAgentName: "gRPC Go"}, ir.ProxyProxyless},
-		{&corev3.Node{UserAgentName: "envoy"}, ir.ProxyEnvoy},
-		{nil, ir.ProxyEnvoy},
+		{&corev3.Node{Metadata: meta("proxyless")}, wire.ProxyProxyless},
+		{&corev3.Node{Metadata: meta("envoy"), UserAgentName: "gRPC Go"}, wire.ProxyEnvoy},
+		{&corev3.Node{UserAgentName: "gRPC Go"}, wire.ProxyProxyless},
+		{&corev3.Node{UserAgentName: "envoy"}, wire.ProxyEnvoy},
+		{nil, wire.ProxyEnvoy},
 	} {
 		if got := ProxyKindOf(tc.node); got != tc.want {
 			t.Errorf("ProxyKindOf(%v) = %s, want %s", tc.node, got, tc.want)

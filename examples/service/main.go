@@ -37,6 +37,7 @@ import (
 	"syscall"
 	"time"
 
+	"medmesh/api/wire"
 	"medmesh/internal/consulagent"
 )
 
@@ -87,7 +88,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.id, "id", "", "instance ID: the Consul service ID and the xDS node ID (default <service>-<port>)")
 	fs.IntVar(&o.port, "port", 0, "port to serve on, on 127.0.0.1 (0: a free port)")
 	fs.StringVar(&o.consul, "consul", defConsul, "Consul HTTP address (default from CONSUL_HTTP_ADDR)")
-	fs.StringVar(&o.xdsAddress, "xds-address", "127.0.0.1:15010", "medmesh control plane xDS address")
+	fs.StringVar(&o.xdsAddress, "xds-address", wire.DefaultXDSAddress, "medmesh control plane xDS address")
 	fs.StringVar(&calls, "calls", "", "comma-separated services to call, e.g. emr,imaging")
 	fs.DurationVar(&o.interval, "interval", 500*time.Millisecond, "time between two calls to one target")
 	fs.DurationVar(&o.report, "report", 5*time.Second, "how often to log the per-target call summary")

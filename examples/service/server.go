@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/xds"
 
-	"medmesh/controlplane/translate"
+	"medmesh/api/wire"
 	"medmesh/examples/clinical"
 )
 
@@ -26,7 +26,7 @@ import (
 func startServer(lis net.Listener, o *options, log *slog.Logger, seen *callers) (*xds.GRPCServer, <-chan struct{}, error) {
 	serving := make(chan struct{})
 	var once sync.Once
-	listener := translate.ProxylessServerListenerName("127.0.0.1", o.port)
+	listener := wire.ProxylessServerListenerName("127.0.0.1", o.port)
 	// xDS credentials: the control plane decides. With mTLS on, the
 	// inbound listener names the bootstrap's certificate provider (the
 	// files `medmesh sidecar --svid-dir` keeps fresh), requires a client

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"medmesh/api/wire"
 	"medmesh/sidecar/phi"
 	"medmesh/sidecar/sched"
 )
@@ -31,9 +32,9 @@ import (
 // Attribute names the control plane asks Envoy to send
 // (request_attributes) and where Envoy puts them.
 const (
-	AttrNamespace = "envoy.filters.http.ext_proc"
-	AttrPeerURI   = "connection.uri_san_peer_certificate"
-	AttrSource    = "source.address"
+	AttrNamespace = wire.ExtProcAttrNamespace
+	AttrPeerURI   = wire.ExtProcAttrPeerURI
+	AttrSource    = wire.ExtProcAttrSource
 )
 
 // Limits on what one request may present; Envoy enforces its own

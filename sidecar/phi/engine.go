@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"medmesh/api/wire"
 	"medmesh/sidecar/audit"
 	"medmesh/sidecar/classify"
 	"medmesh/sidecar/sched"
@@ -28,7 +29,7 @@ const (
 	HeaderPriority = "x-medmesh-priority"
 	HeaderClass    = "x-medmesh-class"
 	// MetadataNamespace is the dynamic metadata namespace of the tags.
-	MetadataNamespace = "medmesh"
+	MetadataNamespace = wire.MetadataNamespace
 )
 
 // Auditor records audit events (audit.Log; fakes in tests).

@@ -24,11 +24,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"medmesh/api/wire"
 	"medmesh/certs"
 	"medmesh/controlplane"
 	"medmesh/controlplane/attest"
 	"medmesh/controlplane/inject"
-	"medmesh/controlplane/ir"
 	"medmesh/internal/kubetest"
 )
 
@@ -57,7 +57,7 @@ func TestInjectedPodJoinsTheMesh(t *testing.T) {
 	consul := startConsul(t, true)
 	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) {
 		o.Identities = ca
-		o.Attestors = map[ir.ProofKind]controlplane.Attestor{ir.ProofKubernetes: &attest.Kubernetes{Client: kc}}
+		o.Attestors = map[wire.ProofKind]controlplane.Attestor{wire.ProofKubernetes: &attest.Kubernetes{Client: kc}}
 	})
 
 	srv, err := inject.Listen(inject.ServerOptions{Listen: "127.0.0.1:0", Certs: ca, Hosts: []string{"127.0.0.1"},

@@ -19,10 +19,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"medmesh/api/wire"
 	"medmesh/certs"
 	"medmesh/controlplane"
 	"medmesh/controlplane/attest"
-	"medmesh/controlplane/ir"
 	"medmesh/internal/consulagent"
 	"medmesh/internal/kubetest"
 	"medmesh/internal/simproxy"
@@ -154,7 +154,7 @@ func TestConsulACLAttestation(t *testing.T) {
 	}
 	cp := startControlPlane(t, consulSource(a), func(o *controlplane.Options) {
 		o.Identities = ca
-		o.Attestors = map[ir.ProofKind]controlplane.Attestor{ir.ProofConsul: checker}
+		o.Attestors = map[wire.ProofKind]controlplane.Attestor{wire.ProofConsul: checker}
 	})
 	withToken := func(tok string) func(*sidecar.SVIDAgentOptions) {
 		return func(o *sidecar.SVIDAgentOptions) { o.ConsulToken = tok }
@@ -214,7 +214,7 @@ func TestKubernetesAttestation(t *testing.T) {
 	register(t, consul.Client(), "emr", "emr-2", 9102, nil, api.HealthPassing)
 	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) {
 		o.Identities = ca
-		o.Attestors = map[ir.ProofKind]controlplane.Attestor{ir.ProofKubernetes: &attest.Kubernetes{Client: kc}}
+		o.Attestors = map[wire.ProofKind]controlplane.Attestor{wire.ProofKubernetes: &attest.Kubernetes{Client: kc}}
 	})
 	withFile := func(f string) func(*sidecar.SVIDAgentOptions) {
 		return func(o *sidecar.SVIDAgentOptions) { o.K8sTokenFile = f }

@@ -22,10 +22,10 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"medmesh/api/wire"
 	"medmesh/certs"
 	"medmesh/controlplane"
 	"medmesh/controlplane/bootstrap"
-	"medmesh/controlplane/translate"
 	"medmesh/examples/clinical"
 	"medmesh/internal/simproxy"
 )
@@ -128,11 +128,11 @@ func TestProxylessMTLS(t *testing.T) {
 // svidFromSecrets checks the SDS secrets a simulated Envoy holds: the SVID
 // verifies against the bundle with go-spiffe and names the service.
 func svidFromSecrets(st simproxy.State) (string, error) {
-	sec, ok := st.Resources[resource.SecretType][translate.SVIDSecret].(*tlsv3.Secret)
+	sec, ok := st.Resources[resource.SecretType][wire.SVIDSecret].(*tlsv3.Secret)
 	if !ok {
 		return "", errors.New("no SVID secret")
 	}
-	bundle, ok := st.Resources[resource.SecretType][translate.BundleSecret].(*tlsv3.Secret)
+	bundle, ok := st.Resources[resource.SecretType][wire.BundleSecret].(*tlsv3.Secret)
 	if !ok {
 		return "", errors.New("no bundle secret")
 	}
@@ -281,7 +281,7 @@ func TestRootRotationReachesProxies(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	roots := func(s simproxy.State) int {
-		sec, ok := s.Resources[resource.SecretType][translate.BundleSecret].(*tlsv3.Secret)
+		sec, ok := s.Resources[resource.SecretType][wire.BundleSecret].(*tlsv3.Secret)
 		if !ok {
 			return 0
 		}
