@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"medmesh/controlplane/identity"
 	"medmesh/controlplane/xds"
 	"medmesh/registry"
 )
@@ -93,8 +94,8 @@ func (cp *ControlPlane) handleProxies(w http.ResponseWriter, _ *http.Request) {
 			}
 		}
 	}
-	identities := cp.state.identities
 	cp.mu.RUnlock()
+	identities := cp.ids.Statuses()
 	for _, ps := range cp.xds.Tracker().Statuses() {
 		v := ProxyView{ProxyStatus: ps, Identity: identities[ps.ID]}
 		if pub, ok := cp.xds.PublishedFor(ps.ID); ok {
@@ -185,7 +186,7 @@ func (cp *ControlPlane) handleJoinToken(w http.ResponseWriter, r *http.Request) 
 		}
 		ttl = d
 	}
-	tok, err := cp.tokens.issue(ns, svc, ttl)
+	tok, err := cp.ids.IssueJoinToken(ns, svc, ttl)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -199,9 +200,8 @@ func (cp *ControlPlane) handleJoinToken(w http.ResponseWriter, r *http.Request) 
 // exceed the SVID lifetime so that every SVID it signed is renewed under
 // the new root before it stops being trusted.
 func (cp *ControlPlane) handleRotateRoot(w http.ResponseWriter, r *http.Request) {
-	rot, ok := cp.opts.Identities.(interface{ RotateRoot(time.Duration) error })
-	if !ok {
-		http.Error(w, "no CA that medmesh can rotate (mTLS off, or the CA belongs to the hospital PKI)", http.StatusConflict)
+	if !cp.ids.CanRotate() {
+		http.Error(w, identity.ErrNoRotation.Error(), http.StatusConflict)
 		return
 	}
 	overlap := 24 * time.Hour
@@ -213,10 +213,20 @@ func (cp *ControlPlane) handleRotateRoot(w http.ResponseWriter, r *http.Request)
 		}
 		overlap = d
 	}
-	if err := rot.RotateRoot(overlap); err != nil {
+	if err := cp.ids.RotateRoot(overlap); err != nil {
 		http.Error(w, err.Error(), http.StatusConflict)
 		return
 	}
 	cp.log.Warn("CA root rotated; both roots are trusted during the overlap", "overlap", overlap.String(), "from", r.RemoteAddr)
 	w.Write([]byte("rotated\n"))
+}
+
+// handleRenewSVIDs re-issues every proxy's SVID now:
+// POST /ca/renew-svids (identity.Manager.RenewAll says why).
+func (cp *ControlPlane) handleRenewSVIDs(w http.ResponseWriter, _ *http.Request) {
+	if cp.opts.Identities == nil {
+		http.Error(w, "mTLS is off: there are no SVIDs to renew", http.StatusConflict)
+		return
+	}
+	writeJSON(w, map[string]int64{"generation": cp.ids.RenewAll()})
 }

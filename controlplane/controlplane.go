@@ -1,10 +1,14 @@
-// Package controlplane runs medmesh's control plane: it watches a catalog
-// source, turns the catalog into xDS resources for every connected proxy
-// and serves them, with admin HTTP for health, metrics and debugging.
+// Package controlplane runs medmesh's control plane: Options, New and Run
+// start the xDS server, the admin HTTP server, the registry and policy
+// sources, and the loop that ties them together.
 //
-// One goroutine (loop) owns all mutable state. Sources and the xDS
-// tracker only signal it; changes are coalesced, and a failure at any step
-// keeps the last good configuration in place.
+// One goroutine (loop.go) owns the round state. Sources, the xDS tracker
+// and the identity manager only signal it; changes are coalesced. Each
+// round (round.go) builds the IR once from the catalog, policies and
+// trust bundle, identifies the connected proxies and hands both to
+// xds.Publish; a failure at any step keeps the last good configuration in
+// place. The jobs themselves live in packages that name them: ir,
+// translate, xds, identity, policy, attest, inject, bootstrap.
 package controlplane
 
 import (
@@ -14,7 +18,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,36 +26,21 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"medmesh/api/wire"
+	"medmesh/controlplane/identity"
 	"medmesh/controlplane/ir"
 	"medmesh/controlplane/policy"
 	"medmesh/controlplane/xds"
 	"medmesh/registry"
 )
 
-// CatalogSource is what the control plane needs from a registry.
-type CatalogSource interface {
-	Name() string
-	// Run sends complete catalogs on out ("latest wins") until ctx ends.
-	Run(ctx context.Context, out chan *registry.Catalog) error
-	Status() registry.SourceStatus
-}
-
-// PolicySource is what the control plane needs from a source of policy
-// objects: policy.Dir for --policies, a Kubernetes source later.
-type PolicySource interface {
-	Name() string
-	// Run sends complete sets on out ("latest wins") until ctx ends.
-	Run(ctx context.Context, out chan *policy.Set) error
-}
-
 // Options configure a control plane.
 type Options struct {
 	Logger *slog.Logger
-	Source CatalogSource
+	Source registry.Source
 	// Policies is the source of operators' policies; nil: none. With one,
 	// nothing is published until its first set arrived, so proxies never
 	// see the mesh without its policies.
-	Policies    PolicySource
+	Policies    policy.Source
 	Defaults    ir.Defaults
 	TrustDomain string
 	// StateDir keeps the last good catalog on disk so an edge site serves
@@ -68,13 +56,13 @@ type Options struct {
 	EmptyCatalogGrace time.Duration
 	// Identities is the SPIFFE CA. With it, every hop is mTLS; nil leaves
 	// the mesh in plaintext.
-	Identities Identities
+	Identities identity.CA
 	// Dev trusts proxies on loopback without proof of identity.
 	Dev bool
 	// Attestors check the proofs of identity proxies present, by kind
 	// (Kubernetes service-account tokens, Consul ACL tokens). Join tokens
 	// are the control plane's own and always accepted.
-	Attestors map[wire.ProofKind]Attestor
+	Attestors map[wire.ProofKind]identity.Attestor
 	// Registry receives the Prometheus metrics; nil makes a new one.
 	Registry *prometheus.Registry
 }
@@ -90,10 +78,7 @@ type ControlPlane struct {
 	xdsAddr, adminAddr net.Addr
 	started            chan struct{}
 
-	tokens *joinTokens
-	proofs *proofChecks
-	// renewGen counts operator requests to renew every SVID now.
-	renewGen atomic.Int64
+	ids *identity.Manager
 	// wake asks the loop to reconcile: a proof check finished, or an
 	// operator asked for something.
 	wake chan struct{}
@@ -112,8 +97,6 @@ type view struct {
 	lastChange   time.Time
 	translateErr string
 	warnings     []string
-	// identities: per proxy, the SPIFFE ID it holds or why it has none.
-	identities map[string]string
 	// policies is the last policy resolution; nil without a source.
 	policies *policy.Result
 }
@@ -150,8 +133,9 @@ func New(opts Options) (*ControlPlane, error) {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	cp := &ControlPlane{opts: opts, log: opts.Logger, reg: reg, metrics: newMetrics(reg), started: make(chan struct{}),
-		tokens: newJoinTokens(), wake: make(chan struct{}, 1)}
-	cp.proofs = newProofChecks(opts.Attestors, opts.Logger, cp.nudge)
+		wake: make(chan struct{}, 1)}
+	cp.ids = identity.New(identity.Options{CA: opts.Identities, Attestors: opts.Attestors, Dev: opts.Dev,
+		Logger: opts.Logger, Wake: cp.nudge})
 	return cp, nil
 }
 

@@ -2,45 +2,9 @@ package controlplane
 
 import (
 	"net/http"
-	"time"
 
-	"medmesh/controlplane/ir"
 	"medmesh/controlplane/policy"
 )
-
-// applyPolicies resolves the latest policy set against the catalog the
-// mesh was built from and applies what is accepted. Objects whose
-// standing changed are logged once, naming the object and the field.
-// Returns nil when there is no policy source.
-func (cp *ControlPlane) applyPolicies(st *loopState, mesh *ir.Mesh) *policy.Result {
-	if st.policySet == nil {
-		return nil
-	}
-	res := policy.Resolve(st.policySet, policy.Options{
-		Catalog: st.catalog, Defaults: cp.opts.Defaults, Previous: st.policyStatus, Now: time.Now(),
-	})
-	mesh.ApplyPolicies(st.catalog, res.Policies)
-	before := map[policy.Key]string{}
-	for i := range st.policyStatus {
-		before[st.policyStatus[i].Key] = st.policyStatus[i].Message()
-	}
-	for i := range res.Statuses {
-		s := &res.Statuses[i]
-		msg, seen := before[s.Key]
-		switch {
-		case s.Message() != "" && (s.Message() != msg || !seen):
-			cp.log.Warn("policy not applied; the rest of the mesh keeps its configuration", "policy", s.Key.String(),
-				"source", s.Source, "reason", s.Message())
-		case s.Message() == "" && (msg != "" || !seen):
-			cp.log.Info("policy in force", "policy", s.Key.String(), "service", s.Service)
-		}
-	}
-	st.policyStatus = res.Statuses
-	if w, ok := cp.opts.Policies.(policy.StatusWriter); ok {
-		w.WriteStatuses(res.Statuses)
-	}
-	return res
-}
 
 // PoliciesResponse is the body of /debug/policies.
 type PoliciesResponse struct {

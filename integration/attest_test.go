@@ -23,6 +23,7 @@ import (
 	"medmesh/certs"
 	"medmesh/controlplane"
 	"medmesh/controlplane/attest"
+	"medmesh/controlplane/identity"
 	"medmesh/internal/consulagent"
 	"medmesh/internal/kubetest"
 	"medmesh/internal/simproxy"
@@ -154,7 +155,7 @@ func TestConsulACLAttestation(t *testing.T) {
 	}
 	cp := startControlPlane(t, consulSource(a), func(o *controlplane.Options) {
 		o.Identities = ca
-		o.Attestors = map[wire.ProofKind]controlplane.Attestor{wire.ProofConsul: checker}
+		o.Attestors = map[wire.ProofKind]identity.Attestor{wire.ProofConsul: checker}
 	})
 	withToken := func(tok string) func(*sidecar.SVIDAgentOptions) {
 		return func(o *sidecar.SVIDAgentOptions) { o.ConsulToken = tok }
@@ -214,7 +215,7 @@ func TestKubernetesAttestation(t *testing.T) {
 	register(t, consul.Client(), "emr", "emr-2", 9102, nil, api.HealthPassing)
 	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) {
 		o.Identities = ca
-		o.Attestors = map[wire.ProofKind]controlplane.Attestor{wire.ProofKubernetes: &attest.Kubernetes{Client: kc}}
+		o.Attestors = map[wire.ProofKind]identity.Attestor{wire.ProofKubernetes: &attest.Kubernetes{Client: kc}}
 	})
 	withFile := func(f string) func(*sidecar.SVIDAgentOptions) {
 		return func(o *sidecar.SVIDAgentOptions) { o.K8sTokenFile = f }

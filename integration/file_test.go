@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"medmesh/controlplane"
 	"medmesh/internal/simproxy"
 	"medmesh/registry"
 )
@@ -31,7 +30,7 @@ func TestFileCatalogWithoutConsul(t *testing.T) {
 	if err := os.WriteFile(path, []byte(catalogV1), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cp := startControlPlane(t, func(log *slog.Logger) controlplane.CatalogSource {
+	cp := startControlPlane(t, func(log *slog.Logger) registry.Source {
 		return &registry.File{Path: path, Interval: 20 * time.Millisecond, Logger: log}
 	})
 	p := startSimProxy(t, cp.xdsAddr(), simproxy.Options{NodeID: "emr-1", Cluster: "emr", Validate: validateAll})

@@ -89,7 +89,7 @@ func (h *cpHandle) adminURL() string { return "http://" + h.cp.AdminAddr().Strin
 type cpOption func(*controlplane.Options)
 
 // sourceFunc makes a catalog source that logs to the control plane's log.
-type sourceFunc func(*slog.Logger) controlplane.CatalogSource
+type sourceFunc func(*slog.Logger) registry.Source
 
 func startControlPlane(t *testing.T, mk sourceFunc, opts ...cpOption) *cpHandle {
 	t.Helper()
@@ -121,7 +121,7 @@ func startControlPlane(t *testing.T, mk sourceFunc, opts ...cpOption) *cpHandle 
 }
 
 func consulSource(a *consulagent.Agent) sourceFunc {
-	return func(log *slog.Logger) controlplane.CatalogSource {
+	return func(log *slog.Logger) registry.Source {
 		return registry.NewConsul(registry.ConsulOptions{
 			Client: a.Client(), Coalesce: 20 * time.Millisecond, Logger: log,
 			BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,

@@ -28,6 +28,7 @@ import (
 	"medmesh/certs"
 	"medmesh/controlplane"
 	"medmesh/controlplane/attest"
+	"medmesh/controlplane/identity"
 	"medmesh/controlplane/inject"
 	"medmesh/internal/kubetest"
 )
@@ -57,7 +58,7 @@ func TestInjectedPodJoinsTheMesh(t *testing.T) {
 	consul := startConsul(t, true)
 	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) {
 		o.Identities = ca
-		o.Attestors = map[wire.ProofKind]controlplane.Attestor{wire.ProofKubernetes: &attest.Kubernetes{Client: kc}}
+		o.Attestors = map[wire.ProofKind]identity.Attestor{wire.ProofKubernetes: &attest.Kubernetes{Client: kc}}
 	})
 
 	srv, err := inject.Listen(inject.ServerOptions{Listen: "127.0.0.1:0", Certs: ca, Hosts: []string{"127.0.0.1"},

@@ -28,7 +28,7 @@ import (
 // field, and changes nothing; an object the schema refuses is refused by
 // the API server with a message naming the field.
 func TestKubernetesPolicies(t *testing.T) {
-	cfg, _ := kubetest.Start(t, filepath.Join("..", "..", "deploy", "crds"))
+	cfg, _ := kubetest.Start(t, filepath.Join("..", "deploy", "crds"))
 	scheme, err := policy.Scheme()
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -66,11 +67,11 @@ func BuildCatalog(raw []RawInstance) (*Catalog, []Warning) {
 func sortedRaw(raw []RawInstance) []RawInstance {
 	out := append([]RawInstance(nil), raw...)
 	// Sort by (service, ID, ...) so "the instance with the lowest ID" is stable.
-	sortSlice(out, func(a, b RawInstance) bool {
-		if a.ServiceName != b.ServiceName {
-			return a.ServiceName < b.ServiceName
+	slices.SortFunc(out, func(a, b RawInstance) int {
+		if c := strings.Compare(a.ServiceName, b.ServiceName); c != 0 {
+			return c
 		}
-		return instanceLess(&Instance{ID: a.ID, Node: a.Node, Address: a.Address, Port: a.Port},
+		return compareInstances(&Instance{ID: a.ID, Node: a.Node, Address: a.Address, Port: a.Port},
 			&Instance{ID: b.ID, Node: b.Node, Address: b.Address, Port: b.Port})
 	})
 	return out

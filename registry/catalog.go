@@ -5,10 +5,13 @@
 package registry
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"slices"
 	"sort"
+	"strings"
 )
 
 // Kind is the clinical kind of a service (CONTRACT.md `medmesh-kind`).
@@ -185,22 +188,14 @@ func (c *Catalog) normalize() {
 	})
 	for i := range c.Services {
 		inst := c.Services[i].Instances
-		sort.Slice(inst, func(a, b int) bool { return instanceLess(&inst[a], &inst[b]) })
+		slices.SortFunc(inst, func(a, b Instance) int { return compareInstances(&a, &b) })
 	}
 }
 
-// instanceLess orders instances by ID, then by where they run: Consul IDs
-// are unique per agent only, so two nodes may both register "emr", and
+// compareInstances orders instances by ID, then by where they run: Consul
+// IDs are unique per agent only, so two nodes may both register "emr", and
 // their order must not depend on the order a source listed them in.
-func instanceLess(a, b *Instance) bool {
-	if a.ID != b.ID {
-		return a.ID < b.ID
-	}
-	if a.Node != b.Node {
-		return a.Node < b.Node
-	}
-	if a.Address != b.Address {
-		return a.Address < b.Address
-	}
-	return a.Port < b.Port
+func compareInstances(a, b *Instance) int {
+	return cmp.Or(strings.Compare(a.ID, b.ID), strings.Compare(a.Node, b.Node),
+		strings.Compare(a.Address, b.Address), cmp.Compare(a.Port, b.Port))
 }

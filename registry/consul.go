@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"medmesh/internal/backoff"
+	"medmesh/internal/latest"
 )
 
 // ConsulOptions configures a Consul source.
@@ -30,16 +31,6 @@ type ConsulOptions struct {
 	// Fetchers bounds concurrent reads of service health.
 	Fetchers int
 	Logger   *slog.Logger
-}
-
-// SourceStatus is what a source reports to /readyz and the status page.
-type SourceStatus struct {
-	// Synced is true once a complete catalog has been emitted.
-	Synced      bool      `json:"synced"`
-	Services    int       `json:"services"`
-	LastError   string    `json:"lastError,omitempty"`
-	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
-	LastChange  time.Time `json:"lastChange,omitzero"`
 }
 
 // Consul watches the Consul catalog with four blocking queries (index-
@@ -274,7 +265,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			c.logWarnings(warns)
 			if h := cat.Hash(); h != lastHash {
 				lastHash = h
-				SendLatest(out, cat)
+				latest.Send(out, cat)
 				c.mu.Lock()
 				c.status.Synced = true
 				c.status.Services = len(cat.Services)
@@ -465,21 +456,5 @@ func sleep(ctx context.Context, d time.Duration) {
 	select {
 	case <-ctx.Done():
 	case <-t.C:
-	}
-}
-
-// SendLatest puts v on a buffered channel of capacity 1, replacing any
-// value the reader has not taken yet ("deliver latest").
-func SendLatest[T any](ch chan T, v T) {
-	for {
-		select {
-		case ch <- v:
-			return
-		default:
-		}
-		select {
-		case <-ch:
-		default:
-		}
 	}
 }

@@ -69,23 +69,6 @@ func TestNextIndex(t *testing.T) {
 	}
 }
 
-// A slow reader gets the newest value, never a stale one and never a
-// blocked sender.
-func TestSendLatest(t *testing.T) {
-	ch := make(chan int, 1)
-	SendLatest(ch, 1)
-	SendLatest(ch, 2)
-	SendLatest(ch, 3)
-	if got := <-ch; got != 3 {
-		t.Errorf("read %d, want 3", got)
-	}
-	select {
-	case v := <-ch:
-		t.Errorf("a second value %d was queued", v)
-	default:
-	}
-}
-
 func TestCheckFingerprints(t *testing.T) {
 	checks := []*api.HealthCheck{
 		{Node: "n1", CheckID: "serfHealth", Status: "passing", ModifyIndex: 3},

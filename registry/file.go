@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"medmesh/internal/latest"
+
 	"sigs.k8s.io/yaml"
 )
 
@@ -251,7 +253,7 @@ func (f *File) Run(ctx context.Context, out chan *Catalog) error {
 			cat, err = ParseCatalogFile(f.Path, data)
 			if err == nil {
 				last = data
-				SendLatest(out, cat)
+				latest.Send(out, cat)
 				f.mu.Lock()
 				f.status = SourceStatus{Synced: true, Services: len(cat.Services), LastChange: time.Now()}
 				f.mu.Unlock()

@@ -51,3 +51,10 @@ var ProofHeaders = []struct {
 	{ConsulACLHeader, ProofConsul},
 	{JoinTokenHeader, ProofJoinToken},
 }
+
+// Proof is a credential a proxy presents on its xDS stream (in one of the
+// headers above). It is never logged or shown.
+type Proof struct {
+	Kind  ProofKind
+	Token string
+}

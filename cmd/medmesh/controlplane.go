@@ -21,6 +21,7 @@ import (
 	"medmesh/certs"
 	"medmesh/controlplane"
 	"medmesh/controlplane/attest"
+	cpidentity "medmesh/controlplane/identity"
 	"medmesh/controlplane/policy"
 	"medmesh/registry"
 )
@@ -62,7 +63,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
-	var policySrc controlplane.PolicySource
+	var policySrc policy.Source
 	switch {
 	case *policies != "" && *kubeconfig != "":
 		fmt.Fprintln(stderr, "medmesh controlplane: --policies and --kubeconfig both given; policies come from one source")
@@ -92,8 +93,8 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	if *dev {
 		log.Warn("DEVELOPMENT MODE (--dev): workloads on loopback are trusted without proof of identity. NEVER use this in production or with real patient data.")
 	}
-	var src controlplane.CatalogSource
-	attestors := map[wire.ProofKind]controlplane.Attestor{}
+	var src registry.Source
+	attestors := map[wire.ProofKind]cpidentity.Attestor{}
 	switch {
 	case *catalog != "" && set["consul"] && *consulAddr != "":
 		fmt.Fprintln(stderr, "medmesh controlplane: --catalog and --consul both given; use --consul=\"\" with --catalog to run without Consul")

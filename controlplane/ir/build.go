@@ -9,15 +9,39 @@ import (
 	"medmesh/registry"
 )
 
-// Build resolves a catalog and defaults into a Mesh. It is pure.
-func Build(cat *registry.Catalog, d Defaults, trustDomain string) *Mesh {
-	m := &Mesh{TrustDomain: trustDomain, Services: make([]Service, 0, len(cat.Services))}
+// Inputs are everything a Mesh is built from.
+type Inputs struct {
+	Catalog *registry.Catalog
+	// Policies are the accepted policies (controlplane/policy validated
+	// them against the same catalog); nil: none.
+	Policies    *Policies
+	Defaults    Defaults
+	TrustDomain string
+	// MTLS turns on mutual TLS with SPIFFE identities on every hop;
+	// BundlePEM is then the trust bundle proxies verify peers with.
+	MTLS      bool
+	BundlePEM []byte
+}
+
+// Build resolves its inputs into a Mesh, in one pass: services with their
+// defaults, intentions, then policies (which may select instances by
+// meta, read from the mesh's own instances). It is pure, and the Mesh is
+// not changed afterwards.
+func Build(in Inputs) *Mesh {
+	cat := in.Catalog
+	if cat == nil {
+		cat = &registry.Catalog{}
+	}
+	m := &Mesh{TrustDomain: in.TrustDomain, Services: make([]Service, 0, len(cat.Services)),
+		MTLS: in.MTLS, BundlePEM: in.BundlePEM}
 	for i := range cat.Services {
-		svc, warns := buildService(&cat.Services[i], d)
+		svc, warns := buildService(&cat.Services[i], in.Defaults)
 		m.Services = append(m.Services, svc)
 		m.Warnings = append(m.Warnings, warns...)
 	}
 	m.applyIntentions(cat.Intentions)
+	m.applyPolicies(in.Policies)
+	m.indexInstances()
 	return m
 }
 
@@ -64,23 +88,26 @@ func (m *Mesh) applyIntentions(intentions []registry.Intention) {
 func buildService(s *registry.Service, d Defaults) (Service, []string) {
 	var warns []string
 	out := Service{
-		Name: s.Name, Namespace: s.Namespace, Kind: s.Kind, Protocol: s.Protocol, PHI: s.PHI,
+		Name: s.Name, Namespace: s.Namespace, Kind: Kind(s.Kind), Protocol: Protocol(s.Protocol), PHI: s.PHI,
 		Port:           commonPort(s.Instances),
-		LB:             LoadBalancer{Policy: s.LB},
+		LB:             LoadBalancer{Policy: LBPolicy(s.LB)},
 		ConnectTimeout: d.ConnectTimeout,
 		CircuitBreaker: d.CircuitBreaker,
 		Outlier:        d.Outlier,
-		Route:          d.route(s),
-		Instances:      s.Instances,
+		Route:          d.route(Kind(s.Kind), Protocol(s.Protocol)),
+		Instances:      make([]Instance, 0, len(s.Instances)),
 		Permissive:     s.Permissive && !s.PHI,
 	}
-	switch s.LB {
-	case registry.LBLeastRequest:
+	for _, in := range s.Instances {
+		out.Instances = append(out.Instances, Instance{ID: in.ID, Address: in.Address, Port: in.Port, AppPort: in.AppPort, Meta: in.Meta})
+	}
+	switch out.LB.Policy {
+	case LBLeastRequest:
 		out.LB.ChoiceCount = 2
-	case registry.LBRingHash:
+	case LBRingHash:
 		out.LB.MinRingSize, out.LB.MaxRingSize = 1024, 8*1024*1024
 	}
-	byLoc := map[registry.Locality][]Endpoint{}
+	byLoc := map[Locality][]Endpoint{}
 	for _, in := range s.Instances {
 		if in.Health == registry.HealthCritical {
 			continue
@@ -93,7 +120,8 @@ func buildService(s *registry.Service, d Defaults) (Service, []string) {
 			continue
 		}
 		w := uint32(max(in.Weight, 1))
-		byLoc[in.Locality] = append(byLoc[in.Locality], Endpoint{
+		loc := Locality(in.Locality)
+		byLoc[loc] = append(byLoc[loc], Endpoint{
 			InstanceID: in.ID, Address: in.Address, Port: in.Port,
 			Degraded: in.Health == registry.HealthWarning, Weight: w,
 		})
@@ -107,7 +135,7 @@ func buildService(s *registry.Service, d Defaults) (Service, []string) {
 	return out, warns
 }
 
-func localityKey(l registry.Locality) string {
+func localityKey(l Locality) string {
 	return fmt.Sprintf("%s/%s/%s", l.Region, l.Zone, l.Site)
 }
 
@@ -134,6 +162,29 @@ func (m *Mesh) Service(name string) (*Service, bool) {
 		return &m.Services[i], true
 	}
 	return nil, false
+}
+
+// Instance finds an instance by its ID (an Envoy's node.id) and the
+// service it belongs to. Registry IDs are unique per agent only: when two
+// instances share an ID, the last in the mesh's order wins.
+func (m *Mesh) Instance(id string) (*Service, *Instance, bool) {
+	ref, ok := m.instances[id]
+	if !ok {
+		return nil, nil, false
+	}
+	svc := &m.Services[ref.service]
+	return svc, &svc.Instances[ref.instance], true
+}
+
+// indexInstances makes Instance a map lookup: the control loop resolves
+// every connected proxy's instance on every round.
+func (m *Mesh) indexInstances() {
+	m.instances = map[string]instanceRef{}
+	for si := range m.Services {
+		for ii := range m.Services[si].Instances {
+			m.instances[m.Services[si].Instances[ii].ID] = instanceRef{si, ii}
+		}
+	}
 }
 
 // SpiffeID is the SPIFFE ID of a service (CONTRACT.md).

@@ -3,8 +3,6 @@ package ir
 import (
 	"slices"
 	"time"
-
-	"medmesh/registry"
 )
 
 // Defaults are the traffic settings every service gets until a policy says
@@ -61,7 +59,7 @@ var httpRetryOn = []string{"5xx", "reset", "connect-failure", "retriable-status-
 // never reached the application.
 var grpcRetryOn = []string{"unavailable", "connect-failure", "refused-stream"}
 
-func (d Defaults) route(s *registry.Service) Route {
+func (d Defaults) route(kind Kind, protocol Protocol) Route {
 	r := Route{
 		Timeout:     d.RequestTimeout,
 		IdleTimeout: d.StreamIdleTimeout,
@@ -70,18 +68,18 @@ func (d Defaults) route(s *registry.Service) Route {
 			BackoffBase: 25 * time.Millisecond, BackoffMax: 250 * time.Millisecond,
 		},
 	}
-	switch s.Kind {
-	case registry.KindImaging:
+	switch kind {
+	case KindImaging:
 		r.Timeout, r.Retry.PerTryTimeout = d.ImagingTimeout, d.ImagingPerTry
-	case registry.KindVitals, registry.KindWebRTC:
-		if s.Protocol == registry.ProtocolHTTP {
+	case KindVitals, KindWebRTC:
+		if protocol == ProtocolHTTP {
 			// Vitals streams and signalling are long-lived WebSockets: a
 			// whole-request timeout would cut a monitor off mid-shift.
 			r.Timeout = 0
 			r.WebSocket = true
 		}
 	}
-	if s.Protocol == registry.ProtocolGRPC {
+	if protocol == ProtocolGRPC {
 		r.Retry.RetryOn = slices.Clone(grpcRetryOn)
 	} else {
 		r.Retry.RetryOn = slices.Clone(httpRetryOn)

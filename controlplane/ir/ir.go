@@ -1,14 +1,17 @@
-// Package ir is medmesh's intermediate representation: a plain Go model of
-// the mesh with every default resolved, built from the registry catalog and
-// (later) operator policies. It holds no Envoy protos; the translate
-// package is the only place that turns it into xDS resources.
+// Package ir is medmesh's intermediate representation: a plain, passive Go
+// model of the mesh with every default resolved and every accepted policy
+// applied. Build makes it in one call from its inputs (catalog, accepted
+// policies, defaults, trust domain, trust bundle); nothing changes it
+// afterwards. Its types are its own (no registry or Kubernetes types), it
+// holds no Envoy protos, and it knows nothing of connections: the
+// translate package turns it, plus explicit per-proxy inputs, into xDS
+// resources.
 package ir
 
 import (
 	"time"
 
 	"medmesh/api/wire"
-	"medmesh/registry"
 )
 
 // Mesh is everything the translator needs, for all proxies.
@@ -25,15 +28,19 @@ type Mesh struct {
 	MTLS bool `json:"mtls,omitempty"`
 	// BundlePEM is the trust bundle (PEM roots) proxies verify peers with.
 	BundlePEM []byte `json:"-"`
+
+	instances map[string]instanceRef // by instance ID; see Instance
 }
+
+type instanceRef struct{ service, instance int }
 
 // Service is one upstream service with its resolved traffic settings.
 type Service struct {
-	Name      string            `json:"name"`
-	Namespace string            `json:"namespace"`
-	Kind      registry.Kind     `json:"kind"`
-	Protocol  registry.Protocol `json:"protocol"`
-	PHI       bool              `json:"phi"`
+	Name      string   `json:"name"`
+	Namespace string   `json:"namespace"`
+	Kind      Kind     `json:"kind"`
+	Protocol  Protocol `json:"protocol"`
+	PHI       bool     `json:"phi"`
 	// Port is the port callers address the service on; for TCP services it
 	// is the local outbound listener's port on Envoy sidecars.
 	Port           int            `json:"port"`
@@ -45,9 +52,9 @@ type Service struct {
 	// Localities hold the endpoints that may receive traffic: passing
 	// (HEALTHY) and warning (DEGRADED) instances, never critical ones.
 	Localities []LocalityEndpoints `json:"localities"`
-	// Instances are all registered instances, healthy or not; inbound
-	// listeners are built for them so a recovering instance is ready.
-	Instances []registry.Instance `json:"instances"`
+	// Instances are all registered instances, healthy or not: a proxy
+	// fronting one gets its inbound side even while it recovers.
+	Instances []Instance `json:"instances"`
 	// Authz is who may call the service (enforced when mTLS is on).
 	Authz Authz `json:"authz"`
 	// Permissive accepts plaintext beside mTLS on Envoy sidecars (a
@@ -75,7 +82,7 @@ type Authz struct {
 
 // LoadBalancer is the load-balancing algorithm and its parameters.
 type LoadBalancer struct {
-	Policy registry.LBPolicy `json:"policy"`
+	Policy LBPolicy `json:"policy"`
 	// ChoiceCount is for least_request (power of N choices).
 	ChoiceCount uint32 `json:"choiceCount,omitempty"`
 	// MinRingSize and MaxRingSize are for ring_hash.
@@ -131,8 +138,8 @@ type Retry struct {
 
 // LocalityEndpoints are the endpoints of one locality.
 type LocalityEndpoints struct {
-	Locality  registry.Locality `json:"locality"`
-	Endpoints []Endpoint        `json:"endpoints"`
+	Locality  Locality   `json:"locality"`
+	Endpoints []Endpoint `json:"endpoints"`
 }
 
 // Endpoint is one routable instance.
@@ -144,7 +151,10 @@ type Endpoint struct {
 	Weight     uint32 `json:"weight"`
 }
 
-// Proxy is one connected data plane client.
+// Proxy is the data plane a translation is for: which service it belongs
+// to, what kind it is, and the instance it fronts. Facts of its connection
+// (peer address, proof of identity, issued SVID) are not part of it; the
+// SVID reaches the translator as an explicit input.
 type Proxy struct {
 	// ID is the xDS node.id: for Envoy the Consul service ID of the
 	// instance it fronts.
@@ -152,22 +162,8 @@ type Proxy struct {
 	// Service is node.cluster: the service the proxy belongs to.
 	Service string         `json:"service"`
 	Kind    wire.ProxyKind `json:"kind"`
-	// Instance is the catalog instance the proxy fronts, when known.
-	Instance *registry.Instance `json:"instance,omitempty"`
-	// Peer is the address the proxy's xDS stream came from.
-	Peer string `json:"peer,omitempty"`
-	// Proof is the proof of identity the proxy presented on its xDS
-	// stream, if any. It is never logged or shown.
-	Proof Proof `json:"-"`
-	// SVID is the identity issued to an Envoy proxy, served over SDS.
-	// Proxyless services read theirs from files instead.
-	SVID *Identity `json:"-"`
-}
-
-// Proof is a credential presented by a proxy.
-type Proof struct {
-	Kind  wire.ProofKind
-	Token string
+	// Instance is the instance the proxy fronts, when known.
+	Instance *Instance `json:"instance,omitempty"`
 }
 
 // Identity is an X.509-SVID as PEM: certificate chain (leaf first) and key.

@@ -71,7 +71,7 @@ func TestRouteDefaultsPerKind(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.kind)+"/"+string(tt.proto), func(t *testing.T) {
-			r := d.route(&registry.Service{Name: "s", Kind: tt.kind, Protocol: tt.proto})
+			r := d.route(Kind(tt.kind), Protocol(tt.proto))
 			if r.Timeout != tt.timeout {
 				t.Errorf("timeout %v, want %v", r.Timeout, tt.timeout)
 			}
@@ -125,7 +125,7 @@ func TestBuildUsesGivenDefaults(t *testing.T) {
 	d.CircuitBreaker.MaxRequests = 9
 	d.Outlier.Consecutive5xx = 11
 	cat := catalog(t, svc("emr", registry.KindEMR, registry.ProtocolHTTP, registry.LBRoundRobin, inst("emr-1", 8080, registry.HealthPassing, registry.Locality{})))
-	s := Build(cat, d, "medmesh.local").Services[0]
+	s := Build(Inputs{Catalog: cat, Defaults: d, TrustDomain: "medmesh.local"}).Services[0]
 	if s.Route.Timeout != 42*time.Second || s.ConnectTimeout != 7*time.Second || s.CircuitBreaker.MaxRequests != 9 || s.Outlier.Consecutive5xx != 11 {
 		t.Errorf("service did not take the given defaults: %+v", s)
 	}
@@ -143,14 +143,14 @@ func TestBuildEndpoints(t *testing.T) {
 		inst("emr-5", 8080, registry.HealthCritical, east), // east has no routable instance
 	))
 	cat.Services[0].Instances[0].Weight = 3 // emr-1
-	m := Build(cat, DefaultDefaults(), "medmesh.local")
+	m := Build(Inputs{Catalog: cat, Defaults: DefaultDefaults(), TrustDomain: "medmesh.local"})
 	got := m.Services[0].Localities
 	want := []LocalityEndpoints{
-		{Locality: north, Endpoints: []Endpoint{
+		{Locality: Locality(north), Endpoints: []Endpoint{
 			{InstanceID: "emr-1", Address: "10.0.0.1", Port: 8080, Weight: 3},
 			{InstanceID: "emr-2", Address: "10.0.0.1", Port: 8080, Weight: 1, Degraded: true},
 		}},
-		{Locality: south, Endpoints: []Endpoint{
+		{Locality: Locality(south), Endpoints: []Endpoint{
 			{InstanceID: "emr-4", Address: "10.0.0.1", Port: 8080, Weight: 1},
 		}},
 	}
@@ -174,11 +174,11 @@ func TestBuildLocalityOrder(t *testing.T) {
 	}
 	cat := catalog(t, svc("emr", registry.KindEMR, registry.ProtocolHTTP, registry.LBRoundRobin, ins...))
 	for range 5 { // Build groups through a map; order must not depend on it
-		var got []registry.Locality
-		for _, le := range Build(cat, DefaultDefaults(), "medmesh.local").Services[0].Localities {
+		var got []Locality
+		for _, le := range Build(Inputs{Catalog: cat, Defaults: DefaultDefaults(), TrustDomain: "medmesh.local"}).Services[0].Localities {
 			got = append(got, le.Locality)
 		}
-		want := []registry.Locality{{}, {Region: "a", Zone: "y"}, {Region: "a", Zone: "y", Site: "s"}, {Region: "a", Zone: "z"}, {Region: "b"}}
+		want := []Locality{{}, {Region: "a", Zone: "y"}, {Region: "a", Zone: "y", Site: "s"}, {Region: "a", Zone: "z"}, {Region: "b"}}
 		if !slices.Equal(got, want) {
 			t.Fatalf("localities %v, want %v", got, want)
 		}
@@ -190,15 +190,15 @@ func TestBuildLoadBalancer(t *testing.T) {
 		lb   registry.LBPolicy
 		want LoadBalancer
 	}{
-		{registry.LBRoundRobin, LoadBalancer{Policy: registry.LBRoundRobin}},
-		{registry.LBLeastRequest, LoadBalancer{Policy: registry.LBLeastRequest, ChoiceCount: 2}},
-		{registry.LBRingHash, LoadBalancer{Policy: registry.LBRingHash, MinRingSize: 1024, MaxRingSize: 8 * 1024 * 1024}},
-		{registry.LBMaglev, LoadBalancer{Policy: registry.LBMaglev}},
-		{registry.LBRandom, LoadBalancer{Policy: registry.LBRandom}},
+		{registry.LBRoundRobin, LoadBalancer{Policy: LBRoundRobin}},
+		{registry.LBLeastRequest, LoadBalancer{Policy: LBLeastRequest, ChoiceCount: 2}},
+		{registry.LBRingHash, LoadBalancer{Policy: LBRingHash, MinRingSize: 1024, MaxRingSize: 8 * 1024 * 1024}},
+		{registry.LBMaglev, LoadBalancer{Policy: LBMaglev}},
+		{registry.LBRandom, LoadBalancer{Policy: LBRandom}},
 	}
 	for _, tt := range tests {
 		cat := catalog(t, svc("s", registry.KindGeneric, registry.ProtocolHTTP, tt.lb, inst("s-1", 80, registry.HealthPassing, registry.Locality{})))
-		if got := Build(cat, DefaultDefaults(), "medmesh.local").Services[0].LB; got != tt.want {
+		if got := Build(Inputs{Catalog: cat, Defaults: DefaultDefaults(), TrustDomain: "medmesh.local"}).Services[0].LB; got != tt.want {
 			t.Errorf("%s: %+v, want %+v", tt.lb, got, tt.want)
 		}
 	}
@@ -238,12 +238,12 @@ func TestMeshLookupAndSpiffeID(t *testing.T) {
 		svc("emr", registry.KindEMR, registry.ProtocolGRPC, registry.LBRoundRobin, inst("emr-1", 9001, registry.HealthPassing, registry.Locality{})),
 	)
 	cat.Services[0].Namespace = "clinical" // emr, after sorting
-	m := Build(cat, DefaultDefaults(), "st-marys.medmesh.local")
+	m := Build(Inputs{Catalog: cat, Defaults: DefaultDefaults(), TrustDomain: "st-marys.medmesh.local"})
 	if m.TrustDomain != "st-marys.medmesh.local" {
 		t.Errorf("trust domain %q", m.TrustDomain)
 	}
 	s, ok := m.Service("emr")
-	if !ok || s.Port != 9001 || s.Protocol != registry.ProtocolGRPC || !s.PHI {
+	if !ok || s.Port != 9001 || s.Protocol != ProtocolGRPC || !s.PHI {
 		t.Fatalf("Service(emr) = %+v, %t", s, ok)
 	}
 	if got, want := m.SpiffeID(s), "spiffe://st-marys.medmesh.local/ns/clinical/svc/emr"; got != want {
@@ -266,7 +266,7 @@ func TestBuildSkipsHostNameAddresses(t *testing.T) {
 		{ServiceName: "emr", ID: "emr-1", Address: "10.0.0.1", Port: 80, Health: registry.HealthPassing},
 		{ServiceName: "emr", ID: "emr-2", Address: "emr-2.hospital.internal", Port: 80, Health: registry.HealthPassing},
 	})
-	m := Build(cat, DefaultDefaults(), "medmesh.local")
+	m := Build(Inputs{Catalog: cat, Defaults: DefaultDefaults(), TrustDomain: "medmesh.local"})
 	eps := m.Services[0].Localities[0].Endpoints
 	if len(eps) != 1 || eps[0].InstanceID != "emr-1" {
 		t.Fatalf("endpoints = %+v", eps)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"medmesh/api/wire"
-	"medmesh/registry"
 )
 
 // Policies are operators' accepted policies in plain form: already
@@ -51,13 +50,13 @@ type RetryOverride struct {
 
 // DestinationPolicy configures how callers treat one service.
 type DestinationPolicy struct {
-	Service                  string              `json:"service"`
-	LB                       *LoadBalancer       `json:"lb,omitempty"`
-	Failover                 []registry.Locality `json:"failover,omitempty"`
-	CircuitBreaker           *CircuitBreaker     `json:"circuitBreaker,omitempty"` // fully resolved
-	Outlier                  *Outlier            `json:"outlier,omitempty"`        // fully resolved
-	ConnectTimeout           *time.Duration      `json:"connectTimeout,omitempty"`
-	MaxRequestsPerConnection uint32              `json:"maxRequestsPerConnection,omitempty"`
+	Service                  string          `json:"service"`
+	LB                       *LoadBalancer   `json:"lb,omitempty"`
+	Failover                 []Locality      `json:"failover,omitempty"`
+	CircuitBreaker           *CircuitBreaker `json:"circuitBreaker,omitempty"` // fully resolved
+	Outlier                  *Outlier        `json:"outlier,omitempty"`        // fully resolved
+	ConnectTimeout           *time.Duration  `json:"connectTimeout,omitempty"`
+	MaxRequestsPerConnection uint32          `json:"maxRequestsPerConnection,omitempty"`
 	// Permissive: nil keeps the catalog's mode.
 	Permissive *bool `json:"permissive,omitempty"`
 }
@@ -96,7 +95,7 @@ type ServicePolicy struct {
 	// Subsets are the instance subsets routes send to; each is a cluster.
 	Subsets []Subset `json:"subsets,omitempty"`
 	// Failover orders localities (priority 0 first); empty: one priority.
-	Failover []registry.Locality `json:"failover,omitempty"`
+	Failover []Locality `json:"failover,omitempty"`
 	// MaxRequestsPerConnection: 0 is unlimited.
 	MaxRequestsPerConnection uint32 `json:"maxRequestsPerConnection,omitempty"`
 	// HasFault says a rule injects faults, so listeners carry the filter.
@@ -189,10 +188,10 @@ func SubsetCluster(service string, selector map[string]string) string {
 	return service + "|" + strings.Join(parts, ",")
 }
 
-// ApplyPolicies adds accepted policies to a mesh built by Build from the
-// same catalog. Policies naming services that are not in the mesh are
-// skipped (controlplane/policy reports them before they get here).
-func (m *Mesh) ApplyPolicies(cat *registry.Catalog, p *Policies) {
+// applyPolicies adds accepted policies to the mesh. Policies naming
+// services that are not in the mesh are skipped (controlplane/policy
+// reports them before they get here).
+func (m *Mesh) applyPolicies(p *Policies) {
 	if p == nil {
 		return
 	}
@@ -208,7 +207,7 @@ func (m *Mesh) ApplyPolicies(cat *registry.Catalog, p *Policies) {
 			continue
 		}
 		for _, rule := range r.Rules {
-			svc.Policy.Rules = append(svc.Policy.Rules, m.resolveRule(cat, svc, rule))
+			svc.Policy.Rules = append(svc.Policy.Rules, m.resolveRule(svc, rule))
 			if rule.Fault != nil {
 				svc.Policy.HasFault = true
 			}
@@ -259,13 +258,13 @@ func (s *Service) applyDestination(d DestinationPolicy) {
 
 // resolveRule fills a rule's unset settings from the service's defaults
 // and creates the subsets it sends to.
-func (m *Mesh) resolveRule(cat *registry.Catalog, svc *Service, r RoutePolicyRule) RouteRule {
+func (m *Mesh) resolveRule(svc *Service, r RoutePolicyRule) RouteRule {
 	out := RouteRule{Name: r.Name, Match: r.Match, Timeout: svc.Route.Timeout, Retry: svc.Route.Retry}
 	for _, d := range r.Destinations {
 		if d.Weight == 0 {
 			continue // a paused canary: Envoy and grpc-go want no zero weights
 		}
-		out.Clusters = append(out.Clusters, WeightedTarget{Cluster: m.target(cat, d.Service, d.Subset), Weight: d.Weight})
+		out.Clusters = append(out.Clusters, WeightedTarget{Cluster: m.target(d.Service, d.Subset), Weight: d.Weight})
 	}
 	if r.Timeout != nil {
 		out.Timeout = *r.Timeout
@@ -288,14 +287,14 @@ func (m *Mesh) resolveRule(cat *registry.Catalog, svc *Service, r RoutePolicyRul
 	}
 	out.Fault = r.Fault
 	if r.Mirror != nil {
-		out.Mirror = &MirrorTarget{Cluster: m.target(cat, r.Mirror.Service, r.Mirror.Subset), Percent: r.Mirror.Percent}
+		out.Mirror = &MirrorTarget{Cluster: m.target(r.Mirror.Service, r.Mirror.Subset), Percent: r.Mirror.Percent}
 	}
 	return out
 }
 
 // target is the cluster for a service subset, creating the subset on the
 // service it selects from.
-func (m *Mesh) target(cat *registry.Catalog, service string, selector map[string]string) string {
+func (m *Mesh) target(service string, selector map[string]string) string {
 	name := SubsetCluster(service, selector)
 	if len(selector) == 0 {
 		return name
@@ -309,19 +308,16 @@ func (m *Mesh) target(cat *registry.Catalog, service string, selector map[string
 			return name
 		}
 	}
-	sub := Subset{Cluster: name, Selector: selector}
-	if rs, ok := cat.Service(service); ok {
-		sub.Localities = subsetEndpoints(svc, rs.Instances, selector)
-	}
+	sub := Subset{Cluster: name, Selector: selector, Localities: subsetEndpoints(svc, selector)}
 	svc.Policy.Subsets = append(svc.Policy.Subsets, sub)
 	return name
 }
 
 // subsetEndpoints keeps the service's routable endpoints whose instance
 // meta match every selector pair.
-func subsetEndpoints(svc *Service, instances []registry.Instance, selector map[string]string) []LocalityEndpoints {
+func subsetEndpoints(svc *Service, selector map[string]string) []LocalityEndpoints {
 	match := map[string]bool{}
-	for _, in := range instances {
+	for _, in := range svc.Instances {
 		ok := net.ParseIP(in.Address) != nil
 		for k, v := range selector {
 			if in.Meta[k] != v {
@@ -347,7 +343,7 @@ func subsetEndpoints(svc *Service, instances []registry.Instance, selector map[s
 
 // Priority is the failover priority of a locality: the index of the first
 // failover entry it matches, or len(failover) when it matches none.
-func Priority(failover []registry.Locality, l registry.Locality) uint32 {
+func Priority(failover []Locality, l Locality) uint32 {
 	for i, f := range failover {
 		if f.Region == l.Region && (f.Zone == "" || f.Zone == l.Zone) && (f.Site == "" || f.Site == l.Site) {
 			return uint32(i)

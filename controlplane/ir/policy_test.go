@@ -29,16 +29,15 @@ services:
 	return cat
 }
 
-// TestApplyPoliciesSubsetsAndDefaults: subsets hold only routable
+// TestBuildPoliciesSubsetsAndDefaults: subsets hold only routable
 // instances whose meta match every pair; a rule without a timeout keeps
 // the service's; retry overrides replace only what they name; a route
 // in one service can target another service's subset; destination
 // policies replace the defaults they name.
-func TestApplyPoliciesSubsetsAndDefaults(t *testing.T) {
+func TestBuildPoliciesSubsetsAndDefaults(t *testing.T) {
 	cat := policyCatalog(t)
-	m := ir.Build(cat, ir.DefaultDefaults(), "medmesh.local")
 	five := 5 * time.Second
-	m.ApplyPolicies(cat, &ir.Policies{
+	m := ir.Build(ir.Inputs{Catalog: cat, Defaults: ir.DefaultDefaults(), TrustDomain: "medmesh.local", Policies: &ir.Policies{
 		Routes: []ir.RoutePolicy{{Service: "his", Rules: []ir.RoutePolicyRule{{
 			Name: "to-emr-v2",
 			Destinations: []ir.Destination{
@@ -49,8 +48,8 @@ func TestApplyPoliciesSubsetsAndDefaults(t *testing.T) {
 			Retry: &ir.RetryOverride{Attempts: 4, PerTryTimeout: &five},
 		}}}},
 		Destinations: []ir.DestinationPolicy{{Service: "emr", ConnectTimeout: &five,
-			Failover: []registry.Locality{{Region: "south"}}}},
-	})
+			Failover: []ir.Locality{{Region: "south"}}}},
+	}})
 	emr, _ := m.Service("emr")
 	his, _ := m.Service("his")
 	if len(emr.Policy.Subsets) != 2 {
@@ -78,8 +77,8 @@ func TestApplyPoliciesSubsetsAndDefaults(t *testing.T) {
 	if emr.ConnectTimeout != five || len(emr.Policy.Failover) != 1 {
 		t.Fatalf("destination policy not applied: %v %+v", emr.ConnectTimeout, emr.Policy.Failover)
 	}
-	if ir.Priority(emr.Policy.Failover, registry.Locality{Region: "south"}) != 0 ||
-		ir.Priority(emr.Policy.Failover, registry.Locality{Region: "north"}) != 1 {
+	if ir.Priority(emr.Policy.Failover, ir.Locality{Region: "south"}) != 0 ||
+		ir.Priority(emr.Policy.Failover, ir.Locality{Region: "north"}) != 1 {
 		t.Fatal("failover priorities")
 	}
 }

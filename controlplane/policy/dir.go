@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"medmesh/api/v1alpha1"
+	"medmesh/internal/latest"
 )
 
 // Dir is a policy source backed by a directory of YAML files (*.yaml,
@@ -98,7 +99,7 @@ func (d *Dir) Run(ctx context.Context, out chan *Set) error {
 			if dirErr != "" {
 				set.Errors = append(set.Errors, dirErr)
 			}
-			sendLatest(out, set)
+			latest.Send(out, set)
 			first, lastDirErr = false, dirErr
 		}
 		select {
@@ -308,21 +309,6 @@ func decodeDoc(doc []byte) (object, error) {
 		return object{}, errors.New("metadata.name: required")
 	}
 	return o, nil
-}
-
-// sendLatest replaces an unconsumed Set: the consumer wants the newest.
-func sendLatest(out chan *Set, s *Set) {
-	for {
-		select {
-		case out <- s:
-			return
-		default:
-		}
-		select {
-		case <-out:
-		default:
-		}
-	}
 }
 
 // ParseSet strictly decodes the policy objects in YAML data (several

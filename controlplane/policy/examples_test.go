@@ -52,6 +52,5 @@ func TestExamplesAccepted(t *testing.T) {
 	if kinds["MeshRoute"] == 0 || kinds["MeshDestination"] == 0 || kinds["MeshAccess"] == 0 {
 		t.Fatalf("examples by kind %v: want every kind", kinds)
 	}
-	mesh := ir.Build(cat, ir.DefaultDefaults(), "medmesh.local")
-	mesh.ApplyPolicies(cat, res.Policies)
+	ir.Build(ir.Inputs{Catalog: cat, Policies: res.Policies, Defaults: ir.DefaultDefaults(), TrustDomain: "medmesh.local"})
 }

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"medmesh/api/v1alpha1"
+	"medmesh/internal/latest"
 )
 
 // Kubernetes reads policies from the Kubernetes API: MeshRoute,
@@ -151,7 +152,7 @@ func (k *Kubernetes) Run(ctx context.Context, out chan *Set) error {
 				log.Error("listing policies from the cache; keeping the last set", "err", err)
 				continue
 			}
-			sendLatest(out, set)
+			latest.Send(out, set)
 		}
 	}
 }

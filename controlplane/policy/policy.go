@@ -34,13 +34,15 @@ type Set struct {
 	Errors []string `json:"errors,omitempty"`
 }
 
-// Source produces policy Sets. A Kubernetes informer source implements
-// it by listing its three informers' caches into a Set on every event.
+// Source produces policy Sets: Dir for --policies, Kubernetes for
+// --kubeconfig (which lists its informers' caches into a Set on every
+// event). The control plane runs at most one.
 type Source interface {
 	Name() string
-	// Run sends complete Sets on out ("latest wins", registry.SendLatest
-	// style) until ctx ends. The first Set is sent as soon as the source
-	// has read everything once, even if it is empty.
+	// Run sends complete Sets on out ("latest wins": a slow reader gets
+	// the newest, see internal/latest) until ctx ends. The first Set is
+	// sent as soon as the source has read everything once, even if it is
+	// empty.
 	Run(ctx context.Context, out chan *Set) error
 }
 

@@ -328,9 +328,9 @@ func fault(p *problem, path *field.Path, f *v1alpha1.Fault) *ir.Fault {
 	return out
 }
 
-var lbPolicies = map[v1alpha1.LBAlgorithm]registry.LBPolicy{
-	v1alpha1.LBRoundRobin: registry.LBRoundRobin, v1alpha1.LBLeastRequest: registry.LBLeastRequest,
-	v1alpha1.LBRingHash: registry.LBRingHash, v1alpha1.LBMaglev: registry.LBMaglev, v1alpha1.LBRandom: registry.LBRandom,
+var lbPolicies = map[v1alpha1.LBAlgorithm]ir.LBPolicy{
+	v1alpha1.LBRoundRobin: ir.LBRoundRobin, v1alpha1.LBLeastRequest: ir.LBLeastRequest,
+	v1alpha1.LBRingHash: ir.LBRingHash, v1alpha1.LBMaglev: ir.LBMaglev, v1alpha1.LBRandom: ir.LBRandom,
 }
 
 // destination validates a MeshDestination and converts it.
@@ -353,14 +353,14 @@ func (e *env) destination(d *v1alpha1.MeshDestination) (ir.DestinationPolicy, pr
 		case (lb.MinRingSize != nil || lb.MaxRingSize != nil) && lb.Algorithm != v1alpha1.LBRingHash:
 			p.add(v1alpha1.ReasonInvalid, field.Forbidden(lp.Child("minRingSize"), "minRingSize and maxRingSize are for RingHash"))
 		}
-		if pol == registry.LBLeastRequest {
+		if pol == ir.LBLeastRequest {
 			l.ChoiceCount = 2
 			if lb.ChoiceCount != nil {
 				between(&p, lp.Child("choiceCount"), int64(*lb.ChoiceCount), 2, 16)
 				l.ChoiceCount = uint32(max(*lb.ChoiceCount, 0))
 			}
 		}
-		if pol == registry.LBRingHash {
+		if pol == ir.LBRingHash {
 			l.MinRingSize, l.MaxRingSize = 1024, 8*1024*1024
 			if lb.MinRingSize != nil {
 				between(&p, lp.Child("minRingSize"), *lb.MinRingSize, 1, 8*1024*1024)
@@ -383,7 +383,7 @@ func (e *env) destination(d *v1alpha1.MeshDestination) (ir.DestinationPolicy, pr
 		if l.Region == "" {
 			p.add(v1alpha1.ReasonInvalid, field.Required(spec.Child("localityFailover").Index(i).Child("region"), ""))
 		}
-		out.Failover = append(out.Failover, registry.Locality{Region: l.Region, Zone: l.Zone, Site: l.Site})
+		out.Failover = append(out.Failover, ir.Locality{Region: l.Region, Zone: l.Zone, Site: l.Site})
 	}
 	if cb := d.Spec.CircuitBreaker; cb != nil {
 		cp := spec.Child("circuitBreaker")

@@ -11,7 +11,6 @@ import (
 
 	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
-	"medmesh/registry"
 )
 
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -72,16 +71,16 @@ func httpOptions(http2 bool, maxRequests uint32) map[string]*anypb.Any {
 // caller does not send) and random.
 func applyLB(c *clusterv3.Cluster, lb ir.LoadBalancer, kind wire.ProxyKind) {
 	policy := lb.Policy
-	if kind == wire.ProxyProxyless && (policy == registry.LBMaglev || policy == registry.LBRandom) {
-		policy = registry.LBRoundRobin
+	if kind == wire.ProxyProxyless && (policy == ir.LBMaglev || policy == ir.LBRandom) {
+		policy = ir.LBRoundRobin
 	}
 	switch policy {
-	case registry.LBLeastRequest:
+	case ir.LBLeastRequest:
 		c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
 		c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{
 			ChoiceCount: u32(max(lb.ChoiceCount, 2)),
 		}}
-	case registry.LBRingHash:
+	case ir.LBRingHash:
 		c.LbPolicy = clusterv3.Cluster_RING_HASH
 		c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
 			// grpc-go accepts only xxHash.
@@ -89,9 +88,9 @@ func applyLB(c *clusterv3.Cluster, lb ir.LoadBalancer, kind wire.ProxyKind) {
 			MinimumRingSize: wrapperspb.UInt64(lb.MinRingSize),
 			MaximumRingSize: wrapperspb.UInt64(lb.MaxRingSize),
 		}}
-	case registry.LBMaglev:
+	case ir.LBMaglev:
 		c.LbPolicy = clusterv3.Cluster_MAGLEV
-	case registry.LBRandom:
+	case ir.LBRandom:
 		c.LbPolicy = clusterv3.Cluster_RANDOM
 	default:
 		c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
@@ -122,7 +121,7 @@ func outlierDetection(o ir.Outlier) *clusterv3.OutlierDetection {
 }
 
 // localAppCluster reaches the application beside an Envoy sidecar.
-func localAppCluster(s *ir.Service, in *registry.Instance) *clusterv3.Cluster {
+func localAppCluster(s *ir.Service, in *ir.Instance) *clusterv3.Cluster {
 	port := in.Port
 	if in.AppPort != 0 {
 		port = in.AppPort

@@ -5,7 +5,6 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 
 	"medmesh/controlplane/ir"
-	"medmesh/registry"
 )
 
 // loadAssignment lists a service's routable endpoints by locality. Warning
@@ -16,7 +15,7 @@ func loadAssignment(s *ir.Service) *endpointv3.ClusterLoadAssignment {
 }
 
 // assignment lists endpoints by locality, with failover priorities.
-func assignment(cluster string, localities []ir.LocalityEndpoints, failover []registry.Locality) *endpointv3.ClusterLoadAssignment {
+func assignment(cluster string, localities []ir.LocalityEndpoints, failover []ir.Locality) *endpointv3.ClusterLoadAssignment {
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: cluster}
 	prio := priorities(localities, failover)
 	for i, loc := range localities {
@@ -51,7 +50,7 @@ func assignment(cluster string, localities []ir.LocalityEndpoints, failover []re
 // (a MeshDestination's localityFailover). Ranks are made contiguous from
 // 0: grpc-go rejects an assignment with a gap in its priorities, and a
 // gap appears whenever a listed locality has no endpoints right now.
-func priorities(localities []ir.LocalityEndpoints, failover []registry.Locality) []uint32 {
+func priorities(localities []ir.LocalityEndpoints, failover []ir.Locality) []uint32 {
 	out := make([]uint32, len(localities))
 	if len(failover) == 0 {
 		return out

@@ -137,15 +137,19 @@ func goldenCases(t *testing.T) []string {
 	return out
 }
 
-// loadCase reads an input and resolves the proxy's instance the way the
-// control plane does for a connecting node: by node id, and only if the
-// node's declared service (when given) is the instance's service.
-func loadCase(t *testing.T, name string) (*registry.Catalog, *ir.Proxy, bool) {
-	cat, p, mtls, _ := loadCaseWithPolicies(t, name)
-	return cat, p, mtls
+// goldenCase is a loaded input: the mesh built from it the way the
+// control plane builds one, the proxy under test and the SVID it holds.
+type goldenCase struct {
+	mesh  *ir.Mesh
+	proxy *ir.Proxy
+	svid  *ir.Identity
 }
 
-func loadCaseWithPolicies(t *testing.T, name string) (*registry.Catalog, *ir.Proxy, bool, []json.RawMessage) {
+// loadCase reads an input, resolves its policies, builds the mesh and
+// resolves the proxy's instance the way the control plane does for a
+// connecting node: by node id, and only if the node's declared service
+// (when given) is the instance's service.
+func loadCase(t *testing.T, name string) goldenCase {
 	t.Helper()
 	path := filepath.Join(inDir, name+".yaml")
 	data, err := os.ReadFile(path)
@@ -166,25 +170,25 @@ func loadCaseWithPolicies(t *testing.T, name string) (*registry.Catalog, *ir.Pro
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &ir.Proxy{ID: in.Proxy.ID, Service: in.Proxy.Service, Kind: in.Proxy.Kind}
-	if svc, inst, ok := cat.Instance(p.ID); ok && (p.Service == "" || p.Service == svc.Name) {
-		p.Service, p.Instance = svc.Name, inst
+	inputs := ir.Inputs{Catalog: cat, Policies: resolvePolicies(t, name, cat, in.Policies),
+		Defaults: ir.DefaultDefaults(), TrustDomain: trustDomain}
+	if in.MTLS {
+		inputs.MTLS, inputs.BundlePEM = true, testBundlePEM
 	}
-	if in.MTLS && p.Kind == wire.ProxyEnvoy {
-		p.SVID = &ir.Identity{CertChain: testCertPEM, PrivateKey: testKeyPEM}
+	c := goldenCase{mesh: ir.Build(inputs), proxy: &ir.Proxy{ID: in.Proxy.ID, Service: in.Proxy.Service, Kind: in.Proxy.Kind}}
+	if svc, inst, ok := c.mesh.Instance(c.proxy.ID); ok && (c.proxy.Service == "" || c.proxy.Service == svc.Name) {
+		c.proxy.Service, c.proxy.Instance = svc.Name, inst
 	}
-	return cat, p, in.MTLS, in.Policies
+	if in.MTLS && c.proxy.Kind == wire.ProxyEnvoy {
+		c.svid = &ir.Identity{CertChain: testCertPEM, PrivateKey: testKeyPEM}
+	}
+	return c
 }
 
 func translateCase(t *testing.T, name string) *translate.Resources {
 	t.Helper()
-	cat, p, mtls, pols := loadCaseWithPolicies(t, name)
-	mesh := ir.Build(cat, ir.DefaultDefaults(), trustDomain)
-	applyPolicies(t, name, mesh, cat, pols)
-	if mtls {
-		mesh.MTLS, mesh.BundlePEM = true, testBundlePEM
-	}
-	res := translate.Translate(mesh, p)
+	c := loadCase(t, name)
+	res := translate.Translate(c.mesh, c.proxy, c.svid)
 	if err := res.Validate(); err != nil {
 		t.Fatalf("Envoy validation (ValidateAll) failed:\n%v", err)
 	}

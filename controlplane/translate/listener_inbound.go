@@ -8,12 +8,11 @@ import (
 
 	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
-	"medmesh/registry"
 )
 
 // inboundListener accepts the mesh's calls to this instance on its
 // registered address and port and hands them to the local application.
-func inboundListener(m *ir.Mesh, s *ir.Service, in *registry.Instance) *listenerv3.Listener {
+func inboundListener(m *ir.Mesh, s *ir.Service, in *ir.Instance) *listenerv3.Listener {
 	l := &listenerv3.Listener{
 		Name:    wire.InboundListener,
 		Address: socketAddress(in.Address, in.Port),

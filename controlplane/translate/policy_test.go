@@ -15,15 +15,15 @@ import (
 // goldenNow is the fixed "now" policies are resolved at in golden cases.
 var goldenNow = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// applyPolicies resolves a case's policy objects against its catalog the
-// way the control plane does and applies the accepted ones. Every object
+// resolvePolicies resolves a case's policy objects against its catalog the
+// way the control plane does and returns the accepted ones. Every object
 // must be accepted except those a case names "rejected-*" or
 // "conflicting-*", which must not be: a golden case then shows both that
 // the bad object changed nothing and that the good ones still apply.
-func applyPolicies(t *testing.T, name string, mesh *ir.Mesh, cat *registry.Catalog, docs []json.RawMessage) {
+func resolvePolicies(t *testing.T, name string, cat *registry.Catalog, docs []json.RawMessage) *ir.Policies {
 	t.Helper()
 	if len(docs) == 0 {
-		return
+		return nil
 	}
 	parts := make([][]byte, len(docs))
 	for i, d := range docs {
@@ -40,7 +40,7 @@ func applyPolicies(t *testing.T, name string, mesh *ir.Mesh, cat *registry.Catal
 			t.Fatalf("%s: accepted=%t, want %t: %s", st.Key, st.Accepted(), want, st.Message())
 		}
 	}
-	mesh.ApplyPolicies(cat, res.Policies)
+	return res.Policies
 }
 
 func hasAnyPrefix(s string, prefixes ...string) bool {

@@ -7,7 +7,6 @@ import (
 
 	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
-	"medmesh/registry"
 )
 
 // Proxyless gRPC (grpc-go's xds package) asks for a Listener named after
@@ -41,7 +40,7 @@ func proxylessRouteConfig(s *ir.Service) *routev3.RouteConfiguration {
 
 // proxylessServerListener lets an xds.NewGRPCServer serve: grpc-go only
 // accepts calls whose route has a non-forwarding action.
-func proxylessServerListener(m *ir.Mesh, s *ir.Service, in *registry.Instance) *listenerv3.Listener {
+func proxylessServerListener(m *ir.Mesh, s *ir.Service, in *ir.Instance) *listenerv3.Listener {
 	inline := &routev3.RouteConfiguration{
 		Name: "inbound|" + s.Name,
 		VirtualHosts: []*routev3.VirtualHost{{

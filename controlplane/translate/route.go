@@ -11,7 +11,6 @@ import (
 
 	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
-	"medmesh/registry"
 )
 
 // idempotentMethods may be retried after the upstream saw the request.
@@ -70,7 +69,7 @@ func routeAction(s *ir.Service, kind wire.ProxyKind, timeout time.Duration, retr
 	default:
 		action.Timeout = dur(timeout)
 		action.IdleTimeout = dur(s.Route.IdleTimeout)
-		if s.Protocol == registry.ProtocolGRPC {
+		if s.Protocol == ir.ProtocolGRPC {
 			// Honour a caller's shorter grpc-timeout, capped by ours.
 			action.MaxStreamDuration = &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: dur(timeout)}
 		}
@@ -92,10 +91,10 @@ const AffinityHeader = "x-medmesh-affinity"
 // its channel for grpc-go), so one caller sticks to one instance rather
 // than being spread at random.
 func hashPolicy(s *ir.Service, kind wire.ProxyKind) []*routev3.RouteAction_HashPolicy {
-	if s.LB.Policy != registry.LBRingHash && s.LB.Policy != registry.LBMaglev {
+	if s.LB.Policy != ir.LBRingHash && s.LB.Policy != ir.LBMaglev {
 		return nil
 	}
-	if kind == wire.ProxyProxyless && s.LB.Policy == registry.LBMaglev {
+	if kind == wire.ProxyProxyless && s.LB.Policy == ir.LBMaglev {
 		return nil // proxyless falls back to round robin for maglev
 	}
 	header := &routev3.RouteAction_HashPolicy{

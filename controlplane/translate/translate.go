@@ -197,10 +197,12 @@ func Assemble(meshWide *Resources, sets []*ServiceSet) *SharedSet {
 	return s
 }
 
-// ForProxy translates the resources that belong to one proxy alone.
-func ForProxy(m *ir.Mesh, p *ir.Proxy) *Resources {
+// ForProxy translates the resources that belong to one proxy alone. svid
+// is the identity issued to the proxy, if any (an Envoy gets it as an SDS
+// secret; without one its mTLS listeners and clusters stay unusable).
+func ForProxy(m *ir.Mesh, p *ir.Proxy, svid *ir.Identity) *Resources {
 	r := &Resources{}
-	for _, sec := range secrets(m, p) {
+	for _, sec := range secrets(m, p, svid) {
 		r.Secrets = append(r.Secrets, sec)
 	}
 	if p.Kind == wire.ProxySVIDAgent {
@@ -237,14 +239,14 @@ func ForProxy(m *ir.Mesh, p *ir.Proxy) *Resources {
 }
 
 // Translate is the whole translation for one proxy: shared plus its own
-// resources, endpoints included. Golden tests and /debug/config use it.
-func Translate(m *ir.Mesh, p *ir.Proxy) *Resources {
+// resources, endpoints included. Golden tests use it.
+func Translate(m *ir.Mesh, p *ir.Proxy, svid *ir.Identity) *Resources {
 	sh := Shared(m)
 	base := sh.Envoy
 	if p.Kind == wire.ProxyProxyless {
 		base = sh.Proxyless
 	}
-	out := Merge(base, ForProxy(m, p))
+	out := Merge(base, ForProxy(m, p, svid))
 	out.Endpoints = append(out.Endpoints, sh.Endpoints...)
 	out.sort()
 	return out

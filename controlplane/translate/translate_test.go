@@ -341,14 +341,13 @@ func TestOutboundOnlyEnvoy(t *testing.T) {
 // instance; anything less is an outbound-only client, never a listener on
 // a guessed address.
 func TestForProxyServiceMismatch(t *testing.T) {
-	cat, _, _ := loadCase(t, "envoy-emr-sidecar")
-	mesh := ir.Build(cat, ir.DefaultDefaults(), trustDomain)
-	_, inst, _ := cat.Instance("emr-1")
+	mesh := loadCase(t, "envoy-emr-sidecar").mesh
+	_, inst, _ := mesh.Instance("emr-1")
 	for _, p := range []*ir.Proxy{
 		{ID: "emr-1", Service: "unknown", Kind: wire.ProxyEnvoy, Instance: inst},
 		{ID: "emr-1", Service: "emr", Kind: wire.ProxyEnvoy},
 	} {
-		if own := translate.ForProxy(mesh, p); len(own.Listeners)+len(own.Routes)+len(own.Clusters) != 0 {
+		if own := translate.ForProxy(mesh, p, nil); len(own.Listeners)+len(own.Routes)+len(own.Clusters) != 0 {
 			t.Errorf("proxy %+v got per-proxy resources", p)
 		}
 	}
@@ -358,15 +357,15 @@ func TestForProxyServiceMismatch(t *testing.T) {
 // assembles snapshots; golden tests cover Translate only.
 func TestTranslateIsSharedPlusForProxy(t *testing.T) {
 	for _, name := range []string{"envoy-emr-sidecar", "proxyless-server"} {
-		cat, p, _ := loadCase(t, name)
-		mesh := ir.Build(cat, ir.DefaultDefaults(), trustDomain)
+		c := loadCase(t, name)
+		mesh, p := c.mesh, c.proxy
 		sh := translate.Shared(mesh)
 		base := sh.Envoy
 		if p.Kind == wire.ProxyProxyless {
 			base = sh.Proxyless
 		}
-		own := translate.ForProxy(mesh, p)
-		full := translate.Translate(mesh, p)
+		own := translate.ForProxy(mesh, p, c.svid)
+		full := translate.Translate(mesh, p, c.svid)
 		if got, want := len(full.Listeners), len(base.Listeners)+len(own.Listeners); got != want {
 			t.Errorf("%s: %d listeners, want %d", name, got, want)
 		}
@@ -400,15 +399,15 @@ func TestValidateReportsFailures(t *testing.T) {
 // connection refused while the catalog syncs.
 func TestEmptyMesh(t *testing.T) {
 	cat, _ := registry.BuildCatalog(nil)
-	mesh := ir.Build(cat, ir.DefaultDefaults(), trustDomain)
-	res := translate.Translate(mesh, &ir.Proxy{ID: "x", Kind: wire.ProxyEnvoy})
+	mesh := ir.Build(ir.Inputs{Catalog: cat, Defaults: ir.DefaultDefaults(), TrustDomain: trustDomain})
+	res := translate.Translate(mesh, &ir.Proxy{ID: "x", Kind: wire.ProxyEnvoy}, nil)
 	if err := res.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	if !has(res.Listeners, wire.OutboundHTTPListener) || !has(res.Routes, wire.OutboundHTTPRoute) {
 		t.Errorf("empty mesh: listeners %v routes %v", names(res.Listeners), names(res.Routes))
 	}
-	pl := translate.Translate(mesh, &ir.Proxy{ID: "x", Kind: wire.ProxyProxyless})
+	pl := translate.Translate(mesh, &ir.Proxy{ID: "x", Kind: wire.ProxyProxyless}, nil)
 	if n := len(pl.Listeners) + len(pl.Routes) + len(pl.Clusters) + len(pl.Endpoints); n != 0 {
 		t.Errorf("empty mesh gave a proxyless client %d resources", n)
 	}

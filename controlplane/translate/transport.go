@@ -76,8 +76,8 @@ func tlsSocket(ctx proto.Message) *corev3.TransportSocket {
 }
 
 // secrets are an Envoy proxy's SDS secrets: its SVID and the bundle.
-func secrets(m *ir.Mesh, p *ir.Proxy) []*tlsv3.Secret {
-	if !m.MTLS || p.Kind == wire.ProxyProxyless || p.SVID == nil {
+func secrets(m *ir.Mesh, p *ir.Proxy, svid *ir.Identity) []*tlsv3.Secret {
+	if !m.MTLS || p.Kind == wire.ProxyProxyless || svid == nil {
 		return nil
 	}
 	inline := func(b []byte) *corev3.DataSource {
@@ -85,7 +85,7 @@ func secrets(m *ir.Mesh, p *ir.Proxy) []*tlsv3.Secret {
 	}
 	return []*tlsv3.Secret{
 		{Name: wire.SVIDSecret, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
-			CertificateChain: inline(p.SVID.CertChain), PrivateKey: inline(p.SVID.PrivateKey),
+			CertificateChain: inline(svid.CertChain), PrivateKey: inline(svid.PrivateKey),
 		}}},
 		{Name: wire.BundleSecret, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 			TrustedCa: inline(m.BundlePEM),

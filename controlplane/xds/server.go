@@ -30,7 +30,6 @@ import (
 	"google.golang.org/grpc"
 
 	"medmesh/api/wire"
-	"medmesh/controlplane/ir"
 )
 
 // ErrInconsistent means a snapshot referenced resources it does not hold.
@@ -50,12 +49,18 @@ type Server struct {
 	epHashes  map[string]string // endpoint resource name -> content hash
 	published map[string]*Published
 	interned  map[string]*internedSet // type/version -> set shared by proxies
+
+	pub publisher // Publish's memory between rounds (publish.go)
 }
 
 // Published is what was last published for one proxy.
 type Published struct {
 	Versions map[string]string // type URL -> version
 	snapshot *layeredSnapshot
+	kind     wire.ProxyKind
+	// inputs fingerprint what the proxy's own resources were translated
+	// from (publish.go); equal inputs mean equal output, so it is skipped.
+	inputs string
 }
 
 // New creates the caches and the go-control-plane server.
@@ -111,11 +116,11 @@ func (s *Server) Register(g *grpc.Server) {
 // Tracker returns the connection and ACK/NACK tracker.
 func (s *Server) Tracker() *Tracker { return s.tracker }
 
-// PublishEndpoints replaces the shared endpoint set. Only assignments whose
+// publishEndpoints replaces the shared endpoint set. Only assignments whose
 // content changed are updated, so proxies hear only of real changes.
-// Call it before PublishProxy when clusters are added (make before break)
-// and use PruneEndpoints after, when clusters are removed.
-func (s *Server) PublishEndpoints(eps []Hashed) (updated int, err error) {
+// Publish calls it before publishSnapshot, so that added clusters find
+// their endpoints (make before break), and pruneEndpoints after.
+func (s *Server) publishEndpoints(eps []Hashed) (updated int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var toUpdate []Hashed
@@ -138,8 +143,8 @@ func (s *Server) PublishEndpoints(eps []Hashed) (updated int, err error) {
 	return len(toUpdate), nil
 }
 
-// PruneEndpoints removes endpoint assignments not in keep.
-func (s *Server) PruneEndpoints(keep []Hashed) error {
+// pruneEndpoints removes endpoint assignments not in keep.
+func (s *Server) pruneEndpoints(keep []Hashed) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	want := make(map[string]bool, len(keep))
@@ -165,19 +170,19 @@ func (s *Server) PruneEndpoints(keep []Hashed) error {
 // (they are shared).
 type ProxyResources map[resource.Type][]Hashed
 
-// Shared is a set of resources that many proxies hold (everything an
+// sharedSet is a set of resources that many proxies hold (everything an
 // Envoy, or a proxyless client, gets from the mesh as a whole). Its
 // versions and references are computed once, not once per proxy.
-type Shared struct {
+type sharedSet struct {
 	items    ProxyResources
 	versions map[string]string                 // type URL -> version
 	refs     map[resource.Type]map[string]bool // routes and endpoints named
 	routes   map[string]bool                   // route names held
 }
 
-// NewShared versions a shared set and notes what it references.
-func NewShared(items ProxyResources) *Shared {
-	sh := &Shared{items: items, versions: map[string]string{}, routes: map[string]bool{}}
+// newShared versions a shared set and notes what it references.
+func newShared(items ProxyResources) *sharedSet {
+	sh := &sharedSet{items: items, versions: map[string]string{}, routes: map[string]bool{}}
 	for _, typ := range snapshotTypes {
 		sh.versions[typ] = setVersion(items[typ])
 	}
@@ -188,22 +193,19 @@ func NewShared(items ProxyResources) *Shared {
 	return sh
 }
 
-// Versions returns the set's version per type URL.
-func (sh *Shared) Versions() map[string]string { return sh.versions }
-
-// PublishProxy builds a snapshot for one proxy from a shared set (nil for
-// none) and its own resources, and sets it, unless every type's version
-// equals what the proxy already has. The snapshot is checked first: every
+// publishSnapshot builds a snapshot for one proxy from a shared set (nil
+// for none) and its own resources, and sets it, unless every type's
+// version equals what the proxy already has. The snapshot is checked first: every
 // referenced route and endpoint assignment must exist, and every route
 // must be referenced. A snapshot that fails is not published; the proxy
 // keeps its last good one.
-func (s *Server) PublishProxy(ctx context.Context, p ir.Proxy, shared *Shared, own ProxyResources) (changed bool, err error) {
+func (s *Server) publishSnapshot(ctx context.Context, id string, kind wire.ProxyKind, shared *sharedSet, own ProxyResources) (changed bool, err error) {
 	if shared == nil {
-		shared = NewShared(nil)
+		shared = newShared(nil)
 	}
 	if err := s.consistent(shared, own); err != nil {
 		s.metrics.snapshotFails.Inc()
-		return false, fmt.Errorf("proxy %q: %w", p.ID, err)
+		return false, fmt.Errorf("proxy %q: %w", id, err)
 	}
 	versions := map[string]string{}
 	snap := &layeredSnapshot{layers: map[string]layer{}}
@@ -224,18 +226,18 @@ func (s *Server) PublishProxy(ctx context.Context, p ir.Proxy, shared *Shared, o
 		versions[typ] = l.version
 		snap.layers[typ] = l
 	}
-	prev := s.published[p.ID]
+	prev := s.published[id]
 	s.mu.Unlock()
 	if prev != nil && equalVersions(prev.Versions, versions) {
 		return false, nil
 	}
 	c := s.envoy
-	if p.Kind == wire.ProxyProxyless {
+	if kind == wire.ProxyProxyless {
 		c = s.proxyless
 	}
-	if err := c.SetSnapshot(ctx, p.ID, snap); err != nil {
+	if err := c.SetSnapshot(ctx, id, snap); err != nil {
 		s.metrics.snapshotFails.Inc()
-		return false, fmt.Errorf("proxy %q: setting snapshot: %w", p.ID, err)
+		return false, fmt.Errorf("proxy %q: setting snapshot: %w", id, err)
 	}
 	s.metrics.snapshots.Inc()
 	s.mu.Lock()
@@ -243,7 +245,7 @@ func (s *Server) PublishProxy(ctx context.Context, p ir.Proxy, shared *Shared, o
 	if prev != nil {
 		s.retain(prev.snapshot, -1)
 	}
-	s.published[p.ID] = &Published{Versions: versions, snapshot: snap}
+	s.published[id] = &Published{Versions: versions, snapshot: snap, kind: kind}
 	s.mu.Unlock()
 	return true, nil
 }
@@ -292,9 +294,9 @@ func (s *Server) retain(snap *layeredSnapshot, delta int) {
 	}
 }
 
-// ReleaseUnused drops shared sets that no published snapshot uses; the
-// control loop calls it once per round of publications.
-func (s *Server) ReleaseUnused() {
+// releaseUnused drops shared sets that no published snapshot uses; Publish
+// calls it once per round.
+func (s *Server) releaseUnused() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, set := range s.interned {
@@ -331,7 +333,7 @@ func references(items ProxyResources) map[resource.Type]map[string]bool {
 // consistent checks a proxy's snapshot like cache.Snapshot.Consistent:
 // the shared set's references were computed once, the proxy's own are
 // few; endpoints are checked against the shared endpoint cache.
-func (s *Server) consistent(shared *Shared, own ProxyResources) error {
+func (s *Server) consistent(shared *sharedSet, own ProxyResources) error {
 	ownRefs := references(own)
 	ownRoutes := map[string]bool{}
 	for _, it := range own[resource.RouteType] {
@@ -378,16 +380,21 @@ func equalVersions(a, b map[string]string) bool {
 	return true
 }
 
-// Forget drops a disconnected proxy's snapshot.
-func (s *Server) Forget(id string, kind wire.ProxyKind) {
+// forget drops a disconnected proxy's snapshot and everything kept about
+// what it was sent.
+func (s *Server) forget(id string) {
 	s.mu.Lock()
-	if prev, ok := s.published[id]; ok {
+	prev, ok := s.published[id]
+	if ok {
 		s.retain(prev.snapshot, -1)
 	}
 	delete(s.published, id)
 	s.mu.Unlock()
-	s.ReleaseUnused()
-	if kind == wire.ProxyProxyless {
+	if !ok {
+		return
+	}
+	s.releaseUnused()
+	if prev.kind == wire.ProxyProxyless {
 		s.proxyless.ClearSnapshot(id)
 	} else {
 		s.envoy.ClearSnapshot(id)

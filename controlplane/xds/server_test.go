@@ -15,7 +15,6 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"medmesh/api/wire"
-	"medmesh/controlplane/ir"
 )
 
 func newTestServer(t *testing.T) *Server {
@@ -47,13 +46,13 @@ func hashed(t *testing.T, rs ...types.Resource) []Hashed {
 // Proxies with equal content share one set; sets go when unused.
 func TestPublishProxySharesEqualSets(t *testing.T) {
 	s := newTestServer(t)
-	if _, err := s.PublishEndpoints(hashed(t, &endpointv3.ClusterLoadAssignment{ClusterName: "emr"})); err != nil {
+	if _, err := s.publishEndpoints(hashed(t, &endpointv3.ClusterLoadAssignment{ClusterName: "emr"})); err != nil {
 		t.Fatal(err)
 	}
 	res := ProxyResources{resource.ClusterType: hashed(t, edsCluster("emr"))}
 	ctx := context.Background()
 	for _, id := range []string{"a", "b"} {
-		changed, err := s.PublishProxy(ctx, ir.Proxy{ID: id}, NewShared(res), nil)
+		changed, err := s.publishSnapshot(ctx, id, wire.ProxyEnvoy, newShared(res), nil)
 		if err != nil || !changed {
 			t.Fatalf("publish %s: changed=%t err=%v", id, changed, err)
 		}
@@ -70,14 +69,14 @@ func TestPublishProxySharesEqualSets(t *testing.T) {
 		t.Fatal("equal cluster sets are not shared")
 	}
 	// Publishing the same content again is not a change.
-	if changed, err := s.PublishProxy(ctx, ir.Proxy{ID: "a"}, NewShared(res), nil); err != nil || changed {
+	if changed, err := s.publishSnapshot(ctx, "a", wire.ProxyEnvoy, newShared(res), nil); err != nil || changed {
 		t.Fatalf("republish: changed=%t err=%v", changed, err)
 	}
-	s.Forget("a", wire.ProxyEnvoy)
+	s.forget("a")
 	if len(s.interned) == 0 {
 		t.Fatal("set released while proxy b still uses it")
 	}
-	s.Forget("b", wire.ProxyEnvoy)
+	s.forget("b")
 	if len(s.interned) != 0 {
 		t.Fatalf("%d sets left after every proxy left", len(s.interned))
 	}
@@ -88,14 +87,14 @@ func TestPublishProxySharesEqualSets(t *testing.T) {
 func TestPublishProxyRefusesInconsistentSnapshot(t *testing.T) {
 	s := newTestServer(t)
 	res := ProxyResources{resource.ClusterType: hashed(t, edsCluster("imaging"))}
-	_, err := s.PublishProxy(context.Background(), ir.Proxy{ID: "a"}, NewShared(res), nil)
+	_, err := s.publishSnapshot(context.Background(), "a", wire.ProxyEnvoy, newShared(res), nil)
 	if !errors.Is(err, ErrInconsistent) {
 		t.Fatalf("err = %v, want ErrInconsistent", err)
 	}
 	if _, err := s.envoy.GetSnapshot("a"); err == nil {
 		t.Fatal("an inconsistent snapshot was set")
 	}
-	s.ReleaseUnused()
+	s.releaseUnused()
 	if len(s.interned) != 0 {
 		t.Fatalf("refused snapshot left %d sets behind", len(s.interned))
 	}
@@ -105,13 +104,13 @@ func TestPublishProxyRefusesInconsistentSnapshot(t *testing.T) {
 func TestPublishEndpointsOnlyChanges(t *testing.T) {
 	s := newTestServer(t)
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: "emr"}
-	if n, _ := s.PublishEndpoints(hashed(t, cla)); n != 1 {
+	if n, _ := s.publishEndpoints(hashed(t, cla)); n != 1 {
 		t.Fatalf("first publish updated %d", n)
 	}
-	if n, _ := s.PublishEndpoints(hashed(t, &endpointv3.ClusterLoadAssignment{ClusterName: "emr"})); n != 0 {
+	if n, _ := s.publishEndpoints(hashed(t, &endpointv3.ClusterLoadAssignment{ClusterName: "emr"})); n != 0 {
 		t.Fatalf("same content updated %d", n)
 	}
-	if err := s.PruneEndpoints(nil); err != nil {
+	if err := s.pruneEndpoints(nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := s.endpoints.size(); got != 0 {

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"medmesh/api/wire"
-	"medmesh/controlplane/ir"
 )
 
 // NACK is a rejection reported by a proxy.
@@ -54,14 +53,14 @@ type streamKey struct {
 type streamInfo struct {
 	delta  bool
 	peer   string
-	proof  ir.Proof // never shown: it proves identity
+	proof  wire.Proof // never shown: it proves identity
 	node   string
 	nonces map[string]string // response nonce -> version sent with it
 }
 
 type proxyInfo struct {
 	status  ProxyStatus
-	proof   ir.Proof // never shown: it proves identity
+	proof   wire.Proof // never shown: it proves identity
 	streams map[streamKey]bool
 }
 
@@ -99,13 +98,24 @@ func (t *Tracker) signal() {
 	}
 }
 
+// Client is a connected proxy as its xDS streams present it: what its
+// node says it is, where it connects from and the proof of identity it
+// presented. These are facts of the session, not of the mesh.
+type Client struct {
+	ID      string
+	Service string
+	Kind    wire.ProxyKind
+	Peer    string
+	Proof   wire.Proof // never shown or logged
+}
+
 // Connected returns the proxies with at least one open stream.
-func (t *Tracker) Connected() []ir.Proxy {
+func (t *Tracker) Connected() []Client {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]ir.Proxy, 0, len(t.proxies))
+	out := make([]Client, 0, len(t.proxies))
 	for _, p := range t.proxies {
-		out = append(out, ir.Proxy{ID: p.status.ID, Service: p.status.Service, Kind: p.status.Kind, Peer: p.status.Peer,
+		out = append(out, Client{ID: p.status.ID, Service: p.status.Service, Kind: p.status.Kind, Peer: p.status.Peer,
 			Proof: p.proof})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -150,14 +160,14 @@ func ProxyKindOf(n *corev3.Node) wire.ProxyKind {
 }
 
 func (t *Tracker) open(ctx context.Context, id streamKey) error {
-	addr, proof := "", ir.Proof{}
+	addr, proof := "", wire.Proof{}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
 		addr = p.Addr.String()
 	}
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		for _, h := range wire.ProofHeaders {
 			if v := md.Get(h.Header); len(v) > 0 && v[0] != "" {
-				proof = ir.Proof{Kind: h.Kind, Token: v[0]}
+				proof = wire.Proof{Kind: h.Kind, Token: v[0]}
 				break
 			}
 		}

@@ -14,9 +14,12 @@ import (
 
 const stateFile = "catalog.json"
 
-// saveState writes the last good catalog atomically (write, fsync, rename)
+// The last good catalog is kept on disk (Options.StateDir) so that an
+// edge site serves its mesh after a restart without its registry.
+
+// saveCatalog writes the last good catalog atomically (write, fsync, rename)
 // so a crash mid-write never leaves a torn file for the next start.
-func (cp *ControlPlane) saveState(cat *registry.Catalog) {
+func (cp *ControlPlane) saveCatalog(cat *registry.Catalog) {
 	if cp.opts.StateDir == "" {
 		return
 	}
@@ -32,8 +35,8 @@ func (cp *ControlPlane) saveState(cat *registry.Catalog) {
 	}
 }
 
-// loadState reads the saved catalog; (nil, nil) when there is none.
-func (cp *ControlPlane) loadState() (*registry.Catalog, error) {
+// loadCatalog reads the saved catalog; (nil, nil) when there is none.
+func (cp *ControlPlane) loadCatalog() (*registry.Catalog, error) {
 	if cp.opts.StateDir == "" {
 		return nil, nil
 	}

@@ -1,4 +1,4 @@
-package controlplane
+package identity
 
 import (
 	"context"
@@ -11,7 +11,6 @@ import (
 
 	"medmesh/api/wire"
 	"medmesh/controlplane/attest"
-	"medmesh/controlplane/ir"
 	"medmesh/internal/backoff"
 )
 
@@ -58,7 +57,8 @@ func newProofChecks(attestors map[wire.ProofKind]Attestor, log *slog.Logger, wak
 // result reports the proxy's attestation: accepted, refused (err wraps
 // attest.ErrRefused) or still pending. The first call for a proof starts
 // its check in the background.
-func (c *proofChecks) result(ctx context.Context, p *ir.Proxy, namespace string) (pending bool, err error) {
+func (c *proofChecks) result(ctx context.Context, p *Claim) (pending bool, err error) {
+	namespace := p.Namespace
 	a, ok := c.attestors[p.Proof.Kind]
 	if !ok {
 		return false, errNoAttestor(p.Proof.Kind)
@@ -82,7 +82,7 @@ func (c *proofChecks) result(ctx context.Context, p *ir.Proxy, namespace string)
 
 // run checks a proof, retrying transient failures until it gets an answer
 // or the proxy goes away.
-func (c *proofChecks) run(ctx context.Context, a Attestor, chk *proofCheck, proxy string, proof ir.Proof, namespace, service string) {
+func (c *proofChecks) run(ctx context.Context, a Attestor, chk *proofCheck, proxy string, proof wire.Proof, namespace, service string) {
 	bo := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 	for {
 		actx, cancel := context.WithTimeout(ctx, attestTimeout)

@@ -1,4 +1,4 @@
-package controlplane
+package identity
 
 import (
 	"crypto/rand"

@@ -1,4 +1,4 @@
-package controlplane
+package identity
 
 import (
 	"context"
@@ -12,7 +12,6 @@ import (
 
 	"medmesh/api/wire"
 	"medmesh/controlplane/attest"
-	"medmesh/controlplane/ir"
 )
 
 // Renewal is due at half the lifetime counted from issue; the backdated
@@ -40,8 +39,8 @@ func TestAttestedOnlyOnLoopbackInDevMode(t *testing.T) {
 		{true, "", false},
 		{false, "127.0.0.1:5000", false},
 	} {
-		cp := &ControlPlane{opts: Options{Dev: tc.dev}, tokens: newJoinTokens()}
-		if got, _, _ := cp.attested(context.Background(), &ir.Proxy{Peer: tc.peer}, "default"); got != tc.want {
+		m := New(Options{Dev: tc.dev, Logger: slog.New(slog.DiscardHandler)})
+		if got, _, _ := m.attested(context.Background(), &Claim{Peer: tc.peer, Namespace: "default"}); got != tc.want {
 			t.Errorf("dev=%t peer=%q: attested=%t, want %t", tc.dev, tc.peer, got, tc.want)
 		}
 	}
@@ -117,12 +116,12 @@ func TestProofChecks(t *testing.T) {
 	}
 	c := newProofChecks(map[wire.ProofKind]Attestor{wire.ProofKubernetes: f}, slog.New(slog.DiscardHandler), wake)
 	ctx := context.Background()
-	emr := &ir.Proxy{ID: "emr-1", Service: "emr", Proof: ir.Proof{Kind: wire.ProofKubernetes, Token: "tok-emr"}}
-	thief := &ir.Proxy{ID: "his-1", Service: "emr", Proof: ir.Proof{Kind: wire.ProofKubernetes, Token: "tok-his"}}
-	if pending, err := c.result(ctx, emr, "default"); !pending || err != nil {
+	emr := &Claim{ID: "emr-1", Service: "emr", Namespace: "default", Proof: wire.Proof{Kind: wire.ProofKubernetes, Token: "tok-emr"}}
+	thief := &Claim{ID: "his-1", Service: "emr", Namespace: "default", Proof: wire.Proof{Kind: wire.ProofKubernetes, Token: "tok-his"}}
+	if pending, err := c.result(ctx, emr); !pending || err != nil {
 		t.Fatalf("first ask: pending=%t err=%v, want pending", pending, err)
 	}
-	c.result(ctx, thief, "default")
+	c.result(ctx, thief)
 	// Unreachable: retried, still pending.
 	for {
 		f.mu.Lock()
@@ -133,13 +132,13 @@ func TestProofChecks(t *testing.T) {
 		}
 		<-time.After(10 * time.Millisecond)
 	}
-	if pending, _ := c.result(ctx, emr, "default"); !pending {
+	if pending, _ := c.result(ctx, emr); !pending {
 		t.Fatal("an unreachable attestor produced an answer")
 	}
 	close(f.reachable)
-	waitFor := func(p *ir.Proxy) error {
+	waitFor := func(p *Claim) error {
 		for {
-			pending, err := c.result(ctx, p, "default")
+			pending, err := c.result(ctx, p)
 			if !pending {
 				return err
 			}
@@ -156,11 +155,11 @@ func TestProofChecks(t *testing.T) {
 	// A different claim on the same stream is checked afresh.
 	other := *emr
 	other.Service = "his"
-	if pending, _ := c.result(ctx, &other, "default"); !pending {
+	if pending, _ := c.result(ctx, &other); !pending {
 		t.Fatal("a new claim reused the old answer")
 	}
-	consul := &ir.Proxy{ID: "x", Service: "emr", Proof: ir.Proof{Kind: wire.ProofConsul, Token: "t"}}
-	if pending, err := c.result(ctx, consul, "default"); pending || !errors.Is(err, attest.ErrRefused) {
+	consul := &Claim{ID: "x", Service: "emr", Namespace: "default", Proof: wire.Proof{Kind: wire.ProofConsul, Token: "t"}}
+	if pending, err := c.result(ctx, consul); pending || !errors.Is(err, attest.ErrRefused) {
 		t.Fatalf("unsupported proof: pending=%t err=%v, want refused", pending, err)
 	}
 	c.forget(map[string]bool{})

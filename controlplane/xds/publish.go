@@ -1,0 +1,293 @@
+package xds
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+
+	"medmesh/api/wire"
+	"medmesh/controlplane/ir"
+	"medmesh/controlplane/translate"
+)
+
+// Round is what the control loop wants served: the mesh, and every
+// connected proxy with the identity it holds. A proxy that is not in the
+// round has gone; what was published for it is dropped.
+type Round struct {
+	Mesh    *ir.Mesh
+	Proxies []RoundProxy
+}
+
+// RoundProxy is one proxy of a round.
+type RoundProxy struct {
+	Proxy ir.Proxy
+	// SVID is the identity issued to the proxy (Envoys get it over SDS);
+	// nil when it has none.
+	SVID *ir.Identity
+	// Err says the proxy could not be prepared (its SVID could not be
+	// issued): it keeps what it was last sent, and counts as failed.
+	Err error
+}
+
+// Report says how a round went when the mesh itself could be served.
+type Report struct {
+	// Warnings are the translator's, for the mesh as a whole.
+	Warnings []string
+	// Failed are the proxies that kept their previous configuration,
+	// each error naming the proxy.
+	Failed []error
+}
+
+// publisher is what Publish remembers between rounds. Only the control
+// loop calls Publish, so it needs no lock of its own.
+type publisher struct {
+	mesh   *ir.Mesh // the mesh shared was translated from
+	shared *hashedShared
+	// sharedKey identifies the shared resources by their versions, and
+	// bundleKey the trust bundle, so that a proxy whose own inputs did not
+	// change either is skipped entirely.
+	sharedKey, bundleKey string
+	// inboundKeys fingerprint, per service, what its inbound side is
+	// built from; computed once per mesh, not once per proxy per round.
+	inboundKeys map[string]string
+	// services memoizes each service's translated, validated and hashed
+	// share of the shared resources, by service name: an endpoint change
+	// re-translates one service, not the mesh.
+	services map[string]*serviceMemo
+}
+
+type hashedShared struct {
+	envoy, proxyless *sharedSet
+	endpoints        []Hashed
+	warnings         []string
+}
+
+// serviceMemo is one service's translated share, valid while key holds.
+type serviceMemo struct {
+	key    string
+	set    *translate.ServiceSet
+	hashes map[types.Resource]string
+}
+
+// Publish serves a round. It translates what changed (the mesh's shared
+// resources when the mesh is new, each proxy's own resources when its
+// inputs changed), validates every new resource with Envoy's ValidateAll,
+// and touches the caches make-before-break: endpoint assignments first,
+// then each proxy's snapshot, then departed proxies are dropped, and
+// endpoints of removed services go last. An error means the mesh could
+// not be translated and nothing was published: every proxy keeps its last
+// good configuration.
+func (s *Server) Publish(ctx context.Context, r Round) (*Report, error) {
+	pub := &s.pub
+	if r.Mesh != pub.mesh {
+		hs, services, err := translateShared(pub.services, r.Mesh)
+		if err != nil {
+			return nil, err
+		}
+		pub.mesh, pub.shared, pub.services = r.Mesh, hs, services
+		pub.sharedKey = fmt.Sprint(hs.envoy.versions, hs.proxyless.versions)
+		pub.bundleKey = Fingerprint(r.Mesh.BundlePEM)
+		pub.inboundKeys = inboundKeys(r.Mesh)
+	}
+	if _, err := s.publishEndpoints(pub.shared.endpoints); err != nil {
+		return nil, err
+	}
+	report := &Report{Warnings: pub.shared.warnings}
+	live := make(map[string]bool, len(r.Proxies))
+	for i := range r.Proxies {
+		live[r.Proxies[i].Proxy.ID] = true
+		if err := r.Proxies[i].Err; err != nil {
+			report.Failed = append(report.Failed, err)
+			continue
+		}
+		if err := s.publishProxy(ctx, &r.Proxies[i]); err != nil {
+			report.Failed = append(report.Failed, err)
+		}
+	}
+	for _, id := range s.publishedIDs() {
+		if !live[id] {
+			s.forget(id)
+		}
+	}
+	s.releaseUnused()
+	if err := s.pruneEndpoints(pub.shared.endpoints); err != nil {
+		report.Failed = append(report.Failed, err)
+	}
+	return report, nil
+}
+
+// publishProxy publishes one proxy's snapshot if its inputs changed.
+func (s *Server) publishProxy(ctx context.Context, rp *RoundProxy) error {
+	pub, p := &s.pub, &rp.Proxy
+	// A proxy's own resources depend only on the shared set, its kind and
+	// service, its instance's address and ports, and its identity: if none
+	// changed (an endpoint elsewhere flapped), skip translating it at all.
+	inputs := pub.sharedKey + "|" + string(p.Kind) + "|" + p.Service + "|" + instanceKey(p.Instance) +
+		"|" + pub.bundleKey + "|" + svidKey(rp.SVID) + "|" + pub.inboundKeys[p.Service]
+	if s.publishedInputs(p.ID) == inputs {
+		return nil
+	}
+	own := translate.ForProxy(pub.mesh, p, rp.SVID)
+	if err := own.Validate(); err != nil {
+		return fmt.Errorf("proxy %q: %w", p.ID, err)
+	}
+	ownHashed, err := hashResources(own, nil)
+	if err != nil {
+		return err
+	}
+	var base *sharedSet
+	switch p.Kind {
+	case wire.ProxyProxyless:
+		base = pub.shared.proxyless
+	case wire.ProxyEnvoy:
+		base = pub.shared.envoy
+	}
+	// publishSnapshot itself skips a snapshot whose versions did not change.
+	if _, err := s.publishSnapshot(ctx, p.ID, p.Kind, base, ownHashed); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if pb, ok := s.published[p.ID]; ok {
+		pb.inputs = inputs
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Server) publishedInputs(id string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if pb, ok := s.published[id]; ok {
+		return pb.inputs
+	}
+	return ""
+}
+
+func (s *Server) publishedIDs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ids := make([]string, 0, len(s.published))
+	for id := range s.published {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// translateShared translates the shared resources, reusing each service's
+// share while the service is unchanged. Every new or changed piece is
+// validated (ValidateAll) before anything is published. It returns the
+// memo for the next mesh.
+func translateShared(memo map[string]*serviceMemo, mesh *ir.Mesh) (*hashedShared, map[string]*serviceMemo, error) {
+	sets := make([]*translate.ServiceSet, 0, len(mesh.Services))
+	hashes := map[types.Resource]string{}
+	keep := make(map[string]*serviceMemo, len(mesh.Services))
+	for i := range mesh.Services {
+		svc := &mesh.Services[i]
+		b, err := json.Marshal(svc)
+		if err != nil {
+			return nil, nil, err
+		}
+		key := Fingerprint(append(b, fmt.Sprintf("|%t|%s", mesh.MTLS, mesh.TrustDomain)...))
+		m, ok := memo[svc.Name]
+		if !ok || m.key != key {
+			set := translate.ForService(mesh, svc)
+			res := set.Resources()
+			if err := res.Validate(); err != nil {
+				return nil, nil, fmt.Errorf("service %q: translated configuration is invalid: %w", svc.Name, err)
+			}
+			m = &serviceMemo{key: key, set: set, hashes: map[types.Resource]string{}}
+			for _, rs := range res.ByType() {
+				h, err := HashAll(rs, nil)
+				if err != nil {
+					return nil, nil, err
+				}
+				for _, it := range h {
+					m.hashes[it.Resource] = it.Hash
+				}
+			}
+		}
+		keep[svc.Name] = m
+		sets = append(sets, m.set)
+		maps.Copy(hashes, m.hashes)
+	}
+	meshWide := translate.MeshWide(mesh)
+	if err := meshWide.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("translated configuration is invalid: %w", err)
+	}
+	hs, err := hashShared(translate.Assemble(meshWide, sets), hashes)
+	if err != nil {
+		return nil, nil, err
+	}
+	return hs, keep, nil
+}
+
+// hashShared hashes the shared set, taking known hashes from memo.
+func hashShared(s *translate.SharedSet, memo map[types.Resource]string) (*hashedShared, error) {
+	envoy, err := hashResources(s.Envoy, memo)
+	if err != nil {
+		return nil, err
+	}
+	proxyless, err := hashResources(s.Proxyless, memo)
+	if err != nil {
+		return nil, err
+	}
+	eps, err := HashAll(s.Endpoints, memo)
+	if err != nil {
+		return nil, err
+	}
+	return &hashedShared{envoy: newShared(envoy), proxyless: newShared(proxyless), endpoints: eps,
+		warnings: s.Envoy.Warnings}, nil
+}
+
+// hashResources hashes resources by type, endpoints excluded (they are
+// served from the shared endpoint cache). memo may be nil.
+func hashResources(r *translate.Resources, memo map[types.Resource]string) (ProxyResources, error) {
+	out := ProxyResources{}
+	for typ, rs := range r.ByType() {
+		if typ == resource.EndpointType || len(rs) == 0 {
+			continue
+		}
+		h, err := HashAll(rs, memo)
+		if err != nil {
+			return nil, fmt.Errorf("hashing %s: %w", typ, err)
+		}
+		out[typ] = h
+	}
+	return out, nil
+}
+
+// inboundKeys fingerprint what each service's inbound side is built from
+// (everything but its endpoints): its authorization, protocol and routes.
+func inboundKeys(m *ir.Mesh) map[string]string {
+	out := make(map[string]string, len(m.Services))
+	for i := range m.Services {
+		svc := &m.Services[i]
+		b, _ := json.Marshal(struct {
+			Authz    ir.Authz
+			Protocol ir.Protocol
+			Route    ir.Route
+			Timeout  time.Duration
+		}{svc.Authz, svc.Protocol, svc.Route, svc.ConnectTimeout})
+		out[svc.Name] = Fingerprint(b)
+	}
+	return out
+}
+
+func svidKey(id *ir.Identity) string {
+	if id == nil {
+		return "-"
+	}
+	return id.Fingerprint
+}
+
+func instanceKey(in *ir.Instance) string {
+	if in == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%s/%d/%d", in.Address, in.Port, in.AppPort)
+}
