@@ -12,38 +12,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"medmesh/api/admin"
 	"medmesh/controlplane/identity"
-	"medmesh/controlplane/xds"
-	"medmesh/registry"
 )
-
-// ProxyView is one row of /debug/proxies and `medmesh status`.
-type ProxyView struct {
-	xds.ProxyStatus
-	// Published are the versions last published for the proxy, by type.
-	Published map[string]string `json:"published,omitempty"`
-	// Identity is the SPIFFE ID the proxy holds, or why it has none
-	// (proxyless clients read theirs from files: empty).
-	Identity string `json:"identity,omitempty"`
-}
-
-// ProxiesResponse is the body of /debug/proxies.
-type ProxiesResponse struct {
-	Ready    bool                  `json:"ready"`
-	Source   registry.SourceStatus `json:"source"`
-	Serving  string                `json:"serving"` // where the served catalog came from
-	Services int                   `json:"services"`
-	Error    string                `json:"error,omitempty"`
-	Warnings []string              `json:"warnings,omitempty"`
-	// MTLS says whether every hop is mutual TLS.
-	MTLS bool `json:"mtls"`
-	// UnresolvedIntentions name services not registered (yet); the
-	// intentions are kept and apply when the services appear.
-	UnresolvedIntentions []string `json:"unresolvedIntentions,omitempty"`
-	// Permissive lists the services that accept plaintext beside mTLS.
-	Permissive []string    `json:"permissive,omitempty"`
-	Proxies    []ProxyView `json:"proxies"`
-}
 
 func (cp *ControlPlane) adminServer() *http.Server {
 	mux := http.NewServeMux()
@@ -78,8 +49,8 @@ func (cp *ControlPlane) handleReady(w http.ResponseWriter, _ *http.Request) {
 
 func (cp *ControlPlane) handleProxies(w http.ResponseWriter, _ *http.Request) {
 	cp.mu.RLock()
-	resp := ProxiesResponse{
-		Ready: cp.state.ready, Source: cp.opts.Source.Status(), Serving: cp.state.catalogFrom,
+	resp := admin.ProxiesResponse{
+		Ready: cp.state.ready, Source: adminSourceStatus(cp.opts.Source.Status()), Serving: cp.state.catalogFrom,
 		Error: cp.state.lastError, Warnings: cp.state.warnings,
 	}
 	if cp.state.catalog != nil {
@@ -97,11 +68,11 @@ func (cp *ControlPlane) handleProxies(w http.ResponseWriter, _ *http.Request) {
 	cp.mu.RUnlock()
 	identities := cp.ids.Statuses()
 	for _, ps := range cp.xds.Tracker().Statuses() {
-		v := ProxyView{ProxyStatus: ps, Identity: identities[ps.ID]}
+		var published map[string]string
 		if pub, ok := cp.xds.PublishedFor(ps.ID); ok {
-			v.Published = pub.Versions
+			published = pub.Versions
 		}
-		resp.Proxies = append(resp.Proxies, v)
+		resp.Proxies = append(resp.Proxies, adminProxy(ps, published, identities[ps.ID]))
 	}
 	writeJSON(w, resp)
 }
@@ -128,7 +99,7 @@ func (cp *ControlPlane) handleConfig(w http.ResponseWriter, r *http.Request) {
 	for _, v := range out {
 		sort.Slice(v, func(i, j int) bool { return string(v[i]) < string(v[j]) })
 	}
-	writeJSON(w, map[string]any{"node": node, "versions": pub.Versions, "resources": out})
+	writeJSON(w, admin.ConfigResponse{Node: node, Resources: out, Versions: pub.Versions})
 }
 
 func (cp *ControlPlane) handleCatalog(w http.ResponseWriter, _ *http.Request) {
@@ -155,14 +126,6 @@ func redact(m proto.Message) proto.Message {
 	out := proto.Clone(sec).(*tlsv3.Secret)
 	out.GetTlsCertificate().PrivateKey = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "[redacted]"}}
 	return out
-}
-
-// JoinTokenResponse is the body of POST /join-tokens.
-type JoinTokenResponse struct {
-	Token     string    `json:"token"`
-	Service   string    `json:"service"`
-	Namespace string    `json:"namespace"`
-	Expires   time.Time `json:"expires"`
 }
 
 // handleJoinToken issues a one-time join token:
@@ -192,7 +155,7 @@ func (cp *ControlPlane) handleJoinToken(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	cp.log.Info("join token issued", "service", svc, "namespace", ns, "ttl", ttl.String(), "from", r.RemoteAddr)
-	writeJSON(w, JoinTokenResponse{Token: tok, Service: svc, Namespace: ns, Expires: time.Now().Add(ttl)})
+	writeJSON(w, admin.JoinTokenResponse{Token: tok, Service: svc, Namespace: ns, Expires: time.Now().Add(ttl)})
 }
 
 // handleRotateRoot replaces the CA's root: POST /ca/rotate?overlap=24h.

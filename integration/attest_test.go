@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"medmesh/api/admin"
 	"medmesh/api/wire"
 	"medmesh/certs"
 	"medmesh/controlplane"
@@ -53,7 +54,7 @@ func identityOf(cp *cpHandle, node string) (string, error) {
 		return "", err
 	}
 	defer resp.Body.Close()
-	var pr controlplane.ProxiesResponse
+	var pr admin.ProxiesResponse
 	if err := json.NewDecoder(resp.Body).Decode(&pr); err != nil {
 		return "", err
 	}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"medmesh/api/admin"
 	"medmesh/certs"
 	"medmesh/controlplane"
 	"medmesh/controlplane/bootstrap"
@@ -130,14 +131,14 @@ func allServedBy(ctx context.Context, cc *grpc.ClientConn, n int, instance strin
 	return nil
 }
 
-func policies(t *testing.T, cp *cpHandle) controlplane.PoliciesResponse {
+func policies(t *testing.T, cp *cpHandle) admin.PoliciesResponse {
 	t.Helper()
 	resp, err := http.Get(cp.adminURL() + "/debug/policies")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var pr controlplane.PoliciesResponse
+	var pr admin.PoliciesResponse
 	if err := json.NewDecoder(resp.Body).Decode(&pr); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
+	"medmesh/api/admin"
 	"medmesh/controlplane"
 	"medmesh/internal/consulagent"
 	"medmesh/internal/simproxy"
@@ -32,13 +33,13 @@ func getStatus(t *testing.T, cp *cpHandle, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func proxies(t *testing.T, cp *cpHandle) controlplane.ProxiesResponse {
+func proxies(t *testing.T, cp *cpHandle) admin.ProxiesResponse {
 	t.Helper()
 	code, body := getStatus(t, cp, "/debug/proxies")
 	if code != 200 {
 		t.Fatalf("/debug/proxies: %d %s", code, body)
 	}
-	var pr controlplane.ProxiesResponse
+	var pr admin.ProxiesResponse
 	if err := json.Unmarshal([]byte(body), &pr); err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
+	"medmesh/api/admin"
 	"medmesh/certs"
 	"medmesh/controlplane"
 	"medmesh/controlplane/bootstrap"
@@ -121,7 +122,7 @@ func TestJoinTokenAttestation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var tok controlplane.JoinTokenResponse
+	var tok admin.JoinTokenResponse
 	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.Token == "" {
 		t.Fatalf("token: %v %+v", err, tok)
 	}

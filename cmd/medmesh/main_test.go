@@ -9,9 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"medmesh/controlplane"
-	"medmesh/controlplane/xds"
-	"medmesh/registry"
+	"medmesh/api/admin"
 )
 
 func runCmd(args ...string) (code int, stdout, stderr string) {
@@ -82,22 +80,22 @@ func TestControlPlaneRefusesBadFlags(t *testing.T) {
 }
 
 func TestStatusTableShowsNACK(t *testing.T) {
-	pr := &controlplane.ProxiesResponse{
+	pr := &admin.ProxiesResponse{
 		Ready: true, Services: 3, Serving: "consul", MTLS: true,
 		UnresolvedIntentions: []string{"labs -> emr: source is not registered"},
 		Permissive:           []string{"scheduling"},
-		Source:               registry.SourceStatus{Synced: true},
-		Proxies: []controlplane.ProxyView{{ProxyStatus: xds.ProxyStatus{
+		Source:               admin.SourceStatus{Synced: true},
+		Proxies: []admin.Proxy{{
 			ID: "emr-1", Service: "emr", Kind: "envoy", Transport: "delta",
-			Types: map[string]xds.TypeStatus{
+			Types: map[string]admin.TypeStatus{
 				"CDS": {Sent: "aaaaaaaa22222222", Acked: "aaaaaaaa11111111"},
 				"LDS": {Sent: "bbbbbbbb33333333", Acked: "bbbbbbbb33333333"},
 			},
-			LastNACK: &xds.NACK{TypeURL: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Version: "aaaaaaaa22222222",
+			LastNACK: &admin.NACK{TypeURL: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Version: "aaaaaaaa22222222",
 				Message: "cluster imaging:\n maglev unsupported", At: time.Now()},
-		}, Identity: "spiffe://medmesh.local/ns/default/svc/emr"}, {ProxyStatus: xds.ProxyStatus{
+			Identity: "spiffe://medmesh.local/ns/default/svc/emr"}, {
 			ID: "his-1", Service: "his", Kind: "envoy", Transport: "sotw",
-		}, Identity: `refused: the consul ACL token may not write service "his"`}},
+			Identity: `refused: the consul ACL token may not write service "his"`}},
 	}
 	var b bytes.Buffer
 	PrintStatus(&b, pr)
@@ -109,7 +107,7 @@ func TestStatusTableShowsNACK(t *testing.T) {
 		}
 	}
 	b.Reset()
-	PrintStatus(&b, &controlplane.ProxiesResponse{Ready: true, Serving: "consul"})
+	PrintStatus(&b, &admin.ProxiesResponse{Ready: true, Serving: "consul"})
 	if out := b.String(); !strings.Contains(out, "mTLS: OFF") || !strings.Contains(out, "--mtls=false") || strings.Contains(out, "start with --mtls") {
 		t.Errorf("status of a plaintext mesh:\n%s", out)
 	}

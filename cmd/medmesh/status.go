@@ -10,26 +10,26 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"medmesh/api/admin"
 	"medmesh/api/wire"
-	"medmesh/controlplane"
 )
 
 func runStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	admin := fs.String("admin", wire.DefaultAdminAddress, "control plane admin address")
+	adminAddr := fs.String("admin", wire.DefaultAdminAddress, "control plane admin address")
 	asJSON := fs.Bool("json", false, "print the raw JSON")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	url := *admin
+	url := *adminAddr
 	if !strings.Contains(url, "://") {
 		url = "http://" + url
 	}
 	c := &http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Get(url + "/debug/proxies")
 	if err != nil {
-		fmt.Fprintf(stderr, "medmesh status: cannot reach the control plane at %s: %v\n", *admin, err)
+		fmt.Fprintf(stderr, "medmesh status: cannot reach the control plane at %s: %v\n", *adminAddr, err)
 		return 1
 	}
 	defer resp.Body.Close()
@@ -42,7 +42,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		stdout.Write(body)
 		return 0
 	}
-	var pr controlplane.ProxiesResponse
+	var pr admin.ProxiesResponse
 	if err := json.Unmarshal(body, &pr); err != nil {
 		fmt.Fprintf(stderr, "medmesh status: bad response: %v\n", err)
 		return 1
@@ -57,7 +57,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 }
 
 // PrintStatus renders the status table.
-func PrintStatus(w io.Writer, pr *controlplane.ProxiesResponse) {
+func PrintStatus(w io.Writer, pr *admin.ProxiesResponse) {
 	src := "synced"
 	if !pr.Source.Synced {
 		src = "not synced"
@@ -107,12 +107,12 @@ func identity(s string) string {
 
 // acked shows the ACKed version, marked with * while a newer one is in
 // flight.
-func acked(p controlplane.ProxyView, typ string) string {
+func acked(p admin.Proxy, typ string) string {
 	ts, ok := p.Types[typ]
 	if !ok || (ts.Acked == "" && ts.Sent == "") {
 		return "-"
 	}
-	if ts.Acked != ts.Sent {
+	if !ts.InSync() {
 		return short(ts.Acked) + "*"
 	}
 	return short(ts.Acked)

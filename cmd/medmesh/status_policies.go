@@ -6,22 +6,22 @@ import (
 	"io"
 	"net/http"
 
-	"medmesh/controlplane"
+	"medmesh/api/admin"
 )
 
-func fetchPolicies(c *http.Client, base string) (*controlplane.PoliciesResponse, error) {
+func fetchPolicies(c *http.Client, base string) (*admin.PoliciesResponse, error) {
 	resp, err := c.Get(base + "/debug/policies")
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
-		return &controlplane.PoliciesResponse{}, nil // an older control plane
+		return &admin.PoliciesResponse{}, nil // an older control plane
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s", resp.Status)
 	}
-	var pr controlplane.PoliciesResponse
+	var pr admin.PoliciesResponse
 	if err := json.NewDecoder(resp.Body).Decode(&pr); err != nil {
 		return nil, fmt.Errorf("bad response: %w", err)
 	}
@@ -31,7 +31,7 @@ func fetchPolicies(c *http.Client, base string) (*controlplane.PoliciesResponse,
 // PrintPolicies summarises policies and lists every object that is not in
 // force, with the reason naming its field, and the source's errors. Quiet
 // when the control plane has no policy source.
-func PrintPolicies(w io.Writer, pr *controlplane.PoliciesResponse) {
+func PrintPolicies(w io.Writer, pr *admin.PoliciesResponse) {
 	if pr.Source == "" {
 		return
 	}

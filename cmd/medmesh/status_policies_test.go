@@ -5,21 +5,18 @@ import (
 	"strings"
 	"testing"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"medmesh/controlplane"
-	"medmesh/controlplane/policy"
+	"medmesh/api/admin"
 )
 
 func TestStatusListsPoliciesNotAccepted(t *testing.T) {
-	cond := func(status metav1.ConditionStatus, reason, msg string) []metav1.Condition {
-		return []metav1.Condition{{Type: "Accepted", Status: status, Reason: reason, Message: msg}}
+	cond := func(status, reason, msg string) []admin.Condition {
+		return []admin.Condition{{Type: "Accepted", Status: status, Reason: reason, Message: msg}}
 	}
-	pr := &controlplane.PoliciesResponse{Source: "dir:/etc/medmesh/policies", Resolved: true,
+	pr := &admin.PoliciesResponse{Source: "dir:/etc/medmesh/policies", Resolved: true,
 		Errors: []string{"emr.yaml: document 1: unknown field \"timout\"; the file's previous content stays in force"},
-		Objects: []policy.ObjectStatus{
-			{Key: policy.Key{Kind: "MeshRoute", Namespace: "default", Name: "good"}, Conditions: cond("True", "Accepted", "in force")},
-			{Key: policy.Key{Kind: "MeshRoute", Namespace: "default", Name: "late"},
+		Objects: []admin.ObjectStatus{
+			{Key: admin.Key{Kind: "MeshRoute", Namespace: "default", Name: "good"}, Conditions: cond("True", "Accepted", "in force")},
+			{Key: admin.Key{Kind: "MeshRoute", Namespace: "default", Name: "late"},
 				Conditions: cond("False", "Conflicted", "spec.service: \"emr\" is already configured by MeshRoute default/good")},
 		}}
 	var b bytes.Buffer
@@ -34,7 +31,7 @@ func TestStatusListsPoliciesNotAccepted(t *testing.T) {
 		t.Errorf("an accepted policy is listed:\n%s", out)
 	}
 	b.Reset()
-	PrintPolicies(&b, &controlplane.PoliciesResponse{})
+	PrintPolicies(&b, &admin.PoliciesResponse{})
 	if b.Len() != 0 {
 		t.Errorf("no policy source, yet output %q", b.String())
 	}

@@ -17,6 +17,8 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"medmesh/api/admin"
 )
 
 // allowed are the Consul intentions the story needs: destination ->
@@ -87,9 +89,7 @@ func (d *demo) joinToken(ctx context.Context, service string) (string, error) {
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("join token for %s: %s: %s", service, resp.Status, strings.TrimSpace(string(body)))
 	}
-	var tok struct {
-		Token string `json:"token"`
-	}
+	var tok admin.JoinTokenResponse
 	if err := json.Unmarshal(body, &tok); err != nil || tok.Token == "" {
 		return "", fmt.Errorf("join token for %s: no token in the answer (%v)", service, err)
 	}
@@ -172,12 +172,7 @@ func (d *demo) proxyIdentities(ctx context.Context) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var pr struct {
-		Proxies []struct {
-			ID       string `json:"id"`
-			Identity string `json:"identity"`
-		} `json:"proxies"`
-	}
+	var pr admin.ProxiesResponse
 	if err := json.Unmarshal(body, &pr); err != nil {
 		return nil, fmt.Errorf("/debug/proxies: %w", err)
 	}

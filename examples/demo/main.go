@@ -34,6 +34,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"medmesh/api/admin"
 	"medmesh/internal/consulagent"
 )
 
@@ -295,11 +296,7 @@ func (d *demo) meshUp(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var pr struct {
-		Proxies []struct {
-			ID string `json:"id"`
-		} `json:"proxies"`
-	}
+	var pr admin.ProxiesResponse
 	if err := json.Unmarshal(body, &pr); err != nil {
 		return err
 	}
