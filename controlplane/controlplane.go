@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"medmesh/api/wire"
+	"medmesh/controlplane/admin"
 	"medmesh/controlplane/identity"
 	"medmesh/controlplane/ir"
 	"medmesh/controlplane/policy"
@@ -84,21 +85,7 @@ type ControlPlane struct {
 	wake chan struct{}
 
 	mu    sync.RWMutex
-	state view // what the admin endpoints show; written by the loop only
-}
-
-// view is the loop's published state for readers.
-type view struct {
-	ready        bool
-	catalog      *registry.Catalog
-	catalogFrom  string // source name, or "disk"
-	mesh         *ir.Mesh
-	lastError    string
-	lastChange   time.Time
-	translateErr string
-	warnings     []string
-	// policies is the last policy resolution; nil without a source.
-	policies *policy.Result
+	state admin.View // what the admin endpoints show; written by the loop only
 }
 
 // New validates options and fills in defaults.
@@ -147,6 +134,13 @@ func (cp *ControlPlane) nudge() {
 	}
 }
 
+// view returns the loop's latest view (the admin server reads it).
+func (cp *ControlPlane) view() admin.View {
+	cp.mu.RLock()
+	defer cp.mu.RUnlock()
+	return cp.state
+}
+
 // XDSAddr is the xDS listen address, once Run has started listening.
 func (cp *ControlPlane) XDSAddr() net.Addr { <-cp.started; return cp.xdsAddr }
 
@@ -157,7 +151,7 @@ func (cp *ControlPlane) AdminAddr() net.Addr { <-cp.started; return cp.adminAddr
 func (cp *ControlPlane) Ready() bool {
 	cp.mu.RLock()
 	defer cp.mu.RUnlock()
-	return cp.state.ready
+	return cp.state.Ready
 }
 
 // XDS exposes the xDS server (tests and benchmarks read its tracker).
@@ -191,12 +185,13 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	cp.xds.Register(g)
-	admin := cp.adminServer()
+	adminSrv := admin.NewServer(admin.Options{Logger: cp.log, Gatherer: cp.reg, Source: cp.opts.Source,
+		Policies: cp.opts.Policies, XDS: cp.xds, Identities: cp.ids, MTLS: cp.opts.Identities != nil, View: cp.view})
 	close(cp.started)
 
 	errc := make(chan error, 3)
 	go func() { errc <- g.Serve(xl) }()
-	go func() { errc <- admin.Serve(al) }()
+	go func() { errc <- adminSrv.Serve(al) }()
 
 	catalogs := make(chan *registry.Catalog, 1)
 	go func() {
@@ -230,7 +225,7 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	g.Stop()
 	shutdownCtx, done := context.WithTimeout(context.Background(), 2*time.Second)
 	defer done()
-	_ = admin.Shutdown(shutdownCtx)
+	_ = adminSrv.Shutdown(shutdownCtx)
 	<-loopErr
 	return err
 }

@@ -161,6 +161,6 @@ func (cp *ControlPlane) reconcileSafely(ctx context.Context, st *loopState) (ok 
 
 func (cp *ControlPlane) setError(msg string) {
 	cp.mu.Lock()
-	cp.state.lastError = msg
+	cp.state.LastError = msg
 	cp.mu.Unlock()
 }

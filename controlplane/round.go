@@ -49,22 +49,22 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 		}
 		cp.saveCatalog(st.catalog)
 		cp.mu.Lock()
-		cp.state.catalog = st.catalog
-		cp.state.mesh, cp.state.warnings = st.mesh, report.Warnings
+		cp.state.Catalog = st.catalog
+		cp.state.Mesh, cp.state.Warnings = st.mesh, report.Warnings
 		if pol != nil {
-			cp.state.policies = pol
+			cp.state.Policies = pol
 		}
-		cp.state.catalogFrom = cp.opts.Source.Name()
+		cp.state.CatalogFrom = cp.opts.Source.Name()
 		if st.fromDisk {
-			cp.state.catalogFrom = "disk"
+			cp.state.CatalogFrom = "disk"
 		}
-		cp.state.lastChange = time.Now()
+		cp.state.LastChange = time.Now()
 		cp.mu.Unlock()
 	}
 	cp.mu.Lock()
-	cp.state.ready = true
+	cp.state.Ready = true
 	if len(report.Failed) == 0 {
-		cp.state.lastError = ""
+		cp.state.LastError = ""
 	}
 	cp.mu.Unlock()
 	if n := len(report.Failed); n > 0 {

@@ -1,4 +1,4 @@
-package controlplane
+package admin
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"medmesh/api/admin"
+	api "medmesh/api/admin"
 	"medmesh/api/v1alpha1"
 	"medmesh/controlplane/policy"
 	"medmesh/controlplane/xds"
@@ -32,24 +32,24 @@ func TestAdminJSONGolden(t *testing.T) {
 	cet := time.FixedZone("CET", 3600)
 	t0 := time.Date(2026, 3, 4, 5, 6, 7, 123456789, cet)
 	src := registry.SourceStatus{Synced: true, Services: 3, LastError: "consul down", LastErrorAt: t0, LastChange: t0.Add(time.Second)}
-	full := admin.ProxiesResponse{
+	full := api.ProxiesResponse{
 		Ready: true, Serving: "consul", Services: 3, Error: "publish failed", Warnings: []string{"a warning"},
-		Source: adminSourceStatus(src), MTLS: true,
+		Source: sourceStatus(src), MTLS: true,
 		UnresolvedIntentions: []string{"labs -> emr"},
 		Permissive:           []string{"scheduling"},
-		Proxies: []admin.Proxy{
-			adminProxy(xds.ProxyStatus{ID: "emr-1", Service: "emr", Kind: "envoy", Peer: "10.0.0.1:5000", Transport: "delta",
+		Proxies: []api.Proxy{
+			proxyRow(xds.ProxyStatus{ID: "emr-1", Service: "emr", Kind: "envoy", Peer: "10.0.0.1:5000", Transport: "delta",
 				ConnectedAt: t0, Types: map[string]xds.TypeStatus{"CDS": {Sent: "v2", Acked: "v1"}, "LDS": {Sent: "v3"}},
 				LastNACK: &xds.NACK{TypeURL: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Version: "v2", Message: "bad", At: t0},
 				NACKs:    2},
 				map[string]string{"type.googleapis.com/envoy.config.cluster.v3.Cluster": "v2"},
 				"spiffe://medmesh.local/ns/default/svc/emr"),
-			adminProxy(xds.ProxyStatus{ID: "his-1", Types: map[string]xds.TypeStatus{}}, nil, ""),
-			adminProxy(xds.ProxyStatus{ID: "nil-types"}, nil, ""),
+			proxyRow(xds.ProxyStatus{ID: "his-1", Types: map[string]xds.TypeStatus{}}, nil, ""),
+			proxyRow(xds.ProxyStatus{ID: "nil-types"}, nil, ""),
 		},
 	}
-	pol := admin.PoliciesResponse{Source: "dir:/p", Resolved: true, Errors: []string{"e.yaml: bad"},
-		Objects: adminObjectStatuses([]policy.ObjectStatus{
+	pol := api.PoliciesResponse{Source: "dir:/p", Resolved: true, Errors: []string{"e.yaml: bad"},
+		Objects: objectStatuses([]policy.ObjectStatus{
 			{Key: policy.Key{Kind: "MeshRoute", Namespace: "default", Name: "r"}, Service: "emr", Generation: 4, Source: "/p/r.yaml",
 				Conditions: []metav1.Condition{
 					{Type: "Accepted", Status: "False", ObservedGeneration: 4, LastTransitionTime: metav1.NewTime(t0),
@@ -65,13 +65,13 @@ func TestAdminJSONGolden(t *testing.T) {
 		body any
 	}{
 		{"proxies", full},
-		{"proxies-empty", admin.ProxiesResponse{Source: adminSourceStatus(registry.SourceStatus{})}},
+		{"proxies-empty", api.ProxiesResponse{Source: sourceStatus(registry.SourceStatus{})}},
 		{"policies", pol},
-		{"policies-empty", admin.PoliciesResponse{Objects: adminObjectStatuses(nil)}},
-		{"join-token", admin.JoinTokenResponse{Token: "tok", Service: "emr", Namespace: "default", Expires: t0}},
-		{"config", admin.ConfigResponse{Node: "emr-1", Versions: map[string]string{"t": "v"},
+		{"policies-empty", api.PoliciesResponse{Objects: objectStatuses(nil)}},
+		{"join-token", api.JoinTokenResponse{Token: "tok", Service: "emr", Namespace: "default", Expires: t0}},
+		{"config", api.ConfigResponse{Node: "emr-1", Versions: map[string]string{"t": "v"},
 			Resources: map[string][]json.RawMessage{"t": {json.RawMessage(`{"a":1}`)}}}},
-		{"config-empty", admin.ConfigResponse{Node: "x", Resources: map[string][]json.RawMessage{}}},
+		{"config-empty", api.ConfigResponse{Node: "x", Resources: map[string][]json.RawMessage{}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var b bytes.Buffer
@@ -106,10 +106,10 @@ func TestAdminJSONGolden(t *testing.T) {
 // object's standing must read the same through either type.
 func TestAdminConditionsAgreeWithPolicy(t *testing.T) {
 	for got, want := range map[string]string{
-		admin.ConditionAccepted: v1alpha1.ConditionAccepted,
-		admin.ConditionInvalid:  v1alpha1.ConditionInvalid,
-		admin.ConditionTrue:     string(metav1.ConditionTrue),
-		admin.ConditionFalse:    string(metav1.ConditionFalse),
+		api.ConditionAccepted: v1alpha1.ConditionAccepted,
+		api.ConditionInvalid:  v1alpha1.ConditionInvalid,
+		api.ConditionTrue:     string(metav1.ConditionTrue),
+		api.ConditionFalse:    string(metav1.ConditionFalse),
 	} {
 		if got != want {
 			t.Errorf("admin says %q, api/v1alpha1 and Kubernetes %q", got, want)
@@ -123,7 +123,7 @@ func TestAdminConditionsAgreeWithPolicy(t *testing.T) {
 			{Type: v1alpha1.ConditionAccepted, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonInvalid, Message: "spec.x"}},
 	} {
 		in := policy.ObjectStatus{Key: key, Conditions: conds}
-		out := adminObjectStatus(&in)
+		out := objectStatus(&in)
 		if out.Accepted() != in.Accepted() || out.Message() != in.Message() || out.Key.String() != in.Key.String() {
 			t.Errorf("%v: admin says accepted=%t %q %q, policy accepted=%t %q %q", conds,
 				out.Accepted(), out.Message(), out.Key, in.Accepted(), in.Message(), in.Key)

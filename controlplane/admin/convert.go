@@ -1,11 +1,11 @@
-package controlplane
+package admin
 
 import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"medmesh/api/admin"
+	api "medmesh/api/admin"
 	"medmesh/controlplane/policy"
 	"medmesh/controlplane/xds"
 	"medmesh/registry"
@@ -19,48 +19,48 @@ import (
 // adminProxy is one /debug/proxies row: the tracker's view of the proxy,
 // the versions published for it (nil before the first publish) and its
 // identity (a SPIFFE ID or why it has none).
-func adminProxy(ps xds.ProxyStatus, published map[string]string, identity string) admin.Proxy {
-	p := admin.Proxy{
+func proxyRow(ps xds.ProxyStatus, published map[string]string, identity string) api.Proxy {
+	p := api.Proxy{
 		ID: ps.ID, Service: ps.Service, Kind: ps.Kind, Peer: ps.Peer, Transport: ps.Transport,
 		ConnectedAt: ps.ConnectedAt, NACKs: ps.NACKs, Published: published, Identity: identity,
 	}
 	if ps.Types != nil {
-		p.Types = make(map[string]admin.TypeStatus, len(ps.Types))
+		p.Types = make(map[string]api.TypeStatus, len(ps.Types))
 		for typ, ts := range ps.Types {
-			p.Types[typ] = admin.TypeStatus{Sent: ts.Sent, Acked: ts.Acked}
+			p.Types[typ] = api.TypeStatus{Sent: ts.Sent, Acked: ts.Acked}
 		}
 	}
 	if n := ps.LastNACK; n != nil {
-		p.LastNACK = &admin.NACK{TypeURL: n.TypeURL, Version: n.Version, Message: n.Message, At: n.At}
+		p.LastNACK = &api.NACK{TypeURL: n.TypeURL, Version: n.Version, Message: n.Message, At: n.At}
 	}
 	return p
 }
 
-func adminSourceStatus(s registry.SourceStatus) admin.SourceStatus {
-	return admin.SourceStatus{
+func sourceStatus(s registry.SourceStatus) api.SourceStatus {
+	return api.SourceStatus{
 		Synced: s.Synced, Services: s.Services, LastError: s.LastError, LastErrorAt: s.LastErrorAt, LastChange: s.LastChange,
 	}
 }
 
 // adminObjectStatuses converts the resolver's statuses; never nil, so
 // "objects" is [] rather than null.
-func adminObjectStatuses(in []policy.ObjectStatus) []admin.ObjectStatus {
-	out := make([]admin.ObjectStatus, 0, len(in))
+func objectStatuses(in []policy.ObjectStatus) []api.ObjectStatus {
+	out := make([]api.ObjectStatus, 0, len(in))
 	for i := range in {
-		out = append(out, adminObjectStatus(&in[i]))
+		out = append(out, objectStatus(&in[i]))
 	}
 	return out
 }
 
-func adminObjectStatus(s *policy.ObjectStatus) admin.ObjectStatus {
-	o := admin.ObjectStatus{
-		Key:     admin.Key{Kind: s.Kind, Namespace: s.Namespace, Name: s.Name},
+func objectStatus(s *policy.ObjectStatus) api.ObjectStatus {
+	o := api.ObjectStatus{
+		Key:     api.Key{Kind: s.Kind, Namespace: s.Namespace, Name: s.Name},
 		Service: s.Service, Generation: s.Generation, Source: s.Source,
 	}
 	if s.Conditions != nil {
-		o.Conditions = make([]admin.Condition, 0, len(s.Conditions))
+		o.Conditions = make([]api.Condition, 0, len(s.Conditions))
 		for _, c := range s.Conditions {
-			o.Conditions = append(o.Conditions, adminCondition(c))
+			o.Conditions = append(o.Conditions, condition(c))
 		}
 	}
 	return o
@@ -69,12 +69,12 @@ func adminObjectStatus(s *policy.ObjectStatus) admin.ObjectStatus {
 // adminCondition keeps metav1's JSON: its Time is written in UTC to the
 // second. (metav1 writes a zero time as null, this as year 1; the
 // resolver always stamps one.)
-func adminCondition(c metav1.Condition) admin.Condition {
+func condition(c metav1.Condition) api.Condition {
 	var at time.Time
 	if !c.LastTransitionTime.IsZero() {
 		at = c.LastTransitionTime.UTC().Truncate(time.Second)
 	}
-	return admin.Condition{
+	return api.Condition{
 		Type: c.Type, Status: string(c.Status), ObservedGeneration: c.ObservedGeneration,
 		LastTransitionTime: at, Reason: c.Reason, Message: c.Message,
 	}

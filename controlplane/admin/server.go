@@ -1,26 +1,71 @@
-package controlplane
+// Package admin serves the control plane's admin HTTP: health and
+// readiness, Prometheus metrics, the /debug pages (proxies, config,
+// catalog, policies) in api/admin's JSON, and the operator actions (join
+// tokens, CA root rotation, renewing every SVID). It reads what the
+// control loop last published (View) and the xDS and identity state; it
+// changes nothing but through identity.Manager's concurrency-safe calls.
+package admin
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"sort"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"medmesh/api/admin"
+	api "medmesh/api/admin"
 	"medmesh/controlplane/identity"
+	"medmesh/controlplane/ir"
+	"medmesh/controlplane/policy"
+	"medmesh/controlplane/xds"
+	"medmesh/registry"
 )
 
-func (cp *ControlPlane) adminServer() *http.Server {
+// View is what the control loop last published, for readers. The loop
+// replaces it whole; handlers never see a half-made one.
+type View struct {
+	Ready       bool
+	Catalog     *registry.Catalog
+	CatalogFrom string // source name, or "disk"
+	Mesh        *ir.Mesh
+	LastError   string
+	LastChange  time.Time
+	Warnings    []string
+	// Policies is the last policy resolution; nil without a source.
+	Policies *policy.Result
+}
+
+// Options are what the handlers read and act on.
+type Options struct {
+	Logger   *slog.Logger
+	Gatherer prometheus.Gatherer
+	Source   registry.Source
+	// Policies is the policy source; nil: none.
+	Policies   policy.Source
+	XDS        *xds.Server
+	Identities *identity.Manager
+	// MTLS says a CA issues SVIDs (renew-svids has something to renew).
+	MTLS bool
+	// View returns the loop's latest view.
+	View func() View
+}
+
+type server struct{ Options }
+
+// NewServer returns the admin HTTP server.
+func NewServer(o Options) *http.Server {
+	cp := &server{o}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", cp.handleReady)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(cp.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cp.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /debug/proxies", cp.handleProxies)
 	mux.HandleFunc("GET /debug/config", cp.handleConfig)
 	mux.HandleFunc("GET /debug/catalog", cp.handleCatalog)
@@ -33,11 +78,11 @@ func (cp *ControlPlane) adminServer() *http.Server {
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 }
 
-func (cp *ControlPlane) handleReady(w http.ResponseWriter, _ *http.Request) {
-	if !cp.Ready() {
-		st := cp.opts.Source.Status()
+func (cp *server) handleReady(w http.ResponseWriter, _ *http.Request) {
+	if !cp.View().Ready {
+		st := cp.Source.Status()
 		w.WriteHeader(http.StatusServiceUnavailable)
-		msg := "not ready: no catalog received yet from " + cp.opts.Source.Name()
+		msg := "not ready: no catalog received yet from " + cp.Source.Name()
 		if st.LastError != "" {
 			msg += " (last error: " + st.LastError + ")"
 		}
@@ -47,46 +92,45 @@ func (cp *ControlPlane) handleReady(w http.ResponseWriter, _ *http.Request) {
 	w.Write([]byte("ready\n"))
 }
 
-func (cp *ControlPlane) handleProxies(w http.ResponseWriter, _ *http.Request) {
-	cp.mu.RLock()
-	resp := admin.ProxiesResponse{
-		Ready: cp.state.ready, Source: adminSourceStatus(cp.opts.Source.Status()), Serving: cp.state.catalogFrom,
-		Error: cp.state.lastError, Warnings: cp.state.warnings,
+func (cp *server) handleProxies(w http.ResponseWriter, _ *http.Request) {
+	v := cp.View()
+	resp := api.ProxiesResponse{
+		Ready: v.Ready, Source: sourceStatus(cp.Source.Status()), Serving: v.CatalogFrom,
+		Error: v.LastError, Warnings: v.Warnings,
 	}
-	if cp.state.catalog != nil {
-		resp.Services = len(cp.state.catalog.Services)
+	if v.Catalog != nil {
+		resp.Services = len(v.Catalog.Services)
 	}
-	if cp.state.mesh != nil {
-		resp.MTLS = cp.state.mesh.MTLS
-		resp.UnresolvedIntentions = cp.state.mesh.UnresolvedIntentions
-		for _, svc := range cp.state.mesh.Services {
+	if v.Mesh != nil {
+		resp.MTLS = v.Mesh.MTLS
+		resp.UnresolvedIntentions = v.Mesh.UnresolvedIntentions
+		for _, svc := range v.Mesh.Services {
 			if svc.Permissive && resp.MTLS {
 				resp.Permissive = append(resp.Permissive, svc.Name)
 			}
 		}
 	}
-	cp.mu.RUnlock()
-	identities := cp.ids.Statuses()
-	for _, ps := range cp.xds.Tracker().Statuses() {
+	identities := cp.Identities.Statuses()
+	for _, ps := range cp.XDS.Tracker().Statuses() {
 		var published map[string]string
-		if pub, ok := cp.xds.PublishedFor(ps.ID); ok {
+		if pub, ok := cp.XDS.PublishedFor(ps.ID); ok {
 			published = pub.Versions
 		}
-		resp.Proxies = append(resp.Proxies, adminProxy(ps, published, identities[ps.ID]))
+		resp.Proxies = append(resp.Proxies, proxyRow(ps, published, identities[ps.ID]))
 	}
 	writeJSON(w, resp)
 }
 
 // handleConfig shows what one proxy was sent, as Envoy's JSON.
-func (cp *ControlPlane) handleConfig(w http.ResponseWriter, r *http.Request) {
+func (cp *server) handleConfig(w http.ResponseWriter, r *http.Request) {
 	node := r.URL.Query().Get("node")
-	pub, ok := cp.xds.PublishedFor(node)
+	pub, ok := cp.XDS.PublishedFor(node)
 	if !ok {
 		http.Error(w, "no configuration published for node "+node, http.StatusNotFound)
 		return
 	}
 	out := map[string][]json.RawMessage{}
-	for typ, rs := range pub.Resources(cp.xds) {
+	for typ, rs := range pub.Resources(cp.XDS) {
 		for _, res := range rs {
 			b, err := protojson.Marshal(redact(res.(proto.Message)))
 			if err != nil {
@@ -99,14 +143,11 @@ func (cp *ControlPlane) handleConfig(w http.ResponseWriter, r *http.Request) {
 	for _, v := range out {
 		sort.Slice(v, func(i, j int) bool { return string(v[i]) < string(v[j]) })
 	}
-	writeJSON(w, admin.ConfigResponse{Node: node, Resources: out, Versions: pub.Versions})
+	writeJSON(w, api.ConfigResponse{Node: node, Resources: out, Versions: pub.Versions})
 }
 
-func (cp *ControlPlane) handleCatalog(w http.ResponseWriter, _ *http.Request) {
-	cp.mu.RLock()
-	cat := cp.state.catalog
-	cp.mu.RUnlock()
-	writeJSON(w, cat)
+func (cp *server) handleCatalog(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, cp.View().Catalog)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -130,7 +171,7 @@ func redact(m proto.Message) proto.Message {
 
 // handleJoinToken issues a one-time join token:
 // POST /join-tokens?service=emr[&namespace=default][&ttl=10m].
-func (cp *ControlPlane) handleJoinToken(w http.ResponseWriter, r *http.Request) {
+func (cp *server) handleJoinToken(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	svc, ns := q.Get("service"), q.Get("namespace")
 	if svc == "" {
@@ -149,21 +190,21 @@ func (cp *ControlPlane) handleJoinToken(w http.ResponseWriter, r *http.Request) 
 		}
 		ttl = d
 	}
-	tok, err := cp.ids.IssueJoinToken(ns, svc, ttl)
+	tok, err := cp.Identities.IssueJoinToken(ns, svc, ttl)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	cp.log.Info("join token issued", "service", svc, "namespace", ns, "ttl", ttl.String(), "from", r.RemoteAddr)
-	writeJSON(w, admin.JoinTokenResponse{Token: tok, Service: svc, Namespace: ns, Expires: time.Now().Add(ttl)})
+	cp.Logger.Info("join token issued", "service", svc, "namespace", ns, "ttl", ttl.String(), "from", r.RemoteAddr)
+	writeJSON(w, api.JoinTokenResponse{Token: tok, Service: svc, Namespace: ns, Expires: time.Now().Add(ttl)})
 }
 
 // handleRotateRoot replaces the CA's root: POST /ca/rotate?overlap=24h.
 // The old root stays in every proxy's bundle for the overlap, which must
 // exceed the SVID lifetime so that every SVID it signed is renewed under
 // the new root before it stops being trusted.
-func (cp *ControlPlane) handleRotateRoot(w http.ResponseWriter, r *http.Request) {
-	if !cp.ids.CanRotate() {
+func (cp *server) handleRotateRoot(w http.ResponseWriter, r *http.Request) {
+	if !cp.Identities.CanRotate() {
 		http.Error(w, identity.ErrNoRotation.Error(), http.StatusConflict)
 		return
 	}
@@ -176,20 +217,20 @@ func (cp *ControlPlane) handleRotateRoot(w http.ResponseWriter, r *http.Request)
 		}
 		overlap = d
 	}
-	if err := cp.ids.RotateRoot(overlap); err != nil {
+	if err := cp.Identities.RotateRoot(overlap); err != nil {
 		http.Error(w, err.Error(), http.StatusConflict)
 		return
 	}
-	cp.log.Warn("CA root rotated; both roots are trusted during the overlap", "overlap", overlap.String(), "from", r.RemoteAddr)
+	cp.Logger.Warn("CA root rotated; both roots are trusted during the overlap", "overlap", overlap.String(), "from", r.RemoteAddr)
 	w.Write([]byte("rotated\n"))
 }
 
 // handleRenewSVIDs re-issues every proxy's SVID now:
 // POST /ca/renew-svids (identity.Manager.RenewAll says why).
-func (cp *ControlPlane) handleRenewSVIDs(w http.ResponseWriter, _ *http.Request) {
-	if cp.opts.Identities == nil {
+func (cp *server) handleRenewSVIDs(w http.ResponseWriter, _ *http.Request) {
+	if !cp.MTLS {
 		http.Error(w, "mTLS is off: there are no SVIDs to renew", http.StatusConflict)
 		return
 	}
-	writeJSON(w, map[string]int64{"generation": cp.ids.RenewAll()})
+	writeJSON(w, map[string]int64{"generation": cp.Identities.RenewAll()})
 }
