@@ -2,7 +2,7 @@
 // MeshRoute (how calls to a service are routed), MeshDestination (how a
 // service's instances are balanced and protected) and MeshAccess (who may
 // call what). The same types are read from YAML files (`medmesh
-// controlplane --policies DIR`) and, later, from the Kubernetes API.
+// controlplane --policies DIR`) and from the Kubernetes API (`--kubeconfig`).
 //
 // The schema markers here catch what a schema can (types, ranges, enums,
 // patterns); controlplane/policy checks the rest (regexes compile, weights

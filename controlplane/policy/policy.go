@@ -1,9 +1,10 @@
 // Package policy turns operators' policy objects (api/v1alpha1) into the
 // IR's plain policies, and says for every object whether it is in force.
 //
-// Sources (a directory of YAML files here; the Kubernetes API later) each
-// produce a complete Set on every change, like registry's catalog
-// sources. Resolve is a pure function of a Set, the catalog and the
+// Sources (Dir: a watched directory of YAML files; Kubernetes: the API
+// server through controller-runtime's informers, which also writes each
+// object's status back through a leader Lease) each produce a complete Set
+// on every change, like registry's catalog sources. Resolve is a pure function of a Set, the catalog and the
 // defaults: it validates each object (what a CRD schema checks, and what
 // it cannot: regexes compile, weights do not sum to zero, services
 // exist), settles conflicts (one route and one destination policy per

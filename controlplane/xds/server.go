@@ -2,7 +2,12 @@
 // state-of-the-world and delta, with go-control-plane's server and
 // snapshot caches. Endpoints, which change most, live in one cache shared
 // by every proxy (endpoints.go); everything else is a per-proxy snapshot,
-// versioned by content hash.
+// versioned by content hash. The Tracker (tracker.go) records who is
+// connected and what each proxy ACKed or NACKed.
+//
+// Publish (publish.go) is the one way in: given a round (the mesh and
+// every connected proxy with its identity) it translates what changed,
+// validates and hashes it, and touches the caches make-before-break.
 package xds
 
 import (
