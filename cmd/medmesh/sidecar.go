@@ -10,7 +10,7 @@ import (
 	"syscall"
 
 	"medmesh/api/wire"
-	"medmesh/sidecar"
+	"medmesh/sidecar/svid"
 )
 
 // runSidecar runs the workload-side companion: the PHI ext_proc extension
@@ -19,7 +19,7 @@ import (
 func runSidecar(args []string, _, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sidecar", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var o sidecar.SVIDAgentOptions
+	var o svid.Options
 	fs.StringVar(&o.Dir, "svid-dir", "", "keep the workload's SVID and bundle fresh in this directory (svid.pem, svid_key.pem, bundle.pem)")
 	fs.StringVar(&o.XDSAddress, "xds-address", wire.DefaultXDSAddress, "control plane xDS address")
 	fs.StringVar(&o.NodeID, "node-id", "", "node id (e.g. the Consul service ID of the instance, with a suffix)")
@@ -66,15 +66,15 @@ func runSidecar(args []string, _, stderr io.Writer) int {
 		return 0
 	}
 	if *workloadAPI != "" {
-		o.WorkloadAPI = sidecar.NewWorkloadAPI()
+		o.WorkloadAPI = svid.NewWorkloadAPI()
 		go func() {
-			if err := sidecar.ServeWorkloadAPI(ctx, *workloadAPI, o.WorkloadAPI); err != nil {
+			if err := svid.ServeWorkloadAPI(ctx, *workloadAPI, o.WorkloadAPI); err != nil {
 				o.Logger.Error("workload API stopped", "err", err)
 				stop()
 			}
 		}()
 	}
-	if err := sidecar.RunSVIDAgent(ctx, o); err != nil {
+	if err := svid.Run(ctx, o); err != nil {
 		fmt.Fprintln(stderr, "medmesh sidecar:", err)
 		return 2
 	}
