@@ -28,14 +28,14 @@ import (
 	"medmesh/internal/consulagent"
 	"medmesh/internal/kubetest"
 	"medmesh/internal/simproxy"
-	"medmesh/sidecar"
+	"medmesh/sidecar/svid"
 )
 
 // claim runs an SVID agent for node as service with the given proof, and
 // returns a channel that receives the SPIFFE ID of every SVID it writes.
-func claim(ctx context.Context, t *testing.T, cp *cpHandle, node, service string, set func(*sidecar.SVIDAgentOptions)) <-chan string {
+func claim(ctx context.Context, t *testing.T, cp *cpHandle, node, service string, set func(*svid.Options)) <-chan string {
 	got := make(chan string, 4)
-	o := sidecar.SVIDAgentOptions{XDSAddress: cp.xdsAddr(), NodeID: node, Service: service, Dir: t.TempDir(),
+	o := svid.Options{XDSAddress: cp.xdsAddr(), NodeID: node, Service: service, Dir: t.TempDir(),
 		OnWrite: func(s *x509svid.SVID) {
 			select {
 			case got <- s.ID.String():
@@ -43,7 +43,7 @@ func claim(ctx context.Context, t *testing.T, cp *cpHandle, node, service string
 			}
 		}}
 	set(&o)
-	go sidecar.RunSVIDAgent(ctx, o)
+	go svid.Run(ctx, o)
 	return got
 }
 
@@ -158,8 +158,8 @@ func TestConsulACLAttestation(t *testing.T) {
 		o.Identities = ca
 		o.Attestors = map[wire.ProofKind]identity.Attestor{wire.ProofConsul: checker}
 	})
-	withToken := func(tok string) func(*sidecar.SVIDAgentOptions) {
-		return func(o *sidecar.SVIDAgentOptions) { o.ConsulToken = tok }
+	withToken := func(tok string) func(*svid.Options) {
+		return func(o *svid.Options) { o.ConsulToken = tok }
 	}
 	expectSVID(t, "emr-1/svid", claim(ctx, t, cp, "emr-1/svid", "emr", withToken(emrToken)), "spiffe://medmesh.local/ns/default/svc/emr")
 	expectSVID(t, "his-1/svid", claim(ctx, t, cp, "his-1/svid", "his", withToken(hisToken)), "spiffe://medmesh.local/ns/default/svc/his")
@@ -218,8 +218,8 @@ func TestKubernetesAttestation(t *testing.T) {
 		o.Identities = ca
 		o.Attestors = map[wire.ProofKind]identity.Attestor{wire.ProofKubernetes: &attest.Kubernetes{Client: kc}}
 	})
-	withFile := func(f string) func(*sidecar.SVIDAgentOptions) {
-		return func(o *sidecar.SVIDAgentOptions) { o.K8sTokenFile = f }
+	withFile := func(f string) func(*svid.Options) {
+		return func(o *svid.Options) { o.K8sTokenFile = f }
 	}
 	// The Envoy of a pod with no proof of its own: its SVID agent
 	// (emr-1/svid, same IP) vouches for it once attested; an Envoy whose

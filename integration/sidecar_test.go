@@ -20,7 +20,7 @@ import (
 	"medmesh/controlplane"
 	"medmesh/controlplane/bootstrap"
 	"medmesh/examples/clinical"
-	"medmesh/sidecar"
+	"medmesh/sidecar/svid"
 )
 
 // TestSVIDRotationUnderLoad: `medmesh sidecar --svid-dir` keeps a
@@ -44,7 +44,7 @@ func TestSVIDRotationUnderLoad(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), svc)
 		first := make(chan struct{})
 		var once atomic.Bool
-		go sidecar.RunSVIDAgent(ctx, sidecar.SVIDAgentOptions{
+		go svid.Run(ctx, svid.Options{
 			XDSAddress: cp.xdsAddr(), NodeID: svc + "-1/svid", Service: svc, Dir: dir,
 			OnWrite: func(*x509svid.SVID) {
 				written[i].Add(1)
@@ -129,7 +129,7 @@ func TestJoinTokenAttestation(t *testing.T) {
 	resp.Body.Close()
 
 	got := make(chan string, 1)
-	go sidecar.RunSVIDAgent(ctx, sidecar.SVIDAgentOptions{
+	go svid.Run(ctx, svid.Options{
 		XDSAddress: cp.xdsAddr(), NodeID: "emr-1/svid", Service: "emr", Dir: t.TempDir(), JoinToken: tok.Token,
 		OnWrite: func(s *x509svid.SVID) {
 			select {
@@ -149,7 +149,7 @@ func TestJoinTokenAttestation(t *testing.T) {
 
 	// The same token claimed for another service (or by another node).
 	stolen := make(chan string, 1)
-	go sidecar.RunSVIDAgent(ctx, sidecar.SVIDAgentOptions{
+	go svid.Run(ctx, svid.Options{
 		XDSAddress: cp.xdsAddr(), NodeID: "his-1/svid", Service: "his", Dir: t.TempDir(), JoinToken: tok.Token,
 		OnWrite: func(s *x509svid.SVID) { stolen <- s.ID.String() },
 	})
@@ -182,24 +182,24 @@ func TestWorkloadAPI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 
-	api := sidecar.NewWorkloadAPI()
+	api := svid.NewWorkloadAPI()
 	sock := "unix://" + filepath.Join(t.TempDir(), "workload.sock")
-	go sidecar.ServeWorkloadAPI(ctx, sock, api)
-	go sidecar.RunSVIDAgent(ctx, sidecar.SVIDAgentOptions{
+	go svid.ServeWorkloadAPI(ctx, sock, api)
+	go svid.Run(ctx, svid.Options{
 		XDSAddress: cp.xdsAddr(), NodeID: "imaging-1/svid", Service: "imaging", WorkloadAPI: api,
 	})
-	svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr(sock))
+	got, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr(sock))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if svid.ID.String() != "spiffe://medmesh.local/ns/default/svc/imaging" {
-		t.Fatalf("SVID for %s", svid.ID)
+	if got.ID.String() != "spiffe://medmesh.local/ns/default/svc/imaging" {
+		t.Fatalf("SVID for %s", got.ID)
 	}
 	bundles, err := workloadapi.FetchX509Bundles(ctx, workloadapi.WithAddr(sock))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := x509svid.Verify(svid.Certificates, bundles); err != nil {
+	if _, _, err := x509svid.Verify(got.Certificates, bundles); err != nil {
 		t.Fatalf("SVID from the Workload API does not verify against its bundle: %v", err)
 	}
 }

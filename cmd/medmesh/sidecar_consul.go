@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"strings"
 	"time"
 
@@ -32,36 +30,38 @@ func (f *registerFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.o.TTL, "check-ttl", 15*time.Second, "TTL of the instance's Consul check")
 }
 
-// start runs the registration if asked; the returned wait blocks until
-// the instance is deregistered (after ctx ends).
-func (f *registerFlags) start(ctx context.Context, service, namespace, token string, log *slog.Logger) (wait func(), err error) {
+// options turns the flags into the registration's options: without
+// --register-consul, none (no client: sidecar/run registers nothing).
+// token is the workload's Consul ACL token, which the registration uses
+// too. sidecar/run fills in the service, namespace and logger.
+func (f *registerFlags) options(token string) (consulreg.Options, error) {
 	if f.consul == "" {
-		return func() {}, nil
+		return consulreg.Options{}, nil
 	}
+	o := f.o
 	cfg := api.DefaultConfig()
 	cfg.Address, cfg.Token = f.consul, token
-	if f.o.Client, err = api.NewClient(cfg); err != nil {
-		return nil, fmt.Errorf("--register-consul %q: %w", f.consul, err)
+	var err error
+	if o.Client, err = api.NewClient(cfg); err != nil {
+		return o, fmt.Errorf("--register-consul %q: %w", f.consul, err)
 	}
-	f.o.Service, f.o.Namespace, f.o.Logger = service, namespace, log
 	if f.meta != "" {
-		f.o.Meta = map[string]string{}
-		for _, kv := range strings.Split(f.meta, ",") {
-			k, v, ok := strings.Cut(kv, "=")
-			if !ok || k == "" {
-				return nil, fmt.Errorf("--service-meta %q: want key=value,...", f.meta)
-			}
-			f.o.Meta[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		if o.Meta, err = parseMeta(f.meta); err != nil {
+			return o, err
 		}
 	}
-	if err := f.o.Validate(); err != nil {
-		return nil, err
-	}
-	done := make(chan error, 1)
-	go func() { done <- consulreg.Run(ctx, f.o) }()
-	return func() {
-		if err := <-done; err != nil {
-			log.Error("Consul registration", "err", err)
+	return o, nil
+}
+
+// parseMeta reads --service-meta: key=value,...
+func parseMeta(s string) (map[string]string, error) {
+	meta := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--service-meta %q: want key=value,...", s)
 		}
-	}, nil
+		meta[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return meta, nil
 }

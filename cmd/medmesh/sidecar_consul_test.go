@@ -1,19 +1,12 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"net"
-	"os"
-	"strconv"
+	"reflect"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-
-	"medmesh/internal/consulagent"
+	"medmesh/sidecar/consulreg"
 )
 
 func TestSidecarRefusesBadRegistration(t *testing.T) {
@@ -24,60 +17,44 @@ func TestSidecarRefusesBadRegistration(t *testing.T) {
 	}
 }
 
-// TestSidecarRegistersInConsul runs `medmesh sidecar --register-consul`
-// as the injector configures it, against a real Consul: the pod appears
-// passing, and leaves the catalog when the sidecar is stopped.
-func TestSidecarRegistersInConsul(t *testing.T) {
-	agent, err := consulagent.New(t.TempDir(), true)
+// TestSidecarRegistrationFlags: the registration flags become
+// consulreg options (sidecar/run registers the instance; its tests run
+// Consul); without --register-consul there is no registration.
+func TestSidecarRegistrationFlags(t *testing.T) {
+	f, err := parseSidecarFlags([]string{"--register-consul", "http://127.0.0.1:8500", "--service-id", "emr-0.clinical",
+		"--service-address", "10.1.2.3", "--service-port", "15006", "--app-port", "8080", "--envoy-ready-url", "http://127.0.0.1:15901/ready",
+		"--service-meta", "medmesh-kind=emr, medmesh-protocol = grpc", "--check-ttl", "1s"}, &syncBuf{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := agent.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { agent.Stop() })
-	app, err := net.Listen("tcp", "127.0.0.1:0")
+	o, err := f.registerCfg.options("token")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer app.Close()
-	go func() {
-		for {
-			c, err := app.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	var stderr syncBuf
-	done := make(chan int, 1)
-	go func() {
-		done <- run([]string{"sidecar", "--extproc-listen", freePort(t), "--health-listen", freePort(t), "--service", "emr",
-			"--namespace", "clinical", "--register-consul", "http://" + agent.Addr(), "--service-id", "emr-0.clinical",
-			"--service-address", "10.1.2.3", "--service-port", "15006", "--app-port", strconv.Itoa(app.Addr().(*net.TCPAddr).Port),
-			"--service-meta", "medmesh-kind=emr", "--check-ttl", "1s"}, &bytes.Buffer{}, &stderr)
-	}()
-	client := agent.Client()
-	status := func() string {
-		entries, _, err := client.Health().Service("emr", "", false, nil)
-		if err != nil || len(entries) != 1 {
-			return ""
-		}
-		if entries[0].Service.Meta["medmesh-kind"] != "emr" || entries[0].Service.Meta["medmesh-namespace"] != "clinical" {
-			t.Errorf("meta = %v", entries[0].Service.Meta)
-		}
-		return entries[0].Checks.AggregatedStatus()
+	if o.Client == nil {
+		t.Fatal("no Consul client")
 	}
-	poll(t, "the instance to pass in Consul", func() bool { return status() == api.HealthPassing })
-	syscall.Kill(os.Getpid(), syscall.SIGTERM) // caught by the command's NotifyContext
-	if code := <-done; code != 0 {
-		t.Fatalf("exit code %d: %s", code, stderr.String())
+	o.Client = nil
+	want := consulreg.Options{ServiceID: "emr-0.clinical", Address: "10.1.2.3", Port: 15006, AppPort: 8080,
+		EnvoyReadyURL: "http://127.0.0.1:15901/ready", Meta: map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "grpc"}, TTL: time.Second}
+	if !reflect.DeepEqual(o, want) {
+		t.Errorf("options:\n got %+v\nwant %+v", o, want)
 	}
-	// Deregistration happens before the command returns: no polling.
-	if st := status(); st != "" {
-		t.Errorf("after shutdown the instance is still in Consul (%s)", st)
+
+	f, err = parseSidecarFlags(nil, &syncBuf{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, err := f.registerCfg.options("token"); err != nil || o.Client != nil {
+		t.Errorf("without --register-consul: client %v, err %v; want no registration", o.Client, err)
+	}
+	if f.registerCfg.o.TTL != 15*time.Second {
+		t.Errorf("--check-ttl defaults to %v, want 15s", f.registerCfg.o.TTL)
+	}
+
+	code, _, stderr := runCmd("sidecar", "--extproc-listen", freePort(t), "--health-listen", freePort(t), "--service", "emr",
+		"--register-consul", "http://127.0.0.1:1", "--service-meta", "medmesh-kind")
+	if code != 2 || !strings.Contains(stderr, `--service-meta "medmesh-kind": want key=value`) {
+		t.Errorf("bad meta: code %d, stderr %q", code, stderr)
 	}
 }

@@ -5,6 +5,10 @@
 // priority queue sits in front of the upstream while Envoy holds the
 // request; the slot is released when Envoy sends the response headers
 // or the stream ends, whichever comes first.
+//
+// It owns the protocol only (the decisions are sidecar/phi's) and the
+// socket and gRPC server it is served on; sidecar/run assembles the
+// process around it.
 package extproc
 
 import (

@@ -1,7 +1,10 @@
 // Package phi is the PHI sidecar's core, shared by the Envoy ext_proc
 // server and the net/http and gRPC middleware: classify a request, cap
 // its priority by the caller's identity, admit it through the priority
-// scheduler, and write the audit record when it completes.
+// scheduler, and write the audit record when it completes. It also holds
+// what those front ends share around the core: the rules in force
+// (swapped whole when the operator's file changes, so a request never
+// sees half of a reload) and the request metrics.
 package phi
 
 import (

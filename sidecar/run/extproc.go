@@ -1,10 +1,9 @@
-package main
+package run
 
 import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -28,36 +27,36 @@ import (
 	"medmesh/sidecar/sched"
 )
 
-// extprocFlags are the `medmesh sidecar` flags of the PHI extension.
-type extprocFlags struct {
-	listen, healthListen            string
-	rules                           string
-	rulesPoll                       time.Duration
-	auditLog, auditKeyFile, durable string
-	auditMaxBytes                   int64
-	limit                           int
-	adaptive                        bool
-	trustDomain, namespace          string
-}
-
-func (f *extprocFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.listen, "extproc-listen", wire.DefaultExtProcAddress, `ext_proc gRPC address (host:port or unix:///path); "" turns the extension off`)
-	fs.StringVar(&f.healthListen, "health-listen", wire.DefaultSidecarHealth, "HTTP /healthz, /readyz and /metrics of the extension")
-	fs.StringVar(&f.rules, "rules", "", "operator classification rules and caller priority policy (YAML); reloaded on change and on SIGHUP")
-	fs.DurationVar(&f.rulesPoll, "rules-poll", 2*time.Second, "how often --rules is checked for changes")
-	fs.StringVar(&f.auditLog, "audit-log", "", "HIPAA audit trail (FHIR AuditEvent JSON lines), one record per PHI request")
-	fs.StringVar(&f.auditKeyFile, "audit-key-file", "", "HMAC key for patient references in the audit trail (>= 16 bytes, not readable by others)")
-	fs.StringVar(&f.durable, "audit-durability", "sync", "sync (fsync every record) or batch (fsync every second)")
-	fs.Int64Var(&f.auditMaxBytes, "audit-max-bytes", 100<<20, "rotate the audit trail at this size")
-	fs.IntVar(&f.limit, "limit", sched.DefaultLimit, "concurrent requests admitted to the service")
-	fs.BoolVar(&f.adaptive, "adaptive", false, "adapt the concurrency limit to the service's latency (gradient), starting at --limit")
-	fs.StringVar(&f.trustDomain, "trust-domain", "medmesh.local", "SPIFFE trust domain (the service's identity in audit records)")
-	fs.StringVar(&f.namespace, "namespace", "default", "the service's namespace")
+// ExtProc configures the PHI extension: the ext_proc server Envoy calls
+// for every request, and its HTTP /healthz, /readyz and /metrics.
+type ExtProc struct {
+	// Listen is the ext_proc gRPC address (host:port or unix:///path);
+	// HealthListen the HTTP address of the health and metrics endpoints.
+	Listen, HealthListen string
+	// Rules is the operator's rule file (YAML), reloaded when it changes
+	// (checked every RulesPoll) and on SIGHUP; empty: built-in rules.
+	Rules     string
+	RulesPoll time.Duration
+	// AuditLog is the HIPAA audit trail; empty: PHI requests are not
+	// audited (and a warning says so). AuditKeyFile holds the HMAC key
+	// for patient references (empty: a random key per run).
+	// AuditDurability is "sync" or "batch"; the trail rotates at
+	// AuditMaxBytes.
+	AuditLog, AuditKeyFile, AuditDurability string
+	AuditMaxBytes                           int64
+	// Limit is the number of requests admitted at once; Adaptive adapts
+	// it to the service's latency, starting there.
+	Limit    int
+	Adaptive bool
+	// TrustDomain is the SPIFFE trust domain of the service's identity
+	// in audit records.
+	TrustDomain string
 }
 
 // startExtProc starts the extension and returns a channel that yields
-// its terminal error (nil after ctx ends).
-func startExtProc(ctx context.Context, f *extprocFlags, service, nodeID string, log *slog.Logger) (<-chan error, error) {
+// its terminal error (nil after ctx ends). It acts for the whole process
+// (the GC setting, SIGHUP), which `medmesh sidecar` is.
+func startExtProc(ctx context.Context, x ExtProc, service, nodeID, namespace string, log *slog.Logger) (<-chan error, error) {
 	if os.Getenv("GOGC") == "" {
 		// Every request waits on this process; its heap is small (tens of
 		// MiB), so fewer GC cycles are worth the memory: the benchmark's
@@ -65,34 +64,34 @@ func startExtProc(ctx context.Context, f *extprocFlags, service, nodeID string, 
 		debug.SetGCPercent(400)
 	}
 	rules := phi.NewRules()
-	if f.rules != "" {
-		if err := rules.Load(f.rules); err != nil {
+	if x.Rules != "" {
+		if err := rules.Load(x.Rules); err != nil {
 			return nil, err
 		}
-		go rules.Watch(ctx, f.rules, f.rulesPoll, log)
-		go reloadOnHUP(ctx, rules, f.rules, log)
+		go rules.Watch(ctx, x.Rules, x.RulesPoll, log)
+		go reloadOnHUP(ctx, rules, x.Rules, log)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	cfg := sched.Config{Limit: f.limit}
-	if f.adaptive {
+	cfg := sched.Config{Limit: x.Limit}
+	if x.Adaptive {
 		cfg.Adaptive = &sched.AdaptiveConfig{}
 	}
 	o := phi.Options{Rules: rules, Scheduler: sched.New(cfg), Logger: log, Metrics: phi.NewMetrics(reg), Service: service}
 	if service != "" {
-		o.Identity = wire.ServiceID(f.trustDomain, f.namespace, service)
+		o.Identity = wire.ServiceID(x.TrustDomain, namespace, service)
 	}
 	var auditLog *audit.Log
-	if f.auditLog != "" {
-		key, err := auditKey(f.auditKeyFile, log)
+	if x.AuditLog != "" {
+		key, err := auditKey(x.AuditKeyFile, log)
 		if err != nil {
 			return nil, err
 		}
-		d, err := audit.ParseDurability(f.durable)
+		d, err := audit.ParseDurability(x.AuditDurability)
 		if err != nil {
 			return nil, err
 		}
-		auditLog, err = audit.Open(audit.Options{Path: f.auditLog, Key: key, Durability: d, MaxBytes: f.auditMaxBytes, Observer: nodeID})
+		auditLog, err = audit.Open(audit.Options{Path: x.AuditLog, Key: key, Durability: d, MaxBytes: x.AuditMaxBytes, Observer: nodeID})
 		if err != nil {
 			return nil, err
 		}
@@ -100,8 +99,16 @@ func startExtProc(ctx context.Context, f *extprocFlags, service, nodeID string, 
 	} else {
 		log.Warn("no --audit-log: PHI requests are tagged and queued but NOT audited; never run a PHI service like this in production")
 	}
-	lis, err := extproc.Listen(f.listen)
+	// A start that fails from here on must not leave the trail open: a
+	// caller other than the command may carry on.
+	closeAudit := func() {
+		if auditLog != nil {
+			auditLog.Close()
+		}
+	}
+	lis, err := extproc.Listen(x.Listen)
 	if err != nil {
+		closeAudit()
 		return nil, err
 	}
 	srv := extproc.New(phi.New(o), log)
@@ -117,15 +124,16 @@ func startExtProc(ctx context.Context, f *extprocFlags, service, nodeID string, 
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	hlis, err := net.Listen("tcp", f.healthListen)
+	hlis, err := net.Listen("tcp", x.HealthListen)
 	if err != nil {
 		lis.Close()
-		return nil, fmt.Errorf("--health-listen %q: %w", f.healthListen, err)
+		closeAudit()
+		return nil, fmt.Errorf("--health-listen %q: %w", x.HealthListen, err)
 	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go hs.Serve(hlis)
 	log.Info("PHI ext_proc extension serving", "extproc", lis.Addr().String(), "health", hlis.Addr().String(),
-		"rules", f.rules, "audit", f.auditLog != "")
+		"rules", x.Rules, "audit", x.AuditLog != "")
 	errc := make(chan error, 1)
 	go func() {
 		ready.Store(true)
@@ -133,7 +141,12 @@ func startExtProc(ctx context.Context, f *extprocFlags, service, nodeID string, 
 		// them the longest queue wait to finish before a hard stop.
 		err := extproc.Serve(ctx, g, lis, sched.LongestWait(cfg))
 		ready.Store(false)
+		// The servers close their listeners from goroutines that may not
+		// have started yet; closing them here frees both addresses before
+		// the caller hears that the extension has stopped.
+		lis.Close()
 		hs.Close()
+		hlis.Close()
 		if auditLog != nil {
 			err = errors.Join(err, auditLog.Close())
 		}

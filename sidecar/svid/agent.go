@@ -1,9 +1,11 @@
-// Package sidecar is medmesh's workload-side companion. Today it keeps a
-// proxyless gRPC application's SPIFFE identity fresh on disk: it asks the
-// control plane for the workload's SVID and trust bundle over SDS (on an
-// ADS stream, like an Envoy) and writes them where the application's
-// certificate provider reads them. The PHI ext_proc extension will join it.
-package sidecar
+// Package svid keeps a workload's SPIFFE identity fresh. Its agent asks
+// the control plane for the workload's X.509-SVID and trust bundle over
+// SDS (on an ADS stream, as an Envoy does, so the control plane attests
+// and rotates it the same way) and hands every new pair to the workload:
+// as files where a proxyless gRPC application's certificate provider reads
+// them, and through the SPIFFE Workload API it serves on a unix socket.
+// `medmesh sidecar --svid-dir / --workload-api` runs it.
+package svid
 
 import (
 	"context"
@@ -31,8 +33,8 @@ import (
 	"medmesh/internal/backoff"
 )
 
-// SVIDAgentOptions configure the SVID agent.
-type SVIDAgentOptions struct {
+// Options configure the agent.
+type Options struct {
 	XDSAddress string
 	NodeID     string
 	Service    string
@@ -51,13 +53,21 @@ type SVIDAgentOptions struct {
 	OnWrite func(svid *x509svid.SVID)
 }
 
-// RunSVIDAgent keeps Dir holding the workload's current SVID and bundle
-// until ctx ends, reconnecting with backoff when the stream breaks. Files
-// are replaced atomically; a response that does not parse or verify is
-// NACKed and the files keep their last good content.
-func RunSVIDAgent(ctx context.Context, o SVIDAgentOptions) error {
+// Agent is a configured agent, not yet running. New and Run are apart so
+// that `medmesh sidecar` can refuse bad options before it serves anything
+// else, while the agent itself runs for the life of the process.
+type Agent struct {
+	o    Options
+	conn *grpc.ClientConn
+	log  *slog.Logger
+}
+
+// New checks o and prepares the connection to the control plane (no
+// network traffic yet). The errors name the flags of `medmesh sidecar`,
+// whose options these are.
+func New(o Options) (*Agent, error) {
 	if (o.Dir == "" && o.WorkloadAPI == nil) || o.NodeID == "" || o.Service == "" {
-		return errors.New("sidecar: --node-id, --service and --svid-dir or --workload-api are required")
+		return nil, errors.New("sidecar: --node-id, --service and --svid-dir or --workload-api are required")
 	}
 	log := o.Logger
 	if log == nil {
@@ -65,25 +75,43 @@ func RunSVIDAgent(ctx context.Context, o SVIDAgentOptions) error {
 	}
 	conn, err := grpc.NewClient(o.XDSAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return fmt.Errorf("sidecar: --xds-address %q: %w", o.XDSAddress, err)
+		return nil, fmt.Errorf("sidecar: --xds-address %q: %w", o.XDSAddress, err)
 	}
-	defer conn.Close()
+	return &Agent{o: o, conn: conn, log: log}, nil
+}
+
+// Run keeps Dir (and the Workload API) holding the workload's current
+// SVID and bundle until ctx ends, reconnecting with backoff when the
+// stream breaks. Files are replaced atomically; a response that does not
+// parse or verify is NACKed and the files keep their last good content.
+// Run closes the connection when it returns; an Agent runs once.
+func (a *Agent) Run(ctx context.Context) {
+	defer a.conn.Close()
 	bo := backoff.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
 	for ctx.Err() == nil {
-		err := o.stream(ctx, conn, log, &bo)
+		err := a.o.stream(ctx, a.conn, a.log, &bo)
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
-		log.Warn("SVID stream ended; reconnecting", "err", err)
+		a.log.Warn("SVID stream ended; reconnecting", "err", err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(bo.Next()):
 		}
 	}
+}
+
+// Run is New then Agent.Run: it returns New's error, or nil when ctx ends.
+func Run(ctx context.Context, o Options) error {
+	a, err := New(o)
+	if err != nil {
+		return err
+	}
+	a.Run(ctx)
 	return nil
 }
 
-func (o SVIDAgentOptions) stream(ctx context.Context, conn *grpc.ClientConn, log *slog.Logger, bo *backoff.Backoff) error {
+func (o Options) stream(ctx context.Context, conn *grpc.ClientConn, log *slog.Logger, bo *backoff.Backoff) error {
 	ctx, err := o.withProof(ctx)
 	if err != nil {
 		return err
@@ -133,7 +161,7 @@ func (o SVIDAgentOptions) stream(ctx context.Context, conn *grpc.ClientConn, log
 }
 
 // withProof attaches the workload's proof of identity to the stream.
-func (o SVIDAgentOptions) withProof(ctx context.Context) (context.Context, error) {
+func (o Options) withProof(ctx context.Context) (context.Context, error) {
 	switch {
 	case o.K8sTokenFile != "":
 		b, err := os.ReadFile(o.K8sTokenFile)
@@ -150,7 +178,7 @@ func (o SVIDAgentOptions) withProof(ctx context.Context) (context.Context, error
 }
 
 // write parses, verifies and writes the SVID and bundle of a response.
-func (o SVIDAgentOptions) write(resp *discoveryv3.DiscoveryResponse) (*x509svid.SVID, error) {
+func (o Options) write(resp *discoveryv3.DiscoveryResponse) (*x509svid.SVID, error) {
 	var certPEM, keyPEM, bundlePEM []byte
 	for _, a := range resp.GetResources() {
 		sec := &tlsv3.Secret{}

@@ -1,0 +1,204 @@
+package run_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"medmesh/sidecar/run"
+	"medmesh/sidecar/sched"
+)
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+// options are `medmesh sidecar`'s defaults (cmd/medmesh sets them from
+// its flags), logging as the command does, to logs.
+func options(logs *syncBuf) run.Options {
+	return run.Options{
+		ExtProc: run.ExtProc{HealthListen: "127.0.0.1:0", RulesPoll: 2 * time.Second, AuditDurability: "sync",
+			AuditMaxBytes: 100 << 20, Limit: sched.DefaultLimit, TrustDomain: "medmesh.local"},
+		Namespace: "default",
+		Logger:    slog.New(slog.NewTextHandler(logs, nil)),
+	}
+}
+
+func TestStartRefusesBadInput(t *testing.T) {
+	dir := t.TempDir()
+	var logs syncBuf
+	bad := filepath.Join(dir, "rules.yaml")
+	os.WriteFile(bad, []byte("rules:\n  - name: a\n    match: {pathPrefix: /a}\n    phi: maybe\n"), 0o600)
+	o := options(&logs)
+	o.ExtProc.Listen, o.ExtProc.Rules = "unix://"+filepath.Join(dir, "s"), bad
+	if _, err := run.Start(context.Background(), o); err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), "line 4") {
+		t.Errorf("bad rules: %v; want the file and line named", err)
+	}
+	o = options(&logs)
+	if _, err := run.Start(context.Background(), o); err == nil || !strings.Contains(err.Error(), "nothing to run") {
+		t.Errorf("nothing to run: %v", err)
+	}
+	key := filepath.Join(dir, "key")
+	os.WriteFile(key, []byte("0123456789abcdef0123"), 0o644)
+	o = options(&logs)
+	o.ExtProc.Listen, o.ExtProc.AuditLog, o.ExtProc.AuditKeyFile = "unix://"+filepath.Join(dir, "s"), filepath.Join(dir, "a.log"), key
+	if _, err := run.Start(context.Background(), o); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("readable key: %v", err)
+	}
+}
+
+// TestStartServesExtProc runs the extension on a unix socket with a rule
+// file and an audit trail; a bad rule file keeps the previous rules, a
+// good one replaces them.
+func TestStartServesExtProc(t *testing.T) {
+	dir := t.TempDir()
+	rules := filepath.Join(dir, "rules.yaml")
+	writeRules := func(class string) {
+		os.WriteFile(rules+".tmp", []byte("rules:\n  - {name: stat, match: {pathPrefix: /stat}, phi: true, class: "+class+", priority: critical}\n"), 0o600)
+		os.Rename(rules+".tmp", rules)
+	}
+	writeRules("pharmacy.stat")
+	sock := filepath.Join(dir, "extproc.sock")
+	health := freePort(t)
+	auditLog := filepath.Join(dir, "audit.log")
+	var stderr syncBuf
+	o := options(&stderr)
+	o.SVID.Service = "emr"
+	o.ExtProc.Listen, o.ExtProc.HealthListen = "unix://"+sock, health
+	o.ExtProc.Rules, o.ExtProc.RulesPoll = rules, 10*time.Millisecond
+	o.ExtProc.AuditLog, o.ExtProc.AuditDurability = auditLog, "batch"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done, err := run.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "readyz", func() bool {
+		resp, err := http.Get("http://" + health + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	class := func() string {
+		s, err := extprocv3.NewExternalProcessorClient(conn).Process(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
+			Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":method", RawValue: []byte("POST")}, {Key: ":path", RawValue: []byte("/stat/order")}}}}}})
+		r, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
+			Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":status", RawValue: []byte("200")}}}}}})
+		s.Recv()
+		s.CloseSend()
+		for _, h := range r.GetRequestHeaders().GetResponse().GetHeaderMutation().GetSetHeaders() {
+			if h.GetHeader().GetKey() == "x-medmesh-class" {
+				return string(h.GetHeader().GetRawValue())
+			}
+		}
+		return ""
+	}
+	if got := class(); got != "pharmacy.stat" {
+		t.Fatalf("class %q, want the operator rule's", got)
+	}
+	os.WriteFile(rules+".tmp", []byte("rules:\n  - {name: stat, match: {}, phi: true, class: x, priority: critical}\n"), 0o600)
+	os.Rename(rules+".tmp", rules)
+	poll(t, "the bad file to be rejected", func() bool { return strings.Contains(stderr.String(), "previous rules stay in force") })
+	if !strings.Contains(stderr.String(), "rules.yaml:2") {
+		t.Errorf("reload error does not name file and line: %s", stderr.String())
+	}
+	if got := class(); got != "pharmacy.stat" {
+		t.Fatalf("after a bad file: class %q, want the previous rules", got)
+	}
+	writeRules("pharmacy.urgent")
+	poll(t, "the good file to be loaded", func() bool { return class() == "pharmacy.urgent" })
+	resp, err := http.Get("http://" + health + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body bytes.Buffer
+	body.ReadFrom(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(body.String(), `medmesh_sidecar_requests_total{class="pharmacy.stat",outcome="ok",priority="critical"}`) {
+		t.Errorf("metrics lack the request counter:\n%s", body.String())
+	}
+	cancel() // as the command's SIGTERM does
+	if err := <-done; err != nil {
+		t.Fatalf("terminal error %v: %s", err, stderr.String())
+	}
+	b, _ := os.ReadFile(auditLog)
+	if n := strings.Count(string(b), `"resourceType":"AuditEvent"`); n < 3 {
+		t.Errorf("%d audit records, want at least 3", n)
+	}
+}
+
+// TestStartStopsWhatStartedOnError: an SVID agent that cannot start
+// (here, without --node-id) after the extension has started leaves
+// nothing serving.
+func TestStartStopsWhatStartedOnError(t *testing.T) {
+	var logs syncBuf
+	o := options(&logs)
+	listen, health := freePort(t), freePort(t)
+	o.ExtProc.Listen, o.ExtProc.HealthListen = listen, health
+	o.SVID.Dir, o.SVID.Service = t.TempDir(), "emr"
+	if _, err := run.Start(context.Background(), o); err == nil || !strings.Contains(err.Error(), "--node-id") {
+		t.Fatalf("err %v, want --node-id named", err)
+	}
+	if !strings.Contains(logs.String(), "PHI ext_proc extension serving") {
+		t.Fatalf("the extension did not start first: %s", logs.String())
+	}
+	for what, addr := range map[string]string{"ext_proc": listen, "health": health} {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("the %s server still holds its port: %v", what, err)
+		}
+		l.Close()
+	}
+}
