@@ -6,11 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"medmesh/internal/testutil"
 	"medmesh/sidecar/consulreg"
 )
 
 func TestSidecarRefusesBadRegistration(t *testing.T) {
-	code, _, stderr := runCmd("sidecar", "--extproc-listen", freePort(t), "--health-listen", freePort(t), "--service", "emr",
+	code, _, stderr := runCmd("sidecar", "--extproc-listen", testutil.FreeAddr(t), "--health-listen", testutil.FreeAddr(t), "--service", "emr",
 		"--register-consul", "http://127.0.0.1:1", "--service-id", "emr-0.clinical", "--service-address", "emr.local", "--service-port", "15006")
 	if code != 2 || !strings.Contains(stderr, "--service-address") || !strings.Contains(stderr, "--app-port") {
 		t.Errorf("code %d, stderr %q: want 2 naming --service-address and --app-port", code, stderr)
@@ -23,7 +24,7 @@ func TestSidecarRefusesBadRegistration(t *testing.T) {
 func TestSidecarRegistrationFlags(t *testing.T) {
 	f, err := parseSidecarFlags([]string{"--register-consul", "http://127.0.0.1:8500", "--service-id", "emr-0.clinical",
 		"--service-address", "10.1.2.3", "--service-port", "15006", "--app-port", "8080", "--envoy-ready-url", "http://127.0.0.1:15901/ready",
-		"--service-meta", "medmesh-kind=emr, medmesh-protocol = grpc", "--check-ttl", "1s"}, &syncBuf{})
+		"--service-meta", "medmesh-kind=emr, medmesh-protocol = grpc", "--check-ttl", "1s"}, &testutil.SyncBuffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func TestSidecarRegistrationFlags(t *testing.T) {
 		t.Errorf("options:\n got %+v\nwant %+v", o, want)
 	}
 
-	f, err = parseSidecarFlags(nil, &syncBuf{})
+	f, err = parseSidecarFlags(nil, &testutil.SyncBuffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +53,7 @@ func TestSidecarRegistrationFlags(t *testing.T) {
 		t.Errorf("--check-ttl defaults to %v, want 15s", f.registerCfg.o.TTL)
 	}
 
-	code, _, stderr := runCmd("sidecar", "--extproc-listen", freePort(t), "--health-listen", freePort(t), "--service", "emr",
+	code, _, stderr := runCmd("sidecar", "--extproc-listen", testutil.FreeAddr(t), "--health-listen", testutil.FreeAddr(t), "--service", "emr",
 		"--register-consul", "http://127.0.0.1:1", "--service-meta", "medmesh-kind")
 	if code != 2 || !strings.Contains(stderr, `--service-meta "medmesh-kind": want key=value`) {
 		t.Errorf("bad meta: code %d, stderr %q", code, stderr)

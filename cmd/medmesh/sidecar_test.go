@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"medmesh/internal/testutil"
 	sidecarrun "medmesh/sidecar/run"
 	"medmesh/sidecar/sched"
 )
@@ -42,7 +43,7 @@ func TestSidecarRefusesBadInput(t *testing.T) {
 func TestSidecarFlags(t *testing.T) {
 	t.Setenv("MEDMESH_JOIN_TOKEN", "join-from-env")
 	t.Setenv("MEDMESH_CONSUL_TOKEN", "consul-from-env")
-	f, err := parseSidecarFlags(nil, &syncBuf{})
+	f, err := parseSidecarFlags(nil, &testutil.SyncBuffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +61,7 @@ func TestSidecarFlags(t *testing.T) {
 		"--join-token", "j", "--k8s-token-file", "/token", "--consul-token", "c", "--workload-api", "unix:///w.sock", "--log-format", "json",
 		"--extproc-listen", "unix:///x.sock", "--health-listen", ":1", "--rules", "/rules.yaml", "--rules-poll", "1s",
 		"--audit-log", "/audit.log", "--audit-key-file", "/key", "--audit-durability", "batch", "--audit-max-bytes", "1000",
-		"--limit", "7", "--adaptive", "--trust-domain", "hospital.example", "--namespace", "clinical"}, &syncBuf{})
+		"--limit", "7", "--adaptive", "--trust-domain", "hospital.example", "--namespace", "clinical"}, &testutil.SyncBuffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,14 +82,14 @@ func TestSidecarFlags(t *testing.T) {
 // TestSidecarStopsOnSIGTERM: the command runs until SIGTERM, then exits 0.
 func TestSidecarStopsOnSIGTERM(t *testing.T) {
 	dir := t.TempDir()
-	health := freePort(t)
-	var stderr syncBuf
+	health := testutil.FreeAddr(t)
+	var stderr testutil.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run([]string{"sidecar", "--extproc-listen", "unix://" + filepath.Join(dir, "extproc.sock"), "--health-listen", health,
 			"--service", "emr"}, &bytes.Buffer{}, &stderr)
 	}()
-	poll(t, "readyz", func() bool {
+	testutil.Poll(t, 15*time.Second, "readyz", func() bool {
 		resp, err := http.Get("http://" + health + "/readyz")
 		if err != nil {
 			return false

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"medmesh/controlplane/inject"
+	"medmesh/internal/testutil"
 )
 
 // TestControlPlaneServesWebhook runs `medmesh controlplane --webhook-listen`
@@ -31,8 +33,8 @@ func TestControlPlaneServesWebhook(t *testing.T) {
 	cat := filepath.Join(dir, "catalog.yaml")
 	os.WriteFile(cat, []byte("services: []\n"), 0o600)
 	caFile := filepath.Join(dir, "webhook-ca.pem")
-	addr := freePort(t)
-	var stderr syncBuf
+	addr := testutil.FreeAddr(t)
+	var stderr testutil.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run([]string{"controlplane", "--consul", "", "--catalog", cat, "--state-dir", filepath.Join(dir, "state"),
@@ -41,7 +43,7 @@ func TestControlPlaneServesWebhook(t *testing.T) {
 			"--inject-image", "medmesh/medmesh:cmdtest", "--inject-consul", "http://consul:8500"}, &bytes.Buffer{}, &stderr)
 	}()
 	var pool *x509.CertPool
-	poll(t, "the CA bundle file", func() bool {
+	testutil.Poll(t, 15*time.Second, "the CA bundle file", func() bool {
 		b, err := os.ReadFile(caFile)
 		pool = x509.NewCertPool()
 		return err == nil && pool.AppendCertsFromPEM(b)
@@ -59,7 +61,7 @@ func TestControlPlaneServesWebhook(t *testing.T) {
 			Namespace: "clinical", Object: runtime.RawExtension{Raw: raw}},
 	})
 	var resp *http.Response
-	poll(t, "the webhook to answer over TLS", func() bool {
+	testutil.Poll(t, 15*time.Second, "the webhook to answer over TLS", func() bool {
 		var err error
 		resp, err = client.Post("https://"+addr+inject.PathNamespace, "application/json", bytes.NewReader(review))
 		return err == nil

@@ -1,8 +1,7 @@
 // Package clinical is the small gRPC service every example service (EMR,
 // HIS, imaging) speaks, so the demo and the integration tests exercise the
-// mesh with real gRPC calls. It needs no generated code: requests and
-// replies are well-known protobuf types, and the service descriptor is
-// written out by hand.
+// mesh with real gRPC calls. It is internal/fetchrpc's hand-written
+// service under the name medmesh.examples.Clinical.
 //
 // Requests carry only a record kind ("Patient", "Observation", ...) and a
 // synthetic reference; no example ever handles real patient data.
@@ -12,7 +11,8 @@ import (
 	"context"
 
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"medmesh/internal/fetchrpc"
 )
 
 // ServiceName is the gRPC service name.
@@ -22,60 +22,14 @@ const ServiceName = "medmesh.examples.Clinical"
 const FetchMethod = "/" + ServiceName + "/Fetch"
 
 // Server answers Fetch with the instance that served it.
-type Server struct {
-	// Instance is reported back to callers, so tests can see which
-	// instance the mesh routed to.
-	Instance string
-	// Handle, when set, runs for every call (e.g. to fail on demand).
-	Handle func(ctx context.Context, kind string) error
-}
+type Server = fetchrpc.Server
 
-// Fetch returns "<instance>" for a record kind.
-func (s *Server) Fetch(ctx context.Context, req *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
-	if s.Handle != nil {
-		if err := s.Handle(ctx, req.GetValue()); err != nil {
-			return nil, err
-		}
-	}
-	return wrapperspb.String(s.Instance), nil
-}
+var service = fetchrpc.New(ServiceName)
 
-// Register adds the service to a gRPC server (plain or xDS).
-func Register(r grpc.ServiceRegistrar, s *Server) {
-	r.RegisterService(&serviceDesc, s)
-}
+// Register adds the clinical service to a gRPC server.
+func Register(r grpc.ServiceRegistrar, s *Server) { service.Register(r, s) }
 
 // Fetch calls Fetch on a connection and returns the serving instance.
 func Fetch(ctx context.Context, cc grpc.ClientConnInterface, kind string, opts ...grpc.CallOption) (string, error) {
-	out := new(wrapperspb.StringValue)
-	if err := cc.Invoke(ctx, FetchMethod, wrapperspb.String(kind), out, opts...); err != nil {
-		return "", err
-	}
-	return out.GetValue(), nil
-}
-
-type fetcher interface {
-	Fetch(context.Context, *wrapperspb.StringValue) (*wrapperspb.StringValue, error)
-}
-
-var serviceDesc = grpc.ServiceDesc{
-	ServiceName: ServiceName,
-	HandlerType: (*fetcher)(nil),
-	Methods: []grpc.MethodDesc{{
-		MethodName: "Fetch",
-		Handler: func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
-			in := new(wrapperspb.StringValue)
-			if err := dec(in); err != nil {
-				return nil, err
-			}
-			if ic == nil {
-				return srv.(fetcher).Fetch(ctx, in)
-			}
-			info := &grpc.UnaryServerInfo{Server: srv, FullMethod: FetchMethod}
-			return ic(ctx, in, info, func(ctx context.Context, req any) (any, error) {
-				return srv.(fetcher).Fetch(ctx, req.(*wrapperspb.StringValue))
-			})
-		},
-	}},
-	Metadata: "medmesh/examples/clinical",
+	return service.Fetch(ctx, cc, kind, opts...)
 }

@@ -15,18 +15,8 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"medmesh/internal/consulagent"
+	"medmesh/internal/testutil"
 )
-
-func poll(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
 
 // TestRegistrationLifecycle against a real Consul agent: the instance is
 // registered with the pod's address, Envoy's port and medmesh meta; its
@@ -81,7 +71,7 @@ func TestRegistrationLifecycle(t *testing.T) {
 		}
 		return entries[0].Checks.AggregatedStatus(), entries[0].Service
 	}
-	poll(t, "the instance to pass", func() bool { st, _ := health(); return st == api.HealthPassing })
+	testutil.Poll(t, 20*time.Second, "the instance to pass", func() bool { st, _ := health(); return st == api.HealthPassing })
 	_, svc := health()
 	if svc.ID != "emr-0.clinical" || svc.Address != "10.1.2.3" || svc.Port != 15006 {
 		t.Errorf("registered %s at %s:%d, want emr-0.clinical at 10.1.2.3:15006", svc.ID, svc.Address, svc.Port)
@@ -93,21 +83,21 @@ func TestRegistrationLifecycle(t *testing.T) {
 	}
 
 	envoyReady.Store(false)
-	poll(t, "critical while Envoy is not ready", func() bool { st, _ := health(); return st == api.HealthCritical })
+	testutil.Poll(t, 20*time.Second, "critical while Envoy is not ready", func() bool { st, _ := health(); return st == api.HealthCritical })
 	checks, _, _ := client.Health().Checks("emr", nil)
 	if len(checks) == 0 || !strings.Contains(checks[0].Output, "envoy not ready") {
 		t.Errorf("check output does not say why: %+v", checks)
 	}
 	envoyReady.Store(true)
-	poll(t, "passing again", func() bool { st, _ := health(); return st == api.HealthPassing })
+	testutil.Poll(t, 20*time.Second, "passing again", func() bool { st, _ := health(); return st == api.HealthPassing })
 
 	app.Close()
-	poll(t, "critical once the app stops listening", func() bool { st, _ := health(); return st == api.HealthCritical })
+	testutil.Poll(t, 20*time.Second, "critical once the app stops listening", func() bool { st, _ := health(); return st == api.HealthCritical })
 
 	if err := client.Agent().ServiceDeregister("emr-0.clinical"); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "re-registration after the instance was removed", func() bool { _, s := health(); return s != nil })
+	testutil.Poll(t, 20*time.Second, "re-registration after the instance was removed", func() bool { _, s := health(); return s != nil })
 
 	stop()
 	if err := <-done; err != nil {

@@ -17,9 +17,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"medmesh/internal/fetchrpc"
 	"medmesh/sidecar/audit/audittest"
 	"medmesh/sidecar/classify"
-	"medmesh/sidecar/internal/fetchtest"
 	"medmesh/sidecar/phi"
 	"medmesh/sidecar/sched"
 )
@@ -117,10 +117,10 @@ func TestHTTPMiddleware(t *testing.T) {
 	}
 }
 
-func startGRPC(t *testing.T, e *phi.Engine, c *fetchtest.Server) *grpc.ClientConn {
+func startGRPC(t *testing.T, e *phi.Engine, c *fetchrpc.Server) *grpc.ClientConn {
 	t.Helper()
 	g := grpc.NewServer(grpc.UnaryInterceptor(UnaryServerInterceptor(e)), grpc.StreamInterceptor(StreamServerInterceptor(e)))
-	fetchtest.Register(g, c)
+	fetcher.Register(g, c)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(g, hs)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -141,7 +141,7 @@ func TestGRPCInterceptors(t *testing.T) {
 	e, s, _ := engine(sched.Config{Limit: 1, QueueBound: [classify.NumPriorities]int{1, 1, 1, 1, 1}})
 	release := make(chan struct{})
 	entered := make(chan metadata.MD, 10)
-	conn := startGRPC(t, e, &fetchtest.Server{Instance: "emr-1", Handle: func(ctx context.Context, kind string) error {
+	conn := startGRPC(t, e, &fetchrpc.Server{Instance: "emr-1", Handle: func(ctx context.Context, kind string) error {
 		md, _ := metadata.FromIncomingContext(ctx)
 		entered <- md
 		if kind == "slow" {
@@ -150,7 +150,7 @@ func TestGRPCInterceptors(t *testing.T) {
 		return nil
 	}})
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-medmesh-priority", "critical", "x-medmesh-phi", "true")
-	if _, err := fetchtest.Fetch(ctx, conn, "Patient"); err != nil {
+	if _, err := fetcher.Fetch(ctx, conn, "Patient"); err != nil {
 		t.Fatal(err)
 	}
 	md := <-entered
@@ -160,12 +160,12 @@ func TestGRPCInterceptors(t *testing.T) {
 	}
 
 	done := make(chan error, 1)
-	go func() { _, err := fetchtest.Fetch(context.Background(), conn, "slow"); done <- err }()
+	go func() { _, err := fetcher.Fetch(context.Background(), conn, "slow"); done <- err }()
 	<-entered
-	go fetchtest.Fetch(context.Background(), conn, "queued")
+	go fetcher.Fetch(context.Background(), conn, "queued")
 	waitFor(t, "queued", func() bool { return s.Stats()["emr"].Queued[classify.Medium] == 1 })
 	var trailer metadata.MD
-	_, err := fetchtest.Fetch(context.Background(), conn, "refused", grpc.Trailer(&trailer))
+	_, err := fetcher.Fetch(context.Background(), conn, "refused", grpc.Trailer(&trailer))
 	if status.Code(err) != codes.Unavailable || len(trailer.Get("retry-after")) != 1 {
 		t.Errorf("refusal: %v trailer %v", err, trailer)
 	}
@@ -188,8 +188,12 @@ func TestGRPCInterceptors(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "stream slot freed while the stream is open", func() bool { return s.Stats()["emr"].Inflight == 0 })
-	if _, err := fetchtest.Fetch(context.Background(), conn, "after"); err != nil {
+	if _, err := fetcher.Fetch(context.Background(), conn, "after"); err != nil {
 		t.Fatalf("a call after the stream started: %v", err)
 	}
 	<-entered
 }
+
+// fetcher is the gRPC service the interceptor tests call: one method that
+// no classifier rule names (medium priority, not PHI).
+var fetcher = fetchrpc.New("medmesh.test.Fetcher")

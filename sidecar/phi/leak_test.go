@@ -29,10 +29,10 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"medmesh/internal/fetchrpc"
 	"medmesh/sidecar/audit"
 	"medmesh/sidecar/classify"
 	"medmesh/sidecar/extproc"
-	"medmesh/sidecar/internal/fetchtest"
 	"medmesh/sidecar/middleware"
 	"medmesh/sidecar/phi"
 	"medmesh/sidecar/sched"
@@ -156,14 +156,14 @@ func TestNoPHIInLogsAuditSpansOrMetrics(t *testing.T) {
 
 	// gRPC middleware.
 	gs := grpc.NewServer(grpc.UnaryInterceptor(middleware.UnaryServerInterceptor(eng)))
-	fetchtest.Register(gs, &fetchtest.Server{Instance: "emr-1"})
+	fetcher.Register(gs, &fetchrpc.Server{Instance: "emr-1"})
 	glis, _ := net.Listen("tcp", "127.0.0.1:0")
 	go gs.Serve(glis)
 	defer gs.Stop()
 	gconn, _ := grpc.NewClient(glis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	defer gconn.Close()
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-patient-id", "MRN-7731", "x-patient-name", "Quincy")
-	if _, err := fetchtest.Fetch(ctx, gconn, "Patient/MRN-7731"); err != nil {
+	if _, err := fetcher.Fetch(ctx, gconn, "Patient/MRN-7731"); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return s.Stats()["emr"].Inflight == 0 })
@@ -218,3 +218,6 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond) // polling interval, not synchronisation
 	}
 }
+
+// fetcher is the gRPC service the leak test calls through the interceptors.
+var fetcher = fetchrpc.New("medmesh.test.Fetcher")

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"medmesh/internal/consulagent"
+	"medmesh/internal/testutil"
 	"medmesh/sidecar/consulreg"
 	"medmesh/sidecar/run"
 )
@@ -42,10 +43,10 @@ func TestStartRegistersInConsul(t *testing.T) {
 			c.Close()
 		}
 	}()
-	var stderr syncBuf
+	var stderr testutil.SyncBuffer
 	o := options(&stderr)
 	o.SVID.Service, o.Namespace = "emr", "clinical"
-	o.ExtProc.Listen, o.ExtProc.HealthListen = freePort(t), freePort(t)
+	o.ExtProc.Listen, o.ExtProc.HealthListen = testutil.FreeAddr(t), testutil.FreeAddr(t)
 	client := agent.Client()
 	o.Register = consulreg.Options{Client: client, ServiceID: "emr-0.clinical", Address: "10.1.2.3", Port: 15006,
 		AppPort: app.Addr().(*net.TCPAddr).Port, Meta: map[string]string{"medmesh-kind": "emr"}, TTL: time.Second}
@@ -65,7 +66,7 @@ func TestStartRegistersInConsul(t *testing.T) {
 		}
 		return entries[0].Checks.AggregatedStatus()
 	}
-	poll(t, "the instance to pass in Consul", func() bool { return status() == api.HealthPassing })
+	testutil.Poll(t, 15*time.Second, "the instance to pass in Consul", func() bool { return status() == api.HealthPassing })
 	stop() // as the command's SIGTERM does
 	if err := <-done; err != nil {
 		t.Fatalf("terminal error %v: %s", err, stderr.String())
@@ -83,10 +84,10 @@ func TestStartRefusesBadRegistration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuf
+	var logs testutil.SyncBuffer
 	o := options(&logs)
 	o.SVID.Service = "emr"
-	o.ExtProc.Listen, o.ExtProc.HealthListen = freePort(t), freePort(t)
+	o.ExtProc.Listen, o.ExtProc.HealthListen = testutil.FreeAddr(t), testutil.FreeAddr(t)
 	o.Register = consulreg.Options{Client: client, ServiceID: "emr-0.clinical", Address: "emr.local", Port: 15006, TTL: 15 * time.Second}
 	_, err = run.Start(context.Background(), o)
 	if err == nil || !strings.Contains(err.Error(), "--service-address") || !strings.Contains(err.Error(), "--app-port") {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,41 +17,14 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"medmesh/internal/testutil"
 	"medmesh/sidecar/run"
 	"medmesh/sidecar/sched"
 )
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func poll(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
-
 // options are `medmesh sidecar`'s defaults (cmd/medmesh sets them from
 // its flags), logging as the command does, to logs.
-func options(logs *syncBuf) run.Options {
+func options(logs *testutil.SyncBuffer) run.Options {
 	return run.Options{
 		ExtProc: run.ExtProc{HealthListen: "127.0.0.1:0", RulesPoll: 2 * time.Second, AuditDurability: "sync",
 			AuditMaxBytes: 100 << 20, Limit: sched.DefaultLimit, TrustDomain: "medmesh.local"},
@@ -63,7 +35,7 @@ func options(logs *syncBuf) run.Options {
 
 func TestStartRefusesBadInput(t *testing.T) {
 	dir := t.TempDir()
-	var logs syncBuf
+	var logs testutil.SyncBuffer
 	bad := filepath.Join(dir, "rules.yaml")
 	os.WriteFile(bad, []byte("rules:\n  - name: a\n    match: {pathPrefix: /a}\n    phi: maybe\n"), 0o600)
 	o := options(&logs)
@@ -96,9 +68,9 @@ func TestStartServesExtProc(t *testing.T) {
 	}
 	writeRules("pharmacy.stat")
 	sock := filepath.Join(dir, "extproc.sock")
-	health := freePort(t)
+	health := testutil.FreeAddr(t)
 	auditLog := filepath.Join(dir, "audit.log")
-	var stderr syncBuf
+	var stderr testutil.SyncBuffer
 	o := options(&stderr)
 	o.SVID.Service = "emr"
 	o.ExtProc.Listen, o.ExtProc.HealthListen = "unix://"+sock, health
@@ -110,7 +82,7 @@ func TestStartServesExtProc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "readyz", func() bool {
+	testutil.Poll(t, 15*time.Second, "readyz", func() bool {
 		resp, err := http.Get("http://" + health + "/readyz")
 		if err != nil {
 			return false
@@ -150,7 +122,7 @@ func TestStartServesExtProc(t *testing.T) {
 	}
 	os.WriteFile(rules+".tmp", []byte("rules:\n  - {name: stat, match: {}, phi: true, class: x, priority: critical}\n"), 0o600)
 	os.Rename(rules+".tmp", rules)
-	poll(t, "the bad file to be rejected", func() bool { return strings.Contains(stderr.String(), "previous rules stay in force") })
+	testutil.Poll(t, 15*time.Second, "the bad file to be rejected", func() bool { return strings.Contains(stderr.String(), "previous rules stay in force") })
 	if !strings.Contains(stderr.String(), "rules.yaml:2") {
 		t.Errorf("reload error does not name file and line: %s", stderr.String())
 	}
@@ -158,7 +130,7 @@ func TestStartServesExtProc(t *testing.T) {
 		t.Fatalf("after a bad file: class %q, want the previous rules", got)
 	}
 	writeRules("pharmacy.urgent")
-	poll(t, "the good file to be loaded", func() bool { return class() == "pharmacy.urgent" })
+	testutil.Poll(t, 15*time.Second, "the good file to be loaded", func() bool { return class() == "pharmacy.urgent" })
 	resp, err := http.Get("http://" + health + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -183,9 +155,9 @@ func TestStartServesExtProc(t *testing.T) {
 // (here, without --node-id) after the extension has started leaves
 // nothing serving.
 func TestStartStopsWhatStartedOnError(t *testing.T) {
-	var logs syncBuf
+	var logs testutil.SyncBuffer
 	o := options(&logs)
-	listen, health := freePort(t), freePort(t)
+	listen, health := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	o.ExtProc.Listen, o.ExtProc.HealthListen = listen, health
 	o.SVID.Dir, o.SVID.Service = t.TempDir(), "emr"
 	if _, err := run.Start(context.Background(), o); err == nil || !strings.Contains(err.Error(), "--node-id") {
