@@ -112,7 +112,7 @@ func (c Config) Defaults() Config {
 	}
 	def(&c.MedmeshImage, "medmesh/medmesh:latest")
 	def(&c.ProxyImage, "envoyproxy/envoy:v1.36.2")
-	def(&c.XDSAddress, "medmesh-xds.medmesh-system.svc:15010")
+	def(&c.XDSAddress, "medmesh-xds.medmesh-system.svc:"+strconv.Itoa(wire.XDSPort))
 	def(&c.TrustDomain, "medmesh.local")
 	def(&c.Version, "dev")
 	if c.TokenExpirySeconds < 600 {

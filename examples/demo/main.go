@@ -35,6 +35,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"medmesh/api/admin"
+	"medmesh/api/wire"
 	"medmesh/internal/consulagent"
 )
 
@@ -61,8 +62,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	}
 	fs.StringVar(&c.medmesh, "medmesh", "bin/medmesh", "the medmesh binary (make build)")
 	fs.StringVar(&c.serviceBin, "service-bin", "bin/clinical-service", "the example service binary (go build ./examples/service)")
-	fs.StringVar(&c.xdsListen, "xds-listen", "127.0.0.1:15010", "control plane xDS address; a free port is used if busy (port 0: always)")
-	fs.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:15000", "control plane admin address; a free port is used if busy (port 0: always)")
+	fs.StringVar(&c.xdsListen, "xds-listen", wire.DefaultXDSAddress, "control plane xDS address; a free port is used if busy (port 0: always)")
+	fs.StringVar(&c.adminListen, "admin-listen", wire.DefaultAdminAddress, "control plane admin address; a free port is used if busy (port 0: always)")
 	fs.Float64Var(&seconds, "seconds", seconds, "stop after this many seconds (default $DEMO_SECONDS; 0: run until Ctrl-C)")
 	fs.DurationVar(&c.step, "step", 7*time.Second, "time between two events of the story")
 	fs.DurationVar(&c.every, "every", 5*time.Second, "time between two status tables")
