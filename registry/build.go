@@ -17,6 +17,10 @@ type RawInstance struct {
 	Weight      int
 	ServiceMeta map[string]string
 	NodeMeta    map[string]string
+	// Peer is the Consul cluster peering the instance was imported
+	// through ("" for this site's own); PeerSite is that peer's site,
+	// the instance's site unless its meta names one.
+	Peer, PeerSite string
 }
 
 // BuildCatalog turns raw instances from any source into a normalized
@@ -51,9 +55,12 @@ func BuildCatalog(raw []RawInstance) (*Catalog, []Warning) {
 		if weight <= 0 {
 			weight = 1
 		}
+		if set.Locality.Site == "" {
+			set.Locality.Site = r.PeerSite
+		}
 		svc.Instances = append(svc.Instances, Instance{
 			ID: r.ID, Node: r.Node, Address: r.Address, Port: r.Port, Health: r.Health,
-			Weight: weight, Locality: set.Locality, AppPort: set.AppPort, Meta: userMeta(r.ServiceMeta),
+			Weight: weight, Locality: set.Locality, AppPort: set.AppPort, Meta: userMeta(r.ServiceMeta), Peer: r.Peer,
 		})
 	}
 	c := &Catalog{Services: make([]Service, 0, len(order))}
@@ -66,13 +73,21 @@ func BuildCatalog(raw []RawInstance) (*Catalog, []Warning) {
 
 func sortedRaw(raw []RawInstance) []RawInstance {
 	out := append([]RawInstance(nil), raw...)
-	// Sort by (service, ID, ...) so "the instance with the lowest ID" is stable.
+	// Sort by (service, this site's first, ID, ...) so "the instance with
+	// the lowest ID" is stable, and is a local one when there is one: a
+	// peer's registration does not decide this site's service settings.
 	slices.SortFunc(out, func(a, b RawInstance) int {
 		if c := strings.Compare(a.ServiceName, b.ServiceName); c != 0 {
 			return c
 		}
-		return compareInstances(&Instance{ID: a.ID, Node: a.Node, Address: a.Address, Port: a.Port},
-			&Instance{ID: b.ID, Node: b.Node, Address: b.Address, Port: b.Port})
+		if a.Peer == "" && b.Peer != "" {
+			return -1
+		}
+		if a.Peer != "" && b.Peer == "" {
+			return 1
+		}
+		return compareInstances(&Instance{ID: a.ID, Node: a.Node, Address: a.Address, Port: a.Port, Peer: a.Peer},
+			&Instance{ID: b.ID, Node: b.Node, Address: b.Address, Port: b.Port, Peer: b.Peer})
 	})
 	return out
 }

@@ -90,6 +90,9 @@ type Instance struct {
 	// Meta is the instance's service meta (Consul `Meta`), which route
 	// policies select subsets by (e.g. `version: v2` for a canary).
 	Meta map[string]string `json:"meta,omitempty"`
+	// Peer is the Consul cluster peering the instance was imported
+	// through: another site's instance. Empty for this site's own.
+	Peer string `json:"peer,omitempty"`
 }
 
 // Service is a named clinical service and all of its instances.
@@ -193,9 +196,10 @@ func (c *Catalog) normalize() {
 }
 
 // compareInstances orders instances by ID, then by where they run: Consul
-// IDs are unique per agent only, so two nodes may both register "emr", and
-// their order must not depend on the order a source listed them in.
+// IDs are unique per agent (and per site) only, so two nodes may both
+// register "emr", and their order must not depend on the order a source
+// listed them in.
 func compareInstances(a, b *Instance) int {
-	return cmp.Or(strings.Compare(a.ID, b.ID), strings.Compare(a.Node, b.Node),
+	return cmp.Or(strings.Compare(a.ID, b.ID), strings.Compare(a.Peer, b.Peer), strings.Compare(a.Node, b.Node),
 		strings.Compare(a.Address, b.Address), cmp.Compare(a.Port, b.Port))
 }

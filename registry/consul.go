@@ -30,8 +30,21 @@ type ConsulOptions struct {
 	BackoffMin, BackoffMax time.Duration
 	// Fetchers bounds concurrent reads of service health.
 	Fetchers int
-	Logger   *slog.Logger
+	// PeerPoll is how often the peerings are listed (their state and the
+	// services each imports); imported instances themselves are followed
+	// with blocking queries.
+	PeerPoll time.Duration
+	// PeerStaleGrace is how long a peer's imports are served, as last
+	// heard of, after the peering stops being ACTIVE (peers.go).
+	PeerStaleGrace time.Duration
+	Logger         *slog.Logger
 }
+
+// DefaultPeerStaleGrace is how long an unreachable peer's services keep
+// being served: a day covers an uplink cut through a night shift and its
+// repair, while endpoints unheard of for longer are more likely gone than
+// alive (outlier detection skips dead ones within the grace anyway).
+const DefaultPeerStaleGrace = 24 * time.Hour
 
 // Consul watches the Consul catalog with four blocking queries (index-
 // based long polls): the service list, the nodes, every health check in
@@ -72,6 +85,12 @@ func NewConsul(opts ConsulOptions) *Consul {
 	if opts.Fetchers <= 0 {
 		opts.Fetchers = 16
 	}
+	if opts.PeerPoll <= 0 {
+		opts.PeerPoll = 2 * time.Second
+	}
+	if opts.PeerStaleGrace <= 0 {
+		opts.PeerStaleGrace = DefaultPeerStaleGrace
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -101,6 +120,10 @@ type watchEvent struct {
 	services   map[string]bool    // service list changed
 	checks     []*api.HealthCheck // checks changed
 	nodes      bool               // nodes changed
+	// imports are other sites' instances to serve (peers.go); set with
+	// importsSet, since an empty set is an answer too.
+	imports    []RawInstance
+	importsSet bool
 }
 
 type fetchResult struct {
@@ -143,6 +166,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 		}
 		return watchEvent{intentions: intentionsFrom(entries)}, meta.LastIndex, nil
 	})
+	go c.watchPeers(ctx, events)
 	go c.poll(ctx, "listing nodes", events, func(q *api.QueryOptions) (watchEvent, uint64, error) {
 		_, meta, err := c.opts.Client.Catalog().Nodes(q)
 		if err != nil {
@@ -153,6 +177,8 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 
 	var (
 		intentions []Intention
+		imported   []RawInstance
+		importsSet bool
 		listed     map[string]bool
 		entries    = map[string][]RawInstance{}
 		checkSig   = map[string]string{} // service -> fingerprint of its checks
@@ -176,6 +202,11 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			return ctx.Err()
 		case ev := <-events:
 			switch {
+			case ev.importsSet:
+				imported, importsSet = ev.imports, true
+				if timer == nil {
+					timer = time.After(c.opts.Coalesce)
+				}
 			case ev.intentions != nil:
 				intentions = ev.intentions // non-nil once read, even if empty
 				if timer == nil {
@@ -252,10 +283,10 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			retry = nil
 		case <-timer:
 			timer = nil
-			if listed == nil || intentions == nil || len(dirty) > 0 || len(inflight) > 0 {
-				continue // not every service and intention has been read yet
+			if listed == nil || intentions == nil || !importsSet || len(dirty) > 0 || len(inflight) > 0 {
+				continue // not every service, intention and peer has been read yet
 			}
-			var raw []RawInstance
+			raw := append([]RawInstance(nil), imported...)
 			for _, inst := range entries {
 				raw = append(raw, inst...)
 			}
@@ -290,7 +321,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			inflight[name] = true
 			go c.fetch(ctx, name, results)
 		}
-		if timer == nil && listed != nil && intentions != nil && len(dirty) == 0 && len(inflight) == 0 && lastHash == "" {
+		if timer == nil && listed != nil && intentions != nil && importsSet && len(dirty) == 0 && len(inflight) == 0 && lastHash == "" {
 			timer = time.After(c.opts.Coalesce) // an empty registry is a complete answer too
 		}
 	}

@@ -24,4 +24,7 @@ type SourceStatus struct {
 	LastError   string    `json:"lastError,omitempty"`
 	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
 	LastChange  time.Time `json:"lastChange,omitzero"`
+	// Peers are the Consul cluster peerings other sites' services come
+	// through (Consul sources only).
+	Peers []PeerStatus `json:"peers,omitempty"`
 }

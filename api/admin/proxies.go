@@ -42,6 +42,29 @@ type SourceStatus struct {
 	LastError   string    `json:"lastError,omitempty"`
 	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
 	LastChange  time.Time `json:"lastChange,omitzero"`
+	// Peers are the Consul cluster peerings other sites' services come
+	// through; absent for a single site.
+	Peers []Peer `json:"peers,omitempty"`
+}
+
+// Peer is one Consul cluster peering: another site, whether it is heard
+// from, and what it exports to this one.
+type Peer struct {
+	Name string `json:"name"`
+	// Site is the peer's site (its Consul datacenter).
+	Site string `json:"site"`
+	// State is Consul's: ACTIVE, FAILING, PENDING, ESTABLISHING, ...
+	State       string    `json:"state"`
+	LastReceive time.Time `json:"lastReceive,omitzero"`
+	Imported    []string  `json:"imported,omitempty"`
+	// Instances counts the imported instances served.
+	Instances int `json:"instances"`
+	// StaleSince is when the peering stopped being ACTIVE: its imports
+	// are served as last heard of. Zero while active.
+	StaleSince time.Time `json:"staleSince,omitzero"`
+	// Withdrawn: stale for longer than the grace period; its imports are
+	// no longer served.
+	Withdrawn bool `json:"withdrawn,omitempty"`
 }
 
 // Proxy is one row of /debug/proxies and of the `medmesh status` table:

@@ -52,6 +52,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	svidTTL := fs.Duration("svid-ttl", certs.DefaultSVIDTTL, "lifetime of issued SVIDs; renewed at half-life")
 	coalesce := fs.Duration("coalesce", 20*time.Millisecond, "gather bursts of changes for this long before publishing")
 	emptyGrace := fs.Duration("empty-catalog-grace", time.Minute, "how long the registry must list no services before the mesh is emptied")
+	peerGrace := fs.Duration("peer-stale-grace", registry.DefaultPeerStaleGrace, "how long another site's services imported through Consul peering are served, as last heard of, after the peering stops being active")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	var webhook webhookFlags
@@ -119,7 +120,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "medmesh controlplane: --consul %q: %v\n", *consulAddr, err)
 			return 2
 		}
-		src = registry.NewConsul(registry.ConsulOptions{Client: client, Logger: log})
+		src = registry.NewConsul(registry.ConsulOptions{Client: client, Logger: log, PeerStaleGrace: *peerGrace})
 		// A Consul ACL token that may write a service proves a workload
 		// is that service, as it proves it to Consul itself.
 		ac, err := attest.NewConsul(cfg)

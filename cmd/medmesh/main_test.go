@@ -113,6 +113,28 @@ func TestStatusTableShowsNACK(t *testing.T) {
 	}
 }
 
+// Peered sites are listed with their state: an unreachable peer says
+// since when its imports are served as last heard of, or withdrawn.
+func TestStatusShowsPeers(t *testing.T) {
+	since := time.Date(2026, 11, 29, 8, 0, 0, 0, time.UTC)
+	var b bytes.Buffer
+	PrintStatus(&b, &admin.ProxiesResponse{Ready: true, Serving: "consul", Source: admin.SourceStatus{Synced: true, Peers: []admin.Peer{
+		{Name: "hub", Site: "hub", State: "ACTIVE", Imported: []string{"emr", "imaging"}, Instances: 3},
+		{Name: "site-b", Site: "site-b", State: "FAILING", Imported: []string{"vitals"}, Instances: 2, StaleSince: since},
+		{Name: "site-c", Site: "site-c", State: "FAILING", StaleSince: since, Withdrawn: true},
+	}}})
+	out := b.String()
+	for _, want := range []string{
+		"peer hub (site hub): ACTIVE; imports 3 instances of emr, imaging",
+		"peer site-b (site site-b): FAILING, stale since 2026-11-29T08:00:00Z: imports served as last heard of; imports 2 instances of vitals",
+		"peer site-c (site site-c): FAILING, stale since 2026-11-29T08:00:00Z: imports withdrawn; imports 0 instances of -",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 func TestControlPlaneRefusesBadCA(t *testing.T) {
 	dir := t.TempDir()
 	key := filepath.Join(dir, "key.pem")

@@ -66,6 +66,7 @@ func PrintStatus(w io.Writer, pr *admin.ProxiesResponse) {
 		src += "; last error: " + pr.Source.LastError
 	}
 	fmt.Fprintf(w, "ready=%t services=%d serving=%s registry: %s\n", pr.Ready, pr.Services, orDash(pr.Serving), src)
+	printPeers(w, pr.Source.Peers)
 	if pr.Error != "" {
 		fmt.Fprintf(w, "publish error: %s\n", pr.Error)
 	}
@@ -146,4 +147,20 @@ func oneLine(s string, n int) string {
 		return s[:n] + "..."
 	}
 	return s
+}
+
+// printPeers lists the other sites this one is peered with: whether each
+// is heard from and what it exports here.
+func printPeers(w io.Writer, peers []admin.Peer) {
+	for _, p := range peers {
+		state := p.State
+		switch {
+		case p.Withdrawn:
+			state += fmt.Sprintf(", stale since %s: imports withdrawn", p.StaleSince.UTC().Format(time.RFC3339))
+		case !p.StaleSince.IsZero():
+			state += fmt.Sprintf(", stale since %s: imports served as last heard of", p.StaleSince.UTC().Format(time.RFC3339))
+		}
+		fmt.Fprintf(w, "peer %s (site %s): %s; imports %d instances of %s\n", p.Name, p.Site, state, p.Instances,
+			orDash(strings.Join(p.Imported, ", ")))
+	}
 }

@@ -37,9 +37,14 @@ func proxyRow(ps xds.ProxyStatus, published map[string]string, identity string) 
 }
 
 func sourceStatus(s registry.SourceStatus) api.SourceStatus {
-	return api.SourceStatus{
+	out := api.SourceStatus{
 		Synced: s.Synced, Services: s.Services, LastError: s.LastError, LastErrorAt: s.LastErrorAt, LastChange: s.LastChange,
 	}
+	for _, p := range s.Peers {
+		out.Peers = append(out.Peers, api.Peer{Name: p.Name, Site: p.Site, State: p.State, LastReceive: p.LastReceive,
+			Imported: p.Imported, Instances: p.Instances, StaleSince: p.StaleSince, Withdrawn: p.Withdrawn})
+	}
+	return out
 }
 
 // adminObjectStatuses converts the resolver's statuses; never nil, so

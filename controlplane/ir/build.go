@@ -35,7 +35,11 @@ func Build(in Inputs) *Mesh {
 	m := &Mesh{TrustDomain: in.TrustDomain, Services: make([]Service, 0, len(cat.Services)),
 		MTLS: in.MTLS, BundlePEM: in.BundlePEM}
 	for i := range cat.Services {
-		svc, warns := buildService(&cat.Services[i], in.Defaults)
+		local := localOnly(&cat.Services[i])
+		if len(local.Instances) == 0 {
+			continue
+		}
+		svc, warns := buildService(local, in.Defaults)
 		m.Services = append(m.Services, svc)
 		m.Warnings = append(m.Warnings, warns...)
 	}
@@ -43,6 +47,31 @@ func Build(in Inputs) *Mesh {
 	m.applyPolicies(in.Policies)
 	m.indexInstances()
 	return m
+}
+
+// localOnly is the service without the instances other sites export to
+// this one (Consul cluster peering). Until residency decides which flows
+// may cross sites, no proxy is sent another site's endpoints: PHI stays on
+// its site by construction, and a service known only from a peer is not in
+// the mesh.
+func localOnly(s *registry.Service) *registry.Service {
+	n := 0
+	for i := range s.Instances {
+		if s.Instances[i].Peer == "" {
+			n++
+		}
+	}
+	if n == len(s.Instances) {
+		return s
+	}
+	out := *s
+	out.Instances = make([]registry.Instance, 0, n)
+	for _, in := range s.Instances {
+		if in.Peer == "" {
+			out.Instances = append(out.Instances, in)
+		}
+	}
+	return &out
 }
 
 // applyIntentions resolves intentions into each service's Authz. An exact

@@ -40,6 +40,12 @@ type Agent struct {
 	// default-deny policy and makes this the initial management token;
 	// Client uses it.
 	ManagementToken string
+	// Datacenter names the agent's datacenter (a site); Consul's default
+	// "dc1" when empty.
+	Datacenter string
+	// Peering, when set, serves gRPC over TLS with these files, which
+	// Consul requires for cluster peering (peering.go).
+	Peering *ServerTLS
 }
 
 // FindBinary locates the Consul binary.
@@ -128,10 +134,23 @@ func (a *Agent) Start(ctx context.Context) error {
 var errPortTaken = errors.New("consul could not bind a port")
 
 func (a *Agent) start(ctx context.Context) error {
-	args := []string{"agent", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-node", "medmesh-test",
-		"-http-port", strconv.Itoa(a.HTTP), "-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1",
+	node, grpcTLS := "medmesh-test", "-1"
+	if a.Datacenter != "" {
+		node = a.Datacenter
+	}
+	if a.Peering != nil {
+		grpcTLS = strconv.Itoa(a.ports[3])
+	}
+	args := []string{"agent", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-node", node,
+		"-http-port", strconv.Itoa(a.HTTP), "-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", grpcTLS,
 		"-server-port", strconv.Itoa(a.ports[0]), "-serf-lan-port", strconv.Itoa(a.ports[1]),
 		"-serf-wan-port", strconv.Itoa(a.ports[2]), "-log-level", "warn"}
+	if a.Datacenter != "" {
+		args = append(args, "-datacenter", a.Datacenter)
+	}
+	if t := a.Peering; t != nil {
+		args = append(args, "-hcl", fmt.Sprintf(`tls { grpc { ca_file = %q cert_file = %q key_file = %q } }`, t.CAFile, t.CertFile, t.KeyFile))
+	}
 	if a.ManagementToken != "" {
 		args = append(args, "-hcl", fmt.Sprintf(`acl { enabled = true default_policy = "deny" tokens { initial_management = %q } }`, a.ManagementToken))
 	}
