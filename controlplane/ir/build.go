@@ -3,6 +3,7 @@ package ir
 import (
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 
 	"medmesh/api/wire"
@@ -21,6 +22,11 @@ type Inputs struct {
 	// BundlePEM is then the trust bundle proxies verify peers with.
 	MTLS      bool
 	BundlePEM []byte
+	// Site is the site this control plane serves; with Residency, other
+	// sites' instances (imported through peering) are routed where every
+	// local caller's flow is allowed. Without either, none are.
+	Site      string
+	Residency Residency
 }
 
 // Build resolves its inputs into a Mesh, in one pass: services with their
@@ -34,12 +40,26 @@ func Build(in Inputs) *Mesh {
 	}
 	m := &Mesh{TrustDomain: in.TrustDomain, Services: make([]Service, 0, len(cat.Services)),
 		MTLS: in.MTLS, BundlePEM: in.BundlePEM}
+	local := map[string]*registry.Service{}
 	for i := range cat.Services {
-		local := localOnly(&cat.Services[i])
-		if len(local.Instances) == 0 {
-			continue
+		if l := localOnly(&cat.Services[i]); len(l.Instances) > 0 {
+			local[l.Name] = l
 		}
-		svc, warns := buildService(local, in.Defaults)
+	}
+	routed, decisions, conds := crossSite(cat, in.Site, in.Residency, local)
+	m.Site, m.Residency, m.ResidencyConditions = in.Site, decisions, conds
+	for i := range cat.Services {
+		s := local[cat.Services[i].Name]
+		if s == nil {
+			// Only at other sites: served here if one of them is routed.
+			if len(routed[cat.Services[i].Name]) == 0 {
+				continue
+			}
+			s = &registry.Service{}
+			*s = cat.Services[i]
+			s.Instances = nil
+		}
+		svc, warns := buildService(s, routed[s.Name], in.Defaults)
 		m.Services = append(m.Services, svc)
 		m.Warnings = append(m.Warnings, warns...)
 	}
@@ -50,10 +70,8 @@ func Build(in Inputs) *Mesh {
 }
 
 // localOnly is the service without the instances other sites export to
-// this one (Consul cluster peering). Until residency decides which flows
-// may cross sites, no proxy is sent another site's endpoints: PHI stays on
-// its site by construction, and a service known only from a peer is not in
-// the mesh.
+// this one (Consul cluster peering): residency decides which of those are
+// routed (sites.go), and proxies here front local instances only.
 func localOnly(s *registry.Service) *registry.Service {
 	n := 0
 	for i := range s.Instances {
@@ -114,11 +132,17 @@ func (m *Mesh) applyIntentions(intentions []registry.Intention) {
 	}
 }
 
-func buildService(s *registry.Service, d Defaults) (Service, []string) {
+// buildService resolves one service from its local instances and the other
+// sites' instances routed here.
+func buildService(s *registry.Service, remote []registry.Instance, d Defaults) (Service, []string) {
 	var warns []string
+	port := commonPort(s.Instances)
+	if len(s.Instances) == 0 {
+		port = commonPort(remote)
+	}
 	out := Service{
 		Name: s.Name, Namespace: s.Namespace, Kind: Kind(s.Kind), Protocol: Protocol(s.Protocol), PHI: s.PHI,
-		Port:           commonPort(s.Instances),
+		Port:           port,
 		LB:             LoadBalancer{Policy: LBPolicy(s.LB)},
 		ConnectTimeout: d.ConnectTimeout,
 		CircuitBreaker: d.CircuitBreaker,
@@ -136,8 +160,12 @@ func buildService(s *registry.Service, d Defaults) (Service, []string) {
 	case LBRingHash:
 		out.LB.MinRingSize, out.LB.MaxRingSize = 1024, 8*1024*1024
 	}
-	byLoc := map[Locality][]Endpoint{}
-	for _, in := range s.Instances {
+	type locKey struct {
+		loc    Locality
+		remote bool
+	}
+	byLoc := map[locKey][]Endpoint{}
+	for _, in := range append(slices.Clip(s.Instances), remote...) {
 		if in.Health == registry.HealthCritical {
 			continue
 		}
@@ -149,17 +177,22 @@ func buildService(s *registry.Service, d Defaults) (Service, []string) {
 			continue
 		}
 		w := uint32(max(in.Weight, 1))
-		loc := Locality(in.Locality)
+		loc := locKey{Locality(in.Locality), in.Peer != ""}
 		byLoc[loc] = append(byLoc[loc], Endpoint{
 			InstanceID: in.ID, Address: in.Address, Port: in.Port,
 			Degraded: in.Health == registry.HealthWarning, Weight: w,
 		})
 	}
-	for loc, eps := range byLoc {
-		out.Localities = append(out.Localities, LocalityEndpoints{Locality: loc, Endpoints: eps})
+	for k, eps := range byLoc {
+		out.Localities = append(out.Localities, LocalityEndpoints{Locality: k.loc, Remote: k.remote, Endpoints: eps})
 	}
+	// Local localities first, each group in a stable order.
 	sort.Slice(out.Localities, func(i, j int) bool {
-		return localityKey(out.Localities[i].Locality) < localityKey(out.Localities[j].Locality)
+		a, b := &out.Localities[i], &out.Localities[j]
+		if a.Remote != b.Remote {
+			return !a.Remote
+		}
+		return localityKey(a.Locality) < localityKey(b.Locality)
 	})
 	return out, warns
 }

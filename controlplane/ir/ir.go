@@ -26,6 +26,14 @@ type Mesh struct {
 	UnresolvedIntentions []string `json:"unresolvedIntentions,omitempty"`
 	// MTLS turns on mutual TLS with SPIFFE identities on every hop.
 	MTLS bool `json:"mtls,omitempty"`
+	// Site is the site this mesh serves; empty for a single site.
+	Site string `json:"site,omitempty"`
+	// Residency says, per service and other site, whether that site's
+	// instances are routed here and which flows the policy refuses;
+	// ResidencyConditions name services that can be served neither here
+	// nor elsewhere (sites.go).
+	Residency           []SiteDecision       `json:"residency,omitempty"`
+	ResidencyConditions []ResidencyCondition `json:"residencyConditions,omitempty"`
 	// BundlePEM is the trust bundle (PEM roots) proxies verify peers with.
 	BundlePEM []byte `json:"-"`
 
@@ -138,7 +146,10 @@ type Retry struct {
 
 // LocalityEndpoints are the endpoints of one locality.
 type LocalityEndpoints struct {
-	Locality  Locality   `json:"locality"`
+	Locality Locality `json:"locality"`
+	// Remote: another site's endpoints (imported through peering, where
+	// residency allows); they rank after every local locality.
+	Remote    bool       `json:"remote,omitempty"`
 	Endpoints []Endpoint `json:"endpoints"`
 }
 

@@ -328,6 +328,9 @@ func subsetEndpoints(svc *Service, selector map[string]string) []LocalityEndpoin
 	}
 	var out []LocalityEndpoints
 	for _, loc := range svc.Localities {
+		if loc.Remote {
+			continue // subsets select this site's instances
+		}
 		var eps []Endpoint
 		for _, ep := range loc.Endpoints {
 			if match[ep.InstanceID] {

@@ -47,22 +47,33 @@ func assignment(cluster string, localities []ir.LocalityEndpoints, failover []ir
 }
 
 // priorities ranks each locality by the first failover entry it matches
-// (a MeshDestination's localityFailover). Ranks are made contiguous from
-// 0: grpc-go rejects an assignment with a gap in its priorities, and a
-// gap appears whenever a listed locality has no endpoints right now.
+// (a MeshDestination's localityFailover), this site's localities before
+// any other site's (instances imported through peering, where residency
+// allows: another site takes traffic only when this one cannot). Ranks are
+// made contiguous from 0: grpc-go rejects an assignment with a gap in its
+// priorities, and a gap appears whenever a listed locality has no
+// endpoints right now.
 func priorities(localities []ir.LocalityEndpoints, failover []ir.Locality) []uint32 {
 	out := make([]uint32, len(localities))
-	if len(failover) == 0 {
+	remote := false
+	for _, loc := range localities {
+		remote = remote || loc.Remote
+	}
+	if len(failover) == 0 && !remote {
 		return out
 	}
+	span := uint32(len(failover)) + 1 // ranks a site's localities can take
 	used := map[uint32]bool{}
 	for i, loc := range localities {
 		out[i] = ir.Priority(failover, loc.Locality)
+		if loc.Remote {
+			out[i] += span
+		}
 		used[out[i]] = true
 	}
 	rank := map[uint32]uint32{}
 	var next uint32
-	for p := uint32(0); p <= uint32(len(failover)); p++ {
+	for p := uint32(0); p < 2*span; p++ {
 		if used[p] {
 			rank[p] = next
 			next++

@@ -1,0 +1,196 @@
+package ir
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"medmesh/registry"
+)
+
+// Sites. A control plane serves one site (Inputs.Site); other sites'
+// instances reach it through Consul cluster peering (registry instances
+// with a Peer). Which of them a proxy here may be sent is residency's
+// decision, per flow: a service of this site calling a service at another
+// site. Local instances always come first; another site's instances are a
+// lower failover priority (translate), so they take traffic only when the
+// local ones cannot.
+
+// FlowEnd is one end of a flow.
+type FlowEnd struct {
+	Service   string `json:"service"`
+	Namespace string `json:"namespace"`
+	Site      string `json:"site"`
+}
+
+// Flow is a service at this site calling a service at a site.
+type Flow struct {
+	Source      FlowEnd `json:"source"`
+	Destination FlowEnd `json:"destination"`
+	// PHI and Kind describe the destination service.
+	PHI  bool `json:"phi"`
+	Kind Kind `json:"kind"`
+}
+
+// FlowDecision is residency's answer for one flow.
+type FlowDecision struct {
+	Allowed bool     `json:"allowed"`
+	Reasons []string `json:"reasons,omitempty"`
+}
+
+// Residency decides flows (controlplane/residency, a Rego policy). It is
+// called once per mesh build with every cross-site flow; implementations
+// memoize, so an unchanged flow costs a lookup.
+type Residency interface {
+	Decide(flows []Flow) []FlowDecision
+}
+
+// SiteDecision is what the mesh does with one service's instances at one
+// other site, for /debug/residency and `medmesh status`.
+type SiteDecision struct {
+	Service string `json:"service"`
+	Site    string `json:"site"`
+	PHI     bool   `json:"phi"`
+	// Routed: this site's proxies are sent the instances (every local
+	// caller's flow is allowed).
+	Routed bool `json:"routed"`
+	// Denied lists the local callers whose flow the policy refuses, with
+	// the policy's reasons.
+	Denied []DeniedFlow `json:"denied,omitempty"`
+	// Instances counts the other site's routable instances.
+	Instances int `json:"instances"`
+}
+
+// DeniedFlow is one refused flow.
+type DeniedFlow struct {
+	Source  string   `json:"source"`
+	Reasons []string `json:"reasons,omitempty"`
+}
+
+// ResidencyCondition reports a service this site cannot serve locally and
+// may not reach elsewhere: it fails here rather than leave its site.
+type ResidencyCondition struct {
+	Service string   `json:"service"`
+	Sites   []string `json:"sites"` // where it has instances
+	Message string   `json:"message"`
+}
+
+// remoteSites returns, per other site, the instances of a service there.
+func remoteSites(s *registry.Service) map[string][]registry.Instance {
+	out := map[string][]registry.Instance{}
+	for _, in := range s.Instances {
+		if in.Peer != "" {
+			out[in.Locality.Site] = append(out[in.Locality.Site], in)
+		}
+	}
+	return out
+}
+
+// crossSite decides, for every service with instances at other sites,
+// which sites' instances this site's proxies may be sent: those every
+// local caller may reach. (A site that some callers may reach and others
+// may not is not routed: endpoints are shared by all callers of a service,
+// so routing it would let the refused callers cross too. The callee's
+// RBAC is the second line either way.) It returns the routed instances by
+// service, the decisions, and conditions for services that have no local
+// instance and may not leave.
+func crossSite(cat *registry.Catalog, site string, res Residency, local map[string]*registry.Service) (
+	routed map[string][]registry.Instance, decisions []SiteDecision, conds []ResidencyCondition) {
+	routed = map[string][]registry.Instance{}
+	if site == "" || res == nil {
+		return routed, nil, nil
+	}
+	callers := slices.Sorted(func(yield func(string) bool) {
+		for name := range local {
+			if !yield(name) {
+				return
+			}
+		}
+	})
+	type key struct{ service, site string }
+	var flows []Flow
+	var keys []key
+	for i := range cat.Services {
+		s := &cat.Services[i]
+		for remote := range remoteSites(s) {
+			if remote == site {
+				continue // another datacenter naming itself this site
+			}
+			for _, c := range callers {
+				flows = append(flows, Flow{
+					Source:      FlowEnd{Service: c, Namespace: local[c].Namespace, Site: site},
+					Destination: FlowEnd{Service: s.Name, Namespace: s.Namespace, Site: remote},
+					PHI:         s.PHI, Kind: Kind(s.Kind),
+				})
+				keys = append(keys, key{s.Name, remote})
+			}
+		}
+	}
+	answers := res.Decide(flows)
+	byKey := map[key]*SiteDecision{}
+	for i, f := range flows {
+		k := keys[i]
+		d := byKey[k]
+		if d == nil {
+			d = &SiteDecision{Service: k.service, Site: k.site, PHI: f.PHI, Routed: true}
+			byKey[k] = d
+		}
+		if i >= len(answers) || !answers[i].Allowed {
+			d.Routed = false
+			var reasons []string
+			if i < len(answers) {
+				reasons = answers[i].Reasons
+			}
+			d.Denied = append(d.Denied, DeniedFlow{Source: f.Source.Service, Reasons: reasons})
+		}
+	}
+	for i := range cat.Services {
+		s := &cat.Services[i]
+		var deniedSites []string
+		for remote, ins := range remoteSites(s) {
+			d := byKey[key{s.Name, remote}]
+			if d == nil {
+				continue
+			}
+			for _, in := range ins {
+				if in.Health != registry.HealthCritical {
+					d.Instances++
+				}
+			}
+			if d.Routed {
+				routed[s.Name] = append(routed[s.Name], ins...)
+			} else {
+				deniedSites = append(deniedSites, remote)
+			}
+		}
+		if len(deniedSites) > 0 && !hasRoutableLocal(local[s.Name]) && len(routed[s.Name]) == 0 {
+			sort.Strings(deniedSites)
+			conds = append(conds, ResidencyCondition{Service: s.Name, Sites: deniedSites, Message: fmt.Sprintf(
+				"service %q has no healthy instance at site %s and may not be reached at %s (residency): calls to it fail here rather than leave the site",
+				s.Name, site, strings.Join(deniedSites, ", "))})
+		}
+	}
+	for _, d := range byKey {
+		decisions = append(decisions, *d)
+	}
+	sort.Slice(decisions, func(i, j int) bool {
+		if decisions[i].Service != decisions[j].Service {
+			return decisions[i].Service < decisions[j].Service
+		}
+		return decisions[i].Site < decisions[j].Site
+	})
+	return routed, decisions, conds
+}
+
+func hasRoutableLocal(s *registry.Service) bool {
+	if s == nil {
+		return false
+	}
+	for _, in := range s.Instances {
+		if in.Health != registry.HealthCritical {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,56 @@
+package translate_test
+
+import (
+	"testing"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+
+	"medmesh/api/wire"
+	"medmesh/controlplane/ir"
+	"medmesh/controlplane/translate"
+	"medmesh/registry"
+)
+
+type allowAll struct{}
+
+func (allowAll) Decide(flows []ir.Flow) []ir.FlowDecision {
+	out := make([]ir.FlowDecision, len(flows))
+	for i := range out {
+		out[i].Allowed = true
+	}
+	return out
+}
+
+// Another site's endpoints (routed where residency allows) rank after this
+// site's, so they take traffic only when the local ones cannot; priorities
+// stay contiguous for grpc-go.
+func TestOtherSitesRankAfterLocal(t *testing.T) {
+	pass := registry.HealthPassing
+	meta := map[string]string{"medmesh-kind": "imaging", "medmesh-phi": "false"}
+	cat, _ := registry.BuildCatalog([]registry.RawInstance{
+		{ServiceName: "imaging", ID: "imaging-1", Address: "10.0.0.3", Port: 9200, Health: pass, ServiceMeta: meta},
+		{ServiceName: "imaging", ID: "imaging-hub-1", Address: "10.9.0.3", Port: 9200, Health: pass, Peer: "hub", PeerSite: "hub", ServiceMeta: meta},
+		{ServiceName: "imaging", ID: "imaging-b-1", Address: "10.8.0.3", Port: 9200, Health: pass, Peer: "site-b", PeerSite: "site-b", ServiceMeta: meta},
+	})
+	mesh := ir.Build(ir.Inputs{Catalog: cat, Defaults: ir.DefaultDefaults(), TrustDomain: trustDomain, Site: "site-a", Residency: allowAll{}})
+	res := translate.Translate(mesh, &ir.Proxy{ID: "x", Kind: wire.ProxyProxyless}, nil)
+	if err := res.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var cla *endpointv3.ClusterLoadAssignment
+	for _, r := range res.Endpoints {
+		if c := r.(*endpointv3.ClusterLoadAssignment); c.GetClusterName() == "imaging" {
+			cla = c
+		}
+	}
+	if cla == nil || len(cla.GetEndpoints()) != 3 {
+		t.Fatalf("imaging assignment %v", cla)
+	}
+	prio := map[string]uint32{}
+	for _, lle := range cla.GetEndpoints() {
+		prio[lle.GetLocality().GetSubZone()] = lle.GetPriority()
+	}
+	if prio[""] != 0 || prio["hub"] != 1 || prio["site-b"] != 1 {
+		t.Fatalf("priorities by site %v: want local 0, other sites 1", prio)
+	}
+}
