@@ -53,6 +53,12 @@ type Options struct {
 	CertFile, KeyFile, BundleFile string
 	SVIDTTL                       time.Duration
 	RootTTL                       time.Duration
+	// Site is the edge site this CA issues identities for; "" for a
+	// single-site control plane. With a site, ServiceID returns
+	// spiffe://<td>/ns/<ns>/svc/<svc>/site/<site> (wire.SiteServiceID),
+	// SignSVID signs only that site's service IDs, and an operator CA made
+	// for a site (NewIntermediate) must be this site's.
+	Site string
 	// Now is the clock (tests); time.Now by default.
 	Now func() time.Time
 }
@@ -60,6 +66,7 @@ type Options struct {
 // CA signs X.509-SVIDs for one trust domain.
 type CA struct {
 	td      spiffeid.TrustDomain
+	site    string // "" or a valid site name (wire.ValidateSite)
 	svidTTL time.Duration
 	rootTTL time.Duration
 	now     func() time.Time
@@ -86,7 +93,12 @@ func New(o Options) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("certs: trust domain %q: %w", o.TrustDomain, err)
 	}
-	ca := &CA{td: td, svidTTL: o.SVIDTTL, rootTTL: o.RootTTL, now: o.Now}
+	if o.Site != "" {
+		if err := wire.ValidateSite(o.Site); err != nil {
+			return nil, fmt.Errorf("certs: site: %w", err)
+		}
+	}
+	ca := &CA{td: td, site: o.Site, svidTTL: o.SVIDTTL, rootTTL: o.RootTTL, now: o.Now}
 	if ca.svidTTL <= 0 {
 		ca.svidTTL = DefaultSVIDTTL
 	}
@@ -114,11 +126,27 @@ func New(o Options) (*CA, error) {
 // TrustDomain is the CA's trust domain.
 func (ca *CA) TrustDomain() spiffeid.TrustDomain { return ca.td }
 
+// Site is the edge site the CA issues identities for ("" for none).
+func (ca *CA) Site() string { return ca.site }
+
+// SigningNotAfter is when the certificate that signs SVIDs (the root, or
+// the site's intermediate) expires: after it no SVID can be issued, so an
+// edge site needs a new intermediate from the hub before then.
+func (ca *CA) SigningNotAfter() time.Time {
+	ca.mu.RLock()
+	defer ca.mu.RUnlock()
+	return ca.cert.NotAfter
+}
+
 // String describes the CA without any key material.
 func (ca *CA) String() string {
 	ca.mu.RLock()
 	defer ca.mu.RUnlock()
-	return fmt.Sprintf("CA{trust domain %s, signer %q, not after %s}", ca.td, ca.cert.Subject.CommonName,
+	site := ""
+	if ca.site != "" {
+		site = fmt.Sprintf(", site %s", ca.site)
+	}
+	return fmt.Sprintf("CA{trust domain %s%s, signer %q, not after %s}", ca.td, site, ca.cert.Subject.CommonName,
 		ca.cert.NotAfter.UTC().Format(time.RFC3339))
 }
 
@@ -138,7 +166,8 @@ func (ca *CA) Bundle() *x509bundle.Bundle {
 }
 
 // ServiceID is the SPIFFE ID of a service:
-// spiffe://<trust-domain>/ns/<namespace>/svc/<service>.
+// spiffe://<trust-domain>/ns/<namespace>/svc/<service>, followed by
+// /site/<site> when the CA serves an edge site (wire.SiteServiceID).
 func (ca *CA) ServiceID(namespace, service string) (spiffeid.ID, error) {
 	if namespace == "" {
 		namespace = "default"
@@ -148,7 +177,7 @@ func (ca *CA) ServiceID(namespace, service string) (spiffeid.ID, error) {
 	err := errors.Join(spiffeid.ValidatePathSegment(namespace), spiffeid.ValidatePathSegment(service))
 	var id spiffeid.ID
 	if err == nil {
-		id, err = spiffeid.FromString(wire.ServiceID(ca.td.Name(), namespace, service))
+		id, err = spiffeid.FromString(wire.SiteServiceID(ca.td.Name(), namespace, service, ca.site))
 	}
 	if err != nil {
 		return spiffeid.ID{}, fmt.Errorf("certs: SPIFFE ID for service %q in namespace %q: %w", service, namespace, err)
@@ -180,6 +209,9 @@ func (ca *CA) SignSVID(id spiffeid.ID, pub crypto.PublicKey) ([]*x509.Certificat
 	ca.mu.RLock()
 	signer, parent, chain := ca.signer, ca.cert, ca.chain
 	ca.mu.RUnlock()
+	if err := ca.checkSite(id, parent); err != nil {
+		return nil, err
+	}
 	now := ca.now()
 	notAfter := now.Add(ca.svidTTL)
 	if notAfter.After(parent.NotAfter) {

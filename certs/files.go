@@ -117,6 +117,9 @@ func (ca *CA) loadOperatorCA(o Options) error {
 	if err := checkCA(cert, ca.now(), o.CertFile); err != nil {
 		return err
 	}
+	if err := ca.checkSignerSite(cert, o.CertFile); err != nil {
+		return err
+	}
 	selfSigned := cert.CheckSignatureFrom(cert) == nil
 	var anchors []*x509.Certificate
 	switch {
@@ -156,9 +159,24 @@ func orSelf(a, b string) string {
 	return b
 }
 
-// readKey reads a private key, refusing a file that group or others can
-// read: a leaked CA key lets anyone impersonate any clinical service.
+// readKey reads the CA's private key (ECDSA, the only kind medmesh signs
+// SVIDs with), refusing a file that group or others can read.
 func readKey(path string) (crypto.Signer, error) {
+	k, err := readPrivateKey(path)
+	if err != nil {
+		return nil, err
+	}
+	signer, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("certs: %s: key is %T; medmesh signs with ECDSA P-256", path, k)
+	}
+	return signer, nil
+}
+
+// readPrivateKey reads a private key of any kind Go signs with (PKCS #8,
+// SEC 1 EC or PKCS #1 RSA PEM), refusing a file that group or others can
+// read: a leaked CA key lets anyone impersonate any clinical service.
+func readPrivateKey(path string) (crypto.Signer, error) {
 	info, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("certs: CA key: %w", err)
@@ -181,15 +199,17 @@ func readKey(path string) (crypto.Signer, error) {
 		k, err = x509.ParsePKCS8PrivateKey(block.Bytes)
 	case "EC PRIVATE KEY":
 		k, err = x509.ParseECPrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		k, err = x509.ParsePKCS1PrivateKey(block.Bytes)
 	default:
 		return nil, fmt.Errorf("certs: %s: PEM block %q is not a private key", path, block.Type)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("certs: %s: cannot parse the private key: %w", path, err)
 	}
-	signer, ok := k.(*ecdsa.PrivateKey)
+	signer, ok := k.(crypto.Signer)
 	if !ok {
-		return nil, fmt.Errorf("certs: %s: key is %T; medmesh signs with ECDSA P-256", path, k)
+		return nil, fmt.Errorf("certs: %s: key is %T, which cannot sign", path, k)
 	}
 	return signer, nil
 }

@@ -44,6 +44,11 @@ type Options struct {
 	Policies    policy.Source
 	Defaults    ir.Defaults
 	TrustDomain string
+	// Site is the edge site this control plane serves (`--site`, a DNS
+	// label; wire.ValidateSite), "" for a single-site control plane. The
+	// CA already puts it in the SPIFFE IDs it issues; this copy is for
+	// what else depends on the site (peering, residency, status).
+	Site string
 	// StateDir keeps the last good catalog on disk so an edge site serves
 	// its mesh after a restart without the registry. Empty: memory only.
 	StateDir    string

@@ -40,6 +40,8 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	xdsListen := fs.String("xds-listen", wire.DefaultXDSAddress, "xDS (ADS) gRPC listen address")
 	adminListen := fs.String("admin-listen", wire.DefaultAdminAddress, "admin HTTP listen address")
 	trustDomain := fs.String("trust-domain", "medmesh.local", "SPIFFE trust domain")
+	site := fs.String("site", "", "the edge site this control plane serves (a lower-case DNS label); SPIFFE IDs it issues end in /site/NAME, "+
+		"and a --ca-cert made for a site by `medmesh ca intermediate` must be this site's")
 	stateDir := fs.String("state-dir", "", "directory for the last good catalog (served at start if the registry is down)")
 	dev := fs.Bool("dev", false, "development mode: hand SVIDs to loopback proxies without proof of identity (never in production)")
 	mtls := fs.Bool("mtls", true, "mutual TLS with SPIFFE identities on every hop (CA from --ca-cert/--ca-key or a root kept in --state-dir); --mtls=false is plaintext, for development only")
@@ -61,6 +63,13 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(stderr, *logFormat, *logLevel)
+	if *site != "" {
+		if err := wire.ValidateSite(*site); err != nil {
+			fmt.Fprintf(stderr, "medmesh controlplane: --site: %v\n", err)
+			return 2
+		}
+		log.Info("serving edge site", "site", *site)
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
@@ -159,13 +168,13 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	}
 
 	opts := controlplane.Options{
-		Logger: log, Source: src, TrustDomain: *trustDomain, StateDir: *stateDir, Dev: *dev,
+		Logger: log, Source: src, TrustDomain: *trustDomain, Site: *site, StateDir: *stateDir, Dev: *dev,
 		XDSListen: *xdsListen, AdminListen: *adminListen, Coalesce: *coalesce, EmptyCatalogGrace: *emptyGrace,
 		Attestors: attestors, Policies: policySrc,
 	}
 	if *mtls {
 		ca, err := certs.New(certs.Options{TrustDomain: *trustDomain, StateDir: *stateDir, CertFile: *caCert,
-			KeyFile: *caKey, BundleFile: *caBundle, SVIDTTL: *svidTTL})
+			KeyFile: *caKey, BundleFile: *caBundle, SVIDTTL: *svidTTL, Site: *site})
 		if err != nil {
 			fmt.Fprintf(stderr, "medmesh controlplane: mTLS CA: %v\n", err)
 			return 2
@@ -184,6 +193,11 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	if err := webhook.start(ctx, stop, log, *trustDomain, *kubeconfig); err != nil {
 		fmt.Fprintf(stderr, "medmesh controlplane: sidecar injection webhook: %v\n", err)
 		return 2
+	}
+	if ca, ok := opts.Identities.(*certs.CA); ok {
+		// An edge site issues SVIDs only while its intermediate lives;
+		// the hub must re-issue it before then, so say so in time.
+		go ca.WatchExpiry(ctx, log)
 	}
 	if err := cp.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("control plane stopped", "err", err)

@@ -23,6 +23,7 @@ func commands() []command {
 		{"controlplane", "run the xDS control plane (registry watch, translation, ADS server, admin HTTP)", runControlPlane},
 		{"sidecar", "run the Envoy ext_proc extension (PHI tagging, priority queueing)", runSidecar},
 		{"bootstrap", "print an Envoy bootstrap (YAML) or, with --proxyless, a gRPC xDS bootstrap (JSON)", runBootstrap},
+		{"ca", "certificate authority tools: 'ca intermediate' makes an edge site's intermediate CA from the hospital root", runCA},
 		{"status", "print a table of the proxies connected to a control plane", runStatus},
 		{"version", "print the version", func([]string, io.Writer, io.Writer) int { fmt.Println("medmesh", version); return 0 }},
 	}
