@@ -49,6 +49,9 @@ type Options struct {
 	// CA already puts it in the SPIFFE IDs it issues; this copy is for
 	// what else depends on the site (peering, residency, status).
 	Site string
+	// Residency decides which flows to other sites' services may be
+	// routed (controlplane/residency); nil: none are.
+	Residency ir.Residency
 	// StateDir keeps the last good catalog on disk so an edge site serves
 	// its mesh after a restart without the registry. Empty: memory only.
 	StateDir    string

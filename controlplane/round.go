@@ -28,7 +28,8 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 	var pol *policy.Result
 	if built {
 		pol = cp.resolvePolicies(st)
-		in := ir.Inputs{Catalog: st.catalog, Defaults: cp.opts.Defaults, TrustDomain: cp.opts.TrustDomain}
+		in := ir.Inputs{Catalog: st.catalog, Defaults: cp.opts.Defaults, TrustDomain: cp.opts.TrustDomain,
+			Site: cp.opts.Site, Residency: cp.opts.Residency}
 		if pol != nil {
 			in.Policies = pol.Policies
 		}

@@ -60,6 +60,9 @@ type Service struct {
 	// Localities hold the endpoints that may receive traffic: passing
 	// (HEALTHY) and warning (DEGRADED) instances, never critical ones.
 	Localities []LocalityEndpoints `json:"localities"`
+	// RemoteSites are the other sites whose instances are routed here
+	// (residency allowed every local caller), sorted.
+	RemoteSites []string `json:"remoteSites,omitempty"`
 	// Instances are all registered instances, healthy or not: a proxy
 	// fronting one gets its inbound side even while it recovers.
 	Instances []Instance `json:"instances"`

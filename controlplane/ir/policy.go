@@ -7,8 +7,6 @@ import (
 	"sort"
 	"strings"
 	"time"
-
-	"medmesh/api/wire"
 )
 
 // Policies are operators' accepted policies in plain form: already
@@ -225,7 +223,7 @@ func (m *Mesh) applyPolicies(p *Policies) {
 			if c, ok := m.Service(caller); ok {
 				ns = c.Namespace
 			}
-			rule.Principals = append(rule.Principals, wire.ServiceID(m.TrustDomain, ns, caller))
+			rule.Principals = append(rule.Principals, m.serviceID(ns, caller))
 		}
 		svc.Authz.Rules = append(svc.Authz.Rules, rule)
 	}

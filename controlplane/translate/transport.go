@@ -19,13 +19,17 @@ import (
 // bootstrap names (files kept fresh by `medmesh sidecar --svid-dir`).
 
 // upstreamTransportSocket secures a proxy's connections to a service and
-// checks that the peer is exactly that service's SPIFFE ID.
+// checks that the peer is exactly that service's SPIFFE ID: at this site,
+// or at another site whose instances are routed here.
 func upstreamTransportSocket(m *ir.Mesh, s *ir.Service, kind wire.ProxyKind) *corev3.TransportSocket {
 	if !m.MTLS {
 		return nil
 	}
-	san := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: m.SpiffeID(s)}}
-	return tlsSocket(&tlsv3.UpstreamTlsContext{CommonTlsContext: commonTLS(kind, san), Sni: s.Name})
+	var sans []*matcherv3.StringMatcher
+	for _, id := range m.SpiffeIDs(s) {
+		sans = append(sans, &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: id}})
+	}
+	return tlsSocket(&tlsv3.UpstreamTlsContext{CommonTlsContext: commonTLS(kind, sans...), Sni: s.Name})
 }
 
 // downstreamTransportSocket makes a service accept only mTLS from
@@ -36,17 +40,17 @@ func downstreamTransportSocket(m *ir.Mesh, _ *ir.Service, kind wire.ProxyKind) *
 		return nil
 	}
 	return tlsSocket(&tlsv3.DownstreamTlsContext{
-		CommonTlsContext:         commonTLS(kind, nil),
+		CommonTlsContext:         commonTLS(kind),
 		RequireClientCertificate: wrapBool(true),
 	})
 }
 
-func commonTLS(kind wire.ProxyKind, san *matcherv3.StringMatcher) *tlsv3.CommonTlsContext {
+func commonTLS(kind wire.ProxyKind, sans ...*matcherv3.StringMatcher) *tlsv3.CommonTlsContext {
 	if kind == wire.ProxyProxyless {
 		provider := &tlsv3.CertificateProviderPluginInstance{InstanceName: wire.CertProviderInstance, CertificateName: "default"}
 		vc := &tlsv3.CertificateValidationContext{CaCertificateProviderInstance: provider}
-		if san != nil {
-			vc.MatchSubjectAltNames = []*matcherv3.StringMatcher{san}
+		if len(sans) > 0 {
+			vc.MatchSubjectAltNames = sans
 		}
 		return &tlsv3.CommonTlsContext{
 			TlsCertificateProviderInstance: provider,
@@ -54,8 +58,9 @@ func commonTLS(kind wire.ProxyKind, san *matcherv3.StringMatcher) *tlsv3.CommonT
 		}
 	}
 	def := &tlsv3.CertificateValidationContext{}
-	if san != nil {
-		def.MatchTypedSubjectAltNames = []*tlsv3.SubjectAltNameMatcher{{SanType: tlsv3.SubjectAltNameMatcher_URI, Matcher: san}}
+	for _, san := range sans {
+		def.MatchTypedSubjectAltNames = append(def.MatchTypedSubjectAltNames,
+			&tlsv3.SubjectAltNameMatcher{SanType: tlsv3.SubjectAltNameMatcher_URI, Matcher: san})
 	}
 	return &tlsv3.CommonTlsContext{
 		TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: wire.SVIDSecret, SdsConfig: adsSource()}},
