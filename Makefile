@@ -67,6 +67,7 @@ bench: tools build
 	$(GO) run ./bench/svid
 	$(GO) run ./bench/policy
 	$(GO) run ./bench/extproc
+	$(GO) run ./bench/residency
 
 clean:
 	rm -f $(BIN)/medmesh $(BIN)/clinical-service $(BIN)/medmesh-demo
