@@ -116,7 +116,7 @@ func (m *Mesh) applyIntentions(intentions []registry.Intention) {
 			m.UnresolvedIntentions = append(m.UnresolvedIntentions,
 				fmt.Sprintf("%s -> %s: source is not registered", in.Source, in.Destination))
 		}
-		id := wire.ServiceID(m.TrustDomain, ns, in.Source)
+		id := m.serviceID(ns, in.Source)
 		if in.Source == "*" {
 			id = wire.AnyInTrustDomain(m.TrustDomain)
 		}
@@ -154,6 +154,12 @@ func buildService(s *registry.Service, remote []registry.Instance, d Defaults) (
 	for _, in := range s.Instances {
 		out.Instances = append(out.Instances, Instance{ID: in.ID, Address: in.Address, Port: in.Port, AppPort: in.AppPort, Meta: in.Meta})
 	}
+	for _, in := range remote {
+		if !slices.Contains(out.RemoteSites, in.Locality.Site) {
+			out.RemoteSites = append(out.RemoteSites, in.Locality.Site)
+		}
+	}
+	slices.Sort(out.RemoteSites)
 	switch out.LB.Policy {
 	case LBLeastRequest:
 		out.LB.ChoiceCount = 2
@@ -250,8 +256,22 @@ func (m *Mesh) indexInstances() {
 }
 
 // SpiffeID is the SPIFFE ID of a service (CONTRACT.md).
-func (m *Mesh) SpiffeID(s *Service) string {
-	return wire.ServiceID(m.TrustDomain, s.Namespace, s.Name)
+func (m *Mesh) SpiffeID(s *Service) string { return m.serviceID(s.Namespace, s.Name) }
+
+// SpiffeIDs are the identities a service's instances routed here hold:
+// this site's, then each other site's whose instances are routed.
+func (m *Mesh) SpiffeIDs(s *Service) []string {
+	ids := []string{m.SpiffeID(s)}
+	for _, site := range s.RemoteSites {
+		ids = append(ids, wire.SiteServiceID(m.TrustDomain, s.Namespace, s.Name, site))
+	}
+	return ids
+}
+
+// serviceID is the SPIFFE ID of a service of this site: with a site, the
+// site form (api/wire), which is what this site's CA issues.
+func (m *Mesh) serviceID(namespace, service string) string {
+	return wire.SiteServiceID(m.TrustDomain, namespace, service, m.Site)
 }
 
 // applyPermissions turns an intention's L7 permissions into access rules
