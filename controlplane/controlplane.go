@@ -30,6 +30,7 @@ import (
 	"medmesh/controlplane/identity"
 	"medmesh/controlplane/ir"
 	"medmesh/controlplane/policy"
+	"medmesh/controlplane/residency"
 	"medmesh/controlplane/xds"
 	"medmesh/registry"
 )
@@ -49,9 +50,11 @@ type Options struct {
 	// CA already puts it in the SPIFFE IDs it issues; this copy is for
 	// what else depends on the site (peering, residency, status).
 	Site string
-	// Residency decides which flows to other sites' services may be
-	// routed (controlplane/residency); nil: none are.
-	Residency ir.Residency
+	// ResidencyPolicy is the Rego policy deciding which flows to other
+	// sites' services may be routed (--residency-policy, watched); nil
+	// with a Site: the default (PHI stays on its site). Without a Site no
+	// other site's instance is ever routed.
+	ResidencyPolicy *residency.File
 	// StateDir keeps the last good catalog on disk so an edge site serves
 	// its mesh after a restart without the registry. Empty: memory only.
 	StateDir    string
@@ -88,6 +91,8 @@ type ControlPlane struct {
 	started            chan struct{}
 
 	ids *identity.Manager
+	// residency decides cross-site flows; the loop alone calls it.
+	residency *residency.Decider
 	// wake asks the loop to reconcile: a proof check finished, or an
 	// operator asked for something.
 	wake chan struct{}
@@ -129,6 +134,16 @@ func New(opts Options) (*ControlPlane, error) {
 	}
 	cp := &ControlPlane{opts: opts, log: opts.Logger, reg: reg, metrics: newMetrics(reg), started: make(chan struct{}),
 		wake: make(chan struct{}, 1)}
+	if opts.Site != "" {
+		var p *residency.Policy // nil: the default
+		if opts.ResidencyPolicy != nil {
+			var err error
+			if p, err = opts.ResidencyPolicy.Load(); err != nil {
+				return nil, err // names file:line; nothing runs on a policy that does not compile
+			}
+		}
+		cp.residency = residency.NewDecider(p)
+	}
 	cp.ids = identity.New(identity.Options{CA: opts.Identities, Attestors: opts.Attestors, Dev: opts.Dev,
 		Logger: opts.Logger, Wake: cp.nudge})
 	return cp, nil
@@ -194,7 +209,8 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	)
 	cp.xds.Register(g)
 	adminSrv := admin.NewServer(admin.Options{Logger: cp.log, Gatherer: cp.reg, Source: cp.opts.Source,
-		Policies: cp.opts.Policies, XDS: cp.xds, Identities: cp.ids, MTLS: cp.opts.Identities != nil, View: cp.view})
+		Policies: cp.opts.Policies, XDS: cp.xds, Identities: cp.ids, MTLS: cp.opts.Identities != nil, View: cp.view,
+		Site: cp.opts.Site, Residency: cp.residency, ResidencyPolicy: cp.opts.ResidencyPolicy})
 	close(cp.started)
 
 	errc := make(chan error, 3)
@@ -219,8 +235,19 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	var policies chan *residency.Policy // nil without a watched file
+	if cp.residency != nil && cp.opts.ResidencyPolicy != nil {
+		policies = make(chan *residency.Policy, 1)
+		go func() {
+			if err := cp.opts.ResidencyPolicy.Run(ctx, policies); err != nil && ctx.Err() == nil {
+				// A broken edit never gets here (the file source keeps the
+				// last good policy); the file vanishing at start does.
+				cp.log.Error("residency policy source stopped; the policy in force stays", "err", err)
+			}
+		}()
+	}
 	loopErr := make(chan error, 1)
-	go func() { loopErr <- cp.loop(ctx, catalogs, sets) }()
+	go func() { loopErr <- cp.loop(ctx, catalogs, sets, policies) }()
 
 	select {
 	case <-ctx.Done():

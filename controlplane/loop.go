@@ -8,6 +8,7 @@ import (
 
 	"medmesh/controlplane/ir"
 	"medmesh/controlplane/policy"
+	"medmesh/controlplane/residency"
 	"medmesh/internal/backoff"
 	"medmesh/registry"
 )
@@ -37,7 +38,8 @@ type loopState struct {
 	bundle string
 }
 
-func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalog, sets chan *policy.Set) error {
+func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalog, sets chan *policy.Set,
+	policies chan *residency.Policy) error {
 	st := &loopState{}
 	if cat, err := cp.loadCatalog(); err != nil {
 		cp.log.Warn("no usable saved catalog; waiting for the registry", "err", err)
@@ -67,6 +69,11 @@ func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalo
 		case set := <-sets:
 			st.policySet, st.mesh = set, nil
 			dirty = true
+		case p := <-policies:
+			if cp.residency.SetPolicy(p) {
+				cp.log.Info("residency policy in force", "policy", p.Name(), "digest", p.Digest())
+				st.mesh, dirty = nil, true
+			}
 		case <-graceTick.C:
 			if cp.ids.RenewalsDue(time.Now()) || cp.bundleChanged(st) {
 				dirty = true

@@ -29,7 +29,10 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 	if built {
 		pol = cp.resolvePolicies(st)
 		in := ir.Inputs{Catalog: st.catalog, Defaults: cp.opts.Defaults, TrustDomain: cp.opts.TrustDomain,
-			Site: cp.opts.Site, Residency: cp.opts.Residency}
+			Site: cp.opts.Site}
+		if cp.residency != nil {
+			in.Residency = residencyAdapter{cp.residency}
+		}
 		if pol != nil {
 			in.Policies = pol.Policies
 		}

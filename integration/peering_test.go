@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"medmesh/controlplane/bootstrap"
 	"medmesh/controlplane/ir"
 	"medmesh/internal/consulagent"
 	"medmesh/registry"
@@ -30,6 +31,31 @@ func startSite(t *testing.T, ca *consulagent.PeeringCA, dc string) *consulagent.
 	}
 	t.Cleanup(func() { a.Stop() })
 	return a
+}
+
+func newPeeringCA(t *testing.T) (*consulagent.PeeringCA, error) {
+	t.Helper()
+	return consulagent.NewPeeringCA(t.TempDir())
+}
+
+// peerSites peers a site with the hub: the hub names the peering after the
+// site, the site names it "hub".
+func peerSites(ctx context.Context, hub, site *consulagent.Agent) error {
+	return consulagent.Peer(ctx, hub, "hub", site, site.Datacenter)
+}
+
+// exportAll exports services to one peer.
+func exportAll(ctx context.Context, a *consulagent.Agent, consumer string, services ...string) error {
+	m := map[string][]string{}
+	for _, s := range services {
+		m[s] = []string{consumer}
+	}
+	return consulagent.Export(ctx, a, m)
+}
+
+// nodeOf is the bootstrap of a proxyless workload of a service.
+func nodeOf(cp *cpHandle, nodeID, service string) bootstrap.Options {
+	return bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: nodeID, Service: service}
 }
 
 // watchCatalogs runs a Consul source and keeps its latest catalog.
@@ -92,20 +118,20 @@ func peerStatus(w *catalogWatch, name string) (registry.PeerStatus, bool) {
 // kept as last heard of (marked stale), withdrawn only after the grace
 // period, and back when the hub returns.
 func TestPeeredSitesImportServices(t *testing.T) {
-	ca, err := consulagent.NewPeeringCA(t.TempDir())
+	ca, err := newPeeringCA(t)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hub, site := startSite(t, ca, "hub"), startSite(t, ca, "site-a")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
 	defer cancel()
-	if err := consulagent.Peer(ctx, hub, "hub", site, "site-a"); err != nil {
+	if err := peerSites(ctx, hub, site); err != nil {
 		t.Fatal(err)
 	}
 	register(t, hub.Client(), "imaging", "imaging-hub-1", 9200, map[string]string{"medmesh-kind": "imaging", "medmesh-phi": "false"}, api.HealthPassing)
 	register(t, hub.Client(), "emr", "emr-hub-1", 9100, map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "http"}, api.HealthPassing)
 	register(t, site.Client(), "emr", "emr-1", 9101, map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "grpc"}, api.HealthPassing)
-	if err := consulagent.Export(ctx, hub, map[string][]string{"imaging": {"site-a"}, "emr": {"site-a"}}); err != nil {
+	if err := exportAll(ctx, hub, "site-a", "imaging", "emr"); err != nil {
 		t.Fatal(err)
 	}
 

@@ -16,7 +16,10 @@ type ProxiesResponse struct {
 	Source SourceStatus `json:"source"`
 	// Serving names where the served catalog came from: the source's
 	// name, or "disk" when the last good catalog was restored at start.
-	Serving  string `json:"serving"`
+	Serving string `json:"serving"`
+	// Site is the edge site this control plane serves; empty for one
+	// site. /debug/residency then says what crosses sites.
+	Site     string `json:"site,omitempty"`
 	Services int    `json:"services"`
 	// Error is the last publish error; the previous configuration stays.
 	Error    string   `json:"error,omitempty"`

@@ -95,7 +95,7 @@ func TestStatusLinksAdminTypesOnly(t *testing.T) {
 	if dir == "" {
 		t.Fatal("medmesh/cmd/medmesh not found")
 	}
-	for _, file := range []string{"status.go", "status_policies.go"} {
+	for _, file := range []string{"status.go", "status_policies.go", "status_residency.go"} {
 		f, err := parser.ParseFile(token.NewFileSet(), dir+"/"+file, nil, parser.ImportsOnly)
 		if err != nil {
 			t.Fatal(err)

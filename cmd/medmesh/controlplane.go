@@ -23,6 +23,7 @@ import (
 	"medmesh/controlplane/attest"
 	cpidentity "medmesh/controlplane/identity"
 	"medmesh/controlplane/policy"
+	"medmesh/controlplane/residency"
 	"medmesh/registry"
 )
 
@@ -54,6 +55,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	svidTTL := fs.Duration("svid-ttl", certs.DefaultSVIDTTL, "lifetime of issued SVIDs; renewed at half-life")
 	coalesce := fs.Duration("coalesce", 20*time.Millisecond, "gather bursts of changes for this long before publishing")
 	emptyGrace := fs.Duration("empty-catalog-grace", time.Minute, "how long the registry must list no services before the mesh is emptied")
+	residencyPolicy := fs.String("residency-policy", "", "with --site: the Rego policy deciding which calls may reach other sites' services (watched; a file that does not compile is refused naming file:line, and a broken edit keeps the policy in force); default: PHI services never leave their site")
 	peerGrace := fs.Duration("peer-stale-grace", registry.DefaultPeerStaleGrace, "how long another site's services imported through Consul peering are served, as last heard of, after the peering stops being active")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -167,10 +169,18 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 			"Development only: NEVER carry real patient data over this mesh.")
 	}
 
+	var residencyFile *residency.File
+	if *residencyPolicy != "" {
+		if *site == "" {
+			fmt.Fprintln(stderr, "medmesh controlplane: --residency-policy decides calls between sites: give --site too")
+			return 2
+		}
+		residencyFile = &residency.File{Path: *residencyPolicy, Logger: log}
+	}
 	opts := controlplane.Options{
 		Logger: log, Source: src, TrustDomain: *trustDomain, Site: *site, StateDir: *stateDir, Dev: *dev,
 		XDSListen: *xdsListen, AdminListen: *adminListen, Coalesce: *coalesce, EmptyCatalogGrace: *emptyGrace,
-		Attestors: attestors, Policies: policySrc,
+		Attestors: attestors, Policies: policySrc, ResidencyPolicy: residencyFile,
 	}
 	if *mtls {
 		ca, err := certs.New(certs.Options{TrustDomain: *trustDomain, StateDir: *stateDir, CertFile: *caCert,

@@ -187,3 +187,54 @@ func TestControlPlaneMTLSByDefault(t *testing.T) {
 		t.Errorf("default mTLS with --state-dir: code %d, stderr %q", code, stderr)
 	}
 }
+
+// At a site, status names the residency policy, what other sites' services
+// are routed or held back (and for whom), and services that cannot be
+// served here.
+func TestStatusShowsResidency(t *testing.T) {
+	var b bytes.Buffer
+	PrintResidency(&b, &admin.ResidencyResponse{Site: "site-a",
+		Policy: admin.ResidencyPolicy{Name: "residency.rego", Digest: "0123abcd", LastError: "residency.rego:7: rego_parse_error"},
+		Decisions: []admin.SiteDecision{
+			{Service: "imaging", Site: "hub", Routed: true, Instances: 2},
+			{Service: "emr", Site: "hub", PHI: true, Denied: []admin.DeniedCall{{Source: "his", Reasons: []string{"emr is PHI: it stays at site hub"}}}},
+		},
+		Conditions: []admin.ResidencyCondition{{Service: "records", Sites: []string{"hub"}, Message: `service "records" has no healthy instance at site site-a`}},
+	})
+	out := b.String()
+	for _, want := range []string{
+		"site site-a: residency policy residency.rego (0123abcd)",
+		"residency policy error (the policy above stays in force): residency.rego:7",
+		"residency: imaging at hub: routed here (2 instances)",
+		"residency: emr at hub: held back (refused for his): emr is PHI",
+		`residency condition: service "records" has no healthy instance`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	b.Reset()
+	PrintResidency(&b, &admin.ResidencyResponse{})
+	if b.Len() != 0 {
+		t.Errorf("single-site status printed residency: %s", b.String())
+	}
+}
+
+// A residency policy that does not compile stops the control plane at
+// start, naming file and line; without --site the flag is refused.
+func TestControlPlaneRefusesBadResidencyPolicy(t *testing.T) {
+	dir := t.TempDir()
+	catalog := filepath.Join(dir, "catalog.yaml")
+	os.WriteFile(catalog, []byte("services: []\n"), 0o644)
+	bad := filepath.Join(dir, "residency.rego")
+	os.WriteFile(bad, []byte("package medmesh.residency\n\ndeny if {\n"), 0o644)
+	code, _, stderr := runCmd("controlplane", "--consul", "", "--catalog", catalog, "--mtls=false", "--site", "site-a",
+		"--residency-policy", bad, "--xds-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0")
+	if code != 2 || !strings.Contains(stderr, "residency.rego:") {
+		t.Fatalf("code %d, stderr %q: want 2 and file:line", code, stderr)
+	}
+	code, _, stderr = runCmd("controlplane", "--consul", "", "--catalog", catalog, "--mtls=false", "--residency-policy", bad)
+	if code != 2 || !strings.Contains(stderr, "--site") {
+		t.Fatalf("without --site: code %d, stderr %q", code, stderr)
+	}
+}

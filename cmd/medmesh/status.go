@@ -48,6 +48,13 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	PrintStatus(stdout, &pr)
+	if pr.Site != "" {
+		if rr, err := fetchResidency(c, url); err != nil {
+			fmt.Fprintf(stderr, "medmesh status: residency: %v\n", err)
+		} else {
+			PrintResidency(stdout, rr)
+		}
+	}
 	if pol, err := fetchPolicies(c, url); err != nil {
 		fmt.Fprintf(stderr, "medmesh status: policies: %v\n", err)
 	} else {

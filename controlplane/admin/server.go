@@ -24,6 +24,7 @@ import (
 	"medmesh/controlplane/identity"
 	"medmesh/controlplane/ir"
 	"medmesh/controlplane/policy"
+	"medmesh/controlplane/residency"
 	"medmesh/controlplane/xds"
 	"medmesh/registry"
 )
@@ -55,6 +56,12 @@ type Options struct {
 	MTLS bool
 	// View returns the loop's latest view.
 	View func() View
+	// Site is the edge site served ("" for one site); Residency decides
+	// what crosses sites and ResidencyPolicy is its watched file (either
+	// may be nil).
+	Site            string
+	Residency       *residency.Decider
+	ResidencyPolicy *residency.File
 }
 
 type server struct{ Options }
@@ -70,6 +77,7 @@ func NewServer(o Options) *http.Server {
 	mux.HandleFunc("GET /debug/config", cp.handleConfig)
 	mux.HandleFunc("GET /debug/catalog", cp.handleCatalog)
 	mux.HandleFunc("GET /debug/policies", cp.handlePolicies)
+	mux.HandleFunc("GET /debug/residency", cp.handleResidency)
 	// Issuing identity proofs: the admin listener must stay on loopback
 	// (the default) or behind the platform's own access control.
 	mux.HandleFunc("POST /join-tokens", cp.handleJoinToken)
@@ -95,7 +103,7 @@ func (cp *server) handleReady(w http.ResponseWriter, _ *http.Request) {
 func (cp *server) handleProxies(w http.ResponseWriter, _ *http.Request) {
 	v := cp.View()
 	resp := api.ProxiesResponse{
-		Ready: v.Ready, Source: sourceStatus(cp.Source.Status()), Serving: v.CatalogFrom,
+		Ready: v.Ready, Source: sourceStatus(cp.Source.Status()), Serving: v.CatalogFrom, Site: cp.Site,
 		Error: v.LastError, Warnings: v.Warnings,
 	}
 	if v.Catalog != nil {

@@ -1,0 +1,167 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+
+	"medmesh/api/admin"
+	"medmesh/controlplane"
+	"medmesh/controlplane/residency"
+	"medmesh/examples/clinical"
+	"medmesh/registry"
+)
+
+// serveClinical runs a plain gRPC clinical server (a workload at another
+// site: this site's control plane does not configure it) and returns its
+// port.
+func serveClinical(t *testing.T, instance string) int {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	clinical.Register(g, &clinical.Server{Instance: instance})
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	return lis.Addr().(*net.TCPAddr).Port
+}
+
+func residencyReport(t *testing.T, cp *cpHandle) admin.ResidencyResponse {
+	t.Helper()
+	_, body := getStatus(t, cp, "/debug/residency")
+	var rr admin.ResidencyResponse
+	if err := json.Unmarshal([]byte(body), &rr); err != nil {
+		t.Fatalf("/debug/residency: %v: %s", err, body)
+	}
+	return rr
+}
+
+// Residency over real Consul peering: site-a's proxyless client reaches a
+// non-PHI service that only the hub runs (routed through the peering), is
+// refused a PHI service the hub exports (no endpoints: the call fails at
+// site-a, and a condition names the service), until the operator's Rego
+// policy allows that one flow; an edit that does not compile keeps the
+// policy in force and is reported.
+func TestResidencyAcrossPeeredSites(t *testing.T) {
+	ca, err := newPeeringCA(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub, site := startSite(t, ca, "hub"), startSite(t, ca, "site-a")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
+	defer cancel()
+	if err := peerSites(ctx, hub, site); err != nil {
+		t.Fatal(err)
+	}
+	register(t, hub.Client(), "imaging", "imaging-hub-1", serveClinical(t, "imaging-hub-1"),
+		map[string]string{"medmesh-kind": "imaging", "medmesh-phi": "false", "medmesh-protocol": "grpc"}, api.HealthPassing)
+	register(t, hub.Client(), "records", "records-hub-1", serveClinical(t, "records-hub-1"),
+		map[string]string{"medmesh-kind": "his", "medmesh-protocol": "grpc"}, api.HealthPassing)
+	if err := exportAll(ctx, hub, "site-a", "imaging", "records"); err != nil {
+		t.Fatal(err)
+	}
+	// The caller is a service of site-a.
+	register(t, site.Client(), "nurse-station", "nurse-1", freePort(t), map[string]string{"medmesh-protocol": "grpc"}, api.HealthPassing)
+
+	policyPath := filepath.Join(t.TempDir(), "residency.rego")
+	writePolicy(t, policyPath, `package medmesh.residency
+
+deny contains msg if {
+	input.action == "data_transfer"
+	input.source.site != input.destination.site
+	msg := sprintf("%s is PHI: it stays at site %s", [input.destination.service, input.destination.site])
+}
+`)
+	cp := startControlPlane(t, func(log *slog.Logger) registry.Source {
+		return registry.NewConsul(registry.ConsulOptions{Client: site.Client(), Coalesce: 20 * time.Millisecond,
+			PeerPoll: 100 * time.Millisecond, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, Logger: log})
+	}, func(o *controlplane.Options) {
+		o.Site = "site-a"
+		o.ResidencyPolicy = &residency.File{Path: policyPath, Interval: 50 * time.Millisecond}
+	})
+
+	imaging := dialXDSWith(t, nodeOf(cp, "nurse-1", "nurse-station"), "imaging", false)
+	eventually(t, "site-a reaches the hub's imaging (non-PHI) through the peering", func() error {
+		got, err := servedBy(ctx, imaging, 1)
+		if err != nil {
+			return err
+		}
+		if got["imaging-hub-1"] != 1 {
+			return fmt.Errorf("served by %v", got)
+		}
+		return nil
+	})
+	eventually(t, "records (PHI, only at the hub) held back with a condition", func() error {
+		rr := residencyReport(t, cp)
+		if len(rr.Conditions) != 1 || rr.Conditions[0].Service != "records" || rr.Site != "site-a" {
+			return fmt.Errorf("residency %+v", rr)
+		}
+		return nil
+	})
+	records := dialXDSWith(t, nodeOf(cp, "nurse-1b", "nurse-station"), "records", false)
+	cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err = clinical.Fetch(cctx, records, "Patient")
+	ccancel()
+	if err == nil {
+		t.Fatal("a PHI service at the hub was reached from site-a")
+	}
+
+	// A broken edit keeps the policy in force, and says why.
+	writePolicy(t, policyPath, "package medmesh.residency\n\ndeny if {\n")
+	eventually(t, "the broken edit reported", func() error {
+		if rr := residencyReport(t, cp); !strings.Contains(rr.Policy.LastError, "residency.rego:") {
+			return fmt.Errorf("policy %+v", rr.Policy)
+		}
+		return nil
+	})
+	if got, err := servedBy(ctx, imaging, 1); err != nil || got["imaging-hub-1"] != 1 {
+		t.Fatalf("after a broken policy edit: %v %v", got, err)
+	}
+
+	// The operator allows one flow: the nurse station may read records at
+	// the hub. It applies without a restart.
+	writePolicy(t, policyPath, `package medmesh.residency
+
+deny contains msg if {
+	input.action == "data_transfer"
+	input.source.site != input.destination.site
+	not allowed_flow
+	msg := sprintf("%s is PHI: it stays at site %s", [input.destination.service, input.destination.site])
+}
+
+allowed_flow if {
+	input.source.service == "nurse-station"
+	input.destination.service == "records"
+	input.destination.site == "hub"
+}
+`)
+	eventually(t, "records at the hub reached once the policy allows that flow", func() error {
+		got, err := servedBy(ctx, records, 1)
+		if err != nil {
+			return err
+		}
+		if got["records-hub-1"] != 1 {
+			return fmt.Errorf("served by %v", got)
+		}
+		return nil
+	})
+}
+
+func writePolicy(t *testing.T, path, src string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
