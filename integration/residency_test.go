@@ -13,10 +13,13 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 
 	"medmesh/api/admin"
+	"medmesh/certs"
 	"medmesh/controlplane"
+	"medmesh/controlplane/bootstrap"
 	"medmesh/controlplane/residency"
 	"medmesh/examples/clinical"
 	"medmesh/registry"
@@ -164,4 +167,93 @@ func writePolicy(t *testing.T, path, src string) {
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// svidDirFor writes an SVID for an exact SPIFFE ID (a workload of another
+// site, signed under the same hospital root).
+func svidDirFor(t *testing.T, ca *certs.CA, id string) string {
+	t.Helper()
+	sid, err := spiffeid.FromString(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid, err := ca.NewSVID(sid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "svid")
+	if err := certs.WriteSVIDDir(dir, svid, ca.Bundle()); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// Residency's second line, at the callee: the hub's PHI records service
+// admits the nurse station of its own site (an intention allows it), and
+// refuses the same service calling from site-a with a valid certificate
+// (a hand-configured caller the mesh never routed), until the hub's
+// residency policy allows that flow.
+func TestCalleeRefusesOtherSiteCallers(t *testing.T) {
+	dir := t.TempDir()
+	hubCA, err := certs.New(certs.Options{TrustDomain: "medmesh.local", StateDir: dir, Site: "hub"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same hospital root, unbound to a site: it signs site-a's caller.
+	anyCA, err := certs.New(certs.Options{TrustDomain: "medmesh.local", StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pca, err := newPeeringCA(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub, site := startSite(t, pca, "hub"), startSite(t, pca, "site-a")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
+	defer cancel()
+	if err := peerSites(ctx, hub, site); err != nil {
+		t.Fatal(err)
+	}
+	policyPath := filepath.Join(t.TempDir(), "residency.rego")
+	writePolicy(t, policyPath, "package medmesh.residency\n\ndeny if {\n\tinput.action == \"data_transfer\"\n\tinput.source.site != input.destination.site\n}\n")
+	cp := startControlPlane(t, func(log *slog.Logger) registry.Source {
+		return registry.NewConsul(registry.ConsulOptions{Client: hub.Client(), Coalesce: 20 * time.Millisecond,
+			PeerPoll: 100 * time.Millisecond, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, Logger: log})
+	}, func(o *controlplane.Options) {
+		o.Identities, o.Site = hubCA, "hub"
+		o.ResidencyPolicy = &residency.File{Path: policyPath, Interval: 50 * time.Millisecond}
+	})
+	port := freePort(t)
+	serveXDS(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "records-1", Service: "records", SVIDDir: svidDir(t, hubCA, "records")},
+		port, true, &clinical.Server{Instance: "records-1"})
+	register(t, hub.Client(), "records", "records-1", port, map[string]string{"medmesh-kind": "his", "medmesh-protocol": "grpc"}, api.HealthPassing)
+	register(t, hub.Client(), "nurse-station", "nurse-hub-1", freePort(t), map[string]string{"medmesh-protocol": "grpc"}, api.HealthPassing)
+	setIntention(t, hub.Client(), "records", "nurse-station", api.IntentionActionAllow)
+
+	local := dialXDSWith(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "nurse-hub-1", Service: "nurse-station",
+		SVIDDir: svidDir(t, hubCA, "nurse-station")}, "records", true)
+	eventually(t, "the hub's own nurse station reads records", func() error { _, err := servedBy(ctx, local, 1); return err })
+
+	remoteID := "spiffe://medmesh.local/ns/default/svc/nurse-station/site/site-a"
+	remote := dialXDSWith(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "nurse-a-1", Service: "nurse-station",
+		SVIDDir: svidDirFor(t, anyCA, remoteID)}, "records", true)
+	waitDenied(t, "site-a's nurse station refused by the hub's records", remote)
+
+	writePolicy(t, policyPath, `package medmesh.residency
+
+deny if {
+	input.action == "data_transfer"
+	input.source.site != input.destination.site
+	not nurse_from_site_a
+}
+
+nurse_from_site_a if {
+	input.source.service == "nurse-station"
+	input.source.site == "site-a"
+}
+`)
+	eventually(t, "site-a's nurse station admitted once the policy allows it", func() error {
+		_, err := servedBy(ctx, remote, 1)
+		return err
+	})
 }

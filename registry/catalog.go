@@ -114,6 +114,10 @@ type Catalog struct {
 	Services []Service `json:"services"`
 	// Intentions say which services may call which (Consul intentions).
 	Intentions []Intention `json:"intentions,omitempty"`
+	// PeerSites are the sites this one is peered with (Consul cluster
+	// peering), whether or not they export anything: callers from them
+	// may be admitted where residency allows.
+	PeerSites []string `json:"peerSites,omitempty"`
 }
 
 // Intention allows or denies calls from a source service ("*": any) to a

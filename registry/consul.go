@@ -124,6 +124,7 @@ type watchEvent struct {
 	// importsSet, since an empty set is an answer too.
 	imports    []RawInstance
 	importsSet bool
+	peerSites  []string
 }
 
 type fetchResult struct {
@@ -179,6 +180,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 		intentions []Intention
 		imported   []RawInstance
 		importsSet bool
+		peerSites  []string
 		listed     map[string]bool
 		entries    = map[string][]RawInstance{}
 		checkSig   = map[string]string{} // service -> fingerprint of its checks
@@ -203,7 +205,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 		case ev := <-events:
 			switch {
 			case ev.importsSet:
-				imported, importsSet = ev.imports, true
+				imported, importsSet, peerSites = ev.imports, true, ev.peerSites
 				if timer == nil {
 					timer = time.After(c.opts.Coalesce)
 				}
@@ -292,6 +294,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			}
 			cat, warns := BuildCatalog(raw)
 			cat.Intentions = append([]Intention(nil), intentions...)
+			cat.PeerSites = peerSites
 			cat.normalize()
 			c.logWarnings(warns)
 			if h := cat.Hash(); h != lastHash {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -101,7 +102,14 @@ func (c *Consul) watchPeers(ctx context.Context, out chan<- watchEvent) {
 			}
 		}
 		raw, statuses := c.importedView(peers)
-		key := fingerprintRaw(raw)
+		var sites []string
+		for _, st := range statuses {
+			if !slices.Contains(sites, st.Site) {
+				sites = append(sites, st.Site)
+			}
+		}
+		slices.Sort(sites)
+		key := fingerprintRaw(raw) + strings.Join(sites, ",")
 		c.mu.Lock()
 		c.status.Peers = statuses
 		c.mu.Unlock()
@@ -109,7 +117,7 @@ func (c *Consul) watchPeers(ctx context.Context, out chan<- watchEvent) {
 			return
 		}
 		select {
-		case out <- watchEvent{imports: raw, importsSet: true}:
+		case out <- watchEvent{imports: raw, importsSet: true, peerSites: sites}:
 			lastSent, sentOnce = key, true
 		case <-ctx.Done():
 		}

@@ -65,6 +65,7 @@ func Build(in Inputs) *Mesh {
 	}
 	m.applyIntentions(cat.Intentions)
 	m.applyPolicies(in.Policies)
+	m.admitOtherSites(cat.PeerSites, in.Residency)
 	m.indexInstances()
 	return m
 }

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"medmesh/api/wire"
 	"medmesh/registry"
 )
 
@@ -193,4 +194,98 @@ func hasRoutableLocal(s *registry.Service) bool {
 		}
 	}
 	return false
+}
+
+// admitOtherSites is residency's second line, at the callee: a caller's
+// site is in its SPIFFE ID, so the authorization this site's services
+// give a caller (intentions, MeshAccess) names it at this site only, and
+// at another site only where the policy allows that flow (a caller there
+// calling this service here). A misrouted or hand-configured caller from
+// elsewhere is refused by RBAC whatever its proxy was sent. Denials cover
+// the caller at every site. Without a site or a policy nothing changes.
+func (m *Mesh) admitOtherSites(sites []string, res Residency) {
+	if m.Site == "" || res == nil {
+		return
+	}
+	sites = slices.DeleteFunc(slices.Clone(sites), func(s string) bool { return s == m.Site || s == "" })
+	if len(sites) == 0 {
+		return
+	}
+	for i := range m.Services {
+		svc := &m.Services[i]
+		if len(svc.Instances) == 0 {
+			continue // not served here: no callee to protect
+		}
+		// Ask about every (caller, other site) the service's authorization
+		// names, in one batch.
+		type caller struct{ ns, name string }
+		var callers []caller
+		seen := map[caller]bool{}
+		note := func(ids []string) {
+			for _, id := range ids {
+				if _, ns, name, site, ok := wire.ParseServiceID(id); ok && site == m.Site && !seen[caller{ns, name}] {
+					seen[caller{ns, name}] = true
+					callers = append(callers, caller{ns, name})
+				}
+			}
+		}
+		note(svc.Authz.Allowed)
+		for _, r := range svc.Authz.Rules {
+			if r.Allow {
+				note(r.Principals)
+			}
+		}
+		var flows []Flow
+		for _, c := range callers {
+			for _, site := range sites {
+				flows = append(flows, Flow{Source: FlowEnd{Service: c.name, Namespace: c.ns, Site: site},
+					Destination: FlowEnd{Service: svc.Name, Namespace: svc.Namespace, Site: m.Site}, PHI: svc.PHI, Kind: svc.Kind})
+			}
+		}
+		allowed := map[string]bool{} // local ID -> other-site IDs admitted, by ID
+		extra := map[string][]string{}
+		if len(flows) > 0 {
+			for j, d := range res.Decide(flows) {
+				f := flows[j]
+				if d.Allowed {
+					local := m.serviceID(f.Source.Namespace, f.Source.Service)
+					id := wire.SiteServiceID(m.TrustDomain, f.Source.Namespace, f.Source.Service, f.Source.Site)
+					if !allowed[id] {
+						allowed[id] = true
+						extra[local] = append(extra[local], id)
+					}
+				}
+			}
+		}
+		expand := func(ids []string) []string {
+			var out []string
+			for _, id := range ids {
+				out = append(out, id)
+				out = append(out, extra[id]...)
+			}
+			return out
+		}
+		everySite := func(ids []string) []string {
+			var out []string
+			for _, id := range ids {
+				out = append(out, id)
+				if _, ns, name, site, ok := wire.ParseServiceID(id); ok && site == m.Site {
+					for _, s := range sites {
+						out = append(out, wire.SiteServiceID(m.TrustDomain, ns, name, s))
+					}
+				}
+			}
+			return out
+		}
+		svc.Authz.Allowed = expand(svc.Authz.Allowed)
+		svc.Authz.Denied = everySite(svc.Authz.Denied)
+		for k := range svc.Authz.Rules {
+			r := &svc.Authz.Rules[k]
+			if r.Allow {
+				r.Principals = expand(r.Principals)
+			} else {
+				r.Principals = everySite(r.Principals)
+			}
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package ir_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -110,5 +111,44 @@ func TestResidencyRoutesOnlyWhatEveryCallerMay(t *testing.T) {
 		Site: "site-a", Residency: onlyFrom{caller: "nurse-station"}})
 	if s, ok := m.Service("imaging"); !ok || len(s.Localities) != 0 {
 		t.Fatalf("imaging localities %+v: the hub may not be routed while emr's flow is refused", s.Localities)
+	}
+}
+
+// allowFlow allows exactly one cross-site flow and denies the rest.
+type allowFlow struct{ source, sourceSite, dest string }
+
+func (a allowFlow) Decide(flows []ir.Flow) []ir.FlowDecision {
+	out := make([]ir.FlowDecision, len(flows))
+	for i, f := range flows {
+		out[i].Allowed = f.Source.Site == f.Destination.Site ||
+			(f.Source.Service == a.source && f.Source.Site == a.sourceSite && f.Destination.Service == a.dest)
+	}
+	return out
+}
+
+// At the callee, a caller an intention allows is admitted from this site,
+// and from another site only where residency allows that flow; a denied
+// caller is denied from every site.
+func TestCalleeAdmitsOtherSitesByPolicy(t *testing.T) {
+	pass := registry.HealthPassing
+	cat, _ := registry.BuildCatalog([]registry.RawInstance{
+		{ServiceName: "records", ID: "records-1", Address: "10.0.0.1", Port: 9400, Health: pass, ServiceMeta: map[string]string{"medmesh-kind": "his"}},
+	})
+	cat.PeerSites = []string{"site-a", "site-b"}
+	cat.Intentions = []registry.Intention{
+		{Source: "nurse-station", Destination: "records", Allow: true},
+		{Source: "billing", Destination: "records", Allow: false},
+	}
+	m := ir.Build(ir.Inputs{Catalog: cat, Defaults: ir.DefaultDefaults(), TrustDomain: "medmesh.local", Site: "hub",
+		Residency: allowFlow{source: "nurse-station", sourceSite: "site-a", dest: "records"}})
+	rec, _ := m.Service("records")
+	id := func(svc, site string) string { return "spiffe://medmesh.local/ns/default/svc/" + svc + "/site/" + site }
+	want := []string{id("nurse-station", "hub"), id("nurse-station", "site-a")}
+	if !slices.Equal(rec.Authz.Allowed, want) {
+		t.Fatalf("allowed %v, want %v", rec.Authz.Allowed, want)
+	}
+	wantDenied := []string{id("billing", "hub"), id("billing", "site-a"), id("billing", "site-b")}
+	if !slices.Equal(rec.Authz.Denied, wantDenied) {
+		t.Fatalf("denied %v, want %v", rec.Authz.Denied, wantDenied)
 	}
 }
