@@ -19,10 +19,11 @@ import (
 	"medmesh/internal/kubetest"
 )
 
-// TestRenderedManifestsAcceptedByAPIServer creates everything the base
-// and the edge overlay render in a real kube-apiserver (envtest), with
-// strict field validation: what kubectl apply would send is accepted,
-// schema and all (there is no kubelet or controller: nothing runs).
+// TestRenderedManifestsAcceptedByAPIServer creates everything the base,
+// the edge overlay and the hub overlay render in a real kube-apiserver
+// (envtest), with strict field validation: what kubectl apply would send
+// is accepted, schema and all (there is no kubelet or controller: nothing
+// runs).
 func TestRenderedManifestsAcceptedByAPIServer(t *testing.T) {
 	cfg, _ := kubetest.Start(t)
 	dyn, err := dynamic.NewForConfig(cfg)
@@ -38,7 +39,7 @@ func TestRenderedManifestsAcceptedByAPIServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
-	for _, dir := range []string{"base", filepath.Join("overlays", "edge")} {
+	for _, dir := range []string{"base", filepath.Join("overlays", "edge"), filepath.Join("overlays", "hub")} {
 		m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
 		if err != nil {
 			t.Fatal(err)
