@@ -5,9 +5,10 @@ import (
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"medmesh/internal/testutil"
 )
 
 func TestExpiryWarningWindow(t *testing.T) {
@@ -71,7 +72,7 @@ func TestWatchExpiryWarnsInTime(t *testing.T) {
 
 	// The watcher itself checks at start and stops with its context.
 	c.t = notAfter.Add(-time.Hour)
-	var lb lockedBuffer
+	var lb testutil.SyncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { ca.WatchExpiry(ctx, slog.New(slog.NewTextHandler(&lb, nil))); close(done) }()
@@ -84,21 +85,4 @@ func TestWatchExpiryWarnsInTime(t *testing.T) {
 	if !strings.Contains(lb.String(), "expires soon") {
 		t.Fatalf("WatchExpiry did not warn at start: %q", lb.String())
 	}
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

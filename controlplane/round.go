@@ -47,12 +47,8 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 		st.mesh = nil // translate it afresh on the retry
 		return err
 	}
+	cp.mu.Lock()
 	if built {
-		for _, w := range report.Warnings {
-			cp.log.Warn("configuration warning", "warning", w)
-		}
-		cp.saveCatalog(st.catalog)
-		cp.mu.Lock()
 		cp.state.Catalog = st.catalog
 		cp.state.Mesh, cp.state.Warnings = st.mesh, report.Warnings
 		if pol != nil {
@@ -63,14 +59,20 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 			cp.state.CatalogFrom = "disk"
 		}
 		cp.state.LastChange = time.Now()
-		cp.mu.Unlock()
 	}
-	cp.mu.Lock()
 	cp.state.Ready = true
 	if len(report.Failed) == 0 {
 		cp.state.LastError = ""
 	}
 	cp.mu.Unlock()
+	if built {
+		for _, w := range report.Warnings {
+			cp.log.Warn("configuration warning", "warning", w)
+		}
+		// After the view: proxies already hold this configuration, and
+		// status must say so without waiting for the disk (fsync).
+		cp.saveCatalog(st.catalog)
+	}
 	if n := len(report.Failed); n > 0 {
 		return fmt.Errorf("%d proxies kept their previous configuration: %w", n, report.Failed[0])
 	}

@@ -30,6 +30,41 @@ import (
 	"medmesh/internal/simproxy"
 )
 
+// callerRecorder is a clinical server that records the SPIFFE ID of every
+// caller from its verified client certificate.
+type callerRecorder struct {
+	mu  sync.Mutex
+	ids []string
+}
+
+func (r *callerRecorder) server(instance string) *clinical.Server {
+	return &clinical.Server{Instance: instance, Handle: func(ctx context.Context, _ string) error {
+		p, _ := peer.FromContext(ctx)
+		tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
+		if !ok || len(tlsInfo.State.PeerCertificates) == 0 {
+			return fmt.Errorf("call without a client certificate (auth %T)", p.AuthInfo)
+		}
+		id, err := x509svid.IDFromCert(tlsInfo.State.PeerCertificates[0])
+		if err != nil {
+			return err
+		}
+		r.mu.Lock()
+		r.ids = append(r.ids, id.String())
+		r.mu.Unlock()
+		return nil
+	}}
+}
+
+// last is the latest caller's SPIFFE ID.
+func (r *callerRecorder) last() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.ids) == 0 {
+		return ""
+	}
+	return r.ids[len(r.ids)-1]
+}
+
 // TestProxylessMTLS: with xDS credentials on both sides a call completes
 // over mTLS and the server sees the caller's SPIFFE ID; a plaintext
 // client is refused by the PHI service.
@@ -42,25 +77,10 @@ func TestProxylessMTLS(t *testing.T) {
 	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) { o.Identities = ca })
 
 	// The EMR server: PHI (emr's default), mTLS only.
-	var mu sync.Mutex
-	var callers []string
+	callers := &callerRecorder{}
 	port := freePort(t)
 	serveXDS(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "emr-1", Service: "emr", SVIDDir: svidDir(t, ca, "emr")}, port, true,
-		&clinical.Server{Instance: "emr-1", Handle: func(ctx context.Context, _ string) error {
-			p, _ := peer.FromContext(ctx)
-			tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
-			if !ok || len(tlsInfo.State.PeerCertificates) == 0 {
-				return fmt.Errorf("call without a client certificate (auth %T)", p.AuthInfo)
-			}
-			id, err := x509svid.IDFromCert(tlsInfo.State.PeerCertificates[0])
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			callers = append(callers, id.String())
-			mu.Unlock()
-			return nil
-		}})
+		callers.server("emr-1"))
 	register(t, consul.Client(), "emr", "emr-1", port, map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "grpc"}, api.HealthPassing)
 
 	// The HIS client with xDS credentials and its own SVID.
@@ -87,9 +107,7 @@ func TestProxylessMTLS(t *testing.T) {
 		}
 		return nil
 	})
-	mu.Lock()
-	got := callers[len(callers)-1]
-	mu.Unlock()
+	got := callers.last()
 	if got != "spiffe://medmesh.local/ns/default/svc/his" {
 		t.Fatalf("server saw caller %q", got)
 	}

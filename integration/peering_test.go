@@ -33,15 +33,30 @@ func startSite(t *testing.T, ca *consulagent.PeeringCA, dc string) *consulagent.
 	return a
 }
 
-func newPeeringCA(t *testing.T) (*consulagent.PeeringCA, error) {
+// peeredSites starts the hub's and site-a's Consul servers and peers them:
+// the hub names the peering after the site, the site names it "hub". The
+// context bounds the test.
+func peeredSites(t *testing.T) (hub, site *consulagent.Agent, ctx context.Context) {
 	t.Helper()
-	return consulagent.NewPeeringCA(t.TempDir())
+	ca, err := consulagent.NewPeeringCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub, site = startSite(t, ca, "hub"), startSite(t, ca, "site-a")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
+	t.Cleanup(cancel)
+	if err := consulagent.Peer(ctx, hub, "hub", site, site.Datacenter); err != nil {
+		t.Fatal(err)
+	}
+	return hub, site, ctx
 }
 
-// peerSites peers a site with the hub: the hub names the peering after the
-// site, the site names it "hub".
-func peerSites(ctx context.Context, hub, site *consulagent.Agent) error {
-	return consulagent.Peer(ctx, hub, "hub", site, site.Datacenter)
+// siteSource is a site's Consul source, listing peerings often.
+func siteSource(a *consulagent.Agent) sourceFunc {
+	return func(log *slog.Logger) registry.Source {
+		return registry.NewConsul(registry.ConsulOptions{Client: a.Client(), Coalesce: 20 * time.Millisecond,
+			PeerPoll: 100 * time.Millisecond, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, Logger: log})
+	}
 }
 
 // exportAll exports services to one peer.
@@ -118,16 +133,7 @@ func peerStatus(w *catalogWatch, name string) (registry.PeerStatus, bool) {
 // kept as last heard of (marked stale), withdrawn only after the grace
 // period, and back when the hub returns.
 func TestPeeredSitesImportServices(t *testing.T) {
-	ca, err := newPeeringCA(t)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hub, site := startSite(t, ca, "hub"), startSite(t, ca, "site-a")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
-	defer cancel()
-	if err := peerSites(ctx, hub, site); err != nil {
-		t.Fatal(err)
-	}
+	hub, site, ctx := peeredSites(t)
 	register(t, hub.Client(), "imaging", "imaging-hub-1", 9200, map[string]string{"medmesh-kind": "imaging", "medmesh-phi": "false"}, api.HealthPassing)
 	register(t, hub.Client(), "emr", "emr-hub-1", 9100, map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "http"}, api.HealthPassing)
 	register(t, site.Client(), "emr", "emr-1", 9101, map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "grpc"}, api.HealthPassing)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,7 +21,6 @@ import (
 	"medmesh/controlplane/bootstrap"
 	"medmesh/controlplane/residency"
 	"medmesh/examples/clinical"
-	"medmesh/registry"
 )
 
 // serveClinical runs a plain gRPC clinical server (a workload at another
@@ -58,16 +56,7 @@ func residencyReport(t *testing.T, cp *cpHandle) admin.ResidencyResponse {
 // policy allows that one flow; an edit that does not compile keeps the
 // policy in force and is reported.
 func TestResidencyAcrossPeeredSites(t *testing.T) {
-	ca, err := newPeeringCA(t)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hub, site := startSite(t, ca, "hub"), startSite(t, ca, "site-a")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
-	defer cancel()
-	if err := peerSites(ctx, hub, site); err != nil {
-		t.Fatal(err)
-	}
+	hub, site, ctx := peeredSites(t)
 	register(t, hub.Client(), "imaging", "imaging-hub-1", serveClinical(t, "imaging-hub-1"),
 		map[string]string{"medmesh-kind": "imaging", "medmesh-phi": "false", "medmesh-protocol": "grpc"}, api.HealthPassing)
 	register(t, hub.Client(), "records", "records-hub-1", serveClinical(t, "records-hub-1"),
@@ -87,10 +76,7 @@ deny contains msg if {
 	msg := sprintf("%s is PHI: it stays at site %s", [input.destination.service, input.destination.site])
 }
 `)
-	cp := startControlPlane(t, func(log *slog.Logger) registry.Source {
-		return registry.NewConsul(registry.ConsulOptions{Client: site.Client(), Coalesce: 20 * time.Millisecond,
-			PeerPoll: 100 * time.Millisecond, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, Logger: log})
-	}, func(o *controlplane.Options) {
+	cp := startControlPlane(t, siteSource(site), func(o *controlplane.Options) {
 		o.Site = "site-a"
 		o.ResidencyPolicy = &residency.File{Path: policyPath, Interval: 50 * time.Millisecond}
 	})
@@ -115,7 +101,7 @@ deny contains msg if {
 	})
 	records := dialXDSWith(t, nodeOf(cp, "nurse-1b", "nurse-station"), "records", false)
 	cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
-	_, err = clinical.Fetch(cctx, records, "Patient")
+	_, err := clinical.Fetch(cctx, records, "Patient")
 	ccancel()
 	if err == nil {
 		t.Fatal("a PHI service at the hub was reached from site-a")
@@ -204,22 +190,10 @@ func TestCalleeRefusesOtherSiteCallers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pca, err := newPeeringCA(t)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hub, site := startSite(t, pca, "hub"), startSite(t, pca, "site-a")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*testTimeout)
-	defer cancel()
-	if err := peerSites(ctx, hub, site); err != nil {
-		t.Fatal(err)
-	}
+	hub, _, ctx := peeredSites(t)
 	policyPath := filepath.Join(t.TempDir(), "residency.rego")
 	writePolicy(t, policyPath, "package medmesh.residency\n\ndeny if {\n\tinput.action == \"data_transfer\"\n\tinput.source.site != input.destination.site\n}\n")
-	cp := startControlPlane(t, func(log *slog.Logger) registry.Source {
-		return registry.NewConsul(registry.ConsulOptions{Client: hub.Client(), Coalesce: 20 * time.Millisecond,
-			PeerPoll: 100 * time.Millisecond, BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond, Logger: log})
-	}, func(o *controlplane.Options) {
+	cp := startControlPlane(t, siteSource(hub), func(o *controlplane.Options) {
 		o.Identities, o.Site = hubCA, "hub"
 		o.ResidencyPolicy = &residency.File{Path: policyPath, Interval: 50 * time.Millisecond}
 	})

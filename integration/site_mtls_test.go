@@ -2,19 +2,13 @@ package integration
 
 import (
 	"context"
-	"fmt"
-	"sync"
 	"testing"
 
 	"github.com/hashicorp/consul/api"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
 
 	"medmesh/certs"
 	"medmesh/controlplane"
 	"medmesh/controlplane/bootstrap"
-	"medmesh/examples/clinical"
 )
 
 // At an edge site (--site) the CA puts the site in every SPIFFE ID, and
@@ -30,34 +24,17 @@ func TestProxylessMTLSAtSite(t *testing.T) {
 	consul := startConsul(t, true)
 	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) { o.Identities, o.Site = ca, "site-a" })
 
-	var mu sync.Mutex
-	var caller string
+	callers := &callerRecorder{}
 	port := freePort(t)
 	serveXDS(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "emr-1", Service: "emr", SVIDDir: svidDir(t, ca, "emr")}, port, true,
-		&clinical.Server{Instance: "emr-1", Handle: func(ctx context.Context, _ string) error {
-			p, _ := peer.FromContext(ctx)
-			tlsInfo, ok := p.AuthInfo.(credentials.TLSInfo)
-			if !ok || len(tlsInfo.State.PeerCertificates) == 0 {
-				return fmt.Errorf("call without a client certificate (auth %T)", p.AuthInfo)
-			}
-			id, err := x509svid.IDFromCert(tlsInfo.State.PeerCertificates[0])
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			caller = id.String()
-			mu.Unlock()
-			return nil
-		}})
+		callers.server("emr-1"))
 	register(t, consul.Client(), "emr", "emr-1", port, map[string]string{"medmesh-kind": "emr", "medmesh-protocol": "grpc"}, api.HealthPassing)
 	cc := dialXDSWith(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "his-1", Service: "his", SVIDDir: svidDir(t, ca, "his")}, "emr", true)
 
 	waitDenied(t, "his refused by default", cc)
 	setIntention(t, consul.Client(), "emr", "his", api.IntentionActionAllow)
 	eventually(t, "an mTLS call inside the site succeeds", func() error { _, err := servedBy(context.Background(), cc, 1); return err })
-	mu.Lock()
-	defer mu.Unlock()
-	if caller != "spiffe://medmesh.local/ns/default/svc/his/site/site-a" {
-		t.Fatalf("server saw caller %q", caller)
+	if got := callers.last(); got != "spiffe://medmesh.local/ns/default/svc/his/site/site-a" {
+		t.Fatalf("server saw caller %q", got)
 	}
 }

@@ -75,12 +75,22 @@ func NewSite(dir, datacenter string, ca *PeeringCA, dev bool) (*Agent, error) {
 // dialerName on its side, dialer establishes it as acceptorName on its
 // side, and Peer waits until both sides report it ACTIVE.
 func Peer(ctx context.Context, acceptor *Agent, acceptorName string, dialer *Agent, dialerName string) error {
-	tok, _, err := acceptor.Client().Peerings().GenerateToken(ctx, api.PeeringGenerateTokenRequest{PeerName: dialerName}, nil)
+	// A server that has just elected itself may still be setting up its
+	// Connect CA, which peering needs: retry until ctx ends.
+	var tok *api.PeeringGenerateTokenResponse
+	err := retry(ctx, func() (err error) {
+		tok, _, err = acceptor.Client().Peerings().GenerateToken(ctx, api.PeeringGenerateTokenRequest{PeerName: dialerName}, nil)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("peering token on %s: %w", acceptorName, err)
 	}
-	if _, _, err := dialer.Client().Peerings().Establish(ctx,
-		api.PeeringEstablishRequest{PeerName: acceptorName, PeeringToken: tok.PeeringToken}, nil); err != nil {
+	err = retry(ctx, func() error {
+		_, _, err := dialer.Client().Peerings().Establish(ctx,
+			api.PeeringEstablishRequest{PeerName: acceptorName, PeeringToken: tok.PeeringToken}, nil)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("establishing the peering on %s: %w", dialerName, err)
 	}
 	for _, side := range []struct {
@@ -129,4 +139,19 @@ func Export(ctx context.Context, a *Agent, services map[string][]string) error {
 		return fmt.Errorf("exporting services from %s: %w", a.Datacenter, err)
 	}
 	return nil
+}
+
+// retry calls f until it succeeds or ctx ends, returning its last error.
+func retry(ctx context.Context, f func() error) error {
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
