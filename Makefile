@@ -68,6 +68,7 @@ bench: tools build
 	$(GO) run ./bench/policy
 	$(GO) run ./bench/extproc
 	$(GO) run ./bench/residency
+	$(GO) run ./bench/sites
 
 clean:
 	rm -f $(BIN)/medmesh $(BIN)/clinical-service $(BIN)/medmesh-demo
