@@ -54,3 +54,39 @@ func TestOtherSitesRankAfterLocal(t *testing.T) {
 		t.Fatalf("priorities by site %v: want local 0, other sites 1", prio)
 	}
 }
+
+// The operator orders other sites with a MeshDestination's locality
+// failover (like a Consul sameness group): this site first always, then
+// the listed sites in order, then any other.
+func TestOperatorOrdersOtherSites(t *testing.T) {
+	pass := registry.HealthPassing
+	meta := map[string]string{"medmesh-kind": "imaging", "medmesh-phi": "false"}
+	cat, _ := registry.BuildCatalog([]registry.RawInstance{
+		{ServiceName: "imaging", ID: "imaging-1", Address: "10.0.0.3", Port: 9200, Health: pass, ServiceMeta: meta},
+		{ServiceName: "imaging", ID: "imaging-hub-1", Address: "10.9.0.3", Port: 9200, Health: pass, Peer: "hub", PeerSite: "hub", ServiceMeta: meta},
+		{ServiceName: "imaging", ID: "imaging-b-1", Address: "10.8.0.3", Port: 9200, Health: pass, Peer: "site-b", PeerSite: "site-b", ServiceMeta: meta},
+		{ServiceName: "imaging", ID: "imaging-c-1", Address: "10.7.0.3", Port: 9200, Health: pass, Peer: "site-c", PeerSite: "site-c", ServiceMeta: meta},
+	})
+	pol := &ir.Policies{Destinations: []ir.DestinationPolicy{{Service: "imaging",
+		Failover: []ir.Locality{{Site: "site-b"}, {Site: "hub"}}}}}
+	mesh := ir.Build(ir.Inputs{Catalog: cat, Policies: pol, Defaults: ir.DefaultDefaults(), TrustDomain: trustDomain,
+		Site: "site-a", Residency: allowAll{}})
+	res := translate.Translate(mesh, &ir.Proxy{ID: "x", Kind: wire.ProxyProxyless}, nil)
+	if err := res.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	prio := map[string]uint32{}
+	for _, r := range res.Endpoints {
+		if c := r.(*endpointv3.ClusterLoadAssignment); c.GetClusterName() == "imaging" {
+			for _, lle := range c.GetEndpoints() {
+				prio[lle.GetLocality().GetSubZone()] = lle.GetPriority()
+			}
+		}
+	}
+	want := map[string]uint32{"": 0, "site-b": 1, "hub": 2, "site-c": 3}
+	for site, p := range want {
+		if prio[site] != p {
+			t.Fatalf("priorities by site %v, want %v", prio, want)
+		}
+	}
+}
