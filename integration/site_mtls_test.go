@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/consul/api"
@@ -9,6 +10,7 @@ import (
 	"medmesh/certs"
 	"medmesh/controlplane"
 	"medmesh/controlplane/bootstrap"
+	"medmesh/examples/clinical"
 )
 
 // At an edge site (--site) the CA puts the site in every SPIFFE ID, and
@@ -36,5 +38,22 @@ func TestProxylessMTLSAtSite(t *testing.T) {
 	eventually(t, "an mTLS call inside the site succeeds", func() error { _, err := servedBy(context.Background(), cc, 1); return err })
 	if got := callers.last(); got != "spiffe://medmesh.local/ns/default/svc/his/site/site-a" {
 		t.Fatalf("server saw caller %q", got)
+	}
+
+	// A non-PHI service admits any caller of the site: its RBAC matches
+	// the site's IDs with a pattern, which grpc-go accepts and applies.
+	schedPort := freePort(t)
+	serveXDS(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "scheduling-1", Service: "scheduling",
+		SVIDDir: svidDir(t, ca, "scheduling")}, schedPort, true, &clinical.Server{Instance: "scheduling-1"})
+	register(t, consul.Client(), "scheduling", "scheduling-1", schedPort, map[string]string{"medmesh-protocol": "grpc"}, api.HealthPassing)
+	sched := dialXDSWith(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: "his-2", Service: "his", SVIDDir: svidDir(t, ca, "his")},
+		"scheduling", true)
+	eventually(t, "a call to a non-PHI service inside the site succeeds", func() error {
+		_, err := servedBy(context.Background(), sched, 1)
+		return err
+	})
+	_, cfg := getStatus(t, cp, "/debug/config?node=scheduling-1")
+	if !strings.Contains(cfg, `/site/site-a$`) {
+		t.Fatalf("scheduling's RBAC does not name the site's workloads by pattern:\n%.2000s", cfg)
 	}
 }

@@ -117,3 +117,17 @@ func TrustDomainPrefix(trustDomain string) string { return "spiffe://" + trustDo
 // AnyInTrustDomain is the principal standing for every workload of the
 // trust domain (a wildcard "*" intention source).
 func AnyInTrustDomain(trustDomain string) string { return TrustDomainPrefix(trustDomain) + "*" }
+
+// AnyAtSite is the principal standing for every workload of one site
+// ("spiffe://<td>/*/site/<site>"): a wildcard intention or a service that
+// admits any caller, narrowed to the sites residency allows. It is not a
+// SPIFFE ID; RBAC translates it to a pattern (AnyAtSiteOf reads it back).
+func AnyAtSite(trustDomain, site string) string {
+	return TrustDomainPrefix(trustDomain) + "*/site/" + site
+}
+
+// AnyAtSiteOf returns the site of an AnyAtSite principal.
+func AnyAtSiteOf(trustDomain, principal string) (site string, ok bool) {
+	site, ok = strings.CutPrefix(principal, TrustDomainPrefix(trustDomain)+"*/site/")
+	return site, ok && site != ""
+}

@@ -86,6 +86,10 @@ type Authz struct {
 	// intention if there is one, else the default: PHI services deny,
 	// others allow.
 	OthersAllowed bool `json:"othersAllowed"`
+	// Others, at an edge site, narrows "others" to the workloads of these
+	// sites (wire.AnyAtSite principals): this one, and the peered sites
+	// residency lets call the service. Empty: the whole trust domain.
+	Others []string `json:"others,omitempty"`
 	// Rules are access policies (policy.go): Deny rules win over
 	// everything, Allow rules add to the above.
 	Rules []AccessRule `json:"rules,omitempty"`

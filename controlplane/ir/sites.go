@@ -208,9 +208,6 @@ func (m *Mesh) admitOtherSites(sites []string, res Residency) {
 		return
 	}
 	sites = slices.DeleteFunc(slices.Clone(sites), func(s string) bool { return s == m.Site || s == "" })
-	if len(sites) == 0 {
-		return
-	}
 	for i := range m.Services {
 		svc := &m.Services[i]
 		if len(svc.Instances) == 0 {
@@ -235,7 +232,16 @@ func (m *Mesh) admitOtherSites(sites []string, res Residency) {
 				note(r.Principals)
 			}
 		}
+		// "Any caller" (a wildcard intention, or a service that admits
+		// callers no rule names) is any caller of this site, and of each
+		// peered site where residency allows a call from an unnamed
+		// service there (source.service is "").
 		var flows []Flow
+		for _, site := range sites {
+			flows = append(flows, Flow{Source: FlowEnd{Site: site},
+				Destination: FlowEnd{Service: svc.Name, Namespace: svc.Namespace, Site: m.Site}, PHI: svc.PHI, Kind: svc.Kind})
+		}
+		anyFlows := len(flows)
 		for _, c := range callers {
 			for _, site := range sites {
 				flows = append(flows, Flow{Source: FlowEnd{Service: c.name, Namespace: c.ns, Site: site},
@@ -244,9 +250,16 @@ func (m *Mesh) admitOtherSites(sites []string, res Residency) {
 		}
 		allowed := map[string]bool{} // local ID -> other-site IDs admitted, by ID
 		extra := map[string][]string{}
+		anyWhere := []string{wire.AnyAtSite(m.TrustDomain, m.Site)}
 		if len(flows) > 0 {
 			for j, d := range res.Decide(flows) {
 				f := flows[j]
+				if j < anyFlows {
+					if d.Allowed {
+						anyWhere = append(anyWhere, wire.AnyAtSite(m.TrustDomain, f.Source.Site))
+					}
+					continue
+				}
 				if d.Allowed {
 					local := m.serviceID(f.Source.Namespace, f.Source.Service)
 					id := wire.SiteServiceID(m.TrustDomain, f.Source.Namespace, f.Source.Service, f.Source.Site)
@@ -257,9 +270,14 @@ func (m *Mesh) admitOtherSites(sites []string, res Residency) {
 				}
 			}
 		}
+		anyID := wire.AnyInTrustDomain(m.TrustDomain)
 		expand := func(ids []string) []string {
 			var out []string
 			for _, id := range ids {
+				if id == anyID {
+					out = append(out, anyWhere...)
+					continue
+				}
 				out = append(out, id)
 				out = append(out, extra[id]...)
 			}
@@ -278,6 +296,9 @@ func (m *Mesh) admitOtherSites(sites []string, res Residency) {
 			return out
 		}
 		svc.Authz.Allowed = expand(svc.Authz.Allowed)
+		if svc.Authz.OthersAllowed {
+			svc.Authz.Others = anyWhere
+		}
 		svc.Authz.Denied = everySite(svc.Authz.Denied)
 		for k := range svc.Authz.Rules {
 			r := &svc.Authz.Rules[k]

@@ -152,3 +152,28 @@ func TestCalleeAdmitsOtherSitesByPolicy(t *testing.T) {
 		t.Fatalf("denied %v, want %v", rec.Authz.Denied, wantDenied)
 	}
 }
+
+// "Any caller" at a site means any caller of this site, and of each peered
+// site residency lets call the service: a non-PHI service admits every
+// peered site under the default rule, a wildcard intention on a PHI
+// service admits this site only.
+func TestAnyCallerMeansAllowedSites(t *testing.T) {
+	pass := registry.HealthPassing
+	cat, _ := registry.BuildCatalog([]registry.RawInstance{
+		{ServiceName: "records", ID: "records-1", Address: "10.0.0.1", Port: 9400, Health: pass, ServiceMeta: map[string]string{"medmesh-kind": "his"}},
+		{ServiceName: "scheduling", ID: "scheduling-1", Address: "10.0.0.2", Port: 9500, Health: pass},
+	})
+	cat.PeerSites = []string{"site-a"}
+	cat.Intentions = []registry.Intention{{Source: "*", Destination: "records", Allow: true}}
+	m := ir.Build(ir.Inputs{Catalog: cat, Defaults: ir.DefaultDefaults(), TrustDomain: "medmesh.local", Site: "hub",
+		Residency: &phiStaysLocal{}})
+	any := func(site string) string { return "spiffe://medmesh.local/*/site/" + site }
+	rec, _ := m.Service("records")
+	if !rec.Authz.OthersAllowed || !slices.Equal(rec.Authz.Others, []string{any("hub")}) {
+		t.Fatalf("records (PHI, wildcard intention): others %v (allowed %t), want this site only", rec.Authz.Others, rec.Authz.OthersAllowed)
+	}
+	sch, _ := m.Service("scheduling")
+	if !slices.Equal(sch.Authz.Others, []string{any("hub"), any("site-a")}) {
+		t.Fatalf("scheduling (non-PHI): others %v, want this site and site-a", sch.Authz.Others)
+	}
+}

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"regexp"
 	"strings"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -24,19 +25,23 @@ import (
 func rbacPolicy(m *ir.Mesh, a ir.Authz) *rbacv3.RBAC {
 	var principals []*rbacv3.Principal
 	for _, id := range a.Allowed {
-		principals = append(principals, principalExact(id))
+		principals = append(principals, principalExact(m, id))
 	}
 	if a.OthersAllowed {
-		// Any workload of the trust domain, except those denied by name.
+		// Any workload of the trust domain (at an edge site: of the sites
+		// in Others), except those denied by name.
 		anyWorkload := &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{Authenticated: &rbacv3.Principal_Authenticated{
 			PrincipalName: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Prefix{Prefix: wire.TrustDomainPrefix(m.TrustDomain)}},
 		}}}
+		if len(a.Others) > 0 {
+			anyWorkload = callers(m, a.Others)
+		}
 		if len(a.Denied) == 0 {
 			principals = append(principals, anyWorkload)
 		} else {
 			var denied []*rbacv3.Principal
 			for _, id := range a.Denied {
-				denied = append(denied, principalExact(id))
+				denied = append(denied, principalExact(m, id))
 			}
 			principals = append(principals, &rbacv3.Principal{Identifier: &rbacv3.Principal_AndIds{AndIds: &rbacv3.Principal_Set{Ids: []*rbacv3.Principal{
 				anyWorkload,
@@ -53,15 +58,21 @@ func rbacPolicy(m *ir.Mesh, a ir.Authz) *rbacv3.RBAC {
 			Principals:  principals,
 		}}
 	}
-	addAccessRules(rules, a.Rules)
+	addAccessRules(m, rules, a.Rules)
 	return rules
 }
 
 // principalExact matches one SPIFFE ID; "spiffe://<td>/*" (an intention
-// from any source) matches every workload of the trust domain.
-func principalExact(id string) *rbacv3.Principal {
+// from any source) matches every workload of the trust domain, and
+// wire.AnyAtSite every workload of one site (a pattern: the site is the
+// ID's last segment).
+func principalExact(m *ir.Mesh, id string) *rbacv3.Principal {
 	sm := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: id}}
-	if prefix, ok := strings.CutSuffix(id, "*"); ok {
+	if site, ok := wire.AnyAtSiteOf(m.TrustDomain, id); ok {
+		sm.MatchPattern = &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{
+			Regex: "^" + regexp.QuoteMeta(wire.TrustDomainPrefix(m.TrustDomain)) + "ns/[^/]+/svc/[^/]+/site/" + regexp.QuoteMeta(site) + "$",
+		}}
+	} else if prefix, ok := strings.CutSuffix(id, "*"); ok {
 		sm.MatchPattern = &matcherv3.StringMatcher_Prefix{Prefix: prefix}
 	}
 	return &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{Authenticated: &rbacv3.Principal_Authenticated{

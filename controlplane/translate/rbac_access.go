@@ -20,7 +20,7 @@ import (
 //     request path and headers too, which is what lets a deny name both
 //     who and what inside an ALLOW filter.
 
-func addAccessRules(rules *rbacv3.RBAC, access []ir.AccessRule) {
+func addAccessRules(m *ir.Mesh, rules *rbacv3.RBAC, access []ir.AccessRule) {
 	var deny []*rbacv3.Principal
 	for _, r := range access {
 		if r.Allow {
@@ -29,11 +29,11 @@ func addAccessRules(rules *rbacv3.RBAC, access []ir.AccessRule) {
 			}
 			rules.Policies["access/"+r.Name] = &rbacv3.Policy{
 				Permissions: []*rbacv3.Permission{operationsPermission(r.To)},
-				Principals:  []*rbacv3.Principal{callers(r.Principals)},
+				Principals:  []*rbacv3.Principal{callers(m, r.Principals)},
 			}
 			continue
 		}
-		p := callers(r.Principals)
+		p := callers(m, r.Principals)
 		if op := operationsPrincipal(r.To); op != nil {
 			p = andPrincipals(p, op)
 		}
@@ -48,10 +48,10 @@ func addAccessRules(rules *rbacv3.RBAC, access []ir.AccessRule) {
 	}
 }
 
-func callers(ids []string) *rbacv3.Principal {
+func callers(m *ir.Mesh, ids []string) *rbacv3.Principal {
 	ps := make([]*rbacv3.Principal, len(ids))
 	for i, id := range ids {
-		ps[i] = principalExact(id)
+		ps[i] = principalExact(m, id)
 	}
 	return orPrincipals(ps)
 }
