@@ -54,7 +54,8 @@ const (
 	ActionCall = "call"
 )
 
-// Source is the calling service, at this site.
+// Source is the calling service: at this site, or at a peered site when
+// a callee here decides whether to admit it ("" Service: any service).
 type Source struct {
 	Service   string
 	Namespace string
