@@ -200,7 +200,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := webhook.start(ctx, stop, log, *trustDomain, *kubeconfig); err != nil {
+	if err := webhook.start(ctx, stop, log, *trustDomain, *site, *kubeconfig); err != nil {
 		fmt.Fprintf(stderr, "medmesh controlplane: sidecar injection webhook: %v\n", err)
 		return 2
 	}

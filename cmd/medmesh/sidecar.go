@@ -51,6 +51,7 @@ func (f *sidecarFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&x.Adaptive, "adaptive", false, "adapt the concurrency limit to the service's latency (gradient), starting at --limit")
 	fs.StringVar(&x.TrustDomain, "trust-domain", "medmesh.local", "SPIFFE trust domain (the service's identity in audit records)")
 	fs.StringVar(&f.o.Namespace, "namespace", "default", "the service's namespace")
+	fs.StringVar(&x.Site, "site", "", "the edge site the service runs at (its control plane's --site): part of its SPIFFE ID in audit records")
 
 	f.registerCfg.register(fs)
 }

@@ -61,7 +61,7 @@ func TestSidecarFlags(t *testing.T) {
 		"--join-token", "j", "--k8s-token-file", "/token", "--consul-token", "c", "--workload-api", "unix:///w.sock", "--log-format", "json",
 		"--extproc-listen", "unix:///x.sock", "--health-listen", ":1", "--rules", "/rules.yaml", "--rules-poll", "1s",
 		"--audit-log", "/audit.log", "--audit-key-file", "/key", "--audit-durability", "batch", "--audit-max-bytes", "1000",
-		"--limit", "7", "--adaptive", "--trust-domain", "hospital.example", "--namespace", "clinical"}, &testutil.SyncBuffer{})
+		"--limit", "7", "--adaptive", "--trust-domain", "hospital.example", "--namespace", "clinical", "--site", "site-a"}, &testutil.SyncBuffer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestSidecarFlags(t *testing.T) {
 		WorkloadAPI: "unix:///w.sock",
 		ExtProc: sidecarrun.ExtProc{Listen: "unix:///x.sock", HealthListen: ":1", Rules: "/rules.yaml", RulesPoll: time.Second,
 			AuditLog: "/audit.log", AuditKeyFile: "/key", AuditDurability: "batch", AuditMaxBytes: 1000, Limit: 7, Adaptive: true,
-			TrustDomain: "hospital.example"},
+			TrustDomain: "hospital.example", Site: "site-a"},
 		Namespace: "clinical",
 	}
 	want.SVID.Dir, want.SVID.XDSAddress, want.SVID.NodeID, want.SVID.Service = "/svid", "cp:15010", "emr-0/svid", "emr"

@@ -41,7 +41,7 @@ func (w *webhookFlags) register(fs *flag.FlagSet) {
 // ends; a serving failure calls stop, so the control plane exits and
 // Kubernetes restarts it rather than leaving a meshed namespace without
 // an injector (its webhook fails closed).
-func (w *webhookFlags) start(ctx context.Context, stop func(), log *slog.Logger, trustDomain, kubeconfig string) error {
+func (w *webhookFlags) start(ctx context.Context, stop func(), log *slog.Logger, trustDomain, site, kubeconfig string) error {
 	if w.listen == "" {
 		return nil
 	}
@@ -51,7 +51,7 @@ func (w *webhookFlags) start(ctx context.Context, stop func(), log *slog.Logger,
 	// controller-runtime's admission code logs through logr; without a
 	// logger it prints a warning with a stack trace.
 	ctrllog.SetLogger(logr.FromSlogHandler(log.Handler()))
-	w.cfg.TrustDomain, w.cfg.Version = trustDomain, version
+	w.cfg.TrustDomain, w.cfg.Site, w.cfg.Version = trustDomain, site, version
 	var hosts []string
 	for _, h := range strings.Split(w.dns, ",") {
 		if h = strings.TrimSpace(h); h != "" {

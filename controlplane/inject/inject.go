@@ -96,6 +96,9 @@ type Config struct {
 	// leaves registration to someone else (the sidecar registers nothing).
 	ConsulAddress string
 	TrustDomain   string
+	// Site is the edge site the injecting control plane serves (its
+	// --site); the sidecar names the service's identity with it.
+	Site string
 	// TokenExpirySeconds of the projected token (Kubernetes' minimum,
 	// 600, by default; the kubelet renews it at 80% of its life).
 	TokenExpirySeconds int64
@@ -344,6 +347,9 @@ func sidecarContainer(c Config, svc string, appPort int32, meta string) corev1.C
 		"--trust-domain", c.TrustDomain,
 		"--svid-dir", SVIDDir,
 		"--k8s-token-file", TokenFile,
+	}
+	if c.Site != "" {
+		args = append(args, "--site", c.Site)
 	}
 	if c.ConsulAddress != "" && appPort != 0 {
 		// Registered at Envoy's inbound port: mesh callers reach the pod

@@ -176,6 +176,33 @@ func TestInjectedPodHasTheMesh(t *testing.T) {
 
 // TestReinjectionIsANoOp: injecting twice equals injecting once, through
 // Decide and through the admission handler (no patch the second time).
+// At an edge site the injected sidecar is told its site, which is part of
+// the service's identity; without one its arguments are as before.
+func TestInjectedSidecarKnowsItsSite(t *testing.T) {
+	argsOf := func(c Config) []string {
+		g := readIn(t, "namespace-enabled")
+		res, err := Inject(&g.Pod, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ctr := range res.Pod.Spec.Containers {
+			if ctr.Name == ContainerSidecar {
+				return ctr.Args
+			}
+		}
+		t.Fatal("no sidecar container")
+		return nil
+	}
+	site := testConfig
+	site.Site = "site-a"
+	if args := strings.Join(argsOf(site), " "); !strings.Contains(args, "--site site-a") {
+		t.Errorf("sidecar args at a site: %s", args)
+	}
+	if args := strings.Join(argsOf(testConfig), " "); strings.Contains(args, "--site") {
+		t.Errorf("sidecar args without a site: %s", args)
+	}
+}
+
 func TestReinjectionIsANoOp(t *testing.T) {
 	for _, name := range []string{"namespace-enabled", "annotated-true", "service-override", "no-port-default-sa"} {
 		g := readIn(t, name)

@@ -49,8 +49,10 @@ type ExtProc struct {
 	Limit    int
 	Adaptive bool
 	// TrustDomain is the SPIFFE trust domain of the service's identity
-	// in audit records.
+	// in audit records; Site, at an edge site, is part of that identity
+	// (api/wire: .../svc/<service>/site/<site>).
 	TrustDomain string
+	Site        string
 }
 
 // startExtProc starts the extension and returns a channel that yields
@@ -79,7 +81,7 @@ func startExtProc(ctx context.Context, x ExtProc, service, nodeID, namespace str
 	}
 	o := phi.Options{Rules: rules, Scheduler: sched.New(cfg), Logger: log, Metrics: phi.NewMetrics(reg), Service: service}
 	if service != "" {
-		o.Identity = wire.ServiceID(x.TrustDomain, namespace, service)
+		o.Identity = wire.SiteServiceID(x.TrustDomain, namespace, service, x.Site)
 	}
 	var auditLog *audit.Log
 	if x.AuditLog != "" {
