@@ -171,11 +171,7 @@ func (cp *ControlPlane) XDSAddr() net.Addr { <-cp.started; return cp.xdsAddr }
 func (cp *ControlPlane) AdminAddr() net.Addr { <-cp.started; return cp.adminAddr }
 
 // Ready reports whether a configuration is being served.
-func (cp *ControlPlane) Ready() bool {
-	cp.mu.RLock()
-	defer cp.mu.RUnlock()
-	return cp.state.Ready
-}
+func (cp *ControlPlane) Ready() bool { return cp.view().Ready }
 
 // XDS exposes the xDS server (tests and benchmarks read its tracker).
 func (cp *ControlPlane) XDS() *xds.Server { <-cp.started; return cp.xds }

@@ -24,6 +24,7 @@ import (
 	"medmesh/examples/clinical"
 	"medmesh/internal/consulagent"
 	"medmesh/internal/simproxy"
+	"medmesh/internal/testutil"
 	"medmesh/registry"
 )
 
@@ -34,20 +35,7 @@ var failing sync.Map
 // slept on.
 const testTimeout = 60 * time.Second
 
-func startConsul(t *testing.T, dev bool) *consulagent.Agent {
-	t.Helper()
-	a, err := consulagent.New(t.TempDir(), dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	if err := a.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Stop() })
-	return a
-}
+func startConsul(t *testing.T, dev bool) *consulagent.Agent { return testutil.Consul(t, dev) }
 
 // syncBuffer is a concurrency-safe log sink that tests can search.
 type syncBuffer struct {

@@ -31,6 +31,7 @@ import (
 	"medmesh/controlplane/identity"
 	"medmesh/controlplane/inject"
 	"medmesh/internal/kubetest"
+	"medmesh/internal/testutil"
 )
 
 // TestInjectedPodJoinsTheMesh follows a pod from admission to the mesh
@@ -84,20 +85,7 @@ func TestInjectedPodJoinsTheMesh(t *testing.T) {
 	}
 
 	// The app: a listener on the port the pod declares.
-	app, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
-	go func() {
-		for {
-			c, err := app.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	app := testutil.ListeningApp(t)
 	appPort := app.Addr().(*net.TCPAddr).Port
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "emr-0", Annotations: map[string]string{"medmesh.io/kind": "emr"}},
 		Spec: corev1.PodSpec{ServiceAccountName: "emr", Containers: []corev1.Container{{Name: "emr", Image: "emr:1",

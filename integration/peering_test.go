@@ -13,6 +13,7 @@ import (
 	"medmesh/controlplane/bootstrap"
 	"medmesh/controlplane/ir"
 	"medmesh/internal/consulagent"
+	"medmesh/internal/testutil"
 	"medmesh/registry"
 )
 
@@ -24,13 +25,7 @@ func startSite(t *testing.T, ca *consulagent.PeeringCA, dc string) *consulagent.
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	if err := a.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Stop() })
-	return a
+	return testutil.StartAgent(t, a)
 }
 
 // peeredSites starts the hub's and site-a's Consul servers and peers them:

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -93,7 +94,7 @@ func (c *Consul) watchPeers(ctx context.Context, out chan<- watchEvent) {
 	var lastSent string
 	bo := backoff.Backoff{Min: c.opts.BackoffMin, Max: c.opts.BackoffMax}
 	var retryAt time.Time
-	send := func(force bool) {
+	send := func() {
 		for _, p := range peers {
 			for _, w := range p.services {
 				if !w.read {
@@ -113,7 +114,7 @@ func (c *Consul) watchPeers(ctx context.Context, out chan<- watchEvent) {
 		c.mu.Lock()
 		c.status.Peers = statuses
 		c.mu.Unlock()
-		if key == lastSent && sentOnce && !force {
+		if key == lastSent && sentOnce {
 			return
 		}
 		select {
@@ -138,14 +139,14 @@ func (c *Consul) watchPeers(ctx context.Context, out chan<- watchEvent) {
 			if !listed {
 				c.log.Warn("cannot list Consul peerings; serving local services only until it answers", "err", err)
 				listed = true
-				send(true)
+				send() // no peers known: an empty set, so local services are not held back
 			}
 			return
 		}
 		bo.Reset()
 		listed = true
 		c.updatePeers(ctx, peers, ps, results)
-		send(false)
+		send()
 	}
 	list()
 	for {
@@ -176,7 +177,7 @@ func (c *Consul) watchPeers(ctx context.Context, out chan<- watchEvent) {
 				w.instances = r.instances
 			}
 			w.read = true
-			send(false)
+			send()
 		}
 	}
 }
@@ -244,13 +245,7 @@ func (c *Consul) updatePeers(ctx context.Context, peers map[string]*peer, ps []*
 				go c.watchImport(wctx, pg.Name, s, results)
 			}
 		}
-		p.status.Imported = slices.Sorted(func(yield func(string) bool) {
-			for s := range p.services {
-				if !yield(s) {
-					return
-				}
-			}
-		})
+		p.status.Imported = slices.Sorted(maps.Keys(p.services))
 	}
 	for name, p := range peers {
 		if !seen[name] {
@@ -280,15 +275,7 @@ func (c *Consul) importedView(peers map[string]*peer) ([]RawInstance, []PeerStat
 		st.Instances = n
 		statuses = append(statuses, st)
 	}
-	slices.SortFunc(statuses, func(a, b PeerStatus) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(statuses, func(a, b PeerStatus) int { return strings.Compare(a.Name, b.Name) })
 	return raw, statuses
 }
 

@@ -40,26 +40,15 @@ func Build(in Inputs) *Mesh {
 	}
 	m := &Mesh{TrustDomain: in.TrustDomain, Services: make([]Service, 0, len(cat.Services)),
 		MTLS: in.MTLS, BundlePEM: in.BundlePEM}
-	local := map[string]*registry.Service{}
-	for i := range cat.Services {
-		if l := localOnly(&cat.Services[i]); len(l.Instances) > 0 {
-			local[l.Name] = l
-		}
-	}
-	routed, decisions, conds := crossSite(cat, in.Site, in.Residency, local)
+	splits := splitSites(cat, in.Site)
+	routed, decisions, conds := crossSite(splits, in.Site, in.Residency)
 	m.Site, m.Residency, m.ResidencyConditions = in.Site, decisions, conds
-	for i := range cat.Services {
-		s := local[cat.Services[i].Name]
-		if s == nil {
-			// Only at other sites: served here if one of them is routed.
-			if len(routed[cat.Services[i].Name]) == 0 {
-				continue
-			}
-			s = &registry.Service{}
-			*s = cat.Services[i]
-			s.Instances = nil
+	for _, sp := range splits {
+		remote := routed[sp.svc.Name]
+		if len(sp.local) == 0 && len(remote) == 0 {
+			continue // only at other sites, and none of them routed here
 		}
-		svc, warns := buildService(s, routed[s.Name], in.Defaults)
+		svc, warns := buildService(sp.svc, sp.local, remote, in.Defaults)
 		m.Services = append(m.Services, svc)
 		m.Warnings = append(m.Warnings, warns...)
 	}
@@ -68,29 +57,6 @@ func Build(in Inputs) *Mesh {
 	m.admitOtherSites(cat.PeerSites, in.Residency)
 	m.indexInstances()
 	return m
-}
-
-// localOnly is the service without the instances other sites export to
-// this one (Consul cluster peering): residency decides which of those are
-// routed (sites.go), and proxies here front local instances only.
-func localOnly(s *registry.Service) *registry.Service {
-	n := 0
-	for i := range s.Instances {
-		if s.Instances[i].Peer == "" {
-			n++
-		}
-	}
-	if n == len(s.Instances) {
-		return s
-	}
-	out := *s
-	out.Instances = make([]registry.Instance, 0, n)
-	for _, in := range s.Instances {
-		if in.Peer == "" {
-			out.Instances = append(out.Instances, in)
-		}
-	}
-	return &out
 }
 
 // applyIntentions resolves intentions into each service's Authz. An exact
@@ -133,12 +99,12 @@ func (m *Mesh) applyIntentions(intentions []registry.Intention) {
 	}
 }
 
-// buildService resolves one service from its local instances and the other
-// sites' instances routed here.
-func buildService(s *registry.Service, remote []registry.Instance, d Defaults) (Service, []string) {
+// buildService resolves one service (settings from s) from its local
+// instances and the other sites' instances routed here.
+func buildService(s *registry.Service, local, remote []registry.Instance, d Defaults) (Service, []string) {
 	var warns []string
-	port := commonPort(s.Instances)
-	if len(s.Instances) == 0 {
+	port := commonPort(local)
+	if len(local) == 0 {
 		port = commonPort(remote)
 	}
 	out := Service{
@@ -149,18 +115,17 @@ func buildService(s *registry.Service, remote []registry.Instance, d Defaults) (
 		CircuitBreaker: d.CircuitBreaker,
 		Outlier:        d.Outlier,
 		Route:          d.route(Kind(s.Kind), Protocol(s.Protocol)),
-		Instances:      make([]Instance, 0, len(s.Instances)),
+		Instances:      make([]Instance, 0, len(local)),
 		Permissive:     s.Permissive && !s.PHI,
 	}
-	for _, in := range s.Instances {
+	for _, in := range local {
 		out.Instances = append(out.Instances, Instance{ID: in.ID, Address: in.Address, Port: in.Port, AppPort: in.AppPort, Meta: in.Meta})
 	}
 	for _, in := range remote {
-		if !slices.Contains(out.RemoteSites, in.Locality.Site) {
-			out.RemoteSites = append(out.RemoteSites, in.Locality.Site)
-		}
+		out.RemoteSites = append(out.RemoteSites, in.Locality.Site)
 	}
 	slices.Sort(out.RemoteSites)
+	out.RemoteSites = slices.Compact(out.RemoteSites)
 	switch out.LB.Policy {
 	case LBLeastRequest:
 		out.LB.ChoiceCount = 2
@@ -172,7 +137,7 @@ func buildService(s *registry.Service, remote []registry.Instance, d Defaults) (
 		remote bool
 	}
 	byLoc := map[locKey][]Endpoint{}
-	for _, in := range append(slices.Clip(s.Instances), remote...) {
+	for _, in := range append(slices.Clip(local), remote...) {
 		if in.Health == registry.HealthCritical {
 			continue
 		}

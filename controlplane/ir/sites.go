@@ -3,7 +3,6 @@ package ir
 import (
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 
 	"medmesh/api/wire"
@@ -77,236 +76,227 @@ type ResidencyCondition struct {
 	Message string   `json:"message"`
 }
 
-// remoteSites returns, per other site, the instances of a service there.
-func remoteSites(s *registry.Service) map[string][]registry.Instance {
-	out := map[string][]registry.Instance{}
-	for _, in := range s.Instances {
-		if in.Peer != "" {
-			out[in.Locality.Site] = append(out[in.Locality.Site], in)
+// siteSplit is one catalog service as this site sees it: its own
+// instances, and other sites' instances (imported through peering) by
+// site. Instances of a peer naming itself this site are never routed.
+type siteSplit struct {
+	svc    *registry.Service // its settings; Instances are not read
+	local  []registry.Instance
+	remote map[string][]registry.Instance
+	sites  []string // remote's sites, sorted
+}
+
+func splitSites(cat *registry.Catalog, site string) []siteSplit {
+	out := make([]siteSplit, len(cat.Services))
+	for i := range cat.Services {
+		sp := &out[i]
+		sp.svc = &cat.Services[i]
+		for _, in := range sp.svc.Instances {
+			switch {
+			case in.Peer == "":
+				sp.local = append(sp.local, in)
+			case in.Locality.Site != site:
+				if sp.remote == nil {
+					sp.remote = map[string][]registry.Instance{}
+				}
+				if _, ok := sp.remote[in.Locality.Site]; !ok {
+					sp.sites = append(sp.sites, in.Locality.Site)
+				}
+				sp.remote[in.Locality.Site] = append(sp.remote[in.Locality.Site], in)
+			}
 		}
+		slices.Sort(sp.sites)
 	}
 	return out
 }
 
+// routable counts the instances that may receive traffic.
+func routable(ins []registry.Instance) int {
+	n := 0
+	for _, in := range ins {
+		if in.Health != registry.HealthCritical {
+			n++
+		}
+	}
+	return n
+}
+
 // crossSite decides, for every service with instances at other sites,
 // which sites' instances this site's proxies may be sent: those every
-// local caller may reach. (A site that some callers may reach and others
-// may not is not routed: endpoints are shared by all callers of a service,
-// so routing it would let the refused callers cross too. The callee's
-// RBAC is the second line either way.) It returns the routed instances by
-// service, the decisions, and conditions for services that have no local
-// instance and may not leave.
-func crossSite(cat *registry.Catalog, site string, res Residency, local map[string]*registry.Service) (
+// local caller (a service with instances here) may reach. A site that some
+// callers may reach and others may not is not routed: endpoints are
+// shared by all callers of a service, so routing it would let the refused
+// callers cross too; the callee's RBAC is the second line either way. It
+// returns the routed instances by service, the decisions (by service,
+// then site), and conditions for services that have no routable instance
+// here and may not leave.
+func crossSite(splits []siteSplit, site string, res Residency) (
 	routed map[string][]registry.Instance, decisions []SiteDecision, conds []ResidencyCondition) {
-	routed = map[string][]registry.Instance{}
 	if site == "" || res == nil {
-		return routed, nil, nil
+		return nil, nil, nil
 	}
-	callers := slices.Sorted(func(yield func(string) bool) {
-		for name := range local {
-			if !yield(name) {
-				return
-			}
+	var callers []FlowEnd // sorted: the catalog is
+	for _, sp := range splits {
+		if len(sp.local) > 0 {
+			callers = append(callers, FlowEnd{Service: sp.svc.Name, Namespace: sp.svc.Namespace, Site: site})
 		}
-	})
-	type key struct{ service, site string }
+	}
 	var flows []Flow
-	var keys []key
-	for i := range cat.Services {
-		s := &cat.Services[i]
-		for remote := range remoteSites(s) {
-			if remote == site {
-				continue // another datacenter naming itself this site
-			}
+	for _, sp := range splits {
+		for _, remote := range sp.sites {
 			for _, c := range callers {
-				flows = append(flows, Flow{
-					Source:      FlowEnd{Service: c, Namespace: local[c].Namespace, Site: site},
-					Destination: FlowEnd{Service: s.Name, Namespace: s.Namespace, Site: remote},
-					PHI:         s.PHI, Kind: Kind(s.Kind),
-				})
-				keys = append(keys, key{s.Name, remote})
+				flows = append(flows, Flow{Source: c, PHI: sp.svc.PHI, Kind: Kind(sp.svc.Kind),
+					Destination: FlowEnd{Service: sp.svc.Name, Namespace: sp.svc.Namespace, Site: remote}})
 			}
 		}
 	}
 	answers := res.Decide(flows)
-	byKey := map[key]*SiteDecision{}
-	for i, f := range flows {
-		k := keys[i]
-		d := byKey[k]
-		if d == nil {
-			d = &SiteDecision{Service: k.service, Site: k.site, PHI: f.PHI, Routed: true}
-			byKey[k] = d
-		}
-		if i >= len(answers) || !answers[i].Allowed {
-			d.Routed = false
-			var reasons []string
-			if i < len(answers) {
-				reasons = answers[i].Reasons
-			}
-			d.Denied = append(d.Denied, DeniedFlow{Source: f.Source.Service, Reasons: reasons})
-		}
-	}
-	for i := range cat.Services {
-		s := &cat.Services[i]
-		var deniedSites []string
-		for remote, ins := range remoteSites(s) {
-			d := byKey[key{s.Name, remote}]
-			if d == nil {
-				continue
-			}
-			for _, in := range ins {
-				if in.Health != registry.HealthCritical {
-					d.Instances++
+	routed = map[string][]registry.Instance{}
+	next := 0
+	for _, sp := range splits {
+		var held []string
+		for _, remote := range sp.sites {
+			d := SiteDecision{Service: sp.svc.Name, Site: remote, PHI: sp.svc.PHI, Routed: len(callers) > 0,
+				Instances: routable(sp.remote[remote])}
+			for _, c := range callers {
+				if a := answers[next]; !a.Allowed {
+					d.Routed = false
+					d.Denied = append(d.Denied, DeniedFlow{Source: c.Service, Reasons: a.Reasons})
 				}
+				next++
 			}
+			decisions = append(decisions, d)
 			if d.Routed {
-				routed[s.Name] = append(routed[s.Name], ins...)
+				routed[sp.svc.Name] = append(routed[sp.svc.Name], sp.remote[remote]...)
 			} else {
-				deniedSites = append(deniedSites, remote)
+				held = append(held, remote)
 			}
 		}
-		if len(deniedSites) > 0 && !hasRoutableLocal(local[s.Name]) && len(routed[s.Name]) == 0 {
-			sort.Strings(deniedSites)
-			conds = append(conds, ResidencyCondition{Service: s.Name, Sites: deniedSites, Message: fmt.Sprintf(
+		if len(held) > 0 && routable(sp.local) == 0 && len(routed[sp.svc.Name]) == 0 {
+			conds = append(conds, ResidencyCondition{Service: sp.svc.Name, Sites: held, Message: fmt.Sprintf(
 				"service %q has no healthy instance at site %s and may not be reached at %s (residency): calls to it fail here rather than leave the site",
-				s.Name, site, strings.Join(deniedSites, ", "))})
+				sp.svc.Name, site, strings.Join(held, ", "))})
 		}
 	}
-	for _, d := range byKey {
-		decisions = append(decisions, *d)
-	}
-	sort.Slice(decisions, func(i, j int) bool {
-		if decisions[i].Service != decisions[j].Service {
-			return decisions[i].Service < decisions[j].Service
-		}
-		return decisions[i].Site < decisions[j].Site
-	})
 	return routed, decisions, conds
-}
-
-func hasRoutableLocal(s *registry.Service) bool {
-	if s == nil {
-		return false
-	}
-	for _, in := range s.Instances {
-		if in.Health != registry.HealthCritical {
-			return true
-		}
-	}
-	return false
 }
 
 // admitOtherSites is residency's second line, at the callee: a caller's
 // site is in its SPIFFE ID, so the authorization this site's services
 // give a caller (intentions, MeshAccess) names it at this site only, and
-// at another site only where the policy allows that flow (a caller there
-// calling this service here). A misrouted or hand-configured caller from
-// elsewhere is refused by RBAC whatever its proxy was sent. Denials cover
-// the caller at every site. Without a site or a policy nothing changes.
-func (m *Mesh) admitOtherSites(sites []string, res Residency) {
+// at another peered site only where the policy allows that flow (a caller
+// there calling this service here). A misrouted or hand-configured caller
+// from elsewhere is refused by RBAC whatever its proxy was sent. Denials
+// cover the caller at every site. Without a site or a policy nothing
+// changes.
+func (m *Mesh) admitOtherSites(peerSites []string, res Residency) {
 	if m.Site == "" || res == nil {
 		return
 	}
-	sites = slices.DeleteFunc(slices.Clone(sites), func(s string) bool { return s == m.Site || s == "" })
+	sites := slices.Compact(slices.Sorted(slices.Values(peerSites)))
+	sites = slices.DeleteFunc(sites, func(s string) bool { return s == m.Site || s == "" })
 	for i := range m.Services {
-		svc := &m.Services[i]
-		if len(svc.Instances) == 0 {
-			continue // not served here: no callee to protect
+		if len(m.Services[i].Instances) > 0 { // served here: a callee to protect
+			m.admitAt(&m.Services[i], sites, res)
 		}
-		// Ask about every (caller, other site) the service's authorization
-		// names, in one batch.
-		type caller struct{ ns, name string }
-		var callers []caller
-		seen := map[caller]bool{}
-		note := func(ids []string) {
-			for _, id := range ids {
-				if _, ns, name, site, ok := wire.ParseServiceID(id); ok && site == m.Site && !seen[caller{ns, name}] {
-					seen[caller{ns, name}] = true
-					callers = append(callers, caller{ns, name})
+	}
+}
+
+// admitAt rewrites one service's authorization for the other sites.
+func (m *Mesh) admitAt(svc *Service, sites []string, res Residency) {
+	ask := func(from []FlowEnd) []FlowDecision {
+		flows := make([]Flow, len(from))
+		for i, f := range from {
+			flows[i] = Flow{Source: f, PHI: svc.PHI, Kind: svc.Kind,
+				Destination: FlowEnd{Service: svc.Name, Namespace: svc.Namespace, Site: m.Site}}
+		}
+		return res.Decide(flows)
+	}
+	// "Any caller" (a wildcard intention, or a service that admits callers
+	// no rule names) is any caller of this site, and of each peered site
+	// where residency allows a call from an unnamed service there.
+	anyWhere := []string{wire.AnyAtSite(m.TrustDomain, m.Site)}
+	var unnamed []FlowEnd
+	for _, s := range sites {
+		unnamed = append(unnamed, FlowEnd{Site: s})
+	}
+	for i, d := range ask(unnamed) {
+		if d.Allowed {
+			anyWhere = append(anyWhere, wire.AnyAtSite(m.TrustDomain, sites[i]))
+		}
+	}
+	// A caller named at this site is admitted from each site its flow is
+	// allowed from: extra maps its ID here to its IDs there.
+	var named []FlowEnd
+	for _, id := range m.namedCallers(svc.Authz) {
+		_, ns, name, _, _ := wire.ParseServiceID(id)
+		for _, s := range sites {
+			named = append(named, FlowEnd{Service: name, Namespace: ns, Site: s})
+		}
+	}
+	extra := map[string][]string{}
+	for i, d := range ask(named) {
+		if f := named[i]; d.Allowed {
+			here := m.serviceID(f.Namespace, f.Service)
+			extra[here] = append(extra[here], wire.SiteServiceID(m.TrustDomain, f.Namespace, f.Service, f.Site))
+		}
+	}
+	anyID := wire.AnyInTrustDomain(m.TrustDomain)
+	admit := func(ids []string) []string {
+		var out []string
+		for _, id := range ids {
+			if id == anyID {
+				out = append(out, anyWhere...)
+				continue
+			}
+			out = append(append(out, id), extra[id]...)
+		}
+		return out
+	}
+	refuseEverywhere := func(ids []string) []string {
+		var out []string
+		for _, id := range ids {
+			out = append(out, id)
+			if _, ns, name, site, ok := wire.ParseServiceID(id); ok && site == m.Site {
+				for _, s := range sites {
+					out = append(out, wire.SiteServiceID(m.TrustDomain, ns, name, s))
 				}
 			}
 		}
-		note(svc.Authz.Allowed)
-		for _, r := range svc.Authz.Rules {
-			if r.Allow {
-				note(r.Principals)
-			}
+		return out
+	}
+	svc.Authz.Allowed = admit(svc.Authz.Allowed)
+	svc.Authz.Denied = refuseEverywhere(svc.Authz.Denied)
+	if svc.Authz.OthersAllowed {
+		svc.Authz.Others = anyWhere
+	}
+	for k := range svc.Authz.Rules {
+		r := &svc.Authz.Rules[k]
+		if r.Allow {
+			r.Principals = admit(r.Principals)
+		} else {
+			r.Principals = refuseEverywhere(r.Principals)
 		}
-		// "Any caller" (a wildcard intention, or a service that admits
-		// callers no rule names) is any caller of this site, and of each
-		// peered site where residency allows a call from an unnamed
-		// service there (source.service is "").
-		var flows []Flow
-		for _, site := range sites {
-			flows = append(flows, Flow{Source: FlowEnd{Site: site},
-				Destination: FlowEnd{Service: svc.Name, Namespace: svc.Namespace, Site: m.Site}, PHI: svc.PHI, Kind: svc.Kind})
-		}
-		anyFlows := len(flows)
-		for _, c := range callers {
-			for _, site := range sites {
-				flows = append(flows, Flow{Source: FlowEnd{Service: c.name, Namespace: c.ns, Site: site},
-					Destination: FlowEnd{Service: svc.Name, Namespace: svc.Namespace, Site: m.Site}, PHI: svc.PHI, Kind: svc.Kind})
-			}
-		}
-		allowed := map[string]bool{} // local ID -> other-site IDs admitted, by ID
-		extra := map[string][]string{}
-		anyWhere := []string{wire.AnyAtSite(m.TrustDomain, m.Site)}
-		if len(flows) > 0 {
-			for j, d := range res.Decide(flows) {
-				f := flows[j]
-				if j < anyFlows {
-					if d.Allowed {
-						anyWhere = append(anyWhere, wire.AnyAtSite(m.TrustDomain, f.Source.Site))
-					}
-					continue
-				}
-				if d.Allowed {
-					local := m.serviceID(f.Source.Namespace, f.Source.Service)
-					id := wire.SiteServiceID(m.TrustDomain, f.Source.Namespace, f.Source.Service, f.Source.Site)
-					if !allowed[id] {
-						allowed[id] = true
-						extra[local] = append(extra[local], id)
-					}
-				}
-			}
-		}
-		anyID := wire.AnyInTrustDomain(m.TrustDomain)
-		expand := func(ids []string) []string {
-			var out []string
-			for _, id := range ids {
-				if id == anyID {
-					out = append(out, anyWhere...)
-					continue
-				}
-				out = append(out, id)
-				out = append(out, extra[id]...)
-			}
-			return out
-		}
-		everySite := func(ids []string) []string {
-			var out []string
-			for _, id := range ids {
-				out = append(out, id)
-				if _, ns, name, site, ok := wire.ParseServiceID(id); ok && site == m.Site {
-					for _, s := range sites {
-						out = append(out, wire.SiteServiceID(m.TrustDomain, ns, name, s))
-					}
-				}
-			}
-			return out
-		}
-		svc.Authz.Allowed = expand(svc.Authz.Allowed)
-		if svc.Authz.OthersAllowed {
-			svc.Authz.Others = anyWhere
-		}
-		svc.Authz.Denied = everySite(svc.Authz.Denied)
-		for k := range svc.Authz.Rules {
-			r := &svc.Authz.Rules[k]
-			if r.Allow {
-				r.Principals = expand(r.Principals)
-			} else {
-				r.Principals = everySite(r.Principals)
+	}
+}
+
+// namedCallers are the callers at this site a service's authorization
+// allows by name (intentions and allow rules), each once, sorted.
+func (m *Mesh) namedCallers(a Authz) []string {
+	var ids []string
+	note := func(list []string) {
+		for _, id := range list {
+			if _, _, _, site, ok := wire.ParseServiceID(id); ok && site == m.Site {
+				ids = append(ids, id)
 			}
 		}
 	}
+	note(a.Allowed)
+	for _, r := range a.Rules {
+		if r.Allow {
+			note(r.Principals)
+		}
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
 }

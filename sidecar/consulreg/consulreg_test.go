@@ -14,7 +14,6 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"medmesh/internal/consulagent"
 	"medmesh/internal/testutil"
 )
 
@@ -23,31 +22,12 @@ import (
 // check follows the app and Envoy; an instance removed behind the
 // sidecar's back comes back; shutdown deregisters it.
 func TestRegistrationLifecycle(t *testing.T) {
-	agent, err := consulagent.New(t.TempDir(), true)
-	if err != nil {
-		t.Fatal(err) // a real Consul is the point of this test
-	}
+	agent := testutil.Consul(t, true)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := agent.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { agent.Stop() })
 	client := agent.Client()
 
-	app, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for {
-			c, err := app.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	app := testutil.ListeningApp(t)
 	var envoyReady atomic.Bool
 	envoyReady.Store(true)
 	envoy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"medmesh/internal/consulagent"
 	"medmesh/internal/testutil"
 	"medmesh/sidecar/consulreg"
 	"medmesh/sidecar/run"
@@ -19,30 +18,8 @@ import (
 // the injector configures it, against a real Consul: the pod appears
 // passing, and leaves the catalog before Start's channel yields.
 func TestStartRegistersInConsul(t *testing.T) {
-	agent, err := consulagent.New(t.TempDir(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := agent.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { agent.Stop() })
-	app, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
-	go func() {
-		for {
-			c, err := app.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	agent := testutil.Consul(t, true)
+	app := testutil.ListeningApp(t)
 	var stderr testutil.SyncBuffer
 	o := options(&stderr)
 	o.SVID.Service, o.Namespace = "emr", "clinical"
