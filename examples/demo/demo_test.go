@@ -17,13 +17,17 @@ import (
 )
 
 // TestDemoRunsAndStopsCleanly runs the demo as `make demo` does, with real
-// binaries, a real Consul and a short story, and checks what a user would:
-// the calls succeed over mTLS, every instance holds an SVID, the caller
-// without an intention is refused, the story's events happen and show, and
-// every process is gone and the run directory removed afterwards.
+// binaries, three real Consul datacenters peered on loopback and one round
+// of the story, and checks what a user would: the calls succeed over mTLS
+// at every site, every instance holds an SVID with its site, the caller
+// without an intention is refused and the clinic's call to the hub's EMR
+// held back by residency, the formulary fails over to the hub, north's
+// uplink is cut (north carries on, its peers go stale) and restored with
+// nothing pushed, and every process is gone and the run directory removed
+// afterwards.
 func TestDemoRunsAndStopsCleanly(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs Consul, the control plane and five services for about 30s")
+		t.Skip("runs three Consul servers, three control planes and eleven services for about a minute")
 	}
 	consul, err := consulagent.FindBinary()
 	if err != nil {
@@ -41,14 +45,14 @@ func TestDemoRunsAndStopsCleanly(t *testing.T) {
 		}
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bins["demo"],
 		"--medmesh", bins["medmesh"], "--service-bin", bins["clinical-service"],
 		// Port 0: never collide with a control plane someone else runs.
 		"--xds-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-		"--step", "5s", "--every", "3s")
-	cmd.Env = append(os.Environ(), "CONSUL_BIN="+consul, "DEMO_SECONDS=26", "DEMO_KEEP_LOGS=")
+		"--step", "5s", "--every", "3s", "--rounds", "1")
+	cmd.Env = append(os.Environ(), "CONSUL_BIN="+consul, "DEMO_SECONDS=", "DEMO_ROUNDS=", "DEMO_KEEP_LOGS=")
 	outb, err := cmd.CombinedOutput()
 	out := string(outb)
 	defer func() {
@@ -59,81 +63,132 @@ func TestDemoRunsAndStopsCleanly(t *testing.T) {
 	if err != nil {
 		t.Fatalf("demo: %v (want exit status 0)", err)
 	}
+	if !strings.Contains(out, "the story has played 1 time(s) (--rounds): stopping everything") {
+		t.Error("the demo did not stop after its one round")
+	}
 
-	m := regexp.MustCompile(`result: calls_ok=(\d+) calls_failed=(\d+) unexpected_exits=(\d+) leftover_processes=(\d+) denied_as_intended=(\d+) probe_problems=(\d+)`).FindStringSubmatch(out)
+	m := regexp.MustCompile(`result: calls_ok=(\d+) calls_failed=(\d+) unexpected_exits=(\d+) leftover_processes=(\d+) refused_as_intended=(\d+) probe_problems=(\d+) pushes_after_reconnect=(-?\d+)`).FindStringSubmatch(out)
 	if m == nil {
 		t.Fatal("no result line")
 	}
 	ok, failed := atoi(t, m[1]), atoi(t, m[2])
-	if ok < 100 {
+	if ok < 500 {
 		t.Errorf("only %d calls succeeded; want the mesh to carry traffic all along", ok)
 	}
 	// Instances leave by deregistering first and fail health checks while
-	// still serving, every workload holds its SVID before it starts, and
-	// intentions are in place before the first inbound listener: no call
-	// of the story may fail. The one refusal is the probe's, counted apart.
+	// still serving, every workload holds its SVID before it starts,
+	// intentions are in place before the first inbound listener, and a
+	// cut uplink leaves a site's own calls alone: no call of the story may
+	// fail. The refusals are the probes', counted apart.
 	if failed != 0 {
 		t.Errorf("%d of %d calls failed; want none", failed, ok+failed)
 	}
 	if m[3] != "0" || m[4] != "0" {
 		t.Errorf("unexpected exits %s, leftover processes %s; want 0 and 0", m[3], m[4])
 	}
-	// The story's second round may start another probe just before the
-	// end: one or two refusals, never a problem.
-	if (m[5] != "1" && m[5] != "2") || m[6] != "0" {
-		t.Errorf("calls denied as intended %s, probe problems %s; want the probe's calls refused, no problem", m[5], m[6])
+	if m[5] != "2" || m[6] != "0" {
+		t.Errorf("probe calls refused as intended %s, probe problems %s; want both probes refused, no problem", m[5], m[6])
 	}
-	if !regexp.MustCompile(`==> refused as intended: billing-1 \(billing\) -> emr: PermissionDenied: .*server spiffe://medmesh\.local/ns/default/svc/emr`).MatchString(out) {
-		t.Error("no line shows billing's call to emr refused with PermissionDenied after an mTLS handshake")
+	// Content-hash versions: the peerings coming back changes nothing
+	// north's proxies hold, so nothing is sent.
+	if m[7] != "0" {
+		t.Errorf("xDS responses from north's control plane across the cut and the reconnection: %s; want 0", m[7])
+	}
+	for _, re := range []string{
+		`==> refused as intended: billing-1 \(billing\) -> emr: PermissionDenied: .*server spiffe://medmesh\.local/ns/default/svc/emr/site/hub\)`,
+		`==> held back as intended: his-probe \(his at north\) -> emr: Unavailable: .*"emr"`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("output does not match %q", re)
+		}
 	}
 
-	// mTLS is on, and every instance holds an SVID for its own service.
-	for _, want := range []string{"mTLS on, CA root in", "mTLS: on (every hop", "mTLS: on. Every call is mutual TLS"} {
+	// Identities: the hub's from the root, the clinics' from their own
+	// intermediates, every SPIFFE ID naming its site.
+	for _, want := range []string{"hospital root CA kept in", "intermediate CA made from the hub's root", "signs with its intermediate from", "mTLS: on (every hop"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
-	for _, in := range []struct{ id, svc string }{{"emr-1", "emr"}, {"emr-2", "emr"}, {"imaging-1", "imaging"}, {"imaging-2", "imaging"}, {"his-1", "his"}} {
-		if !regexp.MustCompile(`SVID ` + in.id + ` +spiffe://medmesh\.local/ns/default/svc/` + in.svc + ` `).MatchString(out) {
-			t.Errorf("no SVID listed for %s", in.id)
+	for _, in := range []struct{ id, svc, site string }{
+		{"emr-1", "emr", "hub"}, {"imaging-2", "imaging", "hub"}, {"formulary-1", "formulary", "hub"},
+		{"his-north", "his", "north"}, {"formulary-north", "formulary", "north"}, {"imaging-south", "imaging", "south"},
+	} {
+		if !regexp.MustCompile(`SVID ` + in.id + ` +spiffe://medmesh\.local/ns/default/svc/` + in.svc + `/site/` + in.site + ` `).MatchString(out) {
+			t.Errorf("no SVID listed for %s at %s", in.id, in.site)
 		}
 	}
-	// The servers saw their callers' SPIFFE IDs in client certificates,
-	// and only the ones intentions allow.
+	// Servers saw their callers' SPIFFE IDs, with the callers' sites, and
+	// only the ones intentions and residency allow: the hub's formulary
+	// serves south's HIS; nothing from another site reaches a PHI service.
 	for _, want := range []string{
-		"emr-1      <- spiffe://medmesh.local/ns/default/svc/his ",
-		"imaging-1  <- spiffe://medmesh.local/ns/default/svc/emr ",
+		"emr-1           <- spiffe://medmesh.local/ns/default/svc/his/site/hub ",
+		"formulary-1     <- spiffe://medmesh.local/ns/default/svc/his/site/south ",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
-	if regexp.MustCompile(`<- .*(plaintext|svc/billing)`).MatchString(out) {
-		t.Error("a server answered a plaintext caller or billing")
+	for _, line := range regexp.MustCompile(`(?m)^ +(emr-\d|imaging-\d|his-1) +<- .*$`).FindAllString(out, -1) {
+		for _, bad := range []string{"plaintext", "svc/billing", "/site/north", "/site/south"} {
+			if strings.Contains(line, bad) {
+				t.Errorf("a hub PHI server answered a plaintext caller, billing or a caller from another site: %s", line)
+			}
+		}
 	}
-	// The status table, with the sidecars (SVID agents) as proxies.
-	for _, re := range []string{`ID +SERVICE +KIND`, `emr-1/svid +emr +svid-agent`} {
+	// Each site's status at start: peers and residency decisions.
+	for _, re := range []string{
+		`peer north \(site north\): ACTIVE`,
+		`site north: residency policy default\.rego`,
+		`residency: emr at hub: held back \(refused for formulary, his, imaging\)`,
+		`residency: formulary at hub: routed here \(1 instances\)`,
+		`residency condition: service "emr" has no healthy instance at site north`,
+		`formulary-north/svid +formulary +svid-agent +ns/default/svc/formulary/site/north`,
+	} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("output does not match %q", re)
 		}
 	}
 
 	for _, want := range []string{
-		"==> emr-2 stops", "emr-2        | deregistered from Consul",
-		"==> emr-2 starts again",
-		"==> imaging-2 fails its health check", "imaging-2 CRITICAL",
-		"==> imaging-2 recovers",
-		"$ medmesh status --admin",
-		"/debug/config?node=", "/ui/",
+		"==> emr-2 stops", "emr-2        | deregistered from Consul", "==> emr-2 starts again",
+		"==> formulary-north fails its health check", "formulary-north CRITICAL", "==> formulary-north recovers",
+		"==> site north loses its uplink", "north noticed it is cut off",
+		"==> site north's uplink is back", "north's peerings are ACTIVE again",
+		"/debug/residency", "/ui/",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
+	between := func(from, to string) string {
+		i, j := strings.Index(out, from), strings.Index(out, to)
+		if i < 0 || j < i {
+			t.Fatalf("%q does not come before %q", from, to)
+		}
+		return out[i:j]
+	}
 	// While emr-2 is stopped, callers are answered by emr-1 alone.
-	stopped := out[strings.Index(out, "==> emr-2 stops"):strings.Index(out, "==> emr-2 starts again")]
-	if !regexp.MustCompile(`-> emr +ok +\d+ +failed +0 +answered by: emr-1 \d+\n`).MatchString(stopped) {
-		t.Errorf("no table shows emr answered by emr-1 alone while emr-2 was stopped")
+	if !regexp.MustCompile(`-> emr +ok +\d+ +failed +0 +answered by: emr-1 \d+\n`).MatchString(between("==> emr-2 stops", "==> emr-2 starts again")) {
+		t.Error("no table shows emr answered by emr-1 alone while emr-2 was stopped")
+	}
+	// While north's formulary fails, north's calls cross to the hub's.
+	if !regexp.MustCompile(`his-north +-> formulary +ok +\d+ +failed +0 +answered by: formulary-1 \d+\n`).MatchString(
+		between("==> formulary-north fails", "==> formulary-north recovers")) {
+		t.Error("no table shows his-north's formulary calls answered by the hub's formulary-1 while formulary-north failed")
+	}
+	// While north is cut off: its peers are stale but kept, its calls go
+	// on, and the hub sees north stale.
+	cut := between("==> site north loses its uplink", "==> site north's uplink is back")
+	for _, re := range []string{
+		`peer hub \(site hub\): FAILING, stale since .*: imports served as last heard of`,
+		`peers: hub FAILING, stale for \d+s \(6 imported instances served\); south FAILING`,
+		`peers: north FAILING, stale for \d+s \(2 imported instances served\); south ACTIVE`,
+		`his-north +-> imaging +ok +\d+ +failed +0 +answered by: imaging-north \d+\n`,
+	} {
+		if !regexp.MustCompile(re).MatchString(cut) {
+			t.Errorf("while north was cut off, the output does not match %q", re)
+		}
 	}
 
 	// Nothing the demo started may outlive it.

@@ -10,69 +10,21 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
-	"github.com/hashicorp/consul/api"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"medmesh/api/admin"
 )
 
-// allowed are the Consul intentions the story needs: destination ->
-// callers. EMR, imaging and HIS are PHI services, so medmesh denies every
-// caller not listed here.
-var allowed = map[string][]string{
-	"emr":     {"his", "imaging"},
-	"imaging": {"emr", "his"},
-}
-
-// deniedCaller is the service of the one-shot caller the story sends to
-// EMR: it proves its identity like every workload, but no intention lets
-// billing read the EMR, so the call must be refused.
-const (
-	deniedCaller = "billing"
-	deniedTarget = "emr"
-)
-
-// writeIntentions writes one service-intentions config entry per
-// destination. It runs before the control plane starts: the Consul source
-// reads every intention before its first catalog, so no instance ever
-// serves with an RBAC policy that lacks them.
-func writeIntentions(c *api.Client) error {
-	for dst, srcs := range allowed {
-		e := &api.ServiceIntentionsConfigEntry{Kind: api.ServiceIntentions, Name: dst}
-		for _, src := range srcs {
-			e.Sources = append(e.Sources, &api.SourceIntention{Name: src, Action: api.IntentionActionAllow})
-		}
-		if _, _, err := c.ConfigEntries().Set(e, nil); err != nil {
-			return fmt.Errorf("writing the service-intentions config entry for %s: %w", dst, err)
-		}
-	}
-	return nil
-}
-
-func intentionsSummary() string {
-	dsts := make([]string, 0, len(allowed))
-	for d := range allowed {
-		dsts = append(dsts, d)
-	}
-	sort.Strings(dsts)
-	parts := make([]string, 0, len(dsts))
-	for _, d := range dsts {
-		parts = append(parts, strings.Join(allowed[d], ", ")+" -> "+d)
-	}
-	return strings.Join(parts, "; ") + " allowed; every other caller of these PHI services is denied"
-}
-
-// joinToken asks the control plane's admin API for a one-time join token
-// for service: the proof of identity its sidecar presents.
-func (d *demo) joinToken(ctx context.Context, service string) (string, error) {
+// joinToken asks a site's control plane for a one-time join token for
+// service: the proof of identity its sidecar presents.
+func (s *site) joinToken(ctx context.Context, service string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	u := "http://" + d.adminAddr + "/join-tokens?service=" + url.QueryEscape(service)
+	u := "http://" + s.adminAddr + "/join-tokens?service=" + url.QueryEscape(service)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
 	if err != nil {
 		return "", err
@@ -99,11 +51,12 @@ func (d *demo) joinToken(ctx context.Context, service string) (string, error) {
 // sidecarNode is the xDS node ID of an instance's SVID agent.
 func sidecarNode(id string) string { return id + "/svid" }
 
-// startSidecar starts `medmesh sidecar --svid-dir` for one workload with
-// a fresh join token. It keeps the workload's SVID and bundle files fresh
-// for as long as it runs, across restarts of the workload itself.
-func (d *demo) startSidecar(ctx context.Context, id, service, dir string) (*proc, error) {
-	tok, err := d.joinToken(ctx, service)
+// startSidecar starts `medmesh sidecar --svid-dir` for one workload of a
+// site with a fresh join token from that site's control plane. It keeps
+// the workload's SVID and bundle files fresh for as long as it runs,
+// across restarts of the workload itself.
+func (d *demo) startSidecar(ctx context.Context, s *site, id, service, dir string) (*proc, error) {
+	tok, err := s.joinToken(ctx, service)
 	if err != nil {
 		return nil, err
 	}
@@ -111,16 +64,16 @@ func (d *demo) startSidecar(ctx context.Context, id, service, dir string) (*proc
 		name: id + ".svid", bin: d.cfg.medmesh,
 		// No ext_proc extension: it serves Envoy, and the demo's
 		// services are proxyless gRPC; the sidecar is their SVID agent.
-		args: []string{"sidecar", "--svid-dir", dir, "--node-id", sidecarNode(id), "--service", service,
-			"--xds-address", d.xdsAddr, "--extproc-listen=", "--log-format", "json"},
+		args: []string{"sidecar", "--svid-dir", dir, "--node-id", sidecarNode(id), "--service", service, "--site", s.name,
+			"--xds-address", s.xdsAddr, "--extproc-listen=", "--log-format", "json"},
 		// `medmesh sidecar` reads --join-token's default from here.
 		env: []string{"MEDMESH_JOIN_TOKEN=" + tok},
 	})
 	if err != nil {
 		return nil, err
 	}
-	d.out.printf("started %-14s pid=%d  medmesh sidecar --svid-dir %s --node-id %s --service %s (one-time join token in $MEDMESH_JOIN_TOKEN)",
-		p.name, p.pid(), dir, sidecarNode(id), service)
+	d.out.printf("site %-5s started %-20s pid=%d  medmesh sidecar --svid-dir %s --service %s --site %s (join token in $MEDMESH_JOIN_TOKEN)",
+		s.name, p.name, p.pid(), dir, service, s.name)
 	return p, nil
 }
 
@@ -131,10 +84,14 @@ var svidFiles = []string{"svid.pem", "svid_key.pem", "bundle.pem"}
 // identityOf reports the SPIFFE ID an instance's sidecar has written,
 // once the control plane has attested the sidecar and the SVID in the
 // files verifies against the bundle beside it.
-func (d *demo) identityOf(ctx context.Context, id, dir string) (string, error) {
-	identities, err := d.proxyIdentities(ctx)
+func identityOf(ctx context.Context, s *site, id, dir string) (string, error) {
+	pr, err := s.proxies(ctx)
 	if err != nil {
 		return "", err
+	}
+	identities := map[string]string{}
+	for _, p := range pr.Proxies {
+		identities[p.ID] = p.Identity
 	}
 	got := identities[sidecarNode(id)]
 	if !strings.HasPrefix(got, "spiffe://") {
@@ -165,38 +122,20 @@ func (d *demo) identityOf(ctx context.Context, id, dir string) (string, error) {
 	return got, nil
 }
 
-// proxyIdentities maps each connected proxy to the identity the control
-// plane gave it (a SPIFFE ID, or why it has none).
-func (d *demo) proxyIdentities(ctx context.Context) (map[string]string, error) {
-	body, err := d.adminGet(ctx, "/debug/proxies")
-	if err != nil {
-		return nil, err
-	}
-	var pr admin.ProxiesResponse
-	if err := json.Unmarshal(body, &pr); err != nil {
-		return nil, fmt.Errorf("/debug/proxies: %w", err)
-	}
-	m := map[string]string{}
-	for _, p := range pr.Proxies {
-		m[p.ID] = p.Identity
-	}
-	return m, nil
-}
-
 // startSidecars gives every instance its sidecar and waits until each
 // holds a verified SVID, so no instance starts without its certificates.
 func (d *demo) startSidecars(ctx context.Context) error {
 	for _, in := range d.instances {
-		in.svidDir = filepath.Join(d.runDir, "svid", in.id)
+		in.svidDir = filepath.Join(d.runDir, in.site.name, "svid", in.id)
 		var err error
-		if in.sidecar, err = d.startSidecar(ctx, in.id, in.service, in.svidDir); err != nil {
+		if in.sidecar, err = d.startSidecar(ctx, in.site, in.id, in.service, in.svidDir); err != nil {
 			return err
 		}
 	}
 	return d.waitFor(ctx, 30*time.Second, "every sidecar to hold its SVID", func(ctx context.Context) error {
 		var errs []error
 		for _, in := range d.instances {
-			id, err := d.identityOf(ctx, in.id, in.svidDir)
+			id, err := identityOf(ctx, in.site, in.id, in.svidDir)
 			if err != nil {
 				errs = append(errs, err)
 				continue
@@ -212,96 +151,131 @@ func (d *demo) startSidecars(ctx context.Context) error {
 // is about to go).
 func (d *demo) identityTable(withFiles bool) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "mTLS: on. Every call is mutual TLS between SPIFFE identities; Consul intentions: %s.\n", intentionsSummary())
-	fmt.Fprintf(&b, "Each instance proved its identity with a one-time join token; its sidecar holds the SVID (verified against the trust bundle):\n")
+	fmt.Fprintf(&b, "mTLS: on. Every call is mutual TLS between SPIFFE identities, one trust domain for the network.\n")
+	fmt.Fprintf(&b, "Each instance proved its identity with a one-time join token to its site's control plane; its sidecar holds the SVID "+
+		"(the hub's signed by the hospital root, the edge sites' by their own intermediate; verified against the trust bundle):\n")
 	for _, in := range d.instances {
-		fmt.Fprintf(&b, "  SVID %-10s %s  (node %s", in.id, in.spiffeID, sidecarNode(in.id))
+		fmt.Fprintf(&b, "  SVID %-15s %s", in.id, in.spiffeID)
 		if withFiles {
-			fmt.Fprintf(&b, ", files in %s", in.svidDir)
+			fmt.Fprintf(&b, "  (files in %s)", in.svidDir)
 		}
-		b.WriteString(")\n")
+		b.WriteString("\n")
 	}
 	return b.String()
 }
 
-// deniedCall is the story's refusal: a workload of a service no
-// intention allows (billing) gets a real SVID through its own sidecar
-// and join token, then calls EMR once. The mTLS handshake succeeds (both
-// sides prove who they are) and EMR's RBAC refuses the call. It runs in
-// the background so the story's timing does not depend on it; the
-// outcome is printed from the probe's log line (see onLine).
-func (d *demo) deniedCall(ctx context.Context) {
-	id := deniedCaller + "-1"
-	dir := filepath.Join(d.runDir, "svid", id)
-	// The probe is the only user of its sidecar; both go when it is done.
+// probeSpec is a one-shot call the story makes from a workload of its own
+// (with its own sidecar and join token) to show a call the mesh refuses.
+type probeSpec struct {
+	id, service, target, site string
+	// wait is how long the probe retries Unavailable (see
+	// clinical-service --probe-wait).
+	wait time.Duration
+	// judge reads the probe's outcome: what to print, and whether it
+	// is what the story expects.
+	judge func(l *logLine) (say string, asIntended bool)
+}
+
+// deniedProbe: a workload of a service no intention allows (billing) gets
+// a real SVID and calls EMR at the hub. The mTLS handshake succeeds (both
+// sides prove who they are) and EMR's RBAC refuses the call.
+var deniedProbe = probeSpec{id: "billing-1", service: "billing", target: "emr", site: "hub", wait: 15 * time.Second,
+	judge: func(l *logLine) (string, bool) {
+		if l.Code == "PermissionDenied" {
+			return fmt.Sprintf("refused as intended: billing-1 (billing) -> emr: %s: %s. The mTLS handshake succeeded (server %s); "+
+				"emr's RBAC found no intention for billing.", l.Code, l.Err, l.ServerID), true
+		}
+		return fmt.Sprintf("billing-1 -> emr: %s (answered by %s): %s; want PermissionDenied from the server's RBAC", l.Code, l.AnsweredBy, l.Err), false
+	}}
+
+// residencyProbe: HIS at site north calls EMR, which runs only at the hub.
+// North's control plane sends it no EMR (residency), so the call fails at
+// north, never reaching the hub; the hub's RBAC would refuse it as well.
+// gRPC reports a resource the control plane does not send after its
+// 15 s resource timeout, so the probe waits for longer than that.
+var residencyProbe = probeSpec{id: "his-probe", service: "his", target: "emr", site: "north", wait: 20 * time.Second,
+	judge: func(l *logLine) (string, bool) {
+		if l.Code == "OK" || !strings.HasPrefix(l.ServerID, "none") {
+			return fmt.Sprintf("his-probe (his at north) reached emr (answered by %s, server %s): PHI left its site", l.AnsweredBy, l.ServerID), false
+		}
+		return fmt.Sprintf("held back as intended: his-probe (his at north) -> emr: %s: %s. No connection to the hub was made: "+
+			"north has no EMR and residency gave it none of the hub's.", l.Code, l.Err), true
+	}}
+
+// probe runs p in the background, so the story's timing does not depend
+// on it; the outcome is printed from the probe's log line (see onProbe).
+func (d *demo) probe(ctx context.Context, p probeSpec) {
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()
-		err := d.runDeniedCall(ctx, id, dir)
+		err := d.runProbe(ctx, p)
 		if err != nil && ctx.Err() == nil {
-			d.out.printf("!! the denied-call probe did not run: %v", err)
+			d.out.printf("!! the probe %s did not run: %v", p.id, err)
 			d.probeProblems.Add(1)
 		}
 	}()
 }
 
-func (d *demo) runDeniedCall(ctx context.Context, id, dir string) error {
+func (d *demo) runProbe(ctx context.Context, spec probeSpec) error {
+	s := d.site(spec.site)
+	dir := filepath.Join(d.runDir, s.name, "svid", spec.id)
 	// A previous round's files would pass for this round's SVID before
 	// the new sidecar has proved anything.
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
-	sc, err := d.startSidecar(ctx, id, deniedCaller, dir)
+	// The probe is the only user of its sidecar; both go when it is done.
+	sc, err := d.startSidecar(ctx, s, spec.id, spec.service, dir)
 	if err != nil {
 		return err
 	}
 	defer d.sup.stop(sc, 10*time.Second)
 	// Runs beside the story, which starts and stops instances: watch only
 	// the processes this step depends on.
-	watch := func() []*proc { return []*proc{d.cp, sc} }
-	if err := d.poll(ctx, 30*time.Second, id+"'s SVID", watch, func(ctx context.Context) error {
-		_, err := d.identityOf(ctx, id, dir)
+	watch := func() []*proc { return []*proc{s.cp, sc} }
+	if err := d.poll(ctx, 30*time.Second, spec.id+"'s SVID", watch, func(ctx context.Context) error {
+		_, err := identityOf(ctx, s, spec.id, dir)
 		return err
 	}); err != nil {
 		return err
 	}
-	p, err := d.sup.startSpec(procSpec{name: id, bin: d.cfg.serviceBin, oneShot: true, args: []string{
-		"--probe", "--service", deniedCaller, "--id", id, "--calls", deniedTarget, "--svid-dir", dir,
-		"--xds-address", d.xdsAddr, "--log-format", "json",
+	p, err := d.sup.startSpec(procSpec{name: spec.id, bin: d.cfg.serviceBin, oneShot: true, args: []string{
+		"--probe", "--service", spec.service, "--id", spec.id, "--calls", spec.target, "--svid-dir", dir,
+		"--probe-wait", spec.wait.String(), "--xds-address", s.xdsAddr, "--log-format", "json",
 	}})
 	if err != nil {
 		return err
 	}
-	d.out.printf("started %-14s pid=%d  one call to %s as %s (no intention allows it)", id, p.pid(), deniedTarget, deniedCaller)
+	d.probes.Store(p, spec)
+	d.out.printf("site %-5s started %-20s pid=%d  one call to %s as %s", s.name, spec.id, p.pid(), spec.target, spec.service)
 	select {
 	case <-p.done:
 	case <-ctx.Done():
 		return d.sup.stop(p, 10*time.Second)
 	}
 	if p.err != nil {
-		return fmt.Errorf("%s: %v; see %s", id, p.err, filepath.Join(d.sup.logDir, id+".log"))
+		return fmt.Errorf("%s: %v; see %s", spec.id, p.err, filepath.Join(d.sup.logDir, spec.id+".log"))
 	}
 	return nil
 }
 
-// onProbe reports the probe's outcome: refused with PermissionDenied is
-// the story working; anything else is a problem the run reports.
+// onProbe reports a probe's outcome: the refusal the story expects, or a
+// problem the run reports.
 func (d *demo) onProbe(p *proc, l *logLine) {
-	switch l.Code {
-	case "PermissionDenied":
-		d.denied.Add(1)
-		d.out.printf("==> refused as intended: %s (%s) -> %s: %s: %s. The mTLS handshake succeeded (server %s); "+
-			"%s's RBAC found no intention for %s.", p.name, deniedCaller, l.Target, l.Code, l.Err, l.ServerID, l.Target, deniedCaller)
-	case "OK":
-		d.probeProblems.Add(1)
-		d.out.printf("!! %s (%s) reached %s (answered by %s) although no intention allows it", p.name, deniedCaller, l.Target, l.AnsweredBy)
+	v, ok := d.probes.Load(p)
+	if !ok {
+		return
+	}
+	say, asIntended := v.(probeSpec).judge(l)
+	switch {
+	case asIntended:
+		d.refused.Add(1)
+		d.out.printf("==> %s", say)
+	case d.stopping.Load() && l.Code != "OK":
+		// Stopped mid-call (Canceled, or the connection closing).
+		d.out.printf("%s's call to %s was cut short (%s): the demo is stopping", p.name, l.Target, l.Code)
 	default:
-		if d.stopping.Load() {
-			// Stopped mid-call (Canceled, or the connection closing).
-			d.out.printf("%s's call to %s was cut short (%s): the demo is stopping", p.name, l.Target, l.Code)
-			return
-		}
 		d.probeProblems.Add(1)
-		d.out.printf("!! %s -> %s: %s: %s (want PermissionDenied from the server's RBAC)", p.name, l.Target, l.Code, l.Err)
+		d.out.printf("!! %s", say)
 	}
 }

@@ -1,16 +1,23 @@
-// Command demo is `make demo`: a real Consul dev agent, the medmesh control
-// plane and a small hospital of proxyless gRPC services (EMR x2, imaging x2,
-// HIS x1) calling each other through the mesh over mTLS. Every instance
-// proves its identity with a one-time join token through its own `medmesh
-// sidecar --svid-dir` before it starts, and Consul intentions allow exactly
-// the calls the hospital makes. It prints the `medmesh status` table, the
-// traffic and the callers' SPIFFE IDs every few seconds while a scripted
-// story has a caller without an intention refused, stops and restarts an
-// instance and fails and heals a health check, and it stops everything on
-// Ctrl-C, SIGTERM or after DEMO_SECONDS seconds.
+// Command demo is `make demo`: a small telemedicine network of three
+// sites, the hub (the hospital) and two edge clinics, each its own real
+// Consul datacenter with its own medmesh control plane, the sites peered
+// with Consul cluster peering on loopback. Proxyless gRPC services (EMR,
+// imaging and HIS at the hub; HIS and imaging at each clinic; a drug
+// formulary, the one non-PHI service, at the hub and at north) call each
+// other through the mesh over mTLS. Every instance proves its identity
+// with a one-time join token through its own `medmesh sidecar --svid-dir`
+// before it starts; the edge sites issue SVIDs from their own
+// intermediate CA. It prints each site's `medmesh status` (peers,
+// residency decisions), the traffic and the callers' SPIFFE IDs while a
+// scripted story has a caller without an intention refused, a clinic's
+// call to the hub's EMR held back by residency, instances stop and
+// restart, the formulary fail over from north to the hub, and north's
+// uplink cut and restored. It stops everything on Ctrl-C, SIGTERM or
+// after DEMO_SECONDS seconds.
 //
 // Exit status: 0 when the demo ran and stopped cleanly (no child died on
-// its own, nothing left running), 1 otherwise, 2 for bad flags.
+// its own, nothing left running, every probe refused as intended), 1
+// otherwise, 2 for bad flags.
 package main
 
 import (
@@ -21,7 +28,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -34,7 +40,6 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"medmesh/api/admin"
 	"medmesh/api/wire"
 	"medmesh/internal/consulagent"
 )
@@ -43,6 +48,7 @@ type config struct {
 	medmesh, serviceBin    string
 	xdsListen, adminListen string
 	seconds                time.Duration // 0: until Ctrl-C
+	rounds                 int           // of the story; 0: until Ctrl-C
 	step, every            time.Duration
 	callInterval           time.Duration
 	keepLogs               bool
@@ -60,11 +66,19 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		}
 		seconds = s
 	}
+	if v := os.Getenv("DEMO_ROUNDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return c, fmt.Errorf("DEMO_ROUNDS=%q: want a number of rounds", v)
+		}
+		c.rounds = n
+	}
 	fs.StringVar(&c.medmesh, "medmesh", "bin/medmesh", "the medmesh binary (make build)")
 	fs.StringVar(&c.serviceBin, "service-bin", "bin/clinical-service", "the example service binary (go build ./examples/service)")
-	fs.StringVar(&c.xdsListen, "xds-listen", wire.DefaultXDSAddress, "control plane xDS address; a free port is used if busy (port 0: always)")
-	fs.StringVar(&c.adminListen, "admin-listen", wire.DefaultAdminAddress, "control plane admin address; a free port is used if busy (port 0: always)")
+	fs.StringVar(&c.xdsListen, "xds-listen", wire.DefaultXDSAddress, "the hub control plane's xDS address; a free port is used if busy (port 0: always); the edge sites' are free ports")
+	fs.StringVar(&c.adminListen, "admin-listen", wire.DefaultAdminAddress, "the hub control plane's admin address; a free port is used if busy (port 0: always); the edge sites' are free ports")
 	fs.Float64Var(&seconds, "seconds", seconds, "stop after this many seconds (default $DEMO_SECONDS; 0: run until Ctrl-C)")
+	fs.IntVar(&c.rounds, "rounds", c.rounds, "stop once the story has played this many times (default $DEMO_ROUNDS; 0: run until Ctrl-C or --seconds)")
 	fs.DurationVar(&c.step, "step", 7*time.Second, "time between two events of the story")
 	fs.DurationVar(&c.every, "every", 5*time.Second, "time between two status tables")
 	fs.DurationVar(&c.callInterval, "interval", 250*time.Millisecond, "time between two calls from one instance to one service")
@@ -75,8 +89,8 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if c.every <= 0 || c.callInterval <= 0 {
-		return c, errors.New("--every and --interval must be positive")
+	if c.every <= 0 || c.callInterval <= 0 || c.rounds < 0 {
+		return c, errors.New("--every and --interval must be positive, --rounds not negative")
 	}
 	// A stop takes a second (drain) and its table comes `settle` later;
 	// a shorter step would run the next event before the effect shows.
@@ -98,33 +112,46 @@ func main() {
 	os.Exit(run(cfg, os.Stdout))
 }
 
-// demo is one run: its processes, addresses and counters.
+// demo is one run: its sites, processes and counters.
 type demo struct {
 	cfg       config
 	out       *console
 	sup       *supervisor
 	traffic   *traffic
-	consul    *consulagent.Agent
-	cp        *proc
-	instances []*instance
+	sites     []*site
+	links     []*link
+	instances []*instance // every site's, in site order
 	runDir    string
-	// bg tracks the story's background work (the denied call), which
-	// must end before the teardown.
+	// bg tracks the story's background work (probes, waiting for a
+	// peering), which must end before the teardown.
 	bg sync.WaitGroup
+	// probes maps a running probe's process to what it shows.
+	probes sync.Map
 
-	xdsAddr, adminAddr string
-	unexpected         atomic.Int32
-	// denied counts the story's refused calls; probeProblems the times
-	// that refusal did not happen as it should.
-	denied, probeProblems atomic.Int32
-	stop                  func(reason string)
+	unexpected atomic.Int32
+	// refused counts the probes' calls refused as the story intends;
+	// probeProblems the times that did not happen as it should.
+	refused, probeProblems atomic.Int32
+	// cutPushes is the xDS responses north's control plane sent between
+	// its uplink's cut and the peerings being active again; -1 until
+	// measured.
+	cutPushes atomic.Int32
+	cutAt     int // north's medmesh_xds_responses_total at the cut
+	stop      func(reason string)
 	// stopping is set when the demo begins to stop: a probe cut short
 	// then is not a problem of the mesh.
 	stopping atomic.Bool
 }
 
 func run(cfg config, w io.Writer) int {
-	d := &demo{cfg: cfg, out: &console{w: w, start: time.Now()}, traffic: newTraffic(), instances: newInstances()}
+	d := &demo{cfg: cfg, out: &console{w: w, start: time.Now()}, traffic: newTraffic(), sites: newNetwork()}
+	for _, s := range d.sites {
+		for _, in := range s.instances {
+			in.site = s
+			d.instances = append(d.instances, in)
+		}
+	}
+	d.cutPushes.Store(-1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var once sync.Once
@@ -147,8 +174,10 @@ func run(cfg config, w io.Writer) int {
 		if d.sup != nil {
 			d.sup.killAll()
 		}
-		if d.consul != nil {
-			d.consul.Stop()
+		for _, s := range d.sites {
+			if s.consul != nil {
+				s.consul.Stop()
+			}
 		}
 	}()
 	if cfg.seconds > 0 {
@@ -169,8 +198,9 @@ func run(cfg config, w io.Writer) int {
 	return d.tearDown(failed)
 }
 
-// setUp starts Consul, the control plane and the services, and waits
-// until every instance is healthy and connected to the control plane.
+// setUp starts the sites (Consul, peerings, control planes) and the
+// services, and waits until every instance is healthy and connected to
+// its site's control plane.
 func (d *demo) setUp(ctx context.Context) error {
 	for _, b := range []struct{ path, hint string }{
 		{d.cfg.medmesh, "run `make build`"},
@@ -190,43 +220,16 @@ func (d *demo) setUp(ctx context.Context) error {
 	}
 	d.sup = &supervisor{logDir: logDir, env: childEnv(d.runDir), onLine: d.onLine, onExit: d.onExit}
 
-	d.out.printf("starting a Consul dev agent ...")
-	var consulBin string
-	d.consul, consulBin, err = startConsul(ctx, d.runDir)
-	if errors.Is(err, consulagent.ErrNoBinary) {
-		return fmt.Errorf("%w (`make demo` runs `make tools` first)", err)
-	}
-	if err != nil {
+	d.out.printf("starting three Consul datacenters (hub, north, south), one server each, cluster peering enabled ...")
+	if err := d.startConsuls(ctx); err != nil {
 		return err
 	}
-	d.out.printf("Consul (%s) is up", consulBin)
-	d.out.printf("Consul HTTP API and UI at http://%s (a dev agent: state in memory)", d.consul.Addr())
-	if err := writeIntentions(d.consul.Client()); err != nil {
+	if err := d.peerSites(ctx); err != nil {
 		return err
 	}
-	d.out.printf("Consul intentions written (service-intentions config entries): %s", intentionsSummary())
-
-	if d.xdsAddr, err = pickAddr(d.cfg.xdsListen, d.out); err != nil {
+	if err := d.startControlPlanes(ctx); err != nil {
 		return err
 	}
-	if d.adminAddr, err = pickAddr(d.cfg.adminListen, d.out); err != nil {
-		return err
-	}
-	// mTLS is the control plane's default; --state-dir is where it
-	// creates and keeps its self-signed root (and the last good catalog).
-	stateDir := filepath.Join(d.runDir, "controlplane")
-	d.cp, err = d.sup.start("controlplane", d.cfg.medmesh, "controlplane",
-		"--consul", "http://"+d.consul.Addr(), "--xds-listen", d.xdsAddr, "--admin-listen", d.adminAddr,
-		"--state-dir", stateDir, "--log-format", "json")
-	if err != nil {
-		return err
-	}
-	d.out.printf("started controlplane pid=%d  xDS %s  admin http://%s  mTLS on, CA root in %s", d.cp.pid(), d.xdsAddr, d.adminAddr, filepath.Join(stateDir, "ca"))
-	if err := d.waitFor(ctx, 30*time.Second, "the control plane to be ready", d.controlPlaneReady); err != nil {
-		return err
-	}
-	d.out.printf("control plane is ready (it has the Consul catalog and intentions)")
-
 	if err := d.startSidecars(ctx); err != nil {
 		return err
 	}
@@ -242,8 +245,15 @@ func (d *demo) setUp(ctx context.Context) error {
 	if err := d.waitFor(ctx, 60*time.Second, "every instance to be healthy and connected", d.meshUp); err != nil {
 		return err
 	}
-	d.out.printf("the mesh is up: %d instances healthy in Consul and connected to the control plane", len(d.instances))
+	d.out.printf("the network is up: %d instances at %d sites, healthy in Consul and connected to their control planes", len(d.instances), len(d.sites))
 	d.out.block(d.identityTable(true))
+	var b strings.Builder
+	b.WriteString("\nEach site's control plane, as an operator sees it (peers, and the residency decisions: what other sites' services this site's proxies are sent):\n")
+	for _, s := range d.sites {
+		fmt.Fprintf(&b, "  $ medmesh status --admin %s    # site %s, %s\n", s.adminAddr, s.name, s.about)
+		b.WriteString(statusTable(ctx, d.cfg.medmesh, s.adminAddr))
+	}
+	d.out.block(b.String())
 	return nil
 }
 
@@ -253,7 +263,10 @@ func (d *demo) setUp(ctx context.Context) error {
 // goroutine only; background work uses poll with its own processes.
 func (d *demo) waitFor(ctx context.Context, limit time.Duration, what string, cond func(context.Context) error) error {
 	return d.poll(ctx, limit, what, func() []*proc {
-		watch := []*proc{d.cp}
+		var watch []*proc
+		for _, s := range d.sites {
+			watch = append(watch, s.cp)
+		}
 		for _, in := range d.instances {
 			watch = append(watch, in.proc, in.sidecar)
 		}
@@ -286,37 +299,31 @@ func (d *demo) poll(ctx context.Context, limit time.Duration, what string, watch
 	}
 }
 
-func (d *demo) controlPlaneReady(ctx context.Context) error {
-	_, err := d.adminGet(ctx, "/readyz")
-	return err
-}
-
-// meshUp: every instance passes its Consul check and holds an xDS stream.
+// meshUp: every instance passes its Consul check and holds an xDS stream
+// to its site's control plane.
 func (d *demo) meshUp(ctx context.Context) error {
-	body, err := d.adminGet(ctx, "/debug/proxies")
-	if err != nil {
-		return err
-	}
-	var pr admin.ProxiesResponse
-	if err := json.Unmarshal(body, &pr); err != nil {
-		return err
-	}
-	connected := map[string]bool{}
-	for _, p := range pr.Proxies {
-		connected[p.ID] = true
-	}
-	checks, _, err := d.consul.Client().Health().State(api.HealthPassing, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return err
-	}
-	passing := map[string]bool{}
-	for _, c := range checks {
-		passing[c.ServiceID] = true
-	}
 	var missing []string
-	for _, in := range d.instances {
-		if !connected[in.id] || !passing[in.id] {
-			missing = append(missing, in.id)
+	for _, s := range d.sites {
+		pr, err := s.proxies(ctx)
+		if err != nil {
+			return err
+		}
+		connected := map[string]bool{}
+		for _, p := range pr.Proxies {
+			connected[p.ID] = true
+		}
+		checks, _, err := s.consul.Client().Health().State(api.HealthPassing, (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return err
+		}
+		passing := map[string]bool{}
+		for _, c := range checks {
+			passing[c.ServiceID] = true
+		}
+		for _, in := range s.instances {
+			if !connected[in.id] || !passing[in.id] {
+				missing = append(missing, in.id)
+			}
 		}
 	}
 	if len(missing) > 0 {
@@ -325,55 +332,35 @@ func (d *demo) meshUp(ctx context.Context) error {
 	return nil
 }
 
-func (d *demo) adminGet(ctx context.Context, path string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.adminAddr+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s: %s", path, resp.Status, strings.TrimSpace(string(body)))
-	}
-	return body, nil
-}
-
 func (d *demo) whereToLook() {
-	admin := "http://" + d.adminAddr
+	hub := d.sites[0]
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nmedmesh demo is running. Where to look:\n")
-	rows := [][2]string{
-		{"status table", d.cfg.medmesh + " status --admin " + d.adminAddr},
-		{"proxies (JSON)", admin + "/debug/proxies"},
-		{"one proxy's xDS", admin + "/debug/config?node=his-1  (TLS contexts, RBAC from intentions)"},
-		{"identities", admin + "/debug/proxies  (field identity of the <instance>/svid sidecars)"},
-		{"intentions", "http://" + d.consul.Addr() + "/ui/dc1/intentions"},
-		{"catalog", admin + "/debug/catalog"},
-		{"metrics", admin + "/metrics"},
-		{"readiness", admin + "/readyz"},
-		{"xDS (ADS)", d.xdsAddr},
-		{"Consul UI", "http://" + d.consul.Addr() + "/ui/  (HTTP API: http://" + d.consul.Addr() + "/v1/)"},
-		{"process logs", d.sup.logDir + "  (removed at exit unless DEMO_KEEP_LOGS=1)"},
-		{"try it", fmt.Sprintf("kill -USR1 %d  fails imaging-1's health check; kill -USR2 %d heals it", d.instance("imaging-1").proc.pid(), d.instance("imaging-1").proc.pid())},
-		{"traces", "not yet: OpenTelemetry export arrives with the tracing issue"},
+	row := func(k, v string) { fmt.Fprintf(&b, "  %-18s %s\n", k, v) }
+	for _, s := range d.sites {
+		row("site "+s.name, fmt.Sprintf("%s status --admin %s   (admin http://%s, xDS %s, Consul UI http://%s/ui/)",
+			d.cfg.medmesh, s.adminAddr, s.adminAddr, s.xdsAddr, s.consul.Addr()))
 	}
-	for _, r := range rows {
-		fmt.Fprintf(&b, "  %-16s %s\n", r[0], r[1])
-	}
+	admin := "http://" + hub.adminAddr
+	row("residency", "http://"+d.site("north").adminAddr+"/debug/residency  (north: which other sites' services its proxies get, and why not)")
+	row("peers", "http://"+d.site("north").adminAddr+"/debug/proxies  (field source.peers: state, stale since, imports)")
+	row("one proxy's xDS", admin+"/debug/config?node=his-1  (TLS contexts, RBAC from intentions and residency)")
+	row("catalog", admin+"/debug/catalog  (local and imported instances, with their site)")
+	row("metrics", admin+"/metrics")
+	row("process logs", d.sup.logDir+"  (removed at exit unless DEMO_KEEP_LOGS=1)")
+	im := d.instance("imaging-1").proc.pid()
+	row("try it", fmt.Sprintf("kill -USR1 %d  fails imaging-1's health check; kill -USR2 %d heals it", im, im))
+	row("traces", "not yet: OpenTelemetry export arrives with the tracing issue")
 	stop := "Ctrl-C stops everything."
-	if d.cfg.seconds > 0 {
+	switch {
+	case d.cfg.rounds > 0 && d.cfg.seconds > 0:
+		stop = fmt.Sprintf("Stops by itself after %d round(s) of the story or DEMO_SECONDS=%g, whichever comes first (or Ctrl-C).", d.cfg.rounds, d.cfg.seconds.Seconds())
+	case d.cfg.rounds > 0:
+		stop = fmt.Sprintf("Stops by itself after %d round(s) of the story (or Ctrl-C).", d.cfg.rounds)
+	case d.cfg.seconds > 0:
 		stop = fmt.Sprintf("Stops by itself after DEMO_SECONDS=%g (or Ctrl-C).", d.cfg.seconds.Seconds())
 	}
-	fmt.Fprintf(&b, "Every %s: the status table, Consul health and the calls since the last table. Story events are marked ==>. %s\n\n", d.cfg.every, stop)
+	fmt.Fprintf(&b, "Every %s: each site's control plane and peers, Consul health and the calls since the last table. Story events are marked ==>. %s\n\n", d.cfg.every, stop)
 	d.out.block(b.String())
 }
 
@@ -414,6 +401,15 @@ func (d *demo) loop(ctx context.Context) {
 			}
 			forget.Reset(reportLag)
 			next.Reset(settle)
+			if clock.played(d.cfg.rounds) {
+				// What the last event started in the background (waiting
+				// for a peering) is part of the round.
+				go func() {
+					d.bg.Wait()
+					d.stop(fmt.Sprintf("the story has played %d time(s) (--rounds)", d.cfg.rounds))
+				}()
+				continue
+			}
 			ev, at = clock.nextEvent()
 			event.Reset(time.Until(up.Add(at)))
 		}
@@ -433,9 +429,11 @@ const (
 func (d *demo) report(ctx context.Context, since string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n---- %s %s\n", d.out.elapsed(), strings.Repeat("-", 60))
-	fmt.Fprintf(&b, "  $ medmesh status --admin %s\n", d.adminAddr)
-	b.WriteString(statusTable(ctx, d.cfg.medmesh, d.adminAddr))
-	fmt.Fprintf(&b, "  Consul health: %s\n", consulHealth(d.consul.Client()))
+	for _, s := range d.sites {
+		fmt.Fprintf(&b, "  site %-5s %s\n", s.name, siteLine(ctx, s))
+		fmt.Fprintf(&b, "             peers: %s\n", s.peersState(ctx))
+		fmt.Fprintf(&b, "             Consul health: %s\n", consulHealth(s.consul.Client()))
+	}
 	fmt.Fprintf(&b, "  Calls since %s (caller -> service):\n", since)
 	b.WriteString(d.traffic.windowTable())
 	b.WriteString("\n")
@@ -452,7 +450,7 @@ func (d *demo) onLine(p *proc, line []byte) {
 		d.out.printf("%-12s | %s", p.name, line)
 		return
 	}
-	if p == d.cp {
+	if d.isControlPlane(p) {
 		if l.Level == "WARN" || l.Level == "ERROR" {
 			d.out.printf("%-12s | %s %s", p.name, l.Level, describe(line))
 		}
@@ -477,16 +475,25 @@ func (d *demo) onLine(p *proc, line []byte) {
 func (d *demo) onExit(p *proc) {
 	d.unexpected.Add(1)
 	d.out.printf("!! %s (pid %d) exited on its own: %v; its log: %s", p.name, p.pid(), p.err, filepath.Join(d.sup.logDir, p.name+".log"))
-	if p == d.cp {
-		d.stop("the control plane is gone")
+	if d.isControlPlane(p) {
+		d.stop(p.name + " is gone")
 	}
+}
+
+func (d *demo) isControlPlane(p *proc) bool {
+	for _, s := range d.sites {
+		if s.cp == p {
+			return true
+		}
+	}
+	return false
 }
 
 // tearDown stops everything in dependency order and reports the run.
 func (d *demo) tearDown(failed bool) int {
 	d.bg.Wait()
 	if d.sup != nil {
-		d.out.printf("stopping the services (each leaves Consul, drains for 1s, stops). The control plane will warn " +
+		d.out.printf("stopping the services (each leaves Consul, drains for 1s, stops). The control planes will warn " +
 			"that the registry is suddenly empty and keep the last mesh for a grace period: expected here.")
 		var wg sync.WaitGroup
 		for _, in := range d.instances {
@@ -516,16 +523,30 @@ func (d *demo) tearDown(failed bool) int {
 			}
 		}
 		wg.Wait()
-		if d.cp != nil {
-			if err := d.sup.stop(d.cp, 10*time.Second); err != nil {
-				d.out.printf("%v", err)
+		for _, s := range d.sites {
+			if s.cp != nil {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := d.sup.stop(s.cp, 10*time.Second); err != nil {
+						d.out.printf("%v", err)
+					}
+				}()
 			}
 		}
+		wg.Wait()
 	}
-	consulGone := true
-	if d.consul != nil {
-		d.consul.Stop()
-		consulGone = !answers(d.consul.Addr())
+	var consulLeft []string
+	for _, l := range d.links {
+		l.up.Close()
+	}
+	for _, s := range d.sites {
+		if s.consul != nil {
+			s.consul.Stop()
+			if answers(s.consul.Addr()) {
+				consulLeft = append(consulLeft, "consul "+s.name+" (still answering on "+s.consul.Addr()+")")
+			}
+		}
 	}
 
 	ok, bad, table := d.traffic.totals()
@@ -538,7 +559,10 @@ func (d *demo) tearDown(failed bool) int {
 	if ok+bad > 0 {
 		fmt.Fprintf(&b, "  %d calls, %d ok, %d failed (%.2f%% ok)\n", ok+bad, ok, bad, 100*float64(ok)/float64(ok+bad))
 	}
-	fmt.Fprintf(&b, "  %d call(s) from %s to %s refused as intended (no intention allows them)\n", d.denied.Load(), deniedCaller, deniedTarget)
+	fmt.Fprintf(&b, "  %d probe call(s) refused as intended (billing -> emr at the hub: no intention; his at north -> emr: residency)\n", d.refused.Load())
+	if n := d.cutPushes.Load(); n >= 0 {
+		fmt.Fprintf(&b, "  xDS responses north's control plane sent from its uplink's cut until its peerings were active again: %d\n", n)
+	}
 	if seen := d.traffic.seenTotals(); seen != "" {
 		fmt.Fprintf(&b, "Callers the servers saw over the whole run (SPIFFE ID from the client certificate):\n%s", seen)
 	}
@@ -551,13 +575,11 @@ func (d *demo) tearDown(failed bool) int {
 	if d.sup != nil {
 		left = d.sup.leftovers()
 	}
-	if !consulGone {
-		left = append(left, "consul (still answering on "+d.consul.Addr()+")")
-	}
+	left = append(left, consulLeft...)
 	if len(left) > 0 {
 		d.out.printf("!! still running: %s", strings.Join(left, ", "))
 	} else if d.sup != nil {
-		d.out.printf("all %d processes started by the demo and the Consul agent have exited", d.sup.started())
+		d.out.printf("all %d processes started by the demo and the %d Consul servers have exited", d.sup.started(), len(d.sites))
 	}
 	failed = failed || d.unexpected.Load() > 0 || len(left) > 0 || d.probeProblems.Load() > 0
 	if d.runDir != "" {
@@ -569,8 +591,8 @@ func (d *demo) tearDown(failed bool) int {
 			d.out.printf("removed %s", d.runDir)
 		}
 	}
-	d.out.printf("result: calls_ok=%d calls_failed=%d unexpected_exits=%d leftover_processes=%d denied_as_intended=%d probe_problems=%d",
-		ok, bad, d.unexpected.Load(), len(left), d.denied.Load(), d.probeProblems.Load())
+	d.out.printf("result: calls_ok=%d calls_failed=%d unexpected_exits=%d leftover_processes=%d refused_as_intended=%d probe_problems=%d pushes_after_reconnect=%d",
+		ok, bad, d.unexpected.Load(), len(left), d.refused.Load(), d.probeProblems.Load(), d.cutPushes.Load())
 	if failed {
 		return 1
 	}

@@ -173,7 +173,7 @@ func seenTable(seen map[string]map[string]int) string {
 	var b strings.Builder
 	for _, s := range servers {
 		c := counts{by: seen[s]}
-		fmt.Fprintf(&b, "    %-10s <- %s\n", s, c.answeredBy())
+		fmt.Fprintf(&b, "    %-15s <- %s\n", s, c.answeredBy())
 	}
 	return b.String()
 }
@@ -229,9 +229,9 @@ func (t *traffic) windowTable() string {
 	}
 	for _, r := range routes {
 		c := w[r]
-		fmt.Fprintf(&b, "    %-10s -> %-8s ok %4d  failed %3d   answered by: %s\n", r.caller, r.target, c.ok, c.failed, c.answeredBy())
+		fmt.Fprintf(&b, "    %-15s -> %-9s ok %4d  failed %3d   answered by: %s\n", r.caller, r.target, c.ok, c.failed, c.answeredBy())
 		if c.failed > 0 && c.lastErr != "" {
-			fmt.Fprintf(&b, "    %-10s    last error: %s\n", "", c.lastErr)
+			fmt.Fprintf(&b, "    %-15s    last error: %s\n", "", c.lastErr)
 		}
 	}
 	if len(seen) > 0 {
@@ -255,7 +255,7 @@ func (t *traffic) totals() (ok, failed int, table string) {
 		c := t.total[s]
 		ok += c.ok
 		failed += c.failed
-		fmt.Fprintf(&b, "    %-8s ok %5d  failed %4d   answered by: %s\n", s, c.ok, c.failed, c.answeredBy())
+		fmt.Fprintf(&b, "    %-9s ok %5d  failed %4d   answered by: %s\n", s, c.ok, c.failed, c.answeredBy())
 	}
 	return ok, failed, b.String()
 }

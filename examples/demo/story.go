@@ -12,6 +12,7 @@ import (
 type instance struct {
 	id, service string
 	calls       []string
+	site        *site
 	port        int   // chosen once, kept across restarts
 	proc        *proc // current process; nil while stopped by the story
 	// sidecar is the instance's `medmesh sidecar --svid-dir`: it runs
@@ -20,22 +21,6 @@ type instance struct {
 	sidecar  *proc
 	svidDir  string
 	spiffeID string // as issued and verified at start
-}
-
-// exampleServices are the Consul service names the demo registers.
-var exampleServices = map[string]bool{"emr": true, "his": true, "imaging": true}
-
-// newInstances is the demo's small hospital: two EMR and two imaging
-// instances that call each other (an EMR links imaging studies, imaging
-// looks up the ordering encounter) and one HIS that calls both.
-func newInstances() []*instance {
-	return []*instance{
-		{id: "imaging-1", service: "imaging", calls: []string{"emr"}},
-		{id: "imaging-2", service: "imaging", calls: []string{"emr"}},
-		{id: "emr-1", service: "emr", calls: []string{"imaging"}},
-		{id: "emr-2", service: "emr", calls: []string{"imaging"}},
-		{id: "his-1", service: "his", calls: []string{"emr", "imaging"}},
-	}
 }
 
 // step is one scripted event, at a multiple of the demo's step length
@@ -47,36 +32,53 @@ type step struct {
 }
 
 // story first has a caller without an intention refused, so the run
-// shows that identities are checked and not just encrypted, then makes
-// services come and go so the status table and the traffic show the mesh
-// following the registry. It repeats every storyLength steps for as long
-// as the demo runs.
+// shows that identities are checked and not just encrypted, and a caller
+// at an edge site held back from the hub's EMR by residency; then it
+// makes services come and go so the tables show the mesh following the
+// registry, fails a non-PHI service over to another site, and cuts an
+// edge site's uplink and restores it. It repeats every storyLength steps
+// for as long as the demo runs.
 var story = []step{
-	{0, "billing-1 calls emr once. It proves it is 'billing' (join token, SVID from its own sidecar), but no Consul intention allows billing -> emr, " +
+	{0, "billing-1 calls emr once at the hub. It proves it is 'billing' (join token, SVID from its own sidecar), but no Consul intention allows billing -> emr, " +
 		"and EMR is a PHI service: default deny. Watch: the call is refused with PermissionDenied after a successful mTLS handshake.",
-		func(ctx context.Context, d *demo) error { d.deniedCall(ctx); return nil }},
-	{1, "emr-2 stops (SIGTERM). It leaves Consul first and keeps serving for a moment, so callers move to emr-1 without failed calls. " +
-		"Watch: emr-2 leaves the status table; 'answered by' shows only emr-1.",
+		func(ctx context.Context, d *demo) error { d.probe(ctx, deniedProbe); return nil }},
+	{1, "his-probe at site north calls emr once. EMR runs only at the hub and is PHI: the residency policy keeps patient data on its site, so north's control plane " +
+		"sends its proxies no EMR at all (north's status: 'residency: emr at hub: held back'). Watch: the call fails at north, with gRPC's own words for a service that does not exist here " +
+		"(after its 15 s wait for the resource); it never reaches the hub.",
+		func(ctx context.Context, d *demo) error { d.probe(ctx, residencyProbe); return nil }},
+	{2, "emr-2 stops (SIGTERM). It leaves Consul first and keeps serving for a moment, so callers move to emr-1 without failed calls. " +
+		"Watch: emr-2 leaves the hub's tables; 'answered by' shows only emr-1.",
 		func(ctx context.Context, d *demo) error { return d.stopInstance("emr-2") }},
-	{2, "emr-2 starts again. It registers (check critical), gets its inbound listener over xDS, turns its check passing, and callers use it again. " +
-		"Watch: emr-2 back in the table, new EDS versions, traffic spread over emr-1 and emr-2.",
+	{3, "emr-2 starts again. It registers (check critical), gets its inbound listener over xDS, turns its check passing, and callers use it again. " +
+		"Watch: traffic spread over emr-1 and emr-2.",
 		func(ctx context.Context, d *demo) error { return d.startInstance(d.instance("emr-2")) }},
-	{3, "imaging-2 fails its health check (SIGUSR1: it reports its TTL check critical). It keeps running and stays connected to the control plane, " +
-		"but medmesh stops sending it calls. Watch: Consul health shows imaging-2 CRITICAL; only imaging-1 answers.",
-		func(ctx context.Context, d *demo) error { return d.signalInstance("imaging-2", syscall.SIGUSR1) }},
-	{4, "imaging-2 recovers (SIGUSR2: check passing again). Watch: imaging-2 answers calls again.",
-		func(ctx context.Context, d *demo) error { return d.signalInstance("imaging-2", syscall.SIGUSR2) }},
+	{4, "formulary-north fails its health check (SIGUSR1). The formulary is not PHI, so the residency policy lets north's calls fail over to another site: " +
+		"his-north's formulary calls go to the hub's formulary-1 (local instances first, other sites next). Watch: his-north -> formulary answered by formulary-1.",
+		func(ctx context.Context, d *demo) error { return d.signalInstance("formulary-north", syscall.SIGUSR1) }},
+	{5, "formulary-north recovers (SIGUSR2). Watch: his-north's formulary calls come back home to formulary-north.",
+		func(ctx context.Context, d *demo) error { return d.signalInstance("formulary-north", syscall.SIGUSR2) }},
+	{6, "site north loses its uplink: the demo cuts the links its Consul peerings run over (to the hub and to south). North is on its own. " +
+		"Watch: north's calls go on without a failure, north marks its peers stale (kept, not deleted), the hub and south mark north stale.",
+		func(ctx context.Context, d *demo) error { return d.cut(ctx, d.site("north")) }},
+	{8, "site north's uplink is back. Watch: the peerings turn ACTIVE again, and north's control plane sends its proxies nothing, since nothing changed for them.",
+		func(ctx context.Context, d *demo) error { return d.restore(ctx, d.site("north")) }},
 }
 
 // storyLength is one round of the story, in steps; the pause after the
 // last event lets its effect show before the next round.
-const storyLength = 5
+const storyLength = 10
 
 // storyClock yields the events of the repeating story in order.
 type storyClock struct {
 	stepLen time.Duration
 	round   int
 	next    int
+}
+
+// played reports whether the story has played rounds times (never when
+// rounds is 0).
+func (s *storyClock) played(rounds int) bool {
+	return rounds > 0 && s.round >= rounds && s.next == 0
 }
 
 // nextEvent returns the next step and when it is due, relative to the
@@ -123,7 +125,7 @@ func (d *demo) signalInstance(id string, sig syscall.Signal) error {
 func (d *demo) startInstance(in *instance) error {
 	args := []string{
 		"--service", in.service, "--id", in.id, "--port", fmt.Sprint(in.port),
-		"--consul", "http://" + d.consul.Addr(), "--xds-address", d.xdsAddr,
+		"--consul", "http://" + in.site.consul.Addr(), "--xds-address", in.site.xdsAddr,
 		"--interval", d.cfg.callInterval.String(), "--report", "1s",
 		"--svid-dir", in.svidDir, "--log-format", "json",
 	}
@@ -139,6 +141,6 @@ func (d *demo) startInstance(in *instance) error {
 	if len(in.calls) > 0 {
 		calls = strings.Join(in.calls, ", ")
 	}
-	d.out.printf("started %-9s pid=%d  serves 127.0.0.1:%d  calls %s", in.id, p.pid(), in.port, calls)
+	d.out.printf("site %-5s started %-15s pid=%d  serves 127.0.0.1:%d  calls %s", in.site.name, in.id, p.pid(), in.port, calls)
 	return nil
 }

@@ -1,5 +1,6 @@
 // Command clinical-service runs one instance of an example clinical service
-// (EMR, HIS or imaging) as a proxyless gRPC workload of the medmesh mesh:
+// (EMR, HIS, imaging or the drug formulary) as a proxyless gRPC workload
+// of the medmesh mesh:
 //
 //   - it serves examples/clinical through xds.NewGRPCServer, so the server
 //     only accepts calls once the control plane has sent its inbound
@@ -44,19 +45,22 @@ import (
 // kindMeta is what each example service tells medmesh about itself in
 // Consul service meta. Imaging uses least_request because study fetches
 // vary in cost; the others use the default round robin, so the demo shows
-// two policies side by side.
+// two policies side by side. The formulary (which drugs the hospital
+// stocks) is a generic service: not PHI, so its calls may cross sites.
 var kindMeta = map[string]struct{ kind, lb string }{
-	"emr":     {"emr", "round_robin"},
-	"his":     {"his", "round_robin"},
-	"imaging": {"imaging", "least_request"},
+	"emr":       {"emr", "round_robin"},
+	"his":       {"his", "round_robin"},
+	"imaging":   {"imaging", "least_request"},
+	"formulary": {"generic", "round_robin"},
 }
 
 // recordKinds are the synthetic record kinds a caller asks each service
 // for. They name a kind of record, never a record.
 var recordKinds = map[string][]string{
-	"emr":     {"Patient", "Encounter", "Observation", "MedicationRequest", "AllergyIntolerance"},
-	"his":     {"Appointment", "Admission", "BedAssignment"},
-	"imaging": {"ImagingStudy", "DiagnosticReport", "ServiceRequest"},
+	"emr":       {"Patient", "Encounter", "Observation", "MedicationRequest", "AllergyIntolerance"},
+	"his":       {"Appointment", "Admission", "BedAssignment"},
+	"imaging":   {"ImagingStudy", "DiagnosticReport", "ServiceRequest"},
+	"formulary": {"Medication", "MedicationKnowledge"},
 }
 
 type options struct {
@@ -74,6 +78,7 @@ type options struct {
 	logFormat  string
 	svidDir    string
 	probe      bool
+	probeWait  time.Duration
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -84,7 +89,7 @@ func parseFlags(args []string) (*options, error) {
 		defConsul = "http://127.0.0.1:8500"
 	}
 	var calls string
-	fs.StringVar(&o.service, "service", "", "service to run: emr, his or imaging")
+	fs.StringVar(&o.service, "service", "", "service to run: emr, his, imaging or formulary")
 	fs.StringVar(&o.id, "id", "", "instance ID: the Consul service ID and the xDS node ID (default <service>-<port>)")
 	fs.IntVar(&o.port, "port", 0, "port to serve on, on 127.0.0.1 (0: a free port)")
 	fs.StringVar(&o.consul, "consul", defConsul, "Consul HTTP address (default from CONSUL_HTTP_ADDR)")
@@ -97,6 +102,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.lb, "lb", "", "medmesh-lb meta (default per service: imaging least_request, others round_robin)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.svidDir, "svid-dir", "", "where `medmesh sidecar --svid-dir` keeps this workload's SVID and bundle (named in the xDS bootstrap it writes; needed when the control plane runs mTLS)")
+	fs.DurationVar(&o.probeWait, "probe-wait", warmUp, "with --probe: how long to retry a call the mesh answers Unavailable (resources or certificates still arriving) before that is the outcome")
 	fs.BoolVar(&o.probe, "probe", false, "call each --calls target once, log the outcome (message \"probe\") and exit; neither serve nor register, and --service may be any name")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -114,13 +120,13 @@ func parseFlags(args []string) (*options, error) {
 	case o.probe && (o.service == "" || len(o.calls) == 0):
 		return nil, errors.New("--probe needs --service (the caller's identity) and --calls")
 	case !ok && !o.probe:
-		return nil, fmt.Errorf("--service must be emr, his or imaging, not %q", o.service)
+		return nil, fmt.Errorf("--service must be emr, his, imaging or formulary, not %q", o.service)
 	}
 	if o.lb == "" {
 		o.lb = km.lb
 	}
-	if o.interval <= 0 || o.report <= 0 || o.ttl < time.Second {
-		return nil, errors.New("--interval and --report must be positive and --ttl at least 1s")
+	if o.interval <= 0 || o.report <= 0 || o.ttl < time.Second || o.probeWait <= 0 {
+		return nil, errors.New("--interval, --report and --probe-wait must be positive and --ttl at least 1s")
 	}
 	return o, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -71,15 +72,36 @@ func NewSite(dir, datacenter string, ca *PeeringCA, dev bool) (*Agent, error) {
 	return a, nil
 }
 
+// PeeringAddr is the agent's gRPC TLS address, which a peer's servers
+// dial; empty unless Peering is set.
+func (a *Agent) PeeringAddr() string {
+	if a.Peering == nil {
+		return ""
+	}
+	return "127.0.0.1:" + strconv.Itoa(a.ports[3])
+}
+
 // Peer joins two sites: acceptor generates a token for the peering named
 // dialerName on its side, dialer establishes it as acceptorName on its
 // side, and Peer waits until both sides report it ACTIVE.
 func Peer(ctx context.Context, acceptor *Agent, acceptorName string, dialer *Agent, dialerName string) error {
+	return PeerVia(ctx, acceptor, acceptorName, dialer, dialerName, "")
+}
+
+// PeerVia is Peer with the dialer reaching the acceptor at via (e.g. an
+// uplink.Link to acceptor.PeeringAddr()) instead of directly: the token
+// names via as the acceptor's server address, as a site behind a load
+// balancer or NAT hands out its external address. Empty via: directly.
+func PeerVia(ctx context.Context, acceptor *Agent, acceptorName string, dialer *Agent, dialerName, via string) error {
+	req := api.PeeringGenerateTokenRequest{PeerName: dialerName}
+	if via != "" {
+		req.ServerExternalAddresses = []string{via}
+	}
 	// A server that has just elected itself may still be setting up its
 	// Connect CA, which peering needs: retry until ctx ends.
 	var tok *api.PeeringGenerateTokenResponse
 	err := retry(ctx, func() (err error) {
-		tok, _, err = acceptor.Client().Peerings().GenerateToken(ctx, api.PeeringGenerateTokenRequest{PeerName: dialerName}, nil)
+		tok, _, err = acceptor.Client().Peerings().GenerateToken(ctx, req, nil)
 		return err
 	})
 	if err != nil {
