@@ -81,6 +81,11 @@ func TestCRDsInRealAPIServer(t *testing.T) {
 		}
 	}
 
+	// A failover list naming sites only (an edge site orders the others).
+	if _, err := create("apiVersion: policy.medmesh.io/v1alpha1\nkind: MeshDestination\nmetadata: {name: fo-sites}\nspec: {service: emr, localityFailover: [{site: hub}, {site: north}]}\n"); err != nil {
+		t.Errorf("site-only failover entries: %v", err)
+	}
+
 	route := func(name, rule string) string {
 		return "apiVersion: policy.medmesh.io/v1alpha1\nkind: MeshRoute\nmetadata: {name: " + name + "}\nspec:\n  service: emr\n  rules:\n" + rule
 	}
@@ -94,6 +99,9 @@ func TestCRDsInRealAPIServer(t *testing.T) {
 		{"no-rules", "apiVersion: policy.medmesh.io/v1alpha1\nkind: MeshRoute\nmetadata: {name: no-rules}\nspec: {service: emr, rules: []}\n", "spec.rules"},
 		{"bad-service-name", "apiVersion: policy.medmesh.io/v1alpha1\nkind: MeshRoute\nmetadata: {name: bad-service}\nspec: {service: EMR_1, rules: [{destinations: [{}]}]}\n", "spec.service"},
 		{"choice-count-on-ring-hash", "apiVersion: policy.medmesh.io/v1alpha1\nkind: MeshDestination\nmetadata: {name: cc}\nspec: {service: emr, loadBalancer: {algorithm: RingHash, choiceCount: 3}}\n", "choiceCount is for LeastRequest"},
+		{"failover-entry-empty", "apiVersion: policy.medmesh.io/v1alpha1\nkind: MeshDestination\nmetadata: {name: fo-empty}\nspec: {service: emr, localityFailover: [{site: hub}, {}]}\n", "spec.localityFailover[1]: Invalid value: \"object\": a region or a site is required"},
+		{"failover-zone-without-region", "apiVersion: policy.medmesh.io/v1alpha1\nkind: MeshDestination\nmetadata: {name: fo-zone}\nspec: {service: emr, localityFailover: [{site: hub, zone: hub-a}]}\n", "zone needs a region"},
+		{"failover-empty-site", "apiVersion: policy.medmesh.io/v1alpha1\nkind: MeshDestination\nmetadata: {name: fo-empty-site}\nspec: {service: emr, localityFailover: [{site: \"\"}]}\n", "spec.localityFailover[0].site"},
 		{"unknown-algorithm", "apiVersion: policy.medmesh.io/v1alpha1\nkind: MeshDestination\nmetadata: {name: algo}\nspec: {service: emr, loadBalancer: {algorithm: Fastest}}\n", `Unsupported value: "Fastest"`},
 		{"both-caller-kinds", "apiVersion: policy.medmesh.io/v1alpha1\nkind: MeshAccess\nmetadata: {name: both}\nspec: {service: emr, action: Allow, from: [{service: his, spiffeID: \"spiffe://medmesh.local/ns/default/svc/his\"}]}\n", "give exactly one of service and spiffeID"},
 		{"empty-operation", "apiVersion: policy.medmesh.io/v1alpha1\nkind: MeshAccess\nmetadata: {name: empty-op}\nspec: {service: emr, action: Deny, from: [{service: his}], to: [{}]}\n", "give paths, methods or both"},

@@ -31,7 +31,9 @@ type MeshDestinationSpec struct {
 	// LocalityFailover orders where traffic goes: instances in the first
 	// matching locality take all of it while any is healthy, then the
 	// next; instances matching none come last. E.g. the hospital's own
-	// site first, then the region's data centre.
+	// site first, then the region's data centre. Other sites' instances
+	// (imported through peering) always rank after this site's; the list
+	// orders them among themselves too, e.g. [{site: hub}, {site: north}].
 	// +optional
 	// +kubebuilder:validation:MaxItems=8
 	LocalityFailover []Locality `json:"localityFailover,omitempty"`
@@ -81,14 +83,24 @@ type LoadBalancer struct {
 	MaxRingSize *int64 `json:"maxRingSize,omitempty"`
 }
 
-// Locality names a region, optionally narrowed to a zone and a site
-// (service meta medmesh-region, medmesh-zone, medmesh-site).
+// Locality names a region, a site, or both (service meta medmesh-region,
+// medmesh-zone, medmesh-site); it matches instances whose locality has
+// every field it gives. A site alone matches all of that site's
+// instances, whatever their region: edge sites (each its own Consul
+// datacenter, the control plane's --site) are known by site, so
+// {site: hub} orders another site for failover. A zone narrows a region
+// and needs one. A field given may not be empty.
+// +kubebuilder:validation:XValidation:rule="has(self.region) || has(self.site)",message="a region or a site is required"
+// +kubebuilder:validation:XValidation:rule="!has(self.zone) || has(self.region)",message="zone needs a region: a zone only means something inside one"
 type Locality struct {
-	// +kubebuilder:validation:MinLength=1
-	Region string `json:"region"`
 	// +optional
+	// +kubebuilder:validation:MinLength=1
+	Region string `json:"region,omitempty"`
+	// +optional
+	// +kubebuilder:validation:MinLength=1
 	Zone string `json:"zone,omitempty"`
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	Site string `json:"site,omitempty"`
 }
 

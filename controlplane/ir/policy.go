@@ -346,9 +346,22 @@ func subsetEndpoints(svc *Service, selector map[string]string) []LocalityEndpoin
 // failover entry it matches, or len(failover) when it matches none.
 func Priority(failover []Locality, l Locality) uint32 {
 	for i, f := range failover {
-		if f.Region == l.Region && (f.Zone == "" || f.Zone == l.Zone) && (f.Site == "" || f.Site == l.Site) {
+		if f.matches(l) {
 			return uint32(i)
 		}
 	}
 	return uint32(len(failover))
+}
+
+// matches says whether a failover entry takes a locality: every field the
+// entry names must be the locality's. A site alone takes the whole site,
+// whatever its regions and zones (edge sites are known by site). An entry
+// naming neither region nor site takes nothing; validation refuses it.
+func (f Locality) matches(l Locality) bool {
+	if f.Region == "" && f.Site == "" {
+		return false
+	}
+	return (f.Region == "" || f.Region == l.Region) &&
+		(f.Zone == "" || f.Zone == l.Zone) &&
+		(f.Site == "" || f.Site == l.Site)
 }

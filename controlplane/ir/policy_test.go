@@ -82,3 +82,36 @@ func TestBuildPoliciesSubsetsAndDefaults(t *testing.T) {
 		t.Fatal("failover priorities")
 	}
 }
+
+// A failover entry matches a locality when every field it gives is the
+// locality's: a site alone takes the whole site in any region or zone, a
+// region keeps its meaning, and an entry naming neither region nor site
+// (which validation refuses) takes nothing rather than everything.
+func TestPriorityMatching(t *testing.T) {
+	failover := []ir.Locality{
+		{Region: "north", Zone: "north-a"},
+		{Site: "hub"},
+		{Region: "north", Site: "clinic"},
+		{Region: "south"},
+	}
+	for _, c := range []struct {
+		loc  ir.Locality
+		want uint32
+	}{
+		{ir.Locality{Region: "north", Zone: "north-a", Site: "hub"}, 0},
+		{ir.Locality{Region: "central", Zone: "central-b", Site: "hub"}, 1},
+		{ir.Locality{Site: "hub"}, 1},
+		{ir.Locality{Region: "north", Zone: "north-b", Site: "clinic"}, 2},
+		{ir.Locality{Region: "east", Site: "clinic"}, 4},
+		{ir.Locality{Region: "south", Zone: "south-a", Site: "ward"}, 3},
+		{ir.Locality{Region: "north"}, 4},
+		{ir.Locality{}, 4},
+	} {
+		if got := ir.Priority(failover, c.loc); got != c.want {
+			t.Errorf("Priority(%+v) = %d, want %d", c.loc, got, c.want)
+		}
+	}
+	if got := ir.Priority([]ir.Locality{{}, {Zone: "north-a"}}, ir.Locality{Region: "north", Zone: "north-a"}); got != 2 {
+		t.Errorf("entries naming neither region nor site matched (priority %d)", got)
+	}
+}

@@ -204,6 +204,21 @@ spec:
   loadBalancer: {algorithm: LeastRequest, choiceCount: 3}
   circuitBreaker: {maxRequests: 10}
   outlierDetection: {consecutive5xx: 2}
+  localityFailover: [{site: hub}, {site: north}, {region: south, zone: south-a}]
+---
+apiVersion: policy.medmesh.io/v1alpha1
+kind: MeshDestination
+metadata: {name: emr-failover-empty}
+spec:
+  service: emr
+  localityFailover: [{site: hub}, {}]
+---
+apiVersion: policy.medmesh.io/v1alpha1
+kind: MeshDestination
+metadata: {name: emr-failover-zone}
+spec:
+  service: emr
+  localityFailover: [{site: hub, zone: hub-a}]
 ---
 apiVersion: policy.medmesh.io/v1alpha1
 kind: MeshAccess
@@ -235,6 +250,8 @@ spec:
 	for _, c := range []struct{ kind, name, field string }{
 		{v1alpha1.KindMeshDestination, "emr-permissive", "spec.tls.mode"},
 		{v1alpha1.KindMeshDestination, "labs-ring", "spec.loadBalancer.minRingSize"},
+		{v1alpha1.KindMeshDestination, "emr-failover-empty", "spec.localityFailover[1]: Required value: a region or a site is required"},
+		{v1alpha1.KindMeshDestination, "emr-failover-zone", "spec.localityFailover[0].zone: Forbidden: zone needs a region"},
 		{v1alpha1.KindMeshAccess, "tcp-paths", "spec.service"},
 		{v1alpha1.KindMeshAccess, "both-caller-kinds", "spec.from[0]"},
 	} {
@@ -252,6 +269,10 @@ spec:
 	if len(d) != 1 || d[0].Service != "his" || d[0].LB.ChoiceCount != 3 || d[0].CircuitBreaker.MaxRequests != 10 ||
 		d[0].CircuitBreaker.MaxConnections != ir.DefaultDefaults().CircuitBreaker.MaxConnections || d[0].Outlier.Consecutive5xx != 2 {
 		t.Fatalf("destinations %+v: want his with its settings over the defaults", d)
+	}
+	if f := d[0].Failover; len(f) != 3 || f[0] != (ir.Locality{Site: "hub"}) || f[1] != (ir.Locality{Site: "north"}) ||
+		f[2] != (ir.Locality{Region: "south", Zone: "south-a"}) {
+		t.Fatalf("failover %+v: want the site-only entries and the region one, in order", f)
 	}
 }
 

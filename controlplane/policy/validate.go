@@ -380,8 +380,14 @@ func (e *env) destination(d *v1alpha1.MeshDestination) (ir.DestinationPolicy, pr
 		p.add(v1alpha1.ReasonInvalid, field.TooMany(spec.Child("localityFailover"), n, 8))
 	}
 	for i, l := range d.Spec.LocalityFailover {
-		if l.Region == "" {
-			p.add(v1alpha1.ReasonInvalid, field.Required(spec.Child("localityFailover").Index(i).Child("region"), ""))
+		// An entry names a region, a site (edge sites are known by site
+		// alone) or both; one naming neither is a mistake, not a wildcard.
+		lp := spec.Child("localityFailover").Index(i)
+		if l.Region == "" && l.Site == "" {
+			p.add(v1alpha1.ReasonInvalid, field.Required(lp, "a region or a site is required"))
+		}
+		if l.Zone != "" && l.Region == "" {
+			p.add(v1alpha1.ReasonInvalid, field.Forbidden(lp.Child("zone"), "zone needs a region: a zone only means something inside one"))
 		}
 		out.Failover = append(out.Failover, ir.Locality{Region: l.Region, Zone: l.Zone, Site: l.Site})
 	}
