@@ -51,8 +51,10 @@ lint:
 test: tools lint
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-# The demo: Consul dev agent, control plane, proxyless example services.
-# Stops on Ctrl-C, or after DEMO_SECONDS seconds if set; examples/README.md.
+# The demo: three sites (Consul datacenters peered on loopback, a control
+# plane each, proxyless example services). Stops on Ctrl-C, after
+# DEMO_ROUNDS rounds of its story or DEMO_SECONDS seconds if set;
+# examples/README.md.
 demo: tools-consul build
 	$(GO) build -o $(BIN)/clinical-service ./examples/service
 	$(GO) build -o $(BIN)/medmesh-demo ./examples/demo
