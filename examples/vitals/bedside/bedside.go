@@ -18,6 +18,7 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -117,6 +118,9 @@ func New(o Options) *Device {
 	}
 	return &Device{o: o, alarm: make(chan struct{}, 16), quiet: make(chan struct{}), sender: reliable.NewSender(o.Sender)}
 }
+
+// Name is the device's handle.
+func (d *Device) Name() string { return d.o.Device }
 
 // Alarm raises one cardiac-arrest alarm now.
 func (d *Device) Alarm() { d.alarm <- struct{}{} }
@@ -266,13 +270,35 @@ func (d *Device) sendLocked(fs ...frame.Frame) error {
 
 // generate makes frames at the configured rates until ctx ends.
 func (d *Device) generate(ctx context.Context) {
+	// Each kind starts at a random phase: devices switched on together
+	// do not sample in lockstep, and an alarm is an event, not a tick of
+	// the waveform clock.
 	tick := func(every time.Duration) <-chan time.Time {
 		if every <= 0 {
 			return nil
 		}
-		t := time.NewTicker(every)
-		go func() { <-ctx.Done(); t.Stop() }()
-		return t.C
+		c := make(chan time.Time, 1)
+		go func() {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(rand.N(every)):
+			}
+			t := time.NewTicker(every)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case now := <-t.C:
+					select {
+					case c <- now:
+					default: // the generator is behind: skip a tick, as time.Ticker does
+					}
+				}
+			}
+		}()
+		return c
 	}
 	ecg, spo2, bp, status := tick(d.o.ECGEvery), tick(d.o.SpO2Every), tick(d.o.BPEvery), tick(d.o.StatusEvery)
 	alarm, history := tick(d.o.AlarmEvery), tick(d.o.HistoryEvery)

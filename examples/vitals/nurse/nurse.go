@@ -24,40 +24,45 @@ import (
 	"medmesh/examples/vitals/vitalsrpc"
 )
 
-// Class is how the clinical latency budgets group frames.
+// Class is how the clinical latency budgets group frames: emergency
+// commands (the cardiac-arrest alarm) 20 ms, critical data (the ECG
+// waveform) 50 ms, routine data (SpO2 and blood pressure readings)
+// 100 ms, end to end. Background traffic (device status, history sync)
+// has no budget: under overload it is what waits and is shed.
 type Class int
 
 const (
-	// Emergency: CRITICAL frames (the cardiac-arrest alarm); budget 20 ms.
 	Emergency Class = iota
-	// Critical: HIGH frames (ECG, SpO2, blood pressure); budget 50 ms.
 	Critical
-	// Routine: everything else (device status, history); budget 100 ms.
 	Routine
+	Background
 	numClasses
 )
 
-var classNames = [...]string{"emergency", "critical", "routine"}
+var classNames = [...]string{"emergency", "critical", "routine", "background"}
 
 func (c Class) String() string { return classNames[c] }
 
-// Budget is the end-to-end latency the clinical requirements allow.
+// Budget is the end-to-end latency the clinical requirements allow (0:
+// none).
 func (c Class) Budget() time.Duration {
-	return [...]time.Duration{20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond}[c]
+	return [...]time.Duration{20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 0}[c]
 }
 
-// ClassOf maps a frame priority to its class.
-func ClassOf(p frame.Priority) Class {
-	switch p {
-	case frame.Critical:
+// ClassOf is a frame's class, by its type.
+func ClassOf(t frame.Type) Class {
+	switch t {
+	case frame.TypeCardiacArrest:
 		return Emergency
-	case frame.High:
+	case frame.TypeECG:
 		return Critical
+	case frame.TypeSpO2, frame.TypeBloodPressure:
+		return Routine
 	}
-	return Routine
+	return Background
 }
 
-// maxSamples bounds the latencies kept per class (about 10 MiB in all).
+// maxSamples bounds the latencies kept per class (about 13 MiB in all).
 const maxSamples = 400_000
 
 // Station receives forwarded frames. The zero value is not usable: call
@@ -170,7 +175,7 @@ func (s *Station) accept(dev string, raw []byte) (uint64, error) {
 			continue
 		}
 		age := now.Sub(f.DeviceTime)
-		c := ClassOf(f.Priority)
+		c := ClassOf(f.Type)
 		if len(s.lat[c]) < maxSamples {
 			s.lat[c] = append(s.lat[c], age)
 		}
