@@ -64,7 +64,7 @@ type Stats struct {
 	// FrameLatencies are receive time minus device time, in order of
 	// arrival (meaningful when both parties share a clock, as on
 	// loopback).
-	FrameLatencies []time.Duration
+	FrameLatencies  []time.Duration
 	DataChannelOpen bool
 }
 
