@@ -57,6 +57,8 @@ type Stats struct {
 	VideoMimeType    string
 	VideoPackets     int
 	RTPPayloadTypes  map[uint8]int
+	// Messages counts what arrived on the vitals channel.
+	Messages int
 	// FramesSent, FramesReceived count vitals frames; BadFrames those
 	// that did not decode; OutOfOrder those whose sequence number was
 	// not the previous one plus one.
@@ -87,16 +89,14 @@ func (c *Call) vitalsChannel(dc *webrtc.DataChannel) {
 	var seen bool
 	dc.OnMessage(func(msg webrtc.DataChannelMessage) {
 		now := time.Now()
-		if c.o.Codec == nil || msg.IsString {
-			c.mu.Lock()
-			c.stats.BadFrames++
-			c.mu.Unlock()
-			return
-		}
-		v, err := c.o.Codec.Decode(msg.Data)
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		if err != nil {
+		c.stats.Messages++
+		if c.o.Codec == nil {
+			return // counted, not decoded
+		}
+		v, err := c.o.Codec.Decode(msg.Data)
+		if err != nil || msg.IsString {
 			c.stats.BadFrames++
 			return
 		}
