@@ -264,4 +264,3 @@ func waitStats(t *testing.T, ctx context.Context, c *peer.Call, what string, con
 		}
 	}
 }
-
