@@ -9,11 +9,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
-	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/status"
 
 	"medmesh/examples/clinical"
+	"medmesh/examples/meshapp"
 )
 
 // callTimeout bounds one Fetch: a clinical caller wants a fast failure it
@@ -42,7 +41,7 @@ func startCallers(ctx context.Context, o *options, log *slog.Logger) <-chan stru
 }
 
 func callLoop(ctx context.Context, o *options, log *slog.Logger, target string) {
-	cc, err := dialMesh(target)
+	cc, err := meshapp.Dial(target)
 	if err != nil {
 		log.Error("cannot create an xDS client", "target", target, "err", err)
 		return
@@ -88,21 +87,6 @@ func callLoop(ctx context.Context, o *options, log *slog.Logger, target string) 
 			}
 		}
 	}
-}
-
-// dialMesh returns a proxyless client of xds:///<target>. The xds
-// resolver reads GRPC_XDS_BOOTSTRAP (see ensureBootstrap); the target
-// names the Consul service, medmesh names its listener after it. With
-// xDS credentials the control plane decides: with mTLS on, the cluster's
-// TLS context names the bootstrap's certificate provider (this
-// workload's SVID) and the upstream's exact SPIFFE ID; the plaintext
-// fallback is used only when it sends no security config (--mtls=false).
-func dialMesh(target string) (*grpc.ClientConn, error) {
-	creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
-	if err != nil {
-		return nil, err
-	}
-	return grpc.NewClient("xds:///"+target, grpc.WithTransportCredentials(creds))
 }
 
 // waitReady waits, at most warmUp, for the channel's first READY state.

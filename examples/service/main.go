@@ -39,7 +39,10 @@ import (
 	"time"
 
 	"medmesh/api/wire"
+	"medmesh/controlplane/bootstrap"
+	"medmesh/examples/meshapp"
 	"medmesh/internal/consulagent"
+	"medmesh/registry"
 )
 
 // kindMeta is what each example service tells medmesh about itself in
@@ -146,8 +149,11 @@ func main() {
 	if o.id == "" {
 		o.id = o.service + "-" + strconv.Itoa(o.port)
 	}
-	// May not return: see ensureBootstrap for why it re-executes.
-	bootstrapPath, owned, err := ensureBootstrap(o)
+	// May not return: see meshapp.EnsureBootstrap for why it re-executes.
+	bootstrapPath, owned, err := meshapp.EnsureBootstrap(
+		bootstrap.Options{XDSAddress: o.xdsAddress, NodeID: o.id, Service: o.service, SVIDDir: o.svidDir},
+		// Pin the port and ID the bootstrap was written for.
+		"--port="+strconv.Itoa(o.port), "--id="+o.id)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "clinical-service:", err)
 		os.Exit(1)
@@ -200,20 +206,24 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		lis.Close()
 		return err
 	}
-	defer stopServer(srv, log)
+	defer meshapp.StopServer(srv, log)
 	go seen.logEvery(ctx, o.report, log)
 
-	reg, err := newRegistration(o, log)
+	km := kindMeta[o.service]
+	reg, err := meshapp.NewRegistration(meshapp.Instance{
+		Consul: o.consul, ID: o.id, Service: o.service, Port: o.port, TTL: o.ttl,
+		Meta: map[string]string{registry.MetaKind: km.kind, registry.MetaProtocol: "grpc", registry.MetaLB: o.lb},
+	}, log)
 	if err != nil {
 		return err
 	}
 	// Registered critical first: the instance is in the catalog, so the
 	// control plane sends this server its inbound listener, but no caller
 	// is routed here until the server actually serves.
-	if err := reg.register(ctx); err != nil {
-		return fmt.Errorf("registering in Consul at %s: %w", o.consul, err)
+	if err := reg.Register(ctx); err != nil {
+		return err
 	}
-	defer reg.deregister()
+	defer reg.Deregister()
 
 	select {
 	case <-serving:
@@ -222,7 +232,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	case <-time.After(60 * time.Second):
 		return fmt.Errorf("no inbound listener from the control plane at %s after 60s (is it running, and does it see this instance in Consul?)", o.xdsAddress)
 	}
-	hb := reg.startHeartbeat(ctx)
+	hb := reg.StartHeartbeat(ctx)
 
 	callCtx, stopCalls := context.WithCancel(ctx)
 	callersDone := startCallers(callCtx, o, log)
@@ -235,9 +245,9 @@ wait:
 		select {
 		case s := <-health:
 			if s == syscall.SIGUSR1 {
-				reg.setHealthy(false, "simulated failure (SIGUSR1)")
+				reg.SetHealthy(false, "simulated failure (SIGUSR1)")
 			} else {
-				reg.setHealthy(true, "recovered (SIGUSR2)")
+				reg.SetHealthy(true, "recovered (SIGUSR2)")
 			}
 		case <-ctx.Done():
 			break wait
@@ -245,8 +255,8 @@ wait:
 	}
 
 	log.Info("stopping: leaving Consul, then draining", "drain", o.drain.String())
-	hb.stop()
-	reg.deregister()
+	hb.Stop()
+	reg.Deregister()
 	// Keep serving while the control plane removes this instance from
 	// every caller's endpoints; stopping first would fail their calls.
 	time.Sleep(o.drain)

@@ -7,14 +7,13 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"medmesh/examples/clinical"
+	"medmesh/examples/meshapp"
 )
 
 // probe makes one call to each --calls target and logs its outcome
@@ -39,7 +38,7 @@ func probe(ctx context.Context, o *options, log *slog.Logger) error {
 }
 
 func probeOne(ctx context.Context, log *slog.Logger, target string, wait time.Duration) error {
-	cc, err := dialMesh(target)
+	cc, err := meshapp.Dial(target)
 	if err != nil {
 		return err
 	}
@@ -71,7 +70,7 @@ func probeOne(ctx context.Context, log *slog.Logger, target string, wait time.Du
 		settled := code != codes.Unavailable && code != codes.DeadlineExceeded
 		if settled || ctx.Err() != nil {
 			code = status.Code(outErr)
-			attrs := []any{"target", target, "code", code.String(), "settled", settled, "server_id", serverID(&outP)}
+			attrs := []any{"target", target, "code", code.String(), "settled", settled, "server_id", meshapp.PeerID(&outP)}
 			if outErr != nil {
 				attrs = append(attrs, "err", status.Convert(outErr).Message())
 			} else {
@@ -85,21 +84,4 @@ func probeOne(ctx context.Context, log *slog.Logger, target string, wait time.Du
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-// serverID is the SPIFFE ID in the certificate the server presented,
-// "plaintext", or "none" when the call reached no server.
-func serverID(p *peer.Peer) string {
-	if p.Addr == nil {
-		return "none (no connection)"
-	}
-	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok || len(ti.State.PeerCertificates) == 0 {
-		return plaintextCaller
-	}
-	id, err := x509svid.IDFromCert(ti.State.PeerCertificates[0])
-	if err != nil {
-		return "certificate without a SPIFFE ID"
-	}
-	return id.String()
 }

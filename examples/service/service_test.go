@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
 	"strings"
 	"testing"
-
-	"google.golang.org/grpc/peer"
 
 	"medmesh/controlplane/bootstrap"
 )
@@ -26,21 +23,6 @@ func TestParseFlagsDefaultsAndErrors(t *testing.T) {
 		if _, err := parseFlags(bad); err == nil {
 			t.Errorf("parseFlags(%q): want an error", bad)
 		}
-	}
-}
-
-// A bootstrap written for another instance must be refused: the server
-// would never get its inbound listener.
-func TestCheckNodeID(t *testing.T) {
-	b, err := bootstrap.Proxyless(bootstrap.Options{XDSAddress: "127.0.0.1:15010", NodeID: "emr-1", Service: "emr"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := checkNodeID(b, "emr-1"); err != nil {
-		t.Errorf("matching node ID: %v", err)
-	}
-	if err := checkNodeID(b, "emr-2"); err == nil || !strings.Contains(err.Error(), "emr-1") {
-		t.Errorf("mismatched node ID: got %v, want an error naming emr-1", err)
 	}
 }
 
@@ -73,17 +55,5 @@ func TestBootstrapNamesSVIDDir(t *testing.T) {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("bootstrap lacks %q:\n%s", want, b)
 		}
-	}
-}
-
-// Without TLS peer information a caller is reported as plaintext, never
-// as an identity.
-func TestCallerIDWithoutCertificate(t *testing.T) {
-	if got := callerID(context.Background()); got != plaintextCaller {
-		t.Errorf("callerID without a peer: %q", got)
-	}
-	ctx := peer.NewContext(context.Background(), &peer.Peer{})
-	if got := callerID(ctx); got != plaintextCaller {
-		t.Errorf("callerID of a plaintext peer: %q", got)
 	}
 }
