@@ -126,4 +126,3 @@ func TestTelehealthBrowserCall(t *testing.T) {
 	}
 	checkFrames(t, s, frames)
 }
-

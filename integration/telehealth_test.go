@@ -19,7 +19,7 @@ import (
 	"medmesh/certs"
 	"medmesh/controlplane"
 	"medmesh/controlplane/bootstrap"
-	"medmesh/examples/telehealth/mesh"
+	"medmesh/examples/meshapp"
 	"medmesh/examples/telehealth/peer"
 	"medmesh/examples/telehealth/signal"
 	"medmesh/examples/telehealth/turnrelay"
@@ -61,12 +61,7 @@ func startTelehealthMesh(t *testing.T, callers ...string) *telehealthMesh {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { m.relay.Close() })
-	reg := m.relay.Registration("turn-1", "", "")
-	reg.Check = &api.AgentServiceCheck{CheckID: checkID("turn-1"), TTL: "10m", Status: api.HealthPassing}
-	if err := m.consul.Agent().ServiceRegister(reg); err != nil {
-		t.Fatal(err)
-	}
-	setHealth(t, m.consul, "turn-1", api.HealthPassing)
+	register(t, m.consul, turnrelay.ServiceName, "turn-1", m.relay.Port(), m.relay.Meta("", ""), api.HealthPassing)
 
 	// The signalling service, registered as examples/telehealth does it.
 	log := slog.New(slog.NewTextHandler(m.logs, nil))
@@ -77,11 +72,7 @@ func startTelehealthMesh(t *testing.T, callers ...string) *telehealthMesh {
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds, err := mesh.ServerCredentials()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := xds.NewGRPCServer(grpc.Creds(creds), xds.BootstrapContentsForTesting(bs))
+	srv, _, err := meshapp.NewServer(port, log, xds.BootstrapContentsForTesting(bs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,12 +83,7 @@ func startTelehealthMesh(t *testing.T, callers ...string) *telehealthMesh {
 	}
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
-	sreg := signal.Registration("telehealth-signal-1", "127.0.0.1", port, "")
-	sreg.Check = &api.AgentServiceCheck{CheckID: checkID("telehealth-signal-1"), TTL: "10m", Status: api.HealthPassing}
-	if err := m.consul.Agent().ServiceRegister(sreg); err != nil {
-		t.Fatal(err)
-	}
-	setHealth(t, m.consul, "telehealth-signal-1", api.HealthPassing)
+	register(t, m.consul, signal.Service, "telehealth-signal-1", port, signal.Meta(""), api.HealthPassing)
 	if len(callers) > 0 {
 		var sources []*api.SourceIntention
 		for _, c := range callers {

@@ -175,8 +175,7 @@ func TestRelayOnlyCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer relay.Close()
-	reg := relay.Registration("turn-1", "", "")
-	all := turnrelay.URLs("127.0.0.1", reg.Meta)
+	all := turnrelay.URLs("127.0.0.1", relay.Meta("", ""))
 	if len(all) != 3 {
 		t.Fatalf("relay URLs %v; want UDP, TCP and TLS", all)
 	}

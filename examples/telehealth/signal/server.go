@@ -14,11 +14,9 @@ import (
 	"time"
 
 	"github.com/pion/turn/v5"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/peer"
 
 	"medmesh/api/wire"
+	"medmesh/examples/meshapp"
 )
 
 // Conn is one party's signalling connection, whatever the door.
@@ -48,24 +46,11 @@ type Caller struct {
 // admitted. Without a client certificate (a mesh run with --mtls=false)
 // the caller is "plaintext" and not a mesh caller.
 func CallerFromContext(ctx context.Context) Caller {
-	c := Caller{ID: "plaintext", Door: "grpc"}
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return c
-	}
-	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	// grpc-go's xDS credentials verified the chain against the bundle
-	// (they leave VerifiedChains empty: the check is SPIFFE's, not WebPKI's).
-	if !ok || len(ti.State.PeerCertificates) == 0 {
-		return c
-	}
-	id, err := x509svid.IDFromCert(ti.State.PeerCertificates[0])
-	if err != nil {
-		return c
-	}
-	c.ID, c.Mesh = id.String(), true
+	c := Caller{ID: meshapp.CallerID(ctx), Door: "grpc"}
+	// grpc-go's xDS credentials verified the certificate against the
+	// bundle before the call got here; a SPIFFE ID means a mesh caller.
 	if _, _, _, site, ok := wire.ParseServiceID(c.ID); ok {
-		c.Site = site
+		c.Mesh, c.Site = true, site
 	}
 	return c
 }

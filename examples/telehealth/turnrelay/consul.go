@@ -22,11 +22,11 @@ const (
 	MetaTLSName = "turn-tls-name"
 )
 
-// Registration is the relay's Consul registration: a generic, non-PHI
-// mesh service (it sees only encrypted SRTP and DTLS) at its site. The
-// registered port is TURN over TLS when on (the TCP service the mesh
-// routes), else TURN over TCP, else UDP.
-func (r *Relay) Registration(id, site, tlsName string) *api.AgentServiceRegistration {
+// Meta is the relay's Consul service meta: a generic, non-PHI mesh
+// service (it sees only encrypted DTLS and SRTP) at its site, with its
+// listeners' ports. tlsName is the name in its TLS certificate, when
+// clients must dial a name rather than the registered address.
+func (r *Relay) Meta(site, tlsName string) map[string]string {
 	meta := map[string]string{
 		registry.MetaKind:     "generic",
 		registry.MetaProtocol: "tcp",
@@ -35,23 +35,31 @@ func (r *Relay) Registration(id, site, tlsName string) *api.AgentServiceRegistra
 	if site != "" {
 		meta[registry.MetaSite] = site
 	}
-	var host string
-	var port int
 	for _, l := range []struct {
 		addr net.Addr
 		key  string
 	}{{r.UDPAddr, MetaUDPPort}, {r.TCPAddr, MetaTCPPort}, {r.TLSAddr, MetaTLSPort}} {
-		if l.addr == nil {
-			continue
+		if l.addr != nil {
+			_, p, _ := net.SplitHostPort(l.addr.String())
+			meta[l.key] = p
 		}
-		h, p, _ := net.SplitHostPort(l.addr.String())
-		meta[l.key] = p
-		host, port = h, atoi(p)
 	}
 	if r.TLSAddr != nil && tlsName != "" {
 		meta[MetaTLSName] = tlsName
 	}
-	return &api.AgentServiceRegistration{ID: id, Name: ServiceName, Address: host, Port: port, Meta: meta}
+	return meta
+}
+
+// Port is the port to register: TURN over TLS when on (the TCP service
+// the mesh knows), else TURN over TCP, else UDP.
+func (r *Relay) Port() int {
+	for _, a := range []net.Addr{r.TLSAddr, r.TCPAddr, r.UDPAddr} {
+		if a != nil {
+			_, p, _ := net.SplitHostPort(a.String())
+			return atoi(p)
+		}
+	}
+	return 0
 }
 
 // URLs are the ICE server URLs of one registered relay.
