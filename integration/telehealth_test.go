@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
@@ -249,4 +250,51 @@ func waitStats(t *testing.T, ctx context.Context, c *peer.Call, what string, con
 		case <-time.After(10 * time.Millisecond): // polling interval, not synchronisation
 		}
 	}
+}
+
+// TestTelehealthCallMeasured measures, through the mesh signalling on
+// loopback, the setup of pion-to-pion calls (the clinician's offer to
+// connected) and, with a vitals codec, the DataChannel frame latency.
+// It asserts what arrived, never how fast: the figures are logged.
+func TestTelehealthCallMeasured(t *testing.T) {
+	m := startTelehealthMesh(t, "clinician-app", "patient-app")
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	clinDial := meshDialer(m.dialSignal(t, "clinician-app", "clinician-1"))
+	patDial := meshDialer(m.dialSignal(t, "patient-app", "patient-1"))
+	// The first join waits for the mesh's routes and certificates; the
+	// measured calls start after it.
+	warm, err := joinWhenRouted(t, ctx, clinDial, peer.Options{Role: signal.RoleClinician, Call: "visit-warm-up-0", Kind: "video-visit", LoopbackOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	warm.Close()
+	if _, err := joinWhenRouted(t, ctx, patDial, peer.Options{Role: signal.RoleClinician, Call: "visit-warm-up-1", Kind: "video-visit", LoopbackOnly: true}); err != nil {
+		t.Fatal(err)
+	}
+	const calls, frames = 5, 200
+	var setups, p99s []time.Duration
+	for i := range calls {
+		r, err := peer.MeasureCall(ctx, clinDial, patDial, peer.MeasureOptions{
+			Call: fmt.Sprintf("visit-measured-%d", i), Kind: "video-visit", Frames: frames, Interval: 10 * time.Millisecond,
+			Codec: vitalsCodec, Base: peer.Options{LoopbackOnly: true, UDPPortMin: 44300, UDPPortMax: 44399},
+		})
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		t.Logf("call %d: %s", i, r)
+		if r.Setup <= 0 {
+			t.Errorf("call %d: setup not measured", i)
+		}
+		if vitalsCodec != nil && (r.Frames != frames || r.OutOfOrder != 0 || r.Bad != 0) {
+			t.Errorf("call %d: %d of %d frames, %d out of order, %d bad", i, r.Frames, frames, r.OutOfOrder, r.Bad)
+		}
+		setups, p99s = append(setups, r.Setup), append(p99s, r.FrameP99)
+	}
+	frameFigure := "not measured (no vitals codec yet)"
+	if vitalsCodec != nil {
+		frameFigure = fmt.Sprintf("p99 per call %v", p99s)
+	}
+	t.Logf("TELEHEALTH call_setup_p50=%s call_setup_max=%s over %d calls; vitals_frame_latency %s",
+		peer.Percentile(setups, 50).Round(time.Microsecond), peer.Percentile(setups, 100).Round(time.Microsecond), calls, frameFigure)
 }
