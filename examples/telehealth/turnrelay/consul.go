@@ -20,6 +20,9 @@ const (
 	MetaTCPPort = "turn-tcp-port"
 	MetaTLSPort = "turn-tls-port"
 	MetaTLSName = "turn-tls-name"
+	// MetaHost is the address clients send to (the relay address), which
+	// may differ from the registered one.
+	MetaHost = "turn-host"
 )
 
 // Meta is the relay's Consul service meta: a generic, non-PHI mesh
@@ -47,6 +50,7 @@ func (r *Relay) Meta(site, tlsName string) map[string]string {
 	if r.TLSAddr != nil && tlsName != "" {
 		meta[MetaTLSName] = tlsName
 	}
+	meta[MetaHost] = r.host.String()
 	return meta
 }
 
@@ -64,6 +68,9 @@ func (r *Relay) Port() int {
 
 // URLs are the ICE server URLs of one registered relay.
 func URLs(address string, meta map[string]string) []string {
+	if h := meta[MetaHost]; h != "" {
+		address = h
+	}
 	var urls []string
 	if p := meta[MetaUDPPort]; p != "" {
 		urls = append(urls, "turn:"+net.JoinHostPort(address, p)+"?transport=udp")

@@ -51,6 +51,7 @@ type Relay struct {
 	srv *turn.Server
 	// UDPAddr, TCPAddr and TLSAddr are where it listens (nil when off).
 	UDPAddr, TCPAddr, TLSAddr net.Addr
+	host                      net.IP // where clients send: the relay address
 	closers                   []io.Closer
 }
 
@@ -81,7 +82,7 @@ func Start(c Config) (*Relay, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	r := &Relay{}
+	r := &Relay{host: c.RelayIP}
 	gen := func() turn.RelayAddressGenerator {
 		// Allocations are UDP relays in the fixed range, whichever
 		// transport the client reached the relay over.
