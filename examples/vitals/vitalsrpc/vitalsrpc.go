@@ -9,7 +9,9 @@
 //   - medmesh.examples.NurseStation/Deliver: the vitals service forwards
 //     the frames of one device connection to a nurse station, in order,
 //     with their original sequence numbers; the nurse station answers
-//     nothing until the stream ends.
+//     with Acks of the reliable frames it has delivered, and the vitals
+//     service acknowledges a frame to the device only then, so an
+//     acknowledged frame has reached a nurse station.
 //
 // A device is named by a pseudonymous handle (a bed or device slot such
 // as "bed-07", never a serial number or a patient reference) in the
@@ -21,7 +23,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -43,7 +44,7 @@ type Msg = wrapperspb.BytesValue
 type DeviceStream = grpc.BidiStreamingServer[Msg, Msg]
 
 // DeliverStream is the nurse station's side of a forwarding stream.
-type DeliverStream = grpc.ClientStreamingServer[Msg, emptypb.Empty]
+type DeliverStream = grpc.BidiStreamingServer[Msg, Msg]
 
 // VitalsServer serves devices.
 type VitalsServer interface {
@@ -73,18 +74,22 @@ var nurseDesc = grpc.ServiceDesc{
 	HandlerType: (*NurseServer)(nil),
 	Streams: []grpc.StreamDesc{{
 		StreamName:    "Deliver",
+		ServerStreams: true,
 		ClientStreams: true,
 		Handler: func(srv any, stream grpc.ServerStream) error {
-			return srv.(NurseServer).Deliver(&grpc.GenericServerStream[Msg, emptypb.Empty]{ServerStream: stream})
+			return srv.(NurseServer).Deliver(&grpc.GenericServerStream[Msg, Msg]{ServerStream: stream})
 		},
 	}},
 }
 
+// Registrar is a gRPC server.
+type Registrar = grpc.ServiceRegistrar
+
 // RegisterVitals adds the vitals service to a gRPC server.
-func RegisterVitals(r grpc.ServiceRegistrar, s VitalsServer) { r.RegisterService(&vitalsDesc, s) }
+func RegisterVitals(r Registrar, s VitalsServer) { r.RegisterService(&vitalsDesc, s) }
 
 // RegisterNurse adds the nurse station service to a gRPC server.
-func RegisterNurse(r grpc.ServiceRegistrar, s NurseServer) { r.RegisterService(&nurseDesc, s) }
+func RegisterNurse(r Registrar, s NurseServer) { r.RegisterService(&nurseDesc, s) }
 
 // OpenStream opens a device's stream to the vitals service.
 func OpenStream(ctx context.Context, cc grpc.ClientConnInterface, device string, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Msg, Msg], error) {
@@ -97,13 +102,13 @@ func OpenStream(ctx context.Context, cc grpc.ClientConnInterface, device string,
 }
 
 // OpenDeliver opens a forwarding stream for one device to a nurse station.
-func OpenDeliver(ctx context.Context, cc grpc.ClientConnInterface, device string, opts ...grpc.CallOption) (grpc.ClientStreamingClient[Msg, emptypb.Empty], error) {
+func OpenDeliver(ctx context.Context, cc grpc.ClientConnInterface, device string, opts ...grpc.CallOption) (grpc.BidiStreamingClient[Msg, Msg], error) {
 	ctx = metadata.AppendToOutgoingContext(ctx, DeviceHeader, device)
 	s, err := cc.NewStream(ctx, &nurseDesc.Streams[0], DeliverMethod, opts...)
 	if err != nil {
 		return nil, err
 	}
-	return &grpc.GenericClientStream[Msg, emptypb.Empty]{ClientStream: s}, nil
+	return &grpc.GenericClientStream[Msg, Msg]{ClientStream: s}, nil
 }
 
 // Device returns the device handle of an incoming stream, or "".
