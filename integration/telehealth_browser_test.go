@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"time"
 	"testing"
 
 	"github.com/chromedp/chromedp"
@@ -116,8 +117,9 @@ func TestTelehealthBrowserCall(t *testing.T) {
 	})
 	s := clin.Stats()
 	st := page()
-	t.Logf("browser page %+v; clinician: video %s PT %d, %d video packets, RTP by PT %v, %d vitals messages, pair %s/%s, setup %s",
-		st, s.VideoMimeType, s.VideoPayloadType, s.VideoPackets, s.RTPPayloadTypes, s.Messages, s.LocalCandidate, s.RemoteCandidate, s.Setup)
+	t.Logf("browser page %+v; clinician: video %s PT %d, %d video packets, RTP by PT %v, %d vitals frames (p99 latency %s from the page's clock), pair %s/%s, setup %s",
+		st, s.VideoMimeType, s.VideoPayloadType, s.VideoPackets, s.RTPPayloadTypes, s.FramesReceived,
+		peer.Percentile(s.FrameLatencies, 99).Round(time.Microsecond), s.LocalCandidate, s.RemoteCandidate, s.Setup.Round(time.Microsecond))
 	if s.RTPPayloadTypes[s.VideoPayloadType] != s.VideoPackets || s.VideoPayloadType == 0 {
 		t.Errorf("video RTP: negotiated payload type %d, packets by payload type %v", s.VideoPayloadType, s.RTPPayloadTypes)
 	}

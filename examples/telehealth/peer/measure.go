@@ -20,8 +20,7 @@ type MeasureOptions struct {
 	// a 50 Hz monitor).
 	Frames   int
 	Interval time.Duration
-	// Codec encodes and decodes the frames; without one only the setup
-	// time is measured.
+	// Codec encodes and decodes the frames (default DefaultCodec).
 	Codec FrameCodec
 	// Base is copied into both parties' options (ports, relay-only,
 	// loopback); its role, call and media fields are set here.
@@ -41,6 +40,8 @@ type Measurement struct {
 	FrameP50, FrameP99 time.Duration
 	// Candidates is the selected pair, local/remote at the clinician.
 	Candidates string
+	// Latencies are every frame's, in order of arrival.
+	Latencies []time.Duration
 }
 
 func (m Measurement) String() string {
@@ -68,7 +69,7 @@ func MeasureCall(ctx context.Context, clinician, patient Dialer, o MeasureOption
 	po := o.Base
 	po.Role, po.Call, po.Kind, po.Codec, po.SendVideo = signal.RolePatient, o.Call, o.Kind, o.Codec, true
 	po.Vitals = nil
-	if o.Codec != nil && o.Frames > 0 {
+	if o.Frames > 0 {
 		po.Vitals = &VitalsSender{Count: o.Frames, Interval: o.Interval, Reading: syntheticReading}
 	}
 	pat, err := joinVia(ctx, patient, po)
@@ -96,6 +97,7 @@ func MeasureCall(ctx context.Context, clinician, patient Dialer, o MeasureOption
 			m.Setup, m.Frames, m.OutOfOrder, m.Bad = s.Setup, s.FramesReceived, s.OutOfOrder, s.BadFrames
 			m.FrameP50, m.FrameP99 = Percentile(s.FrameLatencies, 50), Percentile(s.FrameLatencies, 99)
 			m.Candidates = s.LocalCandidate + "/" + s.RemoteCandidate
+			m.Latencies = s.FrameLatencies
 			return m, nil
 		}
 		select {

@@ -39,8 +39,8 @@ type Options struct {
 	// Vitals, when set, sends vitals frames on the DataChannel once it
 	// opens (a patient's monitor); every party counts what it receives.
 	Vitals *VitalsSender
-	// Codec encodes and decodes vitals frames (required to send or
-	// receive them).
+	// Codec encodes and decodes vitals frames (default DefaultCodec,
+	// SpO2 frames of medmesh/examples/vitals/frame).
 	Codec FrameCodec
 	// RelayOnly uses relay candidates only: media goes through the
 	// site's TURN relay (ICE transport policy "relay").
@@ -85,8 +85,8 @@ func Join(ctx context.Context, conn signal.ClientConn, o Options) (*Call, error)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if o.Vitals != nil && o.Codec == nil {
-		return nil, errors.New("peer: Options.Vitals needs Options.Codec")
+	if o.Codec == nil {
+		o.Codec = DefaultCodec
 	}
 	c := &Call{o: o, conn: conn, log: o.Logger.With("role", o.Role),
 		connected: make(chan struct{}), ended: make(chan struct{})}

@@ -23,7 +23,7 @@ type Vital struct {
 }
 
 // FrameCodec turns Vitals into the vitals frame wire format and back;
-// Decode must reject a damaged frame (its CRC). The format is
+// Decode must reject a damaged frame (its CRC). VitalsFrames is
 // medmesh/examples/vitals/frame's.
 type FrameCodec interface {
 	Append(dst []byte, v Vital) ([]byte, error)
@@ -92,9 +92,6 @@ func (c *Call) vitalsChannel(dc *webrtc.DataChannel) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.stats.Messages++
-		if c.o.Codec == nil {
-			return // counted, not decoded
-		}
 		v, err := c.o.Codec.Decode(msg.Data)
 		if err != nil || msg.IsString {
 			c.stats.BadFrames++
