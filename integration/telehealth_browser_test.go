@@ -6,8 +6,8 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 

@@ -37,9 +37,9 @@ import (
 
 type options struct {
 	id, consul, xdsAddress, svidDir, site, httpListen, secretFile string
-	port                                                         int
-	ttl                                                          time.Duration
-	plaintextOpens                                               bool
+	port                                                          int
+	ttl                                                           time.Duration
+	plaintextOpens                                                bool
 }
 
 func parseFlags(args []string) (*options, error) {
