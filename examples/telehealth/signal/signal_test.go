@@ -1,7 +1,6 @@
 package signal
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -13,6 +12,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
+
+	"medmesh/internal/testutil"
 )
 
 // memConn is one end of an in-memory signalling connection.
@@ -88,8 +89,8 @@ func wsRecv(c *websocket.Conn) func(context.Context) (Message, error) {
 // first party offers; a third party and a wrong invite are refused; the
 // log names callers and call kinds, never call IDs or descriptions.
 func TestCallPairingAndInvites(t *testing.T) {
-	var logs bytes.Buffer
-	s := NewServer(Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	logs := &testutil.SyncBuffer{}
+	s := NewServer(Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	web := httptest.NewServer(s.Handler())
 	defer web.Close()
 	ctx, cancel := context.WithCancel(context.Background())
