@@ -7,14 +7,14 @@ export CONSUL_BIN ?= $(BIN)/consul
 # envtest (controller-runtime) runs the kube-apiserver and etcd found here.
 export KUBEBUILDER_ASSETS ?= $(BIN)/k8s
 
-.PHONY: all build test tools tools-consul tools-k8s demo bench lint clean crds
+.PHONY: all build test tools tools-consul tools-k8s tools-chromium demo bench lint clean crds
 
 all: build
 
 build:
 	$(GO) build -ldflags "-X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o $(BIN)/medmesh ./cmd/medmesh
 
-tools: tools-consul tools-k8s
+tools: tools-consul tools-k8s tools-chromium
 
 # Consul is built from its Go module in a separate small module
 # (tools/consul) so the main go.mod stays lean. Reused when present.
@@ -35,6 +35,25 @@ tools-k8s:
 		echo "building kube-apiserver v$(K8S_VERSION) and etcd from their Go modules (about 7 minutes the first time)"; \
 		cd tools/k8s && $(GO) build -o $(BIN)/k8s/etcd ./etcd && \
 		$(GO) build -ldflags "-X k8s.io/component-base/version.gitVersion=v$(K8S_VERSION)" -o $(BIN)/k8s/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver; \
+	fi
+
+# Debian's Chromium for the telehealth browser test (headless, fake
+# camera; integration/telehealth_browser_test.go). Installed with apt only
+# when missing; sudo only when not root.
+CHROMIUM := /usr/bin/chromium
+tools-chromium:
+	@if [ -x $(CHROMIUM) ]; then \
+		echo "chromium present"; \
+	else \
+		echo "installing chromium with apt (a few minutes the first time)"; \
+		SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		log=$$(mktemp); \
+		if $$SUDO apt-get update -qq >$$log 2>&1 && \
+			$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >>$$log 2>&1; then \
+			rm -f $$log; $(CHROMIUM) --version; \
+		else \
+			tail -20 $$log; rm -f $$log; echo "apt-get install chromium failed"; exit 1; \
+		fi; \
 	fi
 
 # CRD manifests (deploy/crds) and deepcopy code from api/v1alpha1, with
