@@ -90,6 +90,7 @@ bench: tools build
 	$(GO) run ./bench/extproc
 	$(GO) run ./bench/residency
 	$(GO) run ./bench/sites
+	$(GO) run ./bench/realtime
 
 clean:
 	rm -f $(BIN)/medmesh $(BIN)/clinical-service $(BIN)/medmesh-demo
