@@ -12,8 +12,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
-	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/xds"
 
 	"medmesh/certs"
