@@ -52,6 +52,9 @@ type Options struct {
 	Sender reliable.SenderOptions
 	// Reconnect is the pause before reconnecting after a broken stream.
 	Reconnect time.Duration
+	// Payload, when set, makes every frame's payload instead of the
+	// synthetic samples (tests: a canary that must never reach a log).
+	Payload func(frame.Type) []byte
 	Log       *slog.Logger
 }
 
@@ -304,6 +307,9 @@ func (d *Device) generate(ctx context.Context) {
 	alarm, history := tick(d.o.AlarmEvery), tick(d.o.HistoryEvery)
 	var phase float64
 	emit := func(t frame.Type, payload []byte) {
+		if d.o.Payload != nil {
+			payload = d.o.Payload(t)
+		}
 		if err := d.send(frame.New(t, time.Now(), payload)); err != nil {
 			d.o.Log.Debug("write failed; the stream is reconnecting", "device", d.o.Device, "err", err)
 		}
