@@ -17,6 +17,10 @@
 //   - vitals_frames_per_s: what the service delivers with 200 devices at
 //     250 Hz ECG (25 chunks/s each, plus SpO2 and status), and whether it
 //     kept up.
+//   - webrtc_call_setup_ms (p50; _max_ms): pion clinician and patient
+//     through the telehealth signalling service in the mesh, the
+//     clinician's offer to connected; webrtc_datachannel_vitals_p99_ms:
+//     vitals frames on the call's DataChannel, patient to clinician.
 //
 // It prints BENCH lines for `make bench`.
 package main
@@ -31,6 +35,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"medmesh/examples/telehealth/peer"
 	"medmesh/examples/vitals/bedside"
 	"medmesh/examples/vitals/nurse"
 	"medmesh/examples/vitals/vitalsrpc"
@@ -44,6 +49,7 @@ type config struct {
 	limit          int
 	work           time.Duration
 	flood          int
+	calls          int
 }
 
 func main() {
@@ -54,6 +60,7 @@ func main() {
 	flag.IntVar(&c.limit, "limit", 2, "the vitals service's scheduler limit in the latency phases")
 	flag.DurationVar(&c.work, "work", time.Millisecond, "the vitals service's time per frame: capacity is limit/work")
 	flag.IntVar(&c.flood, "flood", 3, "the background flood, in multiples of the service's capacity")
+	flag.IntVar(&c.calls, "calls", 10, "telehealth calls to time")
 	flag.Parse()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "realtime bench:", err)
@@ -191,6 +198,14 @@ func run(c config) error {
 	if err != nil {
 		return err
 	}
+
+	setups, lats, err := b.webrtc(ctx, c.calls, 200)
+	if err != nil {
+		return fmt.Errorf("webrtc: %w", err)
+	}
+	fmt.Printf("webrtc: %d pion-to-pion calls through the mesh signalling: setup p50 %v max %v; %d DataChannel vitals frames: p50 %v p99 %v\n",
+		len(setups), peer.Percentile(setups, 50).Round(time.Microsecond), peer.Percentile(setups, 100).Round(time.Microsecond),
+		len(lats), peer.Percentile(lats, 50).Round(time.Microsecond), peer.Percentile(lats, 99).Round(time.Microsecond))
 	fmt.Printf("BENCH vitals_emergency_p99_ms_unloaded=%.2f\n", ms(unloaded.Classes[nurse.Emergency].P99))
 	fmt.Printf("BENCH vitals_critical_p99_ms_unloaded=%.2f\n", ms(unloaded.Classes[nurse.Critical].P99))
 	fmt.Printf("BENCH vitals_routine_p99_ms_unloaded=%.2f\n", ms(unloaded.Classes[nurse.Routine].P99))
@@ -202,6 +217,9 @@ func run(c config) error {
 	fmt.Printf("BENCH vitals_failover_gap_ms=%.1f\n", ms(gap))
 	fmt.Printf("BENCH vitals_frames_per_s=%.0f\n", rate)
 	fmt.Printf("BENCH vitals_frames_per_s_offered=%.0f\n", offered)
+	fmt.Printf("BENCH webrtc_call_setup_ms=%.2f\n", ms(peer.Percentile(setups, 50)))
+	fmt.Printf("BENCH webrtc_call_setup_max_ms=%.2f\n", ms(peer.Percentile(setups, 100)))
+	fmt.Printf("BENCH webrtc_datachannel_vitals_p99_ms=%.2f\n", ms(peer.Percentile(lats, 99)))
 	return nil
 }
 
