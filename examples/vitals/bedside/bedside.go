@@ -55,7 +55,7 @@ type Options struct {
 	// Payload, when set, makes every frame's payload instead of the
 	// synthetic samples (tests: a canary that must never reach a log).
 	Payload func(frame.Type) []byte
-	Log       *slog.Logger
+	Log     *slog.Logger
 }
 
 // Typical is a bedside monitor at clinical rates: 250 Hz ECG in 40 ms
