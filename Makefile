@@ -76,6 +76,7 @@ test: tools lint
 # examples/README.md.
 demo: tools-consul build
 	$(GO) build -o $(BIN)/clinical-service ./examples/service
+	$(GO) build -o $(BIN)/vitals ./examples/vitals/cmd/vitals
 	$(GO) build -o $(BIN)/medmesh-demo ./examples/demo
 	$(BIN)/medmesh-demo --medmesh $(BIN)/medmesh --service-bin $(BIN)/clinical-service
 
@@ -93,4 +94,4 @@ bench: tools build
 	$(GO) run ./bench/realtime
 
 clean:
-	rm -f $(BIN)/medmesh $(BIN)/clinical-service $(BIN)/medmesh-demo
+	rm -f $(BIN)/medmesh $(BIN)/clinical-service $(BIN)/vitals $(BIN)/medmesh-demo

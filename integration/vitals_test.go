@@ -72,7 +72,7 @@ func TestVitalsFailoverLosesNoFrame(t *testing.T) {
 	nport := freePort(t)
 	serveMesh(t, cp, svidDir(t, ca, "nurse-station"), "nurse-station", "nurse-1", nport, func(r vitalsrpc.Registrar) { vitalsrpc.RegisterNurse(r, station) })
 	register(t, c, "nurse-station", "nurse-1", nport,
-		map[string]string{"medmesh-kind": "generic", "medmesh-phi": "true", "medmesh-protocol": "grpc"}, api.HealthPassing)
+		map[string]string{"medmesh-kind": "vitals", "medmesh-protocol": "grpc"}, api.HealthPassing)
 
 	type instance struct {
 		svc *vitalsvc.Server

@@ -71,7 +71,7 @@ func main() {
 // Service names and metadata.
 var (
 	phiMeta   = map[string]string{"medmesh-kind": "vitals", "medmesh-protocol": "grpc"}
-	nurseMeta = map[string]string{"medmesh-kind": "generic", "medmesh-phi": "true", "medmesh-protocol": "grpc"}
+	nurseMeta = map[string]string{"medmesh-kind": "vitals", "medmesh-protocol": "grpc"}
 )
 
 // bench is one run: the mesh, the nurse station, and what was sent.

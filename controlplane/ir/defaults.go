@@ -72,12 +72,12 @@ func (d Defaults) route(kind Kind, protocol Protocol) Route {
 	case KindImaging:
 		r.Timeout, r.Retry.PerTryTimeout = d.ImagingTimeout, d.ImagingPerTry
 	case KindVitals, KindWebRTC:
-		if protocol == ProtocolHTTP {
-			// Vitals streams and signalling are long-lived WebSockets: a
-			// whole-request timeout would cut a monitor off mid-shift.
-			r.Timeout = 0
-			r.WebSocket = true
-		}
+		// Vitals streams and signalling are long-lived (WebSockets over
+		// HTTP, streams over gRPC): a whole-request timeout would cut a
+		// monitor off mid-shift. The stream idle timeout still frees
+		// what dead callers hold.
+		r.Timeout = 0
+		r.WebSocket = protocol == ProtocolHTTP
 	}
 	if protocol == ProtocolGRPC {
 		r.Retry.RetryOn = slices.Clone(grpcRetryOn)

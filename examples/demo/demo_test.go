@@ -36,7 +36,8 @@ func TestDemoRunsAndStopsCleanly(t *testing.T) {
 	dir := t.TempDir()
 	root := moduleRoot(t)
 	bins := map[string]string{}
-	for name, pkg := range map[string]string{"medmesh": "./cmd/medmesh", "clinical-service": "./examples/service", "demo": "./examples/demo"} {
+	for name, pkg := range map[string]string{"medmesh": "./cmd/medmesh", "clinical-service": "./examples/service", "demo": "./examples/demo",
+		"vitals": "./examples/vitals/cmd/vitals"} {
 		bins[name] = filepath.Join(dir, name)
 		cmd := exec.Command(goTool(), "build", "-o", bins[name], pkg)
 		cmd.Dir = root
@@ -48,7 +49,7 @@ func TestDemoRunsAndStopsCleanly(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bins["demo"],
-		"--medmesh", bins["medmesh"], "--service-bin", bins["clinical-service"],
+		"--medmesh", bins["medmesh"], "--service-bin", bins["clinical-service"], "--bin-dir", dir,
 		// Port 0: never collide with a control plane someone else runs.
 		"--xds-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
 		"--step", "5s", "--every", "3s", "--rounds", "1")
@@ -140,7 +141,7 @@ func TestDemoRunsAndStopsCleanly(t *testing.T) {
 	for _, re := range []string{
 		`peer north \(site north\): ACTIVE`,
 		`site north: residency policy default\.rego`,
-		`residency: emr at hub: held back \(refused for formulary, his, imaging\)`,
+		`residency: emr at hub: held back \(refused for formulary, his, imaging, nurse-station, vitals\)`,
 		`residency: formulary at hub: routed here \(1 instances\)`,
 		`residency condition: service "emr" has no healthy instance at site north`,
 		`formulary-north/svid +formulary +svid-agent +ns/default/svc/formulary/site/north`,
@@ -189,6 +190,23 @@ func TestDemoRunsAndStopsCleanly(t *testing.T) {
 		if !regexp.MustCompile(re).MatchString(cut) {
 			t.Errorf("while north was cut off, the output does not match %q", re)
 		}
+	}
+
+	// Realtime vitals at both clinics: frames through the mesh, and the
+	// device at south resuming on the other vitals instance after the
+	// one it streamed to is killed.
+	for _, site := range []string{"north", "south"} {
+		if !regexp.MustCompile(`realtime at ` + site + `, as last reported: vitals \(last second, device clock to nurse station\): alarm p99 .* [1-9]\d* frames; device: [1-9]\d* reliable sent`).MatchString(out) {
+			t.Errorf("no realtime vitals figures for %s", site)
+		}
+	}
+	kill := between("==> the vitals instance bed-south streams to is killed", "==> the killed vitals instance starts again")
+	if !regexp.MustCompile(`killing vitals-south-[12] \(pid \d+\), which holds bed-south's stream`).MatchString(kill) ||
+		!regexp.MustCompile(`device: \d+ reliable sent, \d+ acknowledged, 1 reconnects`).MatchString(kill) {
+		t.Error("no table shows bed-south reconnected once after its vitals instance was killed")
+	}
+	if !strings.Contains(out, "realtime at north, as last reported:") || !strings.Contains(out, "nurse station      http://127.0.0.1:") {
+		t.Error("the nurse stations' pages are not listed")
 	}
 
 	// Nothing the demo started may outlive it.

@@ -46,6 +46,7 @@ import (
 
 type config struct {
 	medmesh, serviceBin    string
+	binDir                 string // bin/vitals
 	xdsListen, adminListen string
 	seconds                time.Duration // 0: until Ctrl-C
 	rounds                 int           // of the story; 0: until Ctrl-C
@@ -75,6 +76,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	}
 	fs.StringVar(&c.medmesh, "medmesh", "bin/medmesh", "the medmesh binary (make build)")
 	fs.StringVar(&c.serviceBin, "service-bin", "bin/clinical-service", "the example service binary (go build ./examples/service)")
+	fs.StringVar(&c.binDir, "bin-dir", "bin", "where the realtime examples' binaries are (vitals: go build ./examples/vitals/cmd/vitals)")
 	fs.StringVar(&c.xdsListen, "xds-listen", wire.DefaultXDSAddress, "the hub control plane's xDS address; a free port is used if busy (port 0: always); the edge sites' are free ports")
 	fs.StringVar(&c.adminListen, "admin-listen", wire.DefaultAdminAddress, "the hub control plane's admin address; a free port is used if busy (port 0: always); the edge sites' are free ports")
 	fs.Float64Var(&seconds, "seconds", seconds, "stop after this many seconds (default $DEMO_SECONDS; 0: run until Ctrl-C)")
@@ -118,6 +120,7 @@ type demo struct {
 	out       *console
 	sup       *supervisor
 	traffic   *traffic
+	rt        *realtime
 	sites     []*site
 	links     []*link
 	instances []*instance // every site's, in site order
@@ -136,7 +139,8 @@ type demo struct {
 	// its uplink's cut and the peerings being active again; -1 until
 	// measured.
 	cutPushes atomic.Int32
-	cutAt     int // north's medmesh_xds_responses_total at the cut
+	cutAt     int       // north's medmesh_xds_responses_total at the cut
+	killed    *instance // the vitals instance the story killed, until restarted
 	stop      func(reason string)
 	// stopping is set when the demo begins to stop: a probe cut short
 	// then is not a problem of the mesh.
@@ -144,7 +148,7 @@ type demo struct {
 }
 
 func run(cfg config, w io.Writer) int {
-	d := &demo{cfg: cfg, out: &console{w: w, start: time.Now()}, traffic: newTraffic(), sites: newNetwork()}
+	d := &demo{cfg: cfg, out: &console{w: w, start: time.Now()}, traffic: newTraffic(), rt: newRealtime(), sites: newNetwork()}
 	for _, s := range d.sites {
 		for _, in := range s.instances {
 			in.site = s
@@ -205,6 +209,7 @@ func (d *demo) setUp(ctx context.Context) error {
 	for _, b := range []struct{ path, hint string }{
 		{d.cfg.medmesh, "run `make build`"},
 		{d.cfg.serviceBin, "run `go build -o bin/clinical-service ./examples/service`, or `make demo`"},
+		{filepath.Join(d.cfg.binDir, "vitals"), "run `go build -o bin/vitals ./examples/vitals/cmd/vitals`, or `make demo`"},
 	} {
 		if _, err := os.Stat(b.path); err != nil {
 			return fmt.Errorf("%s not found: %s", b.path, b.hint)
@@ -237,6 +242,13 @@ func (d *demo) setUp(ctx context.Context) error {
 	for _, in := range d.instances {
 		if in.port, err = consulagent.FreePort(); err != nil {
 			return err
+		}
+		if in.role == roleNurse {
+			hp, err := consulagent.FreePort()
+			if err != nil {
+				return err
+			}
+			in.httpAddr = "127.0.0.1:" + strconv.Itoa(hp)
 		}
 		if err := d.startInstance(in); err != nil {
 			return err
@@ -321,7 +333,7 @@ func (d *demo) meshUp(ctx context.Context) error {
 			passing[c.ServiceID] = true
 		}
 		for _, in := range s.instances {
-			if !connected[in.id] || !passing[in.id] {
+			if !connected[in.id] || (in.registers() && !passing[in.id]) {
 				missing = append(missing, in.id)
 			}
 		}
@@ -347,6 +359,11 @@ func (d *demo) whereToLook() {
 	row("one proxy's xDS", admin+"/debug/config?node=his-1  (TLS contexts, RBAC from intentions and residency)")
 	row("catalog", admin+"/debug/catalog  (local and imported instances, with their site)")
 	row("metrics", admin+"/metrics")
+	for _, in := range d.instances {
+		if in.role == roleNurse {
+			row("nurse station", fmt.Sprintf("http://%s/  (site %s: the bedside monitor's frames, live, over a WebSocket)", in.httpAddr, in.site.name))
+		}
+	}
 	row("process logs", d.sup.logDir+"  (removed at exit unless DEMO_KEEP_LOGS=1)")
 	im := d.instance("imaging-1").proc.pid()
 	row("try it", fmt.Sprintf("kill -USR1 %d  fails imaging-1's health check; kill -USR2 %d heals it", im, im))
@@ -433,6 +450,9 @@ func (d *demo) report(ctx context.Context, since string) {
 		fmt.Fprintf(&b, "  site %-5s %s\n", s.name, siteLine(ctx, s))
 		fmt.Fprintf(&b, "             peers: %s\n", s.peersState(ctx))
 		fmt.Fprintf(&b, "             Consul health: %s\n", consulHealth(s.consul.Client()))
+		if rt := d.rt.line(s.name); rt != "" {
+			fmt.Fprintf(&b, "             %s\n", rt)
+		}
 	}
 	fmt.Fprintf(&b, "  Calls since %s (caller -> service):\n", since)
 	b.WriteString(d.traffic.windowTable())
@@ -456,6 +476,12 @@ func (d *demo) onLine(p *proc, line []byte) {
 		}
 		return
 	}
+	if in := d.instanceOf(p); in != nil && in.role != "" {
+		if l.Msg == "vitals" {
+			d.rt.add(in, line)
+			return
+		}
+	}
 	switch {
 	case l.Msg == "calls":
 		d.traffic.add(&l)
@@ -478,6 +504,16 @@ func (d *demo) onExit(p *proc) {
 	if d.isControlPlane(p) {
 		d.stop(p.name + " is gone")
 	}
+}
+
+// instanceOf is the instance whose current process is p, or nil.
+func (d *demo) instanceOf(p *proc) *instance {
+	for _, in := range d.instances {
+		if in.proc == p {
+			return in
+		}
+	}
+	return nil
 }
 
 func (d *demo) isControlPlane(p *proc) bool {
@@ -560,6 +596,9 @@ func (d *demo) tearDown(failed bool) int {
 		fmt.Fprintf(&b, "  %d calls, %d ok, %d failed (%.2f%% ok)\n", ok+bad, ok, bad, 100*float64(ok)/float64(ok+bad))
 	}
 	fmt.Fprintf(&b, "  %d probe call(s) refused as intended (billing -> emr at the hub: no intention; his at north -> emr: residency)\n", d.refused.Load())
+	for _, site := range d.rt.sites() {
+		fmt.Fprintf(&b, "  realtime at %s, as last reported: %s\n", site, d.rt.line(site))
+	}
 	if n := d.cutPushes.Load(); n >= 0 {
 		fmt.Fprintf(&b, "  xDS responses north's control plane sent from its uplink's cut until its peerings were active again: %d\n", n)
 	}

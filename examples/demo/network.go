@@ -55,10 +55,12 @@ type site struct {
 
 // newNetwork is the demo's telemedicine network. The hub is the hospital
 // (EMR, imaging, HIS and a drug formulary); each edge site is a clinic
-// with its own front desk (HIS) and imaging. Only the formulary is not
-// PHI, so it is the one service whose calls may cross sites: north runs
-// its own copy (for north only: it does not export it), south has none
-// and uses the others'.
+// with its own front desk (HIS) and imaging, and its realtime vitals
+// (a bedside monitor, two vitals instances, a nurse station), which stay
+// on the site: they are not exported. Only the formulary is not PHI, so
+// it is the one service whose calls may cross sites: north runs its own
+// copy (for north only: it does not export it), south has none and uses
+// the others'.
 func newNetwork() []*site {
 	return []*site{
 		{name: "hub", about: "the hospital", instances: []*instance{
@@ -69,15 +71,15 @@ func newNetwork() []*site {
 			{id: "his-1", service: "his", calls: []string{"emr", "imaging"}},
 			{id: "formulary-1", service: "formulary"},
 		}},
-		{name: "north", about: "an edge clinic", exports: []string{"his", "imaging"}, instances: []*instance{
+		{name: "north", about: "an edge clinic", exports: []string{"his", "imaging"}, instances: append([]*instance{
 			{id: "imaging-north", service: "imaging"},
 			{id: "his-north", service: "his", calls: []string{"imaging", "formulary"}},
 			{id: "formulary-north", service: "formulary"},
-		}},
-		{name: "south", about: "an edge clinic", instances: []*instance{
+		}, realtimeWorkloads("north")...)},
+		{name: "south", about: "an edge clinic", exports: []string{"his", "imaging"}, instances: append([]*instance{
 			{id: "imaging-south", service: "imaging"},
 			{id: "his-south", service: "his", calls: []string{"imaging", "formulary"}},
-		}},
+		}, realtimeWorkloads("south")...)},
 	}
 }
 
@@ -89,12 +91,12 @@ var allowed = map[string]map[string][]string{
 		"emr":     {"his", "imaging"},
 		"imaging": {"emr", "his"},
 	},
-	"north": {"imaging": {"his"}},
-	"south": {"imaging": {"his"}},
+	"north": {"imaging": {"his"}, "vitals": realtimeIntentions["vitals"], "nurse-station": realtimeIntentions["nurse-station"]},
+	"south": {"imaging": {"his"}, "vitals": realtimeIntentions["vitals"], "nurse-station": realtimeIntentions["nurse-station"]},
 }
 
 // exampleServices are the Consul service names the demo registers.
-var exampleServices = map[string]bool{"emr": true, "his": true, "imaging": true, "formulary": true}
+var exampleServices = map[string]bool{"emr": true, "his": true, "imaging": true, "formulary": true, "vitals": true, "nurse-station": true}
 
 func (s *site) hub() bool { return s.name == "hub" }
 

@@ -157,6 +157,13 @@ func (s *supervisor) stop(p *proc, grace time.Duration) error {
 	return nil
 }
 
+// kill kills the process group at once (SIGKILL): a crash, not a stop.
+func (s *supervisor) kill(p *proc) {
+	p.stopping.Store(true)
+	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
+	<-p.done
+}
+
 // signal sends sig to one process (not its group): used to flip a
 // service's health check.
 func (s *supervisor) signal(p *proc, sig syscall.Signal) error {

@@ -12,9 +12,13 @@ import (
 type instance struct {
 	id, service string
 	calls       []string
-	site        *site
-	port        int   // chosen once, kept across restarts
-	proc        *proc // current process; nil while stopped by the story
+	// role is "" for a clinical service (bin/clinical-service), or one
+	// of the realtime roles (realtime.go).
+	role     string
+	httpAddr string // the nurse station's page
+	site     *site
+	port     int   // chosen once, kept across restarts
+	proc     *proc // current process; nil while stopped by the story
 	// sidecar is the instance's `medmesh sidecar --svid-dir`: it runs
 	// for the whole demo, across the story's restarts of the instance,
 	// as a workload's identity agent outlives a restart of its app.
@@ -57,16 +61,48 @@ var story = []step{
 		func(ctx context.Context, d *demo) error { return d.signalInstance("formulary-north", syscall.SIGUSR1) }},
 	{5, "formulary-north recovers (SIGUSR2). Watch: his-north's formulary calls come back home to formulary-north.",
 		func(ctx context.Context, d *demo) error { return d.signalInstance("formulary-north", syscall.SIGUSR2) }},
-	{6, "site north loses its uplink: the demo cuts the links its Consul peerings run over (to the hub and to south). North is on its own. " +
-		"Watch: north's calls go on without a failure, north marks its peers stale (kept, not deleted), the hub and south mark north stale.",
+	{6, "the vitals instance bed-south streams to is killed (SIGKILL: no goodbye, its Consul check still passing). Watch: the device reconnects through the mesh " +
+		"to the other instance and resends from its last acknowledged frame; south's vitals line shows 1 reconnect, acknowledged keeping up with sent, and the alarms within budget.",
+		func(ctx context.Context, d *demo) error { return d.killVitals("south") }},
+	{7, "the killed vitals instance starts again (same ID and port) and rejoins the mesh.",
+		func(ctx context.Context, d *demo) error { return d.restartKilled() }},
+	{8, "site north loses its uplink: the demo cuts the links its Consul peerings run over (to the hub and to south). North is on its own. " +
+		"Watch: north's calls and vitals go on without a failure, north marks its peers stale (kept, not deleted), the hub and south mark north stale.",
 		func(ctx context.Context, d *demo) error { return d.cut(ctx, d.site("north")) }},
-	{8, "site north's uplink is back. Watch: the peerings turn ACTIVE again, and north's control plane sends its proxies nothing, since nothing changed for them.",
+	{10, "site north's uplink is back. Watch: the peerings turn ACTIVE again, and north's control plane sends its proxies nothing, since nothing changed for them.",
 		func(ctx context.Context, d *demo) error { return d.restore(ctx, d.site("north")) }},
 }
 
 // storyLength is one round of the story, in steps; the pause after the
 // last event lets its effect show before the next round.
-const storyLength = 10
+const storyLength = 12
+
+// killVitals kills, without a goodbye, the vitals instance of site that
+// holds the site's device stream (as the instances last logged it).
+func (d *demo) killVitals(site string) error {
+	id := d.rt.holder("vitals-"+site+"-1", "vitals-"+site+"-2")
+	if id == "" {
+		return fmt.Errorf("no vitals instance at %s reports the device's stream yet", site)
+	}
+	in := d.instance(id)
+	if in.proc == nil {
+		return fmt.Errorf("%s is not running", id)
+	}
+	d.out.printf("killing %s (pid %d), which holds bed-%s's stream", id, in.proc.pid(), site)
+	d.sup.kill(in.proc)
+	in.proc = nil
+	d.killed = in
+	return nil
+}
+
+func (d *demo) restartKilled() error {
+	if d.killed == nil {
+		return fmt.Errorf("nothing was killed")
+	}
+	in := d.killed
+	d.killed = nil
+	return d.startInstance(in)
+}
 
 // storyClock yields the events of the repeating story in order.
 type storyClock struct {
@@ -123,24 +159,25 @@ func (d *demo) signalInstance(id string, sig syscall.Signal) error {
 // startInstance starts (or restarts, on the same port and ID) one service
 // instance.
 func (d *demo) startInstance(in *instance) error {
-	args := []string{
-		"--service", in.service, "--id", in.id, "--port", fmt.Sprint(in.port),
-		"--consul", "http://" + in.site.consul.Addr(), "--xds-address", in.site.xdsAddr,
-		"--interval", d.cfg.callInterval.String(), "--report", "1s",
-		"--svid-dir", in.svidDir, "--log-format", "json",
-	}
-	if len(in.calls) > 0 {
-		args = append(args, "--calls", strings.Join(in.calls, ","))
-	}
-	p, err := d.sup.start(in.id, d.cfg.serviceBin, args...)
+	bin, args := d.args(in)
+	p, err := d.sup.start(in.id, bin, args...)
 	if err != nil {
 		return err
 	}
 	in.proc = p
-	calls := "nothing"
-	if len(in.calls) > 0 {
-		calls = strings.Join(in.calls, ", ")
+	switch {
+	case in.role == roleDevice:
+		d.out.printf("site %-5s started %-15s pid=%d  a bedside monitor streaming to xds:///vitals (alarm every 3s)", in.site.name, in.id, p.pid())
+	case in.role == roleNurse:
+		d.out.printf("site %-5s started %-15s pid=%d  serves 127.0.0.1:%d, its page at http://%s/", in.site.name, in.id, p.pid(), in.port, in.httpAddr)
+	case in.role != "":
+		d.out.printf("site %-5s started %-15s pid=%d  serves 127.0.0.1:%d  forwards to xds:///nurse-station", in.site.name, in.id, p.pid(), in.port)
+	default:
+		calls := "nothing"
+		if len(in.calls) > 0 {
+			calls = strings.Join(in.calls, ", ")
+		}
+		d.out.printf("site %-5s started %-15s pid=%d  serves 127.0.0.1:%d  calls %s", in.site.name, in.id, p.pid(), in.port, calls)
 	}
-	d.out.printf("site %-5s started %-15s pid=%d  serves 127.0.0.1:%d  calls %s", in.site.name, in.id, p.pid(), in.port, calls)
 	return nil
 }

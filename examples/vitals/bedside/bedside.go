@@ -87,8 +87,10 @@ type Device struct {
 	sender *reliable.Sender
 	stream grpc.BidiStreamingClient[vitalsrpc.Msg, vitalsrpc.Msg]
 	// broke is when the current stream failed; zero while connected or
-	// once the first Ack on a new stream has measured the gap.
+	// once the first Ack on a new stream has measured the gap. live: the
+	// current stream has been answered.
 	broke time.Time
+	live  bool
 	st    Stats
 }
 
@@ -158,11 +160,17 @@ func (d *Device) Run(ctx context.Context, open Opener) error {
 			break
 		}
 		d.mu.Lock()
-		if d.broke.IsZero() {
-			d.broke = time.Now()
+		// Only a stream the service had answered counts as broken: the
+		// first attempts of a device switched on before any vitals
+		// instance serves are not reconnects.
+		if d.live {
+			if d.broke.IsZero() {
+				d.broke = time.Now()
+			}
+			d.st.Reconnects++
 		}
+		d.live = false
 		d.stream = nil
-		d.st.Reconnects++
 		d.mu.Unlock()
 		d.o.Log.Warn("vitals stream broken; reconnecting through the mesh", "device", d.o.Device, "err", err)
 		select {
@@ -216,6 +224,7 @@ func (d *Device) receive(st grpc.BidiStreamingClient[vitalsrpc.Msg, vitalsrpc.Ms
 		}
 		d.mu.Lock()
 		again, _ := d.sender.OnControl(f, time.Now())
+		d.live = true
 		if f.Type == frame.TypeAck && !d.broke.IsZero() && f.Seq > 0 {
 			d.st.Gaps = append(d.st.Gaps, time.Since(d.broke))
 			d.broke = time.Time{}

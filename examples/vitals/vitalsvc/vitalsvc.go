@@ -73,7 +73,7 @@ const upstream = "vitals"
 type Server struct {
 	o Options
 
-	streams, frames, forwarded, shed, requeued, corrupt, forwardErrs atomic.Int64
+	streams, active, frames, forwarded, shed, requeued, corrupt, forwardErrs atomic.Int64
 }
 
 // New returns a server.
@@ -89,7 +89,8 @@ func New(o Options) *Server {
 
 // Stats are the server's counters.
 type Stats struct {
-	Streams, Frames, Forwarded int64
+	// Streams counts device streams since start, Active the open ones.
+	Streams, Active, Frames, Forwarded int64
 	// Shed best-effort frames were dropped under load; Requeued counts
 	// the times a reliable frame was shed and queued again.
 	Shed, Requeued, Corrupt, ForwardErrors int64
@@ -97,7 +98,7 @@ type Stats struct {
 
 // Stats returns the counters so far.
 func (s *Server) Stats() Stats {
-	return Stats{Streams: s.streams.Load(), Frames: s.frames.Load(), Forwarded: s.forwarded.Load(),
+	return Stats{Streams: s.streams.Load(), Active: s.active.Load(), Frames: s.frames.Load(), Forwarded: s.forwarded.Load(),
 		Shed: s.shed.Load(), Requeued: s.requeued.Load(), Corrupt: s.corrupt.Load(), ForwardErrors: s.forwardErrs.Load()}
 }
 
@@ -110,6 +111,8 @@ func (s *Server) Stream(st vitalsrpc.DeviceStream) error {
 		return status.Errorf(codes.InvalidArgument, "no %s metadata: which device is this?", vitalsrpc.DeviceHeader)
 	}
 	s.streams.Add(1)
+	s.active.Add(1)
+	defer s.active.Add(-1)
 	c := &conn{s: s, st: st, dev: dev}
 	recv := reliable.NewReceiver(reliable.ReceiverOptions{Acks: true})
 	lanes := [2]chan frame.Frame{make(chan frame.Frame, s.o.Lane), make(chan frame.Frame, s.o.Lane)}

@@ -218,7 +218,7 @@ func runService(ctx context.Context, o *options, log *slog.Logger) error {
 	})
 	go every(ctx, o.report, func() {
 		st := s.Stats()
-		log.Info("vitals", "streams", st.Streams, "frames", st.Frames, "forwarded", st.Forwarded, "shed", st.Shed,
+		log.Info("vitals", "streams", st.Streams, "active", st.Active, "frames", st.Frames, "forwarded", st.Forwarded, "shed", st.Shed,
 			"requeued", st.Requeued, "corrupt", st.Corrupt, "forward_errors", st.ForwardErrors)
 	})
 	meta := map[string]string{registry.MetaKind: "vitals", registry.MetaProtocol: "grpc"}
@@ -249,8 +249,9 @@ func runNurse(ctx context.Context, o *options, log *slog.Logger) error {
 		log.Info("vitals", append(attrs, "duplicates_dropped", dups)...)
 		st.Reset()
 	})
-	// The nurse station receives vitals: a PHI service, default deny.
-	meta := map[string]string{registry.MetaKind: "generic", registry.MetaPHI: "true", registry.MetaProtocol: "grpc"}
+	// The nurse station receives vitals: kind vitals (PHI, default deny;
+	// long-lived streams, no request timeout).
+	meta := map[string]string{registry.MetaKind: "vitals", registry.MetaProtocol: "grpc"}
 	return serve(ctx, o, log, nurseService, meta, func(r vitalsrpc.Registrar) { vitalsrpc.RegisterNurse(r, st) })
 }
 
