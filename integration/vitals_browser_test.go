@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"fmt"
 	"log/slog"
 	"net/http/httptest"
 	"strings"
@@ -61,23 +60,23 @@ func TestNurseStationPageInChromium(t *testing.T) {
 	const n = 120
 	now := time.Now()
 	for i := range n {
-		t := frame.TypeECG
+		typ := frame.TypeECG
 		switch {
 		case i%20 == 0:
-			t = frame.TypeCardiacArrest
+			typ = frame.TypeCardiacArrest
 		case i%10 == 5:
-			t = frame.TypeDeviceStatus
+			typ = frame.TypeDeviceStatus
 		}
-		f, err := snd.Send(frame.New(t, now, []byte{byte(i), 1, 2, 3}), now)
+		f, err := snd.Send(frame.New(typ, now, []byte{byte(i), 1, 2, 3}), now)
 		if err != nil {
-			panic(err)
+			t.Fatal(err)
 		}
 		raw, err := frame.Append(nil, f)
 		if err != nil {
-			panic(err)
+			t.Fatal(err)
 		}
 		if err := st.Accept("bed-07", raw); err != nil {
-			panic(fmt.Sprintf("frame %d: %v", i, err))
+			t.Fatalf("frame %d: %v", i, err)
 		}
 	}
 	var got pageCounters
