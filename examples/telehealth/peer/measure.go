@@ -2,7 +2,6 @@ package peer
 
 import (
 	"context"
-
 	"fmt"
 	"slices"
 	"time"
@@ -70,7 +69,7 @@ func MeasureCall(ctx context.Context, clinician, patient Dialer, o MeasureOption
 	po.Role, po.Call, po.Kind, po.Codec, po.SendVideo = signal.RolePatient, o.Call, o.Kind, o.Codec, true
 	po.Vitals = nil
 	if o.Frames > 0 {
-		po.Vitals = &VitalsSender{Count: o.Frames, Interval: o.Interval, Reading: syntheticReading}
+		po.Vitals = &VitalsSender{Count: o.Frames, Interval: o.Interval, Reading: SyntheticReading}
 	}
 	pat, err := joinVia(ctx, patient, po)
 	if err != nil {
@@ -118,8 +117,9 @@ func joinVia(ctx context.Context, dial Dialer, o Options) (*Call, error) {
 	return Join(ctx, conn, o)
 }
 
-// syntheticReading is a made-up SpO2 and pulse: never a patient's.
-func syntheticReading(seq uint64) []byte { return []byte{byte(95 + seq%4), byte(60 + seq%20)} }
+// SyntheticReading is a made-up SpO2 and pulse for frame seq (a
+// VitalsSender's Reading): never a patient's.
+func SyntheticReading(seq uint64) []byte { return []byte{byte(95 + seq%4), byte(60 + seq%20)} }
 
 // Percentile is the p-th percentile (nearest rank) of ds; 0 when empty.
 func Percentile(ds []time.Duration, p float64) time.Duration {

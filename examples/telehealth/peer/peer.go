@@ -52,8 +52,23 @@ type Options struct {
 	// LoopbackOnly gathers and accepts loopback candidates only (tests
 	// and single-machine demos: no packet leaves the host).
 	LoopbackOnly bool
-	Logger       *slog.Logger
+	// Logger takes the party's log. pion's own messages go to it at
+	// debug level only: they may quote addresses, candidates or pieces
+	// of a session description, which the party's log never carries at
+	// info and above.
+	Logger *slog.Logger
 }
+
+// ServerError is what the signalling service said when it refused a join
+// or ended the session. The service's messages name a rule or a field,
+// never a call ID, an invite or a description, so they may be logged.
+type ServerError struct{ Message string }
+
+func (e *ServerError) Error() string { return e.Message }
+
+// ErrConnectionFailed is why a call ends whose peer connection failed
+// (ICE or DTLS).
+var ErrConnectionFailed = errors.New("peer connection failed (ICE or DTLS)")
 
 // Call is a party's side of a call.
 type Call struct {
@@ -99,7 +114,7 @@ func Join(ctx context.Context, conn signal.ClientConn, o Options) (*Call, error)
 		return nil, fmt.Errorf("peer: waiting for joined: %w", err)
 	}
 	if m.Type == signal.TypeError {
-		return nil, fmt.Errorf("peer: signalling refused the join: %s", m.Error)
+		return nil, fmt.Errorf("peer: signalling refused the join: %w", &ServerError{Message: m.Error})
 	}
 	if m.Type != signal.TypeJoined {
 		return nil, fmt.Errorf("peer: first answer is %q, want %q", m.Type, signal.TypeJoined)
@@ -168,6 +183,7 @@ func (c *Call) newPeerConnection(servers []signal.ICEServer) (*webrtc.PeerConnec
 	// No multicast DNS: candidates carry addresses, and a site's network
 	// may not pass multicast at all.
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.LoggerFactory = pionLogs{c.log}
 	if c.o.LoopbackOnly {
 		se.SetIncludeLoopbackCandidate(true)
 		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
@@ -219,7 +235,7 @@ func (c *Call) newPeerConnection(servers []signal.ICEServer) (*webrtc.PeerConnec
 				close(c.connected)
 			})
 		case webrtc.PeerConnectionStateFailed:
-			c.end(errors.New("peer connection failed (ICE or DTLS)"))
+			c.end(ErrConnectionFailed)
 		}
 	})
 	pc.OnDataChannel(c.vitalsChannel)
@@ -283,7 +299,7 @@ func (c *Call) handle(ctx context.Context, m signal.Message) error {
 		}
 		return c.addCandidate(cand)
 	case signal.TypeError:
-		return fmt.Errorf("signalling: %s", m.Error)
+		return fmt.Errorf("signalling: %w", &ServerError{Message: m.Error})
 	}
 	return nil
 }

@@ -65,7 +65,7 @@ type Stats struct {
 	FramesSent, FramesReceived, BadFrames, OutOfOrder int
 	// FrameLatencies are receive time minus device time, in order of
 	// arrival (meaningful when both parties share a clock, as on
-	// loopback).
+	// loopback), since the call began or the last TakeFrameLatencies.
 	FrameLatencies  []time.Duration
 	DataChannelOpen bool
 }
@@ -78,6 +78,18 @@ func (c *Call) Stats() Stats {
 	s.RTPPayloadTypes = maps.Clone(c.stats.RTPPayloadTypes)
 	s.FrameLatencies = append([]time.Duration(nil), c.stats.FrameLatencies...)
 	return s
+}
+
+// TakeFrameLatencies returns the frame latencies recorded since the call
+// began or the previous TakeFrameLatencies, and forgets them: a party
+// that reports every period takes them, and a long call's memory stays
+// bounded (Stats keeps every latency otherwise).
+func (c *Call) TakeFrameLatencies() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := c.stats.FrameLatencies
+	c.stats.FrameLatencies = nil
+	return l
 }
 
 // vitalsChannel wires the vitals DataChannel, whichever side opened it.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 
@@ -132,7 +133,7 @@ func (s *Server) Serve(ctx context.Context, c Conn, who Caller) error {
 	if err != nil {
 		return err
 	}
-	if err := checkJoin(first); err != nil {
+	if err := CheckJoin(first); err != nil {
 		_ = c.Send(ctx, Message{Type: TypeError, Error: err.Error()})
 		return err
 	}
@@ -195,30 +196,52 @@ func (s *Server) readLoop(ctx context.Context, c Conn, p *party, callID string) 
 	}
 }
 
-// write sends p's queue to c until ctx ends or a write fails.
+// write sends p's queue to c until ctx ends or a write fails. When the
+// session ends, what is still queued (an error message, a bye) is sent
+// first, with a context of its own: the session's is cancelled.
 func (s *Server) write(ctx context.Context, c Conn, p *party) error {
 	for {
 		select {
 		case <-ctx.Done():
-			// Flush what is queued (an error message, a bye) first.
-			for {
-				select {
-				case m := <-p.out:
-					fctx, fcancel := context.WithTimeout(context.Background(), 2*time.Second)
-					err := c.Send(fctx, m)
-					fcancel()
-					if err != nil {
-						return nil
-					}
-				default:
+			flush(c, p, nil)
+			return nil
+		case m := <-p.out:
+			if ctx.Err() != nil {
+				flush(c, p, &m)
+				return nil
+			}
+			if err := c.Send(ctx, m); err != nil {
+				if ctx.Err() != nil {
+					// Cancelled while sending: m goes with the flush.
+					flush(c, p, &m)
 					return nil
 				}
-			}
-		case m := <-p.out:
-			if err := c.Send(ctx, m); err != nil {
 				p.cancel(err)
 				return err
 			}
+		}
+	}
+}
+
+// flush sends first (when not nil) and then what is queued for p, until
+// the queue is empty or a send fails.
+func flush(c Conn, p *party, first *Message) {
+	for {
+		var m Message
+		if first != nil {
+			m, first = *first, nil
+		} else {
+			select {
+			case m = <-p.out:
+			default:
+				return
+			}
+		}
+		fctx, fcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := c.Send(fctx, m)
+		fcancel()
+		if err != nil {
+			return
 		}
 	}
 }
@@ -232,7 +255,10 @@ func (p *party) send(m Message) {
 	}
 }
 
-func checkJoin(m Message) error {
+// CheckJoin applies the server's rules for a join (its type, the call ID,
+// the role, the kind of call); a party may check its own before it
+// dials. The errors name the field, never quote the call ID.
+func CheckJoin(m Message) error {
 	switch {
 	case m.Type != TypeJoin:
 		return fmt.Errorf("first message: type is %q, want %q", m.Type, TypeJoin)
@@ -248,6 +274,14 @@ func checkJoin(m Message) error {
 
 // join adds p to its call and queues, in this order, its joined message
 // and the peer messages of both parties when it is the second.
+//
+// Two mesh parties meet by joining the same call ID: the first opens the
+// call, the second (a mesh caller needs no invite) makes it a pair. A
+// call pairs one clinician with one patient. A mesh caller that joins
+// again in the role it already holds (its program restarted before the
+// server noticed its old stream was gone) replaces its old session: that
+// one gets an error and ends, and the other party, whose peer
+// connection was with the old session, gets a bye and joins again.
 func (s *Server) join(m Message, p *party, ice []ICEServer) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -268,8 +302,15 @@ func (s *Server) join(m Message, p *party, ice []ICEServer) error {
 		return errors.New("join: invite is not valid for this call")
 	case c.kind != m.Kind:
 		return fmt.Errorf("join: kind %q differs from the call's %q", m.Kind, c.kind)
+	}
+	if old := c.party(m.Role); old != nil && p.who.Mesh && old.who.Mesh && old.who.ID == p.who.ID {
+		c.supersede(old)
+	}
+	switch {
 	case len(c.parties) == 2:
 		return errors.New("join: the call already has two parties")
+	case c.party(m.Role) != nil:
+		return fmt.Errorf("join: the call already has a %s", m.Role)
 	}
 	joined := Message{Type: TypeJoined, ICEServers: ice}
 	if p.who.Mesh {
@@ -285,11 +326,54 @@ func (s *Server) join(m Message, p *party, ice []ICEServer) error {
 	return nil
 }
 
+// party is the call's party in role, or nil.
+func (c *call) party(role string) *party {
+	for _, p := range c.parties {
+		if p.role == role {
+			return p
+		}
+	}
+	return nil
+}
+
+// member says whether p is one of the call's parties (a party the call
+// let go of, after a bye, is not).
+func (c *call) member(p *party) bool {
+	for _, q := range c.parties {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+// supersede ends old's session (its caller joined again) and lets go of
+// the other party with a bye: its peer connection was with old.
+func (c *call) supersede(old *party) {
+	old.send(Message{Type: TypeError, Error: "superseded: the same caller joined this call again in the same role"})
+	old.cancel(errors.New("superseded by a new join of the same caller"))
+	c.parties = slices.DeleteFunc(c.parties, func(q *party) bool { return q == old })
+	c.dropAll()
+}
+
+// dropAll sends every party left in the call a bye and lets go of them.
+// A peer connection is set up once per pairing: a party that got a bye
+// joins again (a new session) to be paired again, and a session the
+// call let go of is never paired nor relayed to.
+func (c *call) dropAll() {
+	for _, q := range c.parties {
+		q.send(Message{Type: TypeBye})
+	}
+	c.parties = nil
+}
+
 func (s *Server) relay(callID string, from *party, m Message) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.calls[callID]
-	if c == nil {
+	if c == nil || !c.member(from) {
+		// The call let go of this party (a bye): what it still sends
+		// belongs to a pairing that is over.
 		return
 	}
 	for _, p := range c.parties {
@@ -303,24 +387,19 @@ func (s *Server) relay(callID string, from *party, m Message) {
 	from.send(Message{Type: TypeError, Error: "nothing to relay to: the other party has not joined"})
 }
 
+// leave takes p out of its call: the other party gets a bye and is let
+// go of too (it joins again for a new pairing), and the call, now empty,
+// is closed.
 func (s *Server) leave(callID string, p *party) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.calls[callID]
-	if c == nil {
+	if c == nil || !c.member(p) {
 		return
 	}
-	kept := c.parties[:0]
-	for _, q := range c.parties {
-		if q != p {
-			kept = append(kept, q)
-			q.send(Message{Type: TypeBye})
-		}
-	}
-	c.parties = kept
-	if len(kept) == 0 {
-		delete(s.calls, callID)
-	}
+	c.parties = slices.DeleteFunc(c.parties, func(q *party) bool { return q == p })
+	c.dropAll()
+	delete(s.calls, callID)
 }
 
 // Calls is the number of open calls (for tests and status).
