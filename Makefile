@@ -77,6 +77,7 @@ test: tools lint
 demo: tools-consul build
 	$(GO) build -o $(BIN)/clinical-service ./examples/service
 	$(GO) build -o $(BIN)/vitals ./examples/vitals/cmd/vitals
+	$(GO) build -o $(BIN)/ ./examples/telehealth/cmd/telehealth-signal ./examples/telehealth/cmd/telehealth-turn ./examples/telehealth/cmd/telehealth-peer
 	$(GO) build -o $(BIN)/medmesh-demo ./examples/demo
 	$(BIN)/medmesh-demo --medmesh $(BIN)/medmesh --service-bin $(BIN)/clinical-service
 
@@ -94,4 +95,4 @@ bench: tools build
 	$(GO) run ./bench/realtime
 
 clean:
-	rm -f $(BIN)/medmesh $(BIN)/clinical-service $(BIN)/vitals $(BIN)/medmesh-demo
+	rm -f $(BIN)/medmesh $(BIN)/clinical-service $(BIN)/vitals $(BIN)/telehealth-signal $(BIN)/telehealth-turn $(BIN)/telehealth-peer $(BIN)/medmesh-demo

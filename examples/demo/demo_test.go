@@ -37,7 +37,8 @@ func TestDemoRunsAndStopsCleanly(t *testing.T) {
 	root := moduleRoot(t)
 	bins := map[string]string{}
 	for name, pkg := range map[string]string{"medmesh": "./cmd/medmesh", "clinical-service": "./examples/service", "demo": "./examples/demo",
-		"vitals": "./examples/vitals/cmd/vitals"} {
+		"vitals": "./examples/vitals/cmd/vitals", "telehealth-signal": "./examples/telehealth/cmd/telehealth-signal",
+		"telehealth-turn": "./examples/telehealth/cmd/telehealth-turn", "telehealth-peer": "./examples/telehealth/cmd/telehealth-peer"} {
 		bins[name] = filepath.Join(dir, name)
 		cmd := exec.Command(goTool(), "build", "-o", bins[name], pkg)
 		cmd.Dir = root
@@ -141,7 +142,7 @@ func TestDemoRunsAndStopsCleanly(t *testing.T) {
 	for _, re := range []string{
 		`peer north \(site north\): ACTIVE`,
 		`site north: residency policy default\.rego`,
-		`residency: emr at hub: held back \(refused for formulary, his, imaging, nurse-station, vitals\)`,
+		`residency: emr at hub: held back \(refused for formulary, his, imaging, nurse-station, telehealth-signal, turn, vitals\)`,
 		`residency: formulary at hub: routed here \(1 instances\)`,
 		`residency condition: service "emr" has no healthy instance at site north`,
 		`formulary-north/svid +formulary +svid-agent +ns/default/svc/formulary/site/north`,
@@ -204,6 +205,12 @@ func TestDemoRunsAndStopsCleanly(t *testing.T) {
 	if !regexp.MustCompile(`killing vitals-south-[12] \(pid \d+\), which holds bed-south's stream`).MatchString(kill) ||
 		!regexp.MustCompile(`device: \d+ reliable sent, \d+ acknowledged, 1 reconnects`).MatchString(kill) {
 		t.Error("no table shows bed-south reconnected once after its vitals instance was killed")
+	}
+	// The video visit at north: set up through the mesh signalling, video
+	// and vitals frames flowing, every frame's CRC good, kept up across
+	// north's uplink cut (its signalling and relay are on the site).
+	if !regexp.MustCompile(`telehealth call \(pion clinician and patient, signalling through the mesh\): connected, set up in [\d.]+ ms; [1-9]\d* video RTP packets, [1-9]\d* vitals frames on the DataChannel \(p99 [\d.]+ ms, 0 bad CRC\), 0 reconnects`).MatchString(cut) {
+		t.Error("no table shows north's video visit connected, with video and vitals frames, while north was cut off")
 	}
 	if !strings.Contains(out, "realtime at north, as last reported:") || !strings.Contains(out, "nurse station      http://127.0.0.1:") {
 		t.Error("the nurse stations' pages are not listed")

@@ -126,6 +126,9 @@ func identityOf(ctx context.Context, s *site, id, dir string) (string, error) {
 // holds a verified SVID, so no instance starts without its certificates.
 func (d *demo) startSidecars(ctx context.Context) error {
 	for _, in := range d.instances {
+		if !in.inMesh() {
+			continue
+		}
 		in.svidDir = filepath.Join(d.runDir, in.site.name, "svid", in.id)
 		var err error
 		if in.sidecar, err = d.startSidecar(ctx, in.site, in.id, in.service, in.svidDir); err != nil {
@@ -135,6 +138,9 @@ func (d *demo) startSidecars(ctx context.Context) error {
 	return d.waitFor(ctx, 30*time.Second, "every sidecar to hold its SVID", func(ctx context.Context) error {
 		var errs []error
 		for _, in := range d.instances {
+			if !in.inMesh() {
+				continue
+			}
 			id, err := identityOf(ctx, in.site, in.id, in.svidDir)
 			if err != nil {
 				errs = append(errs, err)
@@ -155,6 +161,9 @@ func (d *demo) identityTable(withFiles bool) string {
 	fmt.Fprintf(&b, "Each instance proved its identity with a one-time join token to its site's control plane; its sidecar holds the SVID "+
 		"(the hub's signed by the hospital root, the edge sites' by their own intermediate; verified against the trust bundle):\n")
 	for _, in := range d.instances {
+		if !in.inMesh() {
+			continue
+		}
 		fmt.Fprintf(&b, "  SVID %-15s %s", in.id, in.spiffeID)
 		if withFiles {
 			fmt.Fprintf(&b, "  (files in %s)", in.svidDir)

@@ -210,6 +210,9 @@ func (d *demo) setUp(ctx context.Context) error {
 		{d.cfg.medmesh, "run `make build`"},
 		{d.cfg.serviceBin, "run `go build -o bin/clinical-service ./examples/service`, or `make demo`"},
 		{filepath.Join(d.cfg.binDir, "vitals"), "run `go build -o bin/vitals ./examples/vitals/cmd/vitals`, or `make demo`"},
+		{filepath.Join(d.cfg.binDir, "telehealth-signal"), "run `make demo`, which builds the telehealth commands"},
+		{filepath.Join(d.cfg.binDir, "telehealth-turn"), "run `make demo`, which builds the telehealth commands"},
+		{filepath.Join(d.cfg.binDir, "telehealth-peer"), "run `make demo`, which builds the telehealth commands"},
 	} {
 		if _, err := os.Stat(b.path); err != nil {
 			return fmt.Errorf("%s not found: %s", b.path, b.hint)
@@ -243,12 +246,22 @@ func (d *demo) setUp(ctx context.Context) error {
 		if in.port, err = consulagent.FreePort(); err != nil {
 			return err
 		}
-		if in.role == roleNurse {
+		if in.role == roleNurse || in.role == roleSignal {
 			hp, err := consulagent.FreePort()
 			if err != nil {
 				return err
 			}
 			in.httpAddr = "127.0.0.1:" + strconv.Itoa(hp)
+		}
+		if in.role == roleTurn {
+			if in.port2, err = consulagent.FreePort(); err != nil {
+				return err
+			}
+		}
+		if (in.role == roleTurn || in.role == roleSignal) && in.site.turnSecret == "" {
+			if err := in.site.writeTurnSecret(); err != nil {
+				return err
+			}
 		}
 		if err := d.startInstance(in); err != nil {
 			return err
@@ -333,7 +346,7 @@ func (d *demo) meshUp(ctx context.Context) error {
 			passing[c.ServiceID] = true
 		}
 		for _, in := range s.instances {
-			if !connected[in.id] || (in.registers() && !passing[in.id]) {
+			if (in.inMesh() && !connected[in.id]) || (in.registers() && !passing[in.id]) {
 				missing = append(missing, in.id)
 			}
 		}
@@ -453,6 +466,9 @@ func (d *demo) report(ctx context.Context, since string) {
 		if rt := d.rt.line(s.name); rt != "" {
 			fmt.Fprintf(&b, "             %s\n", rt)
 		}
+		if c := d.rt.callLine(s.name); c != "" {
+			fmt.Fprintf(&b, "             %s\n", c)
+		}
 	}
 	fmt.Fprintf(&b, "  Calls since %s (caller -> service):\n", since)
 	b.WriteString(d.traffic.windowTable())
@@ -477,7 +493,7 @@ func (d *demo) onLine(p *proc, line []byte) {
 		return
 	}
 	if in := d.instanceOf(p); in != nil && in.role != "" {
-		if l.Msg == "vitals" {
+		if l.Msg == "vitals" || l.Msg == "call" {
 			d.rt.add(in, line)
 			return
 		}
@@ -598,6 +614,9 @@ func (d *demo) tearDown(failed bool) int {
 	fmt.Fprintf(&b, "  %d probe call(s) refused as intended (billing -> emr at the hub: no intention; his at north -> emr: residency)\n", d.refused.Load())
 	for _, site := range d.rt.sites() {
 		fmt.Fprintf(&b, "  realtime at %s, as last reported: %s\n", site, d.rt.line(site))
+		if c := d.rt.callLine(site); c != "" {
+			fmt.Fprintf(&b, "  video visit at %s, as last reported: %s\n", site, c)
+		}
 	}
 	if n := d.cutPushes.Load(); n >= 0 {
 		fmt.Fprintf(&b, "  xDS responses north's control plane sent from its uplink's cut until its peerings were active again: %d\n", n)

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,6 +51,7 @@ type site struct {
 	instances []*instance
 
 	consul             *consulagent.Agent
+	turnSecret         string // the file the site's relay and signalling share
 	cp                 *proc
 	stateDir, caDir    string
 	xdsAddr, adminAddr string
@@ -71,11 +75,11 @@ func newNetwork() []*site {
 			{id: "his-1", service: "his", calls: []string{"emr", "imaging"}},
 			{id: "formulary-1", service: "formulary"},
 		}},
-		{name: "north", about: "an edge clinic", exports: []string{"his", "imaging"}, instances: append([]*instance{
+		{name: "north", about: "an edge clinic", exports: []string{"his", "imaging"}, instances: slices.Concat([]*instance{
 			{id: "imaging-north", service: "imaging"},
 			{id: "his-north", service: "his", calls: []string{"imaging", "formulary"}},
 			{id: "formulary-north", service: "formulary"},
-		}, realtimeWorkloads("north")...)},
+		}, realtimeWorkloads("north"), telehealthWorkloads("north"))},
 		{name: "south", about: "an edge clinic", exports: []string{"his", "imaging"}, instances: append([]*instance{
 			{id: "imaging-south", service: "imaging"},
 			{id: "his-south", service: "his", calls: []string{"imaging", "formulary"}},
@@ -91,14 +95,27 @@ var allowed = map[string]map[string][]string{
 		"emr":     {"his", "imaging"},
 		"imaging": {"emr", "his"},
 	},
-	"north": {"imaging": {"his"}, "vitals": realtimeIntentions["vitals"], "nurse-station": realtimeIntentions["nurse-station"]},
+	"north": {"imaging": {"his"}, "vitals": realtimeIntentions["vitals"], "nurse-station": realtimeIntentions["nurse-station"],
+		"telehealth-signal": telehealthIntentions},
 	"south": {"imaging": {"his"}, "vitals": realtimeIntentions["vitals"], "nurse-station": realtimeIntentions["nurse-station"]},
 }
 
 // exampleServices are the Consul service names the demo registers.
-var exampleServices = map[string]bool{"emr": true, "his": true, "imaging": true, "formulary": true, "vitals": true, "nurse-station": true}
+var exampleServices = map[string]bool{"emr": true, "his": true, "imaging": true, "formulary": true, "vitals": true, "nurse-station": true,
+	"telehealth-signal": true, "turn": true}
 
 func (s *site) hub() bool { return s.name == "hub" }
+
+// writeTurnSecret makes the secret the site's TURN relay and signalling
+// service share (short-lived TURN credentials are derived from it).
+func (s *site) writeTurnSecret() error {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return err
+	}
+	s.turnSecret = filepath.Join(filepath.Dir(s.consul.DataDir), "turn-secret")
+	return os.WriteFile(s.turnSecret, []byte(hex.EncodeToString(b)), 0o600)
+}
 
 // exported lists the services s lets its peers import.
 func (s *site) exported() []string {

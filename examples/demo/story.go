@@ -15,7 +15,8 @@ type instance struct {
 	// role is "" for a clinical service (bin/clinical-service), or one
 	// of the realtime roles (realtime.go).
 	role     string
-	httpAddr string // the nurse station's page
+	httpAddr string // the nurse station's page, the signalling's browser door
+	port2    int    // the TURN relay's TCP port
 	site     *site
 	port     int   // chosen once, kept across restarts
 	proc     *proc // current process; nil while stopped by the story
@@ -170,8 +171,14 @@ func (d *demo) startInstance(in *instance) error {
 		d.out.printf("site %-5s started %-15s pid=%d  a bedside monitor streaming to xds:///vitals (alarm every 3s)", in.site.name, in.id, p.pid())
 	case in.role == roleNurse:
 		d.out.printf("site %-5s started %-15s pid=%d  serves 127.0.0.1:%d, its page at http://%s/", in.site.name, in.id, p.pid(), in.port, in.httpAddr)
-	case in.role != "":
+	case in.role == roleVitals:
 		d.out.printf("site %-5s started %-15s pid=%d  serves 127.0.0.1:%d  forwards to xds:///nurse-station", in.site.name, in.id, p.pid(), in.port)
+	case in.role == roleTurn:
+		d.out.printf("site %-5s started %-15s pid=%d  TURN relay on 127.0.0.1:%d (UDP, TCP %d), relayed media on UDP 49360-49399", in.site.name, in.id, p.pid(), in.port, in.port2)
+	case in.role == roleSignal:
+		d.out.printf("site %-5s started %-15s pid=%d  serves 127.0.0.1:%d (gRPC), browser door http://%s/", in.site.name, in.id, p.pid(), in.port, in.httpAddr)
+	case in.role != "":
+		d.out.printf("site %-5s started %-15s pid=%d  joins the site's video visit through xds:///telehealth-signal", in.site.name, in.id, p.pid())
 	default:
 		calls := "nothing"
 		if len(in.calls) > 0 {

@@ -36,10 +36,10 @@ import (
 )
 
 type options struct {
-	id, consul, xdsAddress, svidDir, site, httpListen, secretFile string
-	port                                                          int
-	ttl                                                           time.Duration
-	plaintextOpens                                                bool
+	id, consul, xdsAddress, svidDir, site, httpListen, secretFile, logFormat string
+	port                                                                     int
+	ttl                                                                      time.Duration
+	plaintextOpens                                                           bool
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -58,12 +58,16 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.site, "site", "", "this instance's site (medmesh-site): browsers get this site's relay")
 	fs.StringVar(&o.secretFile, "turn-secret-file", "", "the secret shared with the site's TURN relays (mode 0600); without it no relay is handed out")
 	fs.DurationVar(&o.ttl, "ttl", 6*time.Second, "TTL of the Consul health check")
+	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 	fs.BoolVar(&o.plaintextOpens, "plaintext-opens", false, "let gRPC callers without a certificate open calls (a mesh run with --mtls=false only)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q (everything is a flag)", fs.Args())
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return nil, fmt.Errorf("--log-format %q: want text or json", o.logFormat)
 	}
 	if o.site != "" {
 		if err := wire.ValidateSite(o.site); err != nil {
@@ -95,7 +99,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "telehealth-signal:", err)
 		os.Exit(1)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("instance", o.id)
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, nil)
+	if o.logFormat == "json" {
+		h = slog.NewJSONHandler(os.Stderr, nil)
+	}
+	log := slog.New(h).With("instance", o.id)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err = run(ctx, o, log)
 	stop()

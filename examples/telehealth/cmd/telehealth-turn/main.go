@@ -51,8 +51,16 @@ func run(args []string, log *slog.Logger) error {
 	ports := fs.String("relay-ports", "49160-49359", "UDP ports for relayed media, MIN-MAX")
 	secretFile := fs.String("secret-file", "", "secret shared with the signalling service (mode 0600)")
 	consul := fs.String("consul", envOr("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500"), "Consul HTTP address; empty: do not register")
+	logFormat := fs.String("log-format", "text", "text or json")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	switch *logFormat {
+	case "text":
+	case "json":
+		log = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", *logFormat)
 	}
 	cfg := turnrelay.Config{ListenIP: net.ParseIP(*listenIP), UDPPort: *udp, TCPPort: *tcp, Logger: log}
 	if cfg.ListenIP == nil {
