@@ -105,6 +105,7 @@ bench: tools build
 	$(GO) run ./bench/residency
 	$(GO) run ./bench/sites
 	$(GO) run ./bench/realtime
+	$(GO) run ./bench/tracing
 
 clean:
 	rm -f $(BIN)/medmesh $(BIN)/clinical-service $(BIN)/vitals $(BIN)/medmesh-demo
