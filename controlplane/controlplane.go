@@ -22,6 +22,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
@@ -77,6 +79,10 @@ type Options struct {
 	Attestors map[wire.ProofKind]identity.Attestor
 	// Registry receives the Prometheus metrics; nil makes a new one.
 	Registry *prometheus.Registry
+	// TracerProvider traces each round (a configuration change) from its
+	// trigger to every proxy's ACK; nil: OTel's global provider, which
+	// exports nothing unless internal/telemetry configured it.
+	TracerProvider trace.TracerProvider
 }
 
 // ControlPlane is a running control plane.
@@ -86,6 +92,7 @@ type ControlPlane struct {
 	xds     *xds.Server
 	metrics *metrics
 	reg     *prometheus.Registry
+	tracer  trace.Tracer
 
 	xdsAddr, adminAddr net.Addr
 	started            chan struct{}
@@ -127,13 +134,16 @@ func New(opts Options) (*ControlPlane, error) {
 	if opts.Defaults == (ir.Defaults{}) {
 		opts.Defaults = ir.DefaultDefaults()
 	}
+	if opts.TracerProvider == nil {
+		opts.TracerProvider = otel.GetTracerProvider()
+	}
 	reg := opts.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	cp := &ControlPlane{opts: opts, log: opts.Logger, reg: reg, metrics: newMetrics(reg), started: make(chan struct{}),
-		wake: make(chan struct{}, 1)}
+		wake: make(chan struct{}, 1), tracer: opts.TracerProvider.Tracer("medmesh/controlplane")}
 	if opts.Site != "" {
 		var p *residency.Policy // nil: the default
 		if opts.ResidencyPolicy != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"medmesh/controlplane/ir"
@@ -36,6 +37,17 @@ type loopState struct {
 	// it was built with.
 	mesh   *ir.Mesh
 	bundle string
+
+	// triggers say why the next round runs (its trace's root span); a
+	// round clears them.
+	triggers []string
+}
+
+// trigger notes why the next round runs.
+func (st *loopState) trigger(why string) {
+	if !slices.Contains(st.triggers, why) {
+		st.triggers = append(st.triggers, why)
+	}
 }
 
 func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalog, sets chan *policy.Set,
@@ -49,6 +61,9 @@ func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalo
 		st.catalog, st.catalogHash, st.fromDisk = cat, cat.Hash(), true
 	}
 	dirty := st.catalog != nil
+	if dirty {
+		st.trigger("saved_catalog")
+	}
 	var timer, retry <-chan time.Time
 	// A failed publish is retried with backoff even if nothing changes: a
 	// proxy must not sit on a stale config until the next registry event.
@@ -65,18 +80,26 @@ func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalo
 		case cat := <-catalogs:
 			if cp.acceptCatalog(st, cat) {
 				dirty = true
+				st.trigger("catalog")
 			}
 		case set := <-sets:
 			st.policySet, st.mesh = set, nil
 			dirty = true
+			st.trigger("policy")
 		case p := <-policies:
 			if cp.residency.SetPolicy(p) {
 				cp.log.Info("residency policy in force", "policy", p.Name(), "digest", p.Digest())
 				st.mesh, dirty = nil, true
+				st.trigger("residency_policy")
 			}
 		case <-graceTick.C:
-			if cp.ids.RenewalsDue(time.Now()) || cp.bundleChanged(st) {
+			if cp.ids.RenewalsDue(time.Now()) {
 				dirty = true
+				st.trigger("svid_renewal")
+			}
+			if cp.bundleChanged(st) {
+				dirty = true
+				st.trigger("trust_bundle")
 			}
 			if st.pendingEmpty != nil && time.Since(st.emptySince) >= cp.opts.EmptyCatalogGrace {
 				cp.log.Warn("registry has listed no services for the whole grace period; removing all services",
@@ -85,13 +108,17 @@ func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalo
 				st.pendingEmpty = nil
 				st.catalog, st.catalogHash, st.mesh, st.fromDisk = cat, cat.Hash(), nil, false
 				dirty = true
+				st.trigger("catalog_empty")
 			}
 		case <-cp.xds.Tracker().Changed():
 			dirty = true
+			st.trigger("proxies")
 		case <-cp.wake:
 			dirty = true
+			st.trigger("identity_or_operator")
 		case <-retry:
 			retry, dirty = nil, true
+			st.trigger("retry")
 		case <-timer:
 			timer, dirty = nil, false
 			if cp.reconcileSafely(ctx, st) {

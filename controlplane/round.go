@@ -6,6 +6,10 @@ import (
 	"sort"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"medmesh/api/wire"
 	"medmesh/controlplane/identity"
 	"medmesh/controlplane/ir"
@@ -17,7 +21,13 @@ import (
 // out who every connected proxy is and which identity it holds, and asks
 // xds to publish. It says what to publish; xds decides in which order the
 // caches are touched.
-func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
+//
+// Each round that publishes is one trace (a new root: a change is not
+// part of whatever else is going on): the root span names what triggered
+// it and the catalog version, with children for the IR build and the
+// publication, under which xds adds a span per proxy push that ends with
+// the proxy's ACK or NACK.
+func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) (err error) {
 	if st.catalog == nil {
 		return nil // nothing known yet: push nothing rather than an empty mesh
 	}
@@ -25,8 +35,19 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 		return nil // a mesh without its policies would flap canaries and access
 	}
 	built := st.mesh == nil
+	ctx, span := cp.tracer.Start(ctx, "medmesh.config_change", trace.WithNewRoot(), trace.WithAttributes(
+		attribute.StringSlice("medmesh.trigger", st.triggers), attribute.String("medmesh.catalog.version", st.catalogHash),
+		attribute.Bool("medmesh.mesh.rebuilt", built), attribute.String("medmesh.site", cp.opts.Site)))
+	st.triggers = st.triggers[:0]
+	defer func() {
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	var pol *policy.Result
 	if built {
+		_, bspan := cp.tracer.Start(ctx, "ir.build")
 		pol = cp.resolvePolicies(st)
 		in := ir.Inputs{Catalog: st.catalog, Defaults: cp.opts.Defaults, TrustDomain: cp.opts.TrustDomain,
 			Site: cp.opts.Site}
@@ -41,8 +62,19 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) error {
 			in.MTLS, in.BundlePEM = true, []byte(st.bundle)
 		}
 		st.mesh = ir.Build(in)
+		bspan.SetAttributes(attribute.Int("medmesh.services", len(st.mesh.Services)))
+		bspan.End()
 	}
-	report, err := cp.xds.Publish(ctx, xds.Round{Mesh: st.mesh, Proxies: cp.identifyAll(ctx, st.mesh)})
+	ictx, ispan := cp.tracer.Start(ctx, "identity")
+	proxies := cp.identifyAll(ictx, st.mesh)
+	ispan.SetAttributes(attribute.Int("medmesh.xds.proxies", len(proxies)))
+	ispan.End()
+	pctx, pspan := cp.tracer.Start(ctx, "xds.publish")
+	report, err := cp.xds.Publish(pctx, xds.Round{Mesh: st.mesh, Proxies: proxies})
+	if err != nil {
+		pspan.SetStatus(codes.Error, err.Error())
+	}
+	pspan.End()
 	if err != nil {
 		st.mesh = nil // translate it afresh on the retry
 		return err

@@ -166,7 +166,7 @@ func startXDSServer(t *testing.T, xdsAddr, svc, id string, port int) *xds.GRPCSe
 // serveXDS runs a proxyless xDS gRPC server with the given bootstrap on
 // 127.0.0.1:port; with mtls it uses xDS credentials (security from the
 // control plane, certificates from the bootstrap's SVID directory).
-func serveXDS(t *testing.T, o bootstrap.Options, port int, mtls bool, h *clinical.Server) *xds.GRPCServer {
+func serveXDS(t *testing.T, o bootstrap.Options, port int, mtls bool, h *clinical.Server, opts ...grpc.ServerOption) *xds.GRPCServer {
 	t.Helper()
 	bs, err := bootstrap.Proxyless(o)
 	if err != nil {
@@ -178,7 +178,7 @@ func serveXDS(t *testing.T, o bootstrap.Options, port int, mtls bool, h *clinica
 			t.Fatal(err)
 		}
 	}
-	srv, err := xds.NewGRPCServer(grpc.Creds(creds), xds.BootstrapContentsForTesting(bs))
+	srv, err := xds.NewGRPCServer(append([]grpc.ServerOption{grpc.Creds(creds), xds.BootstrapContentsForTesting(bs)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func dialXDS(t *testing.T, xdsAddr, nodeID, target string) *grpc.ClientConn {
 
 // dialXDSWith returns a proxyless client with the given bootstrap; with
 // mtls it uses xDS credentials.
-func dialXDSWith(t *testing.T, o bootstrap.Options, target string, mtls bool) *grpc.ClientConn {
+func dialXDSWith(t *testing.T, o bootstrap.Options, target string, mtls bool, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	bs, err := bootstrap.Proxyless(o)
 	if err != nil {
@@ -216,7 +216,7 @@ func dialXDSWith(t *testing.T, o bootstrap.Options, target string, mtls bool) *g
 			t.Fatal(err)
 		}
 	}
-	cc, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(rb), grpc.WithTransportCredentials(creds))
+	cc, err := grpc.NewClient("xds:///"+target, append([]grpc.DialOption{grpc.WithResolvers(rb), grpc.WithTransportCredentials(creds)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

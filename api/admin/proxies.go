@@ -95,6 +95,11 @@ type Proxy struct {
 	// Identity is the SPIFFE ID the proxy holds, or why it has none
 	// (proxyless clients read theirs from files: empty).
 	Identity string `json:"identity,omitempty"`
+	// TraceID is the OpenTelemetry trace (hex) of the last configuration
+	// change the proxy ACKed in full: look it up in the trace backend to
+	// see what triggered it and how long each step took. Empty when
+	// tracing is off or no traced change reached the proxy yet.
+	TraceID string `json:"traceId,omitempty"`
 }
 
 // TypeStatus is the sync state of one resource type for one proxy: the

@@ -24,6 +24,7 @@ import (
 	cpidentity "medmesh/controlplane/identity"
 	"medmesh/controlplane/policy"
 	"medmesh/controlplane/residency"
+	"medmesh/internal/telemetry"
 	"medmesh/registry"
 )
 
@@ -193,6 +194,12 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 		opts.Identities = ca
 		webhook.ca = ca
 	}
+	flushTraces, err := startTracing(log, telemetry.Options{Service: "medmesh-controlplane", Site: *site})
+	if err != nil {
+		fmt.Fprintf(stderr, "medmesh controlplane: tracing: %v\n", err)
+		return 2
+	}
+	defer flushTraces()
 	cp, err := controlplane.New(opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "medmesh controlplane: %v\n", err)

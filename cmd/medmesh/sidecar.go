@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"medmesh/api/wire"
+	"medmesh/internal/telemetry"
 	sidecarrun "medmesh/sidecar/run" // "run" is this command's own entry point
 	"medmesh/sidecar/sched"
 )
@@ -85,6 +86,14 @@ func runSidecar(args []string, _, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "medmesh sidecar:", err)
 		return 2
 	}
+	// The PHI engine's admission spans go to the global provider; they
+	// carry classes, priorities and outcomes, never request content.
+	flushTraces, err := startTracing(o.Logger, telemetry.Options{Service: "medmesh-sidecar", Instance: o.SVID.NodeID})
+	if err != nil {
+		fmt.Fprintln(stderr, "medmesh sidecar: tracing:", err)
+		return 2
+	}
+	defer flushTraces()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	done, err := sidecarrun.Start(ctx, o)

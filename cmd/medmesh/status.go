@@ -92,14 +92,16 @@ func PrintStatus(w io.Writer, pr *admin.ProxiesResponse) {
 		fmt.Fprintf(w, "unresolved intention: %s\n", u)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSERVICE\tKIND\tIDENTITY\tXDS\tLDS\tRDS\tCDS\tEDS\tLAST NACK")
+	fmt.Fprintln(tw, "ID\tSERVICE\tKIND\tIDENTITY\tXDS\tLDS\tRDS\tCDS\tEDS\tTRACE\tLAST NACK")
 	for _, p := range pr.Proxies {
 		nack := "-"
 		if p.LastNACK != nil {
 			nack = fmt.Sprintf("%s %s: %s", shortType(p.LastNACK.TypeURL), short(p.LastNACK.Version), oneLine(p.LastNACK.Message, 80))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, orDash(p.Service), p.Kind, identity(p.Identity), p.Transport,
-			acked(p, "LDS"), acked(p, "RDS"), acked(p, "CDS"), acked(p, "EDS"), nack)
+		// The trace column is the trace ID's first 8 hex digits, enough to
+		// find it in a backend's search; /debug/proxies has it whole.
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, orDash(p.Service), p.Kind, identity(p.Identity), p.Transport,
+			acked(p, "LDS"), acked(p, "RDS"), acked(p, "CDS"), acked(p, "EDS"), short(orDash(p.TraceID)), nack)
 	}
 	tw.Flush()
 }

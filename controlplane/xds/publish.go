@@ -9,6 +9,9 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"medmesh/api/wire"
 	"medmesh/controlplane/ir"
@@ -59,6 +62,9 @@ type publisher struct {
 	// share of the shared resources, by service name: an endpoint change
 	// re-translates one service, not the mesh.
 	services map[string]*serviceMemo
+	// pushes traces the round being published (pushtrace.go); nil
+	// between rounds and when the round is not traced.
+	pushes *pushes
 }
 
 type hashedShared struct {
@@ -82,21 +88,35 @@ type serviceMemo struct {
 // endpoints of removed services go last. An error means the mesh could
 // not be translated and nothing was published: every proxy keeps its last
 // good configuration.
+//
+// When ctx carries a recording span (the round's trace), translation gets
+// a child span and every proxy whose snapshot changes a push span that
+// ends with its ACK or NACK (pushtrace.go).
 func (s *Server) Publish(ctx context.Context, r Round) (*Report, error) {
 	pub := &s.pub
 	if r.Mesh != pub.mesh {
+		_, span := trace.SpanFromContext(ctx).TracerProvider().Tracer("medmesh/controlplane/xds").Start(ctx, "xds.translate")
 		hs, services, err := translateShared(pub.services, r.Mesh)
 		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+			span.End()
 			return nil, err
 		}
+		span.SetAttributes(attribute.Int("medmesh.services", len(r.Mesh.Services)))
+		span.End()
 		pub.mesh, pub.shared, pub.services = r.Mesh, hs, services
 		pub.sharedKey = fmt.Sprint(hs.envoy.versions, hs.proxyless.versions)
 		pub.bundleKey = Fingerprint(r.Mesh.BundlePEM)
 		pub.inboundKeys = inboundKeys(r.Mesh)
 	}
-	if _, err := s.publishEndpoints(pub.shared.endpoints); err != nil {
+	updated, err := s.publishEndpoints(pub.shared.endpoints)
+	if err != nil {
 		return nil, err
 	}
+	trace.SpanFromContext(ctx).SetAttributes(attribute.Int("medmesh.xds.endpoint_sets_updated", updated),
+		attribute.Int(AttrProxies, len(r.Proxies)))
+	pub.pushes = newPushes(ctx, len(r.Proxies))
+	defer func() { pub.pushes.done(); pub.pushes = nil }()
 	report := &Report{Warnings: pub.shared.warnings}
 	live := make(map[string]bool, len(r.Proxies))
 	for i := range r.Proxies {

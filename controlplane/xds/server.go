@@ -240,7 +240,19 @@ func (s *Server) publishSnapshot(ctx context.Context, id string, kind wire.Proxy
 	if kind == wire.ProxyProxyless {
 		c = s.proxyless
 	}
+	if p := s.pub.pushes; p != nil {
+		changed := make(map[string]string, len(versions))
+		for typ, v := range versions {
+			if prev == nil || prev.Versions[typ] != v {
+				changed[typ] = v
+			}
+		}
+		s.tracker.startPush(p, id, changed)
+	}
 	if err := c.SetSnapshot(ctx, id, snap); err != nil {
+		if s.pub.pushes != nil {
+			s.tracker.pushNotSet(id, err)
+		}
 		s.metrics.snapshotFails.Inc()
 		return false, fmt.Errorf("proxy %q: setting snapshot: %w", id, err)
 	}

@@ -41,6 +41,9 @@ type ProxyStatus struct {
 	Types       map[string]TypeStatus `json:"types"`
 	LastNACK    *NACK                 `json:"lastNack,omitempty"`
 	NACKs       int                   `json:"nacks"`
+	// TraceID is the trace of the last configuration change the proxy
+	// ACKed in full (pushtrace.go); empty when tracing is off.
+	TraceID string `json:"traceId,omitempty"`
 }
 
 // streamKey identifies a stream: go-control-plane numbers SotW and delta
@@ -62,6 +65,9 @@ type proxyInfo struct {
 	status  ProxyStatus
 	proof   wire.Proof // never shown: it proves identity
 	streams map[streamKey]bool
+	// subscribed are the type URLs the proxy has asked for: a push waits
+	// only for answers to those.
+	subscribed map[string]bool
 }
 
 // Tracker implements go-control-plane's server callbacks: it learns which
@@ -74,6 +80,9 @@ type Tracker struct {
 	streams map[streamKey]*streamInfo
 	proxies map[string]*proxyInfo
 	changed chan struct{}
+	// awaits are the traced pushes waiting for their proxy's answers, by
+	// proxy ID (pushtrace.go); empty when tracing is off.
+	awaits  map[string]*pushAwait
 	metrics *Metrics
 	now     func() time.Time
 }
@@ -84,7 +93,7 @@ var _ server.Callbacks = (*Tracker)(nil)
 func NewTracker(m *Metrics) *Tracker {
 	return &Tracker{
 		streams: map[streamKey]*streamInfo{}, proxies: map[string]*proxyInfo{},
-		changed: make(chan struct{}, 1), metrics: m, now: time.Now,
+		changed: make(chan struct{}, 1), metrics: m, now: time.Now, awaits: map[string]*pushAwait{},
 	}
 }
 
@@ -189,6 +198,9 @@ func (t *Tracker) closed(id streamKey) {
 	if p, ok := t.proxies[s.node]; ok {
 		delete(p.streams, id)
 		if len(p.streams) == 0 {
+			if a := t.awaits[s.node]; a != nil {
+				t.finishLocked(a, "disconnected", "")
+			}
 			delete(t.proxies, s.node)
 			t.metrics.connected.Set(float64(len(t.proxies)))
 			t.signal()
@@ -218,8 +230,9 @@ func (t *Tracker) request(id streamKey, node *corev3.Node, typeURL, nonce, versi
 					ID: node.GetId(), Service: node.GetCluster(), Kind: ProxyKindOf(node),
 					Peer: s.peer, ConnectedAt: t.now(), Types: map[string]TypeStatus{},
 				},
-				streams: map[streamKey]bool{},
-				proof:   s.proof,
+				streams:    map[streamKey]bool{},
+				subscribed: map[string]bool{},
+				proof:      s.proof,
 			}
 			t.proxies[s.node] = p
 			t.metrics.connected.Set(float64(len(t.proxies)))
@@ -229,7 +242,13 @@ func (t *Tracker) request(id streamKey, node *corev3.Node, typeURL, nonce, versi
 		p.status.Transport = transportOf(t.streams, p.streams)
 	}
 	p, ok := t.proxies[s.node]
-	if !ok || nonce == "" {
+	if !ok {
+		return ""
+	}
+	if typeURL != "" && !p.subscribed[typeURL] {
+		p.subscribed[typeURL] = true
+	}
+	if nonce == "" {
 		return ""
 	}
 	sent, known := s.nonces[nonce]
@@ -245,12 +264,18 @@ func (t *Tracker) request(id streamKey, node *corev3.Node, typeURL, nonce, versi
 		p.status.NACKs++
 		p.status.LastNACK = &NACK{TypeURL: typeURL, Version: sent, Message: errDetail, At: t.now()}
 		t.metrics.nacks.WithLabelValues(short).Inc()
+		if len(t.awaits) > 0 {
+			t.answeredLocked(p, typeURL, sent, true, errDetail)
+		}
 		return sent
 	}
 	ts := p.status.Types[short]
 	ts.Acked = version
 	p.status.Types[short] = ts
 	t.metrics.acks.WithLabelValues(short).Inc()
+	if len(t.awaits) > 0 {
+		t.answeredLocked(p, typeURL, version, false, "")
+	}
 	return ""
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
@@ -40,6 +41,11 @@ func NewServer(port int, log *slog.Logger, opts ...grpc.ServerOption) (*xds.GRPC
 	}
 	opts = append([]grpc.ServerOption{
 		grpc.Creds(creds),
+		// A span per call, child of the caller's (W3C traceparent in the
+		// metadata): caller, callee and the PHI middleware's admission
+		// span land in one trace. Span names are gRPC method names;
+		// messages are not recorded.
+		grpc.StatsHandler(otelgrpc.NewServerHandler()),
 		xds.ServingModeCallback(func(addr net.Addr, a xds.ServingModeChangeArgs) {
 			// Called on grpc-go's goroutines: log and signal, never block.
 			if a.Mode == connectivity.ServingModeServing {
@@ -83,7 +89,9 @@ func Dial(service string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return grpc.NewClient("xds:///"+service, append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, opts...)...)
+	return grpc.NewClient("xds:///"+service, append([]grpc.DialOption{grpc.WithTransportCredentials(creds),
+		// The caller's span; it sends the trace context to the callee.
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler())}, opts...)...)
 }
 
 // PlaintextCaller stands for callers without a client certificate.

@@ -171,11 +171,21 @@ func main() {
 	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	flushTraces, err := meshapp.StartTracing(o.service, o.id, log)
+	if err != nil {
+		log.Error("tracing", "err", err)
+		if owned {
+			os.Remove(bootstrapPath)
+		}
+		os.Exit(2)
+	}
 	runner := run
 	if o.probe {
 		runner = probe
 	}
-	if err := runner(ctx, o, log); err != nil {
+	err = runner(ctx, o, log)
+	flushTraces() // before any os.Exit below: deferred calls would not run
+	if err != nil {
 		log.Error("stopped with an error", "err", err)
 		if owned {
 			os.Remove(bootstrapPath) // deferred calls do not run after os.Exit

@@ -23,7 +23,7 @@ import (
 // UnaryServerInterceptor applies the PHI core to unary calls.
 func UnaryServerInterceptor(e *phi.Engine) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-		a, err := e.Admit(ctx, grpcInput(ctx, info.FullMethod))
+		a, err := e.Admit(grpcTraceContext(ctx), grpcInput(ctx, info.FullMethod))
 		if err != nil {
 			return nil, refusal(ctx, a, err)
 		}
@@ -44,7 +44,7 @@ func UnaryServerInterceptor(e *phi.Engine) grpc.UnaryServerInterceptor {
 func StreamServerInterceptor(e *phi.Engine) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 		ctx := ss.Context()
-		a, err := e.Admit(ctx, grpcInput(ctx, info.FullMethod))
+		a, err := e.Admit(grpcTraceContext(ctx), grpcInput(ctx, info.FullMethod))
 		if err != nil {
 			return refusal(ctx, a, err)
 		}

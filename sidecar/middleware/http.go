@@ -32,7 +32,7 @@ func HTTP(e *phi.Engine, next http.Handler) http.Handler {
 			Method: r.Method, Path: r.URL.RequestURI(), Header: flatten(r.Header),
 			Caller: callerFromTLS(r.TLS), PeerAddress: hostOf(r.RemoteAddr),
 		}
-		a, err := e.Admit(r.Context(), in)
+		a, err := e.Admit(httpTraceContext(r), in)
 		if err != nil {
 			if errors.Is(err, sched.ErrShed) {
 				setTags(w.Header(), a.Decision)

@@ -151,8 +151,14 @@ func (e *Engine) Admit(ctx context.Context, in Input) (*Admission, error) {
 		up = e.o.Service
 	}
 	// Attributes are medmesh's own vocabulary; the path, headers and
-	// patient reference stay out of traces.
-	_, a.span = e.o.Tracer.Start(ctx, "medmesh.sidecar.admit", trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
+	// patient reference stay out of traces. Inside an instrumented server
+	// (the middleware) the request already has its server span: this one
+	// is a step of it. Behind Envoy (ext_proc) it stands for the request.
+	kind := trace.SpanKindServer
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		kind = trace.SpanKindInternal
+	}
+	_, a.span = e.o.Tracer.Start(ctx, "medmesh.sidecar.admit", trace.WithSpanKind(kind), trace.WithAttributes(
 		attribute.Bool("medmesh.phi", a.PHI),
 		attribute.String("medmesh.priority", a.Priority.String()),
 		attribute.String("medmesh.class", a.Class),
