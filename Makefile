@@ -87,7 +87,7 @@ test: tools lint
 # plane each, proxyless example services). Stops on Ctrl-C, after
 # DEMO_ROUNDS rounds of its story or DEMO_SECONDS seconds if set;
 # examples/README.md.
-demo: tools-consul build
+demo: tools-consul tools-jaeger build
 	$(GO) build -o $(BIN)/clinical-service ./examples/service
 	$(GO) build -o $(BIN)/vitals ./examples/vitals/cmd/vitals
 	$(GO) build -o $(BIN)/ ./examples/telehealth/cmd/telehealth-signal ./examples/telehealth/cmd/telehealth-turn ./examples/telehealth/cmd/telehealth-peer

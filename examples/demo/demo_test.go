@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"medmesh/internal/consulagent"
+	"medmesh/internal/jaegertest"
 )
 
 // TestDemoRunsAndStopsCleanly runs the demo as `make demo` does, with real
@@ -32,6 +33,10 @@ func TestDemoRunsAndStopsCleanly(t *testing.T) {
 	consul, err := consulagent.FindBinary()
 	if err != nil {
 		t.Skipf("%v: the demo needs a real Consul agent", err)
+	}
+	jaeger, err := jaegertest.FindBinary()
+	if err != nil {
+		t.Fatalf("%v: the demo starts a real Jaeger", err)
 	}
 	dir := t.TempDir()
 	root := moduleRoot(t)
@@ -54,7 +59,7 @@ func TestDemoRunsAndStopsCleanly(t *testing.T) {
 		// Port 0: never collide with a control plane someone else runs.
 		"--xds-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
 		"--step", "5s", "--every", "3s", "--rounds", "1")
-	cmd.Env = append(os.Environ(), "CONSUL_BIN="+consul, "DEMO_SECONDS=", "DEMO_ROUNDS=", "DEMO_KEEP_LOGS=")
+	cmd.Env = append(os.Environ(), "CONSUL_BIN="+consul, "JAEGER_BIN="+jaeger, "DEMO_SECONDS=", "DEMO_ROUNDS=", "DEMO_KEEP_LOGS=")
 	outb, err := cmd.CombinedOutput()
 	out := string(outb)
 	defer func() {
@@ -214,6 +219,18 @@ func TestDemoRunsAndStopsCleanly(t *testing.T) {
 	}
 	if !strings.Contains(out, "realtime at north, as last reported:") || !strings.Contains(out, "nurse station      http://127.0.0.1:") {
 		t.Error("the nurse stations' pages are not listed")
+	}
+
+	// The trace backend: started, its query API listed, and the control
+	// planes' change traces in it while the demo ran.
+	if !regexp.MustCompile(`traces +http://127\.0\.0\.1:\d+/api/traces\?service=medmesh-controlplane`).MatchString(out) {
+		t.Error("the Jaeger query API is not listed under traces")
+	}
+	if !strings.Contains(out, "Jaeger (trace backend, in memory) up") {
+		t.Error("the demo did not start Jaeger")
+	}
+	if !regexp.MustCompile(`traces in Jaeger \(of \d+ services reporting\): medmesh-controlplane [1-9]\d*, his [1-9]\d*, emr [1-9]\d*`).MatchString(out) {
+		t.Error("the control planes' change traces and the services' request traces did not reach Jaeger")
 	}
 
 	// Nothing the demo started may outlive it.

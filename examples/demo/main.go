@@ -31,6 +31,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,6 +43,7 @@ import (
 
 	"medmesh/api/wire"
 	"medmesh/internal/consulagent"
+	"medmesh/internal/jaegertest"
 )
 
 type config struct {
@@ -121,6 +123,7 @@ type demo struct {
 	sup       *supervisor
 	traffic   *traffic
 	rt        *realtime
+	jaeger    *jaegertest.Jaeger
 	sites     []*site
 	links     []*link
 	instances []*instance // every site's, in site order
@@ -183,6 +186,9 @@ func run(cfg config, w io.Writer) int {
 				s.consul.Stop()
 			}
 		}
+		if d.jaeger != nil {
+			d.jaeger.Stop()
+		}
 	}()
 	if cfg.seconds > 0 {
 		t := time.AfterFunc(cfg.seconds, func() { d.stop(fmt.Sprintf("DEMO_SECONDS=%g reached", cfg.seconds.Seconds())) })
@@ -228,6 +234,16 @@ func (d *demo) setUp(ctx context.Context) error {
 	}
 	d.sup = &supervisor{logDir: logDir, env: childEnv(d.runDir), onLine: d.onLine, onExit: d.onExit}
 
+	// A trace backend first: every control plane, sidecar and service
+	// exports to it (OTLP over HTTP), configured the standard way.
+	if d.jaeger, err = jaegertest.Start(ctx, d.runDir); err != nil {
+		if errors.Is(err, jaegertest.ErrNoBinary) {
+			return fmt.Errorf("%w (`make demo` runs `make tools` first)", err)
+		}
+		return err
+	}
+	d.sup.env = append(d.sup.env, "OTEL_EXPORTER_OTLP_ENDPOINT="+d.jaeger.OTLPHTTPEndpoint())
+	d.out.printf("Jaeger (trace backend, in memory) up: OTLP %s, query API %s", d.jaeger.OTLPHTTPEndpoint(), d.jaeger.QueryURL())
 	d.out.printf("starting three Consul datacenters (hub, north, south), one server each, cluster peering enabled ...")
 	if err := d.startConsuls(ctx); err != nil {
 		return err
@@ -380,7 +396,8 @@ func (d *demo) whereToLook() {
 	row("process logs", d.sup.logDir+"  (removed at exit unless DEMO_KEEP_LOGS=1)")
 	im := d.instance("imaging-1").proc.pid()
 	row("try it", fmt.Sprintf("kill -USR1 %d  fails imaging-1's health check; kill -USR2 %d heals it", im, im))
-	row("traces", "not yet: OpenTelemetry export arrives with the tracing issue")
+	row("traces", d.jaeger.QueryURL()+"/api/traces?service=medmesh-controlplane&limit=5  (Jaeger's query API: a trace per configuration change, "+
+		"each proxy's push to its ACK; request traces under service=his, emr, ...; Jaeger's own UI is not in its Go module build)")
 	stop := "Ctrl-C stops everything."
 	switch {
 	case d.cfg.rounds > 0 && d.cfg.seconds > 0:
@@ -592,6 +609,11 @@ func (d *demo) tearDown(failed bool) int {
 	for _, l := range d.links {
 		l.up.Close()
 	}
+	traces := ""
+	if d.jaeger != nil {
+		traces = d.traceSummary()
+		d.jaeger.Stop()
+	}
 	for _, s := range d.sites {
 		if s.consul != nil {
 			s.consul.Stop()
@@ -620,6 +642,9 @@ func (d *demo) tearDown(failed bool) int {
 	}
 	if n := d.cutPushes.Load(); n >= 0 {
 		fmt.Fprintf(&b, "  xDS responses north's control plane sent from its uplink's cut until its peerings were active again: %d\n", n)
+	}
+	if traces != "" {
+		b.WriteString(traces)
 	}
 	if seen := d.traffic.seenTotals(); seen != "" {
 		fmt.Fprintf(&b, "Callers the servers saw over the whole run (SPIFFE ID from the client certificate):\n%s", seen)
@@ -655,6 +680,29 @@ func (d *demo) tearDown(failed bool) int {
 		return 1
 	}
 	return 0
+}
+
+// traceSummary says what reached the trace backend, read back from
+// Jaeger's query API before it stops (it keeps traces in memory).
+func (d *demo) traceSummary() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	services, err := d.jaeger.Services(ctx)
+	if err != nil {
+		return fmt.Sprintf("  traces: cannot read Jaeger's services: %v\n", err)
+	}
+	var parts []string
+	for _, svc := range []string{"medmesh-controlplane", "his", "emr"} {
+		if !slices.Contains(services, svc) {
+			continue
+		}
+		ts, err := d.jaeger.Traces(ctx, svc, 1000)
+		if err != nil {
+			return fmt.Sprintf("  traces: cannot read Jaeger's traces of %s: %v\n", svc, err)
+		}
+		parts = append(parts, fmt.Sprintf("%s %d", svc, len(ts)))
+	}
+	return fmt.Sprintf("  traces in Jaeger (of %d services reporting): %s\n", len(services), strings.Join(parts, ", "))
 }
 
 // pickAddr returns want if it can be listened on, else a free loopback

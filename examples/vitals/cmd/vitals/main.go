@@ -137,8 +137,15 @@ func main() {
 	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	flushTraces, err := meshapp.StartTracing(svc, o.id, log)
+	if err != nil {
+		log.Error("tracing", "err", err)
+		os.Exit(2)
+	}
 	run := map[string]func(context.Context, *options, *slog.Logger) error{"service": runService, "nurse": runNurse, "device": runDevice}[o.role]
-	if err := run(ctx, o, log); err != nil {
+	err = run(ctx, o, log)
+	flushTraces()
+	if err != nil {
 		log.Error("stopped with an error", "err", err)
 		if owned {
 			os.Remove(path)
