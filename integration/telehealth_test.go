@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -114,9 +115,19 @@ func meshDialer(cc *grpc.ClientConn) peer.Dialer {
 	return func(ctx context.Context) (signal.ClientConn, error) { return signal.Dial(ctx, cc) }
 }
 
-// joinWhenRouted joins a call, retrying while the mesh is still sending
-// the client its routes and certificates (Unavailable).
+// joinWhenRouted joins a call as an allowed caller, retrying while the
+// mesh is still sending the client its routes and certificates
+// (Unavailable) and the server the RBAC with the caller's intention
+// (PermissionDenied: the intention is written after the server
+// registers, and reaches its listener a moment later).
 func joinWhenRouted(t *testing.T, ctx context.Context, dial peer.Dialer, o peer.Options) (*peer.Call, error) {
+	t.Helper()
+	return joinRetrying(t, ctx, dial, o, codes.Unavailable, codes.PermissionDenied)
+}
+
+// joinRetrying joins a call, retrying while the join fails with one of
+// the codes.
+func joinRetrying(t *testing.T, ctx context.Context, dial peer.Dialer, o peer.Options, retry ...codes.Code) (*peer.Call, error) {
 	t.Helper()
 	for {
 		conn, err := dial(ctx)
@@ -124,7 +135,7 @@ func joinWhenRouted(t *testing.T, ctx context.Context, dial peer.Dialer, o peer.
 		if err == nil {
 			c, err = peer.Join(ctx, conn, o)
 		}
-		if status.Code(errors.Unwrap(err)) != codes.Unavailable || ctx.Err() != nil {
+		if !slices.Contains(retry, status.Code(errors.Unwrap(err))) || ctx.Err() != nil {
 			if c != nil {
 				t.Cleanup(func() { c.Close() })
 			}
@@ -221,7 +232,9 @@ func TestTelehealthCallerWithoutIntention(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	dial := meshDialer(m.dialSignal(t, "billing", "billing-1"))
-	_, err := joinWhenRouted(t, ctx, dial, peer.Options{Role: signal.RoleClinician, Call: "visit-0003-denied", Kind: "video-visit", LoopbackOnly: true})
+	// Retried only while unrouted: a refusal is the answer.
+	_, err := joinRetrying(t, ctx, dial, peer.Options{Role: signal.RoleClinician, Call: "visit-0003-denied", Kind: "video-visit", LoopbackOnly: true},
+		codes.Unavailable)
 	if status.Code(errors.Unwrap(err)) != codes.PermissionDenied {
 		t.Fatalf("join without an intention: %v; want PermissionDenied", err)
 	}
