@@ -23,7 +23,7 @@ func upstreamCluster(m *ir.Mesh, s *ir.Service, kind wire.ProxyKind) *clusterv3.
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
 		ConnectTimeout:       dur(s.ConnectTimeout),
 		CircuitBreakers:      circuitBreakers(s.CircuitBreaker),
-		OutlierDetection:     outlierDetection(s.Outlier),
+		OutlierDetection:     outlierDetection(s.Outlier, kind),
 		TransportSocket:      upstreamTransportSocket(m, s, kind),
 	}
 	applyLB(c, s.LB, kind)
@@ -110,14 +110,59 @@ func circuitBreakers(cb ir.CircuitBreaker) *clusterv3.CircuitBreakers {
 	}}}
 }
 
-func outlierDetection(o ir.Outlier) *clusterv3.OutlierDetection {
-	return &clusterv3.OutlierDetection{
-		Consecutive_5Xx:           u32(o.Consecutive5xx),
-		ConsecutiveGatewayFailure: u32(o.ConsecutiveGatewayFailure),
-		Interval:                  dur(o.Interval),
-		BaseEjectionTime:          dur(o.BaseEjectionTime),
-		MaxEjectionPercent:        u32(o.MaxEjectionPercent),
+// outlierDetection writes each data plane the detector it implements,
+// with every field that decides ejection set: an unset field in xDS means
+// "enabled with defaults" for success-rate ejection (enforcing_success_rate
+// defaults to 100), and "disabled" for gateway failures and failure
+// percentage (their enforcing_* default to 0), neither of which is what a
+// reader of the cluster would guess.
+func outlierDetection(o ir.Outlier, kind wire.ProxyKind) *clusterv3.OutlierDetection {
+	od := &clusterv3.OutlierDetection{
+		Interval:         dur(o.Interval),
+		BaseEjectionTime: dur(o.BaseEjectionTime),
+		// Both Envoy and gRPC take max(base, max_ejection_time); say so.
+		MaxEjectionTime:    dur(max(o.MaxEjectionTime, o.BaseEjectionTime)),
+		MaxEjectionPercent: u32(o.MaxEjectionPercent),
+		// Success rate compares instances with each other (mean minus
+		// 1.9 standard deviations, over 5+ instances with 100 calls
+		// each): meaningless for a clinic's two or three instances. Off
+		// for every data plane. Left unset it is on, and grpc-js then
+		// throws from a timer at the first interval and kills the process.
+		EnforcingSuccessRate: u32(0),
 	}
+	if kind == wire.ProxyProxyless {
+		// gRPC (gRFC A50) implements success-rate and failure-percentage
+		// ejection only and ignores the consecutive counts, so they are
+		// left out rather than promised.
+		od.EnforcingFailurePercentage = u32(100)
+		od.FailurePercentageThreshold = u32(o.FailurePercentageThreshold)
+		od.FailurePercentageMinimumHosts = u32(o.FailurePercentageMinimumHosts)
+		od.FailurePercentageRequestVolume = u32(o.FailurePercentageRequestVolume)
+		return od
+	}
+	// A count of 0 (a MeshDestination's way to turn a detector off) is
+	// written as enforcement 0: a count of 0 in Envoy is not "off".
+	od.EnforcingConsecutive_5Xx = u32(enforce(o.Consecutive5xx))
+	od.EnforcingConsecutiveGatewayFailure = u32(enforce(o.ConsecutiveGatewayFailure))
+	if o.Consecutive5xx > 0 {
+		od.Consecutive_5Xx = u32(o.Consecutive5xx)
+	}
+	if o.ConsecutiveGatewayFailure > 0 {
+		// Envoy counts gateway failures but enforces none unless told to
+		// (its default is 0 %): without the enforcement above the
+		// documented "3 gateway failures" ejected nothing.
+		od.ConsecutiveGatewayFailure = u32(o.ConsecutiveGatewayFailure)
+	}
+	od.EnforcingFailurePercentage = u32(0)
+	return od
+}
+
+// enforce is the enforcement percentage of a consecutive-failure detector.
+func enforce(count uint32) uint32 {
+	if count == 0 {
+		return 0
+	}
+	return 100
 }
 
 // localAppCluster reaches the application beside an Envoy sidecar.
