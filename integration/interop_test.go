@@ -1,0 +1,389 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"medmesh/controlplane"
+	"medmesh/controlplane/bootstrap"
+	"medmesh/controlplane/ir"
+	"medmesh/controlplane/policy"
+	"medmesh/controlplane/translate"
+	"medmesh/examples/clinical"
+)
+
+// The interop suite runs the same scenarios against every independent
+// gRPC xDS implementation available here, each as its users run it:
+// grpc-go in process, and Node's @grpc/grpc-js with @grpc/grpc-js-xds as
+// a Node process with a bootstrap from medmesh's bootstrap package. A
+// crash, a failed call where none may fail, or a NACK (seen by the control
+// plane's tracker) fails the test with its reason.
+
+// xdsClient is one implementation's client channel to xds:///<service>.
+type xdsClient interface {
+	// calls makes n sequential calls on the one channel and counts which
+	// instance answered and which errors came back. An error means the
+	// client itself is gone (crashed, exited).
+	calls(n int, headers map[string]string) (served, errs map[string]int, err error)
+}
+
+// implementation is one gRPC xDS implementation under test.
+type implementation struct {
+	name string
+	// client opens a channel to xds:///<target> with node ID id.
+	client func(t *testing.T, cp *cpHandle, id, target string) xdsClient
+	// server runs an xDS server (gRFC A36) for instance id of svc
+	// listening on addr (IP:port) and waits until it has asked for its
+	// listener.
+	server func(t *testing.T, cp *cpHandle, id, svc, addr string)
+}
+
+var implementations = []implementation{
+	{name: "grpc-go", client: goClient, server: goServer},
+	{name: "grpc-js", client: jsClient, server: jsServer},
+}
+
+type goChannel struct{ cc *grpc.ClientConn }
+
+func goClient(t *testing.T, cp *cpHandle, id, target string) xdsClient {
+	return goChannel{dialXDS(t, cp.xdsAddr(), id, target)}
+}
+
+func (g goChannel) calls(n int, headers map[string]string) (map[string]int, map[string]int, error) {
+	served, errs := map[string]int{}, map[string]int{}
+	ctx := context.Background()
+	for k, v := range headers {
+		ctx = metadata.AppendToOutgoingContext(ctx, k, v)
+	}
+	for i := 0; i < n; i++ {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		inst, err := clinical.Fetch(cctx, g.cc, "Observation")
+		cancel()
+		if err != nil {
+			s := status.Convert(err)
+			errs[s.Code().String()+": "+s.Message()]++
+			continue
+		}
+		served[inst]++
+	}
+	return served, errs, nil
+}
+
+func goServer(t *testing.T, cp *cpHandle, id, svc, addr string) {
+	network := "tcp"
+	if host, _, _ := net.SplitHostPort(addr); net.ParseIP(host).To4() != nil {
+		network = "tcp4" // Go's "tcp" on 0.0.0.0 listens, and reports, [::]
+	}
+	lis, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveXDSOn(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: id, Service: svc}, lis, false, &clinical.Server{Instance: id})
+}
+
+type jsChannel struct{ p *nodeProc }
+
+var jsCallID atomic.Int64
+
+func jsClient(t *testing.T, cp *cpHandle, id, target string) xdsClient {
+	p := startNode(t, id, "client.js", bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: id, Service: "client"}, target)
+	if _, err := p.next(testTimeout, func(m map[string]any) bool { return m["event"] == "ready" }); err != nil {
+		t.Fatal(err)
+	}
+	return jsChannel{p}
+}
+
+func (j jsChannel) calls(n int, headers map[string]string) (map[string]int, map[string]int, error) {
+	id := jsCallID.Add(1)
+	if err := j.p.send(map[string]any{"id": id, "calls": n, "headers": headers}); err != nil {
+		return nil, nil, err
+	}
+	// Each call has a 5 s deadline.
+	m, err := j.p.next(time.Duration(n)*5*time.Second+testTimeout, func(m map[string]any) bool { return m["id"] == float64(id) })
+	if err != nil {
+		return nil, nil, err
+	}
+	return counts(m["served"]), counts(m["errors"]), nil
+}
+
+func jsServer(t *testing.T, cp *cpHandle, id, svc, addr string) {
+	p := startNode(t, id, "server.js", bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: id, Service: svc}, addr, id)
+	go func() {
+		// Serving is reported once the listener arrived; the scenario
+		// checks it through calls, this only surfaces a bind error.
+		m, err := p.next(testTimeout, func(m map[string]any) bool { return m["event"] == "serving" || m["event"] == "error" })
+		if err == nil && m["event"] == "error" {
+			t.Errorf("%s: %v", id, m["error"])
+		}
+	}()
+}
+
+// labInstance is a grpc-go xDS server whose failures the test controls.
+type labInstance struct {
+	id      string
+	failing atomic.Bool
+	failed  atomic.Int64
+}
+
+func (l *labInstance) handler() *clinical.Server {
+	return &clinical.Server{Instance: l.id, Handle: func(context.Context, string) error {
+		if l.failing.Load() {
+			l.failed.Add(1)
+			return errUnavailable
+		}
+		return nil
+	}}
+}
+
+// TestInterop runs every scenario against every implementation.
+func TestInterop(t *testing.T) {
+	nodeEnv(t) // fail at once, with the way out, if grpc-js is missing
+	for _, impl := range implementations {
+		t.Run(impl.name, func(t *testing.T) { runInterop(t, impl) })
+	}
+}
+
+func runInterop(t *testing.T, impl implementation) {
+	consul := startConsul(t, true)
+	c := consul.Client()
+	dir := t.TempDir()
+	cp := startControlPlane(t, consulSource(consul), func(o *controlplane.Options) {
+		o.Policies = &policy.Dir{Path: dir, Interval: 20 * time.Millisecond, Logger: o.Logger}
+	})
+	meta := func(version string) map[string]string {
+		return map[string]string{"medmesh-kind": "generic", "medmesh-protocol": "grpc", "version": version}
+	}
+	lab := map[string]*labInstance{}
+	for i, version := range []string{"v1", "v2"} {
+		in := &labInstance{id: "lab-" + strconv.Itoa(i+1)}
+		lab[in.id] = in
+		port := freePort(t)
+		serveXDS(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: in.id, Service: "lab"}, port, false, in.handler())
+		register(t, c, "lab", in.id, port, meta(version), api.HealthPassing)
+	}
+	opened := time.Now()
+	client := impl.client(t, cp, impl.name+"-ward-1", "lab")
+	// must runs a batch of calls; a gone client ends the test with why.
+	must := func(n int, headers map[string]string) (map[string]int, map[string]int) {
+		t.Helper()
+		served, errs, err := client.calls(n, headers)
+		if err != nil {
+			t.Fatalf("%s: %v", impl.name, err)
+		}
+		return served, errs
+	}
+	step := func(what string, f func() error) {
+		t.Helper()
+		eventually(t, impl.name+": "+what, f)
+		noNACKs(t, cp, impl.name+": "+what)
+	}
+	writePolicy := func(name, data string) {
+		t.Helper()
+		tmp := filepath.Join(dir, "."+name+".tmp")
+		if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	step("round robin over both instances", func() error {
+		served, errs := must(20, nil)
+		if err := jsErrors(errs); err != nil {
+			return err
+		}
+		if served["lab-1"] < 8 || served["lab-2"] < 8 {
+			return fmt.Errorf("served by %s; want about 10 each", keys(served))
+		}
+		return nil
+	})
+
+	setHealth(t, c, "lab-1", api.HealthCritical)
+	step("lab-1's failed check withdraws it", func() error {
+		served, errs := must(10, nil)
+		if err := jsErrors(errs); err != nil {
+			return err
+		}
+		if served["lab-2"] != 10 {
+			return fmt.Errorf("served by %s; want lab-2 only", keys(served))
+		}
+		return nil
+	})
+	// The channel stays open past every timer medmesh configures for it:
+	// outlier detection runs every Interval (grpc-js crashed at the first
+	// one when success-rate fields were unset), a call's deadline is the
+	// request timeout. Wait until the interval timer has fired at least
+	// twice, calling all along.
+	d := ir.DefaultDefaults()
+	openFor := max(2*d.Outlier.Interval, d.RequestTimeout) + time.Second
+	eventually(t, impl.name+": the channel answers past every timer", func() error {
+		served, errs := must(5, nil)
+		if err := jsErrors(errs); err != nil {
+			t.Fatalf("%s: a call failed while the channel stayed open: %v", impl.name, err)
+		}
+		if served["lab-2"] != 5 {
+			t.Fatalf("%s: served by %s after lab-1 was withdrawn", impl.name, keys(served))
+		}
+		if open := time.Since(opened); open < openFor {
+			return fmt.Errorf("open for %s of %s", open.Round(time.Second), openFor)
+		}
+		return nil
+	})
+	setHealth(t, c, "lab-1", api.HealthPassing)
+	step("lab-1 restored", func() error {
+		served, errs := must(20, nil)
+		if err := jsErrors(errs); err != nil {
+			return err
+		}
+		if served["lab-1"] == 0 {
+			return fmt.Errorf("served by %s", keys(served))
+		}
+		return nil
+	})
+
+	writePolicy("lab-route.yaml", `apiVersion: policy.medmesh.io/v1alpha1
+kind: MeshRoute
+metadata: {name: lab}
+spec:
+  service: lab
+  rules:
+  - name: split
+    destinations:
+    - {subset: {version: v1}, weight: 90}
+    - {subset: {version: v2}, weight: 10}
+`)
+	step("a 90/10 MeshRoute split", func() error {
+		served, errs := must(100, nil)
+		if err := jsErrors(errs); err != nil {
+			return err
+		}
+		// Binomial(100, 0.9): fewer than 75 on v1 or none on v2 is a
+		// many-sigma event; round robin would give 50/50.
+		if served["lab-1"] < 75 || served["lab-2"] == 0 {
+			return fmt.Errorf("served by %s; want about 90 lab-1 (v1), 10 lab-2 (v2)", keys(served))
+		}
+		return nil
+	})
+	if err := os.Remove(filepath.Join(dir, "lab-route.yaml")); err != nil {
+		t.Fatal(err)
+	}
+
+	writePolicy("lab-dest.yaml", `apiVersion: policy.medmesh.io/v1alpha1
+kind: MeshDestination
+metadata: {name: lab}
+spec:
+  service: lab
+  loadBalancer: {algorithm: RingHash}
+`)
+	step("ring hash: one channel sticks to one instance", func() error {
+		served, errs := must(20, nil)
+		if err := jsErrors(errs); err != nil {
+			return err
+		}
+		if len(served) != 1 {
+			return fmt.Errorf("served by %s; want one instance", keys(served))
+		}
+		return nil
+	})
+	// The affinity header is hashed: each key sticks to one instance, and
+	// 16 keys reach both.
+	reached := map[string]bool{}
+	for k := 0; k < 16; k++ {
+		served, errs := must(3, map[string]string{translate.AffinityHeader: "study-" + strconv.Itoa(k)})
+		if err := jsErrors(errs); err != nil {
+			t.Fatalf("%s: affinity key %d: %v", impl.name, k, err)
+		}
+		if len(served) != 1 {
+			t.Fatalf("%s: affinity key %d served by %s; want one instance", impl.name, k, keys(served))
+		}
+		for inst := range served {
+			reached[inst] = true
+		}
+	}
+	if len(reached) != 2 {
+		t.Errorf("%s: 16 affinity keys reached only %v", impl.name, reached)
+	}
+	if err := os.Remove(filepath.Join(dir, "lab-dest.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	step("round robin again without the destination policy", func() error {
+		served, errs := must(20, nil)
+		if err := jsErrors(errs); err != nil {
+			return err
+		}
+		if len(served) != 2 {
+			return fmt.Errorf("served by %s", keys(served))
+		}
+		return nil
+	})
+
+	// Retries of UNAVAILABLE: lab-1 fails every call it gets, and no call
+	// fails, because each is retried on lab-2.
+	lab["lab-1"].failing.Store(true)
+	served, errs := must(20, nil)
+	lab["lab-1"].failing.Store(false)
+	if err := jsErrors(errs); err != nil {
+		t.Fatalf("%s: calls failed although UNAVAILABLE is retried: %v", impl.name, err)
+	}
+	if served["lab-2"] != 20 || lab["lab-1"].failed.Load() == 0 {
+		t.Fatalf("%s: served by %s, lab-1 failed %d calls; want every call answered by lab-2 after lab-1 failed some",
+			impl.name, keys(served), lab["lab-1"].failed.Load())
+	}
+	noNACKs(t, cp, impl.name+": retries")
+
+	// Servers of this implementation on wildcard addresses (IPv4 and
+	// IPv6), registered on loopback, called by this implementation.
+	for i, host := range []string{"0.0.0.0", "::"} {
+		id := fmt.Sprintf("%s-records-%d", impl.name, i+1)
+		port := freePort(t)
+		impl.server(t, cp, id, "records", net.JoinHostPort(host, strconv.Itoa(port)))
+		register(t, c, "records", id, port, meta("v1"), api.HealthPassing)
+	}
+	records := impl.client(t, cp, impl.name+"-ward-2", "records")
+	step("servers on 0.0.0.0 and [::] serve", func() error {
+		served, errs, err := records.calls(10, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", impl.name, err)
+		}
+		if err := jsErrors(errs); err != nil {
+			return fmt.Errorf("%w; %s", err, proxyProblems(t, cp))
+		}
+		if len(served) != 2 {
+			return fmt.Errorf("served by %s", keys(served))
+		}
+		return nil
+	})
+	noNACKs(t, cp, impl.name+": at the end")
+}
+
+// noNACKs fails the test if any proxy ever NACKed, naming it and why.
+func noNACKs(t *testing.T, cp *cpHandle, when string) {
+	t.Helper()
+	var errs []error
+	for _, p := range proxies(t, cp).Proxies {
+		if p.NACKs > 0 {
+			msg := ""
+			if p.LastNACK != nil {
+				msg = p.LastNACK.TypeURL + ": " + p.LastNACK.Message
+			}
+			errs = append(errs, fmt.Errorf("proxy %s (%s) NACKed %d times, last: %s", p.ID, p.Kind, p.NACKs, msg))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("%s: %v", when, err)
+	}
+}
