@@ -317,6 +317,25 @@ spec:
 	if len(reached) != 2 {
 		t.Errorf("%s: 16 affinity keys reached only %v", impl.name, reached)
 	}
+	// Least request: grpc-go implements it, grpc-js does not; each must
+	// take the cluster and reach both instances.
+	writePolicy("lab-dest.yaml", `apiVersion: policy.medmesh.io/v1alpha1
+kind: MeshDestination
+metadata: {name: lab}
+spec:
+  service: lab
+  loadBalancer: {algorithm: LeastRequest}
+`)
+	step("least request reaches both instances", func() error {
+		served, errs := must(20, nil)
+		if err := jsErrors(errs); err != nil {
+			return err
+		}
+		if len(served) != 2 {
+			return fmt.Errorf("served by %s", keys(served))
+		}
+		return nil
+	})
 	if err := os.Remove(filepath.Join(dir, "lab-dest.yaml")); err != nil {
 		t.Fatal(err)
 	}

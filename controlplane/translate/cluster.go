@@ -4,8 +4,11 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
+	roundrobinv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/round_robin/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -80,6 +83,9 @@ func applyLB(c *clusterv3.Cluster, lb ir.LoadBalancer, kind wire.ProxyKind) {
 		c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{
 			ChoiceCount: u32(max(lb.ChoiceCount, 2)),
 		}}
+		if kind == wire.ProxyProxyless {
+			c.LoadBalancingPolicy = leastRequestOrRoundRobin(max(lb.ChoiceCount, 2))
+		}
 	case ir.LBRingHash:
 		c.LbPolicy = clusterv3.Cluster_RING_HASH
 		c.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
@@ -95,6 +101,22 @@ func applyLB(c *clusterv3.Cluster, lb ir.LoadBalancer, kind wire.ProxyKind) {
 	default:
 		c.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
 	}
+}
+
+// leastRequestOrRoundRobin is least request for the gRPC implementations
+// that have it (grpc-go) and round robin for those that do not (grpc-js
+// NACKs lb_policy LEAST_REQUEST): gRPC takes the first policy of the list
+// it implements (gRFC A52) and then ignores lb_policy. Neither is wrapped
+// in wrr_locality, as grpc-go's own LEAST_REQUEST does not: grpc-js 1.14
+// does not recognise wrr_locality in this list.
+func leastRequestOrRoundRobin(choiceCount uint32) *clusterv3.LoadBalancingPolicy {
+	policy := func(name string, m proto.Message) *clusterv3.LoadBalancingPolicy_Policy {
+		return &clusterv3.LoadBalancingPolicy_Policy{TypedExtensionConfig: &corev3.TypedExtensionConfig{Name: name, TypedConfig: mustAny(m)}}
+	}
+	return &clusterv3.LoadBalancingPolicy{Policies: []*clusterv3.LoadBalancingPolicy_Policy{
+		policy("envoy.load_balancing_policies.least_request", &leastrequestv3.LeastRequest{ChoiceCount: u32(choiceCount)}),
+		policy("envoy.load_balancing_policies.round_robin", &roundrobinv3.RoundRobin{}),
+	}}
 }
 
 func circuitBreakers(cb ir.CircuitBreaker) *clusterv3.CircuitBreakers {
