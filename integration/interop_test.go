@@ -40,15 +40,17 @@ type xdsClient interface {
 	calls(n int, headers map[string]string) (served, errs map[string]int, err error)
 }
 
-// implementation is one gRPC xDS implementation under test.
+// implementation is one gRPC xDS implementation under test. Both take
+// the proxy's bootstrap options; with an SVID directory the client or
+// server uses the implementation's xDS credentials (mTLS from the control
+// plane, certificates from the directory).
 type implementation struct {
 	name string
-	// client opens a channel to xds:///<target> with node ID id.
-	client func(t *testing.T, cp *cpHandle, id, target string) xdsClient
-	// server runs an xDS server (gRFC A36) for instance id of svc
-	// listening on addr (IP:port) and waits until it has asked for its
-	// listener.
-	server func(t *testing.T, cp *cpHandle, id, svc, addr string)
+	// client opens a channel to xds:///<target>.
+	client func(t *testing.T, o bootstrap.Options, target string) xdsClient
+	// server runs an xDS server (gRFC A36) for instance o.NodeID of
+	// o.Service listening on addr (IP:port).
+	server func(t *testing.T, o bootstrap.Options, addr string)
 }
 
 var implementations = []implementation{
@@ -58,8 +60,8 @@ var implementations = []implementation{
 
 type goChannel struct{ cc *grpc.ClientConn }
 
-func goClient(t *testing.T, cp *cpHandle, id, target string) xdsClient {
-	return goChannel{dialXDS(t, cp.xdsAddr(), id, target)}
+func goClient(t *testing.T, o bootstrap.Options, target string) xdsClient {
+	return goChannel{dialXDSWith(t, o, target, o.SVIDDir != "")}
 }
 
 func (g goChannel) calls(n int, headers map[string]string) (map[string]int, map[string]int, error) {
@@ -82,7 +84,7 @@ func (g goChannel) calls(n int, headers map[string]string) (map[string]int, map[
 	return served, errs, nil
 }
 
-func goServer(t *testing.T, cp *cpHandle, id, svc, addr string) {
+func goServer(t *testing.T, o bootstrap.Options, addr string) {
 	network := "tcp"
 	if host, _, _ := net.SplitHostPort(addr); net.ParseIP(host).To4() != nil {
 		network = "tcp4" // Go's "tcp" on 0.0.0.0 listens, and reports, [::]
@@ -91,19 +93,33 @@ func goServer(t *testing.T, cp *cpHandle, id, svc, addr string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serveXDSOn(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: id, Service: svc}, lis, false, &clinical.Server{Instance: id})
+	serveXDSOn(t, o, lis, o.SVIDDir != "", &clinical.Server{Instance: o.NodeID})
 }
 
 type jsChannel struct{ p *nodeProc }
 
+// jsServerEnv is the environment grpc-js servers run with: grpc-js-xds
+// 1.14 implements the RBAC HTTP filter only behind this switch, and
+// without it NACKs every mTLS listener (fail closed: see
+// TestGRPCJSServerWithoutRBACFailsClosed).
+var jsServerEnv = []string{"GRPC_XDS_EXPERIMENTAL_RBAC=true"}
+
 var jsCallID atomic.Int64
 
-func jsClient(t *testing.T, cp *cpHandle, id, target string) xdsClient {
-	p := startNode(t, id, "client.js", bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: id, Service: "client"}, target)
+func jsClient(t *testing.T, o bootstrap.Options, target string) xdsClient {
+	p := startNode(t, o.NodeID, "client.js", o, nil, target, credsArg(o))
 	if _, err := p.next(testTimeout, func(m map[string]any) bool { return m["event"] == "ready" }); err != nil {
 		t.Fatal(err)
 	}
 	return jsChannel{p}
+}
+
+// credsArg tells the scripts which credentials to use.
+func credsArg(o bootstrap.Options) string {
+	if o.SVIDDir != "" {
+		return "xds"
+	}
+	return "insecure"
 }
 
 func (j jsChannel) calls(n int, headers map[string]string) (map[string]int, map[string]int, error) {
@@ -119,14 +135,14 @@ func (j jsChannel) calls(n int, headers map[string]string) (map[string]int, map[
 	return counts(m["served"]), counts(m["errors"]), nil
 }
 
-func jsServer(t *testing.T, cp *cpHandle, id, svc, addr string) {
-	p := startNode(t, id, "server.js", bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: id, Service: svc}, addr, id)
+func jsServer(t *testing.T, o bootstrap.Options, addr string) {
+	p := startNode(t, o.NodeID, "server.js", o, jsServerEnv, addr, o.NodeID, credsArg(o))
 	go func() {
 		// Serving is reported once the listener arrived; the scenario
 		// checks it through calls, this only surfaces a bind error.
 		m, err := p.next(testTimeout, func(m map[string]any) bool { return m["event"] == "serving" || m["event"] == "error" })
 		if err == nil && m["event"] == "error" {
-			t.Errorf("%s: %v", id, m["error"])
+			t.Errorf("%s: %v", o.NodeID, m["error"])
 		}
 	}()
 }
@@ -175,7 +191,7 @@ func runInterop(t *testing.T, impl implementation) {
 		register(t, c, "lab", in.id, port, meta(version), api.HealthPassing)
 	}
 	opened := time.Now()
-	client := impl.client(t, cp, impl.name+"-ward-1", "lab")
+	client := impl.client(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: impl.name + "-ward-1", Service: "ward"}, "lab")
 	// must runs a batch of calls; a gone client ends the test with why.
 	must := func(n int, headers map[string]string) (map[string]int, map[string]int) {
 		t.Helper()
@@ -369,10 +385,10 @@ spec:
 	for i, host := range []string{"0.0.0.0", "::"} {
 		id := fmt.Sprintf("%s-records-%d", impl.name, i+1)
 		port := freePort(t)
-		impl.server(t, cp, id, "records", net.JoinHostPort(host, strconv.Itoa(port)))
+		impl.server(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: id, Service: "records"}, net.JoinHostPort(host, strconv.Itoa(port)))
 		register(t, c, "records", id, port, meta("v1"), api.HealthPassing)
 	}
-	records := impl.client(t, cp, impl.name+"-ward-2", "records")
+	records := impl.client(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: impl.name + "-ward-2", Service: "ward"}, "records")
 	step("servers on 0.0.0.0 and [::] serve", func() error {
 		served, errs, err := records.calls(10, nil)
 		if err != nil {

@@ -63,8 +63,9 @@ type nodeProc struct {
 }
 
 // startNode runs interop/node/<script> with a bootstrap written by
-// medmesh's own bootstrap package, as GRPC_XDS_BOOTSTRAP.
-func startNode(t *testing.T, name, script string, o bootstrap.Options, args ...string) *nodeProc {
+// medmesh's own bootstrap package, as GRPC_XDS_BOOTSTRAP, and env added
+// to the environment.
+func startNode(t *testing.T, name, script string, o bootstrap.Options, env []string, args ...string) *nodeProc {
 	t.Helper()
 	node, modules, scripts := nodeEnv(t)
 	bs, err := bootstrap.Proxyless(o)
@@ -76,7 +77,7 @@ func startNode(t *testing.T, name, script string, o bootstrap.Options, args ...s
 		t.Fatal(err)
 	}
 	cmd := exec.Command(node, append([]string{filepath.Join(scripts, script)}, args...)...)
-	cmd.Env = append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+file, "NODE_PATH="+modules)
+	cmd.Env = append(append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+file, "NODE_PATH="+modules), env...)
 	p := &nodeProc{name: name, lines: make(chan map[string]any, 64), stderr: &syncBuffer{}, done: make(chan struct{}), cmd: cmd}
 	cmd.Stderr = p.stderr
 	if p.stdin, err = cmd.StdinPipe(); err != nil {

@@ -3,7 +3,9 @@
 // interop tests: each stdin line {"id":..,"calls":N,"headers":{..}} makes N
 // sequential calls on one channel, kept open for the whole run, and
 // answers {"id":..,"served":{instance:count},"errors":{message:count}}.
-// The bootstrap comes from GRPC_XDS_BOOTSTRAP, as for any Node service.
+// The bootstrap comes from GRPC_XDS_BOOTSTRAP, as for any Node service;
+// argv[3] "xds" uses xDS credentials (mTLS as the control plane says, with
+// the bootstrap's certificate provider), "insecure" (the default) does not.
 
 const grpc = require('@grpc/grpc-js');
 const xds = require('@grpc/grpc-js-xds');
@@ -17,7 +19,9 @@ if (!target) {
   console.error('usage: node client.js SERVICE');
   process.exit(2);
 }
-const client = new grpc.Client(`xds:///${target}`, grpc.credentials.createInsecure());
+const creds = process.argv[3] === 'xds' ?
+  new xds.XdsChannelCredentials(grpc.credentials.createInsecure()) : grpc.credentials.createInsecure();
+const client = new grpc.Client(`xds:///${target}`, creds);
 
 function call(headers, deadlineMs) {
   return new Promise((resolve) => {

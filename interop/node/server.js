@@ -4,7 +4,8 @@
 // 0.0.0.0:18551 or [::]:18551), answers Fetch with its instance name
 // (argv[3]) and reports {"event":"serving"} once the control plane's
 // listener for that address arrived. A stdin line {"failing":true} makes it
-// answer UNAVAILABLE until {"failing":false}.
+// answer UNAVAILABLE until {"failing":false}. argv[4] "xds" uses xDS
+// credentials (mTLS and authorization from the control plane).
 
 const grpc = require('@grpc/grpc-js');
 const xds = require('@grpc/grpc-js-xds');
@@ -13,7 +14,7 @@ const {encodeString, decodeString, emit, onCrash, commands} = require('./common'
 onCrash();
 xds.register();
 
-const [address, instance] = process.argv.slice(2);
+const [address, instance, credsKind] = process.argv.slice(2);
 if (!address || !instance) {
   console.error('usage: node server.js IP:PORT INSTANCE');
   process.exit(2);
@@ -38,7 +39,9 @@ server.addService({
     callback(null, instance);
   },
 });
-server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) => {
+const creds = credsKind === 'xds' ?
+  new xds.XdsServerCredentials(grpc.ServerCredentials.createInsecure()) : grpc.ServerCredentials.createInsecure();
+server.bindAsync(address, creds, (err, port) => {
   if (err) {
     emit({event: 'error', error: String(err)});
     return;
