@@ -8,10 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -192,6 +194,7 @@ func runInterop(t *testing.T, impl implementation) {
 	}
 	opened := time.Now()
 	client := impl.client(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: impl.name + "-ward-1", Service: "ward"}, "lab")
+	clientID := impl.name + "-ward-1"
 	// must runs a batch of calls; a gone client ends the test with why.
 	must := func(n int, headers map[string]string) (map[string]int, map[string]int) {
 		t.Helper()
@@ -206,15 +209,37 @@ func runInterop(t *testing.T, impl implementation) {
 		eventually(t, impl.name+": "+what, f)
 		noNACKs(t, cp, impl.name+": "+what)
 	}
-	writePolicy := func(name, data string) {
+	// setPolicy writes (or, with data "", removes) a policy file and waits
+	// until the control plane has exactly that file's policies in force
+	// (the scenarios use one file at a time) and the client has ACKed the
+	// configuration made from them: calls that follow see that policy,
+	// not the previous one, without guessing from call counts.
+	setPolicy := func(name, data string) {
 		t.Helper()
-		tmp := filepath.Join(dir, "."+name+".tmp")
-		if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
+		if data == "" {
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			tmp := filepath.Join(dir, "."+name+".tmp")
+			if err := os.WriteFile(tmp, []byte(data), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-			t.Fatal(err)
-		}
+		eventually(t, impl.name+": "+name+" in force and ACKed", func() error {
+			for _, o := range policies(t, cp).Objects {
+				if (data == "") == (o.Source == filepath.Join(dir, name)) || !o.Accepted() {
+					return fmt.Errorf("policy %s from %s accepted=%t: %s", o.Key, o.Source, o.Accepted(), o.Message())
+				}
+			}
+			if data != "" && len(policies(t, cp).Objects) == 0 {
+				return errors.New("no policy in force yet")
+			}
+			return inSync(t, cp, clientID)
+		})
 	}
 
 	step("round robin over both instances", func() error {
@@ -271,12 +296,18 @@ func runInterop(t *testing.T, impl implementation) {
 		return nil
 	})
 
-	writePolicy("lab-route.yaml", `apiVersion: policy.medmesh.io/v1alpha1
+	setPolicy("lab-route.yaml", `apiVersion: policy.medmesh.io/v1alpha1
 kind: MeshRoute
 metadata: {name: lab}
 spec:
   service: lab
   rules:
+  - name: drill
+    match:
+      headers: [{name: x-medmesh-drill, type: Present}]
+    destinations: [{}]
+    fault:
+      abort: {grpcStatus: 7, percent: 100}
   - name: split
     destinations:
     - {subset: {version: v1}, weight: 90}
@@ -294,11 +325,21 @@ spec:
 		}
 		return nil
 	})
-	if err := os.Remove(filepath.Join(dir, "lab-route.yaml")); err != nil {
-		t.Fatal(err)
+	// A header match with fault injection: the drill gets the injected
+	// status, never an instance.
+	served, errs := must(5, map[string]string{"x-medmesh-drill": "1"})
+	denied := 0
+	for msg, n := range errs {
+		if strings.HasPrefix(msg, "PermissionDenied:") || strings.HasPrefix(msg, "PERMISSION_DENIED:") {
+			denied += n
+		}
 	}
+	if len(served) != 0 || denied != 5 {
+		t.Errorf("%s: drill calls served by %s, errors %v; want 5 injected PermissionDenied", impl.name, keys(served), errs)
+	}
+	setPolicy("lab-route.yaml", "")
 
-	writePolicy("lab-dest.yaml", `apiVersion: policy.medmesh.io/v1alpha1
+	setPolicy("lab-dest.yaml", `apiVersion: policy.medmesh.io/v1alpha1
 kind: MeshDestination
 metadata: {name: lab}
 spec:
@@ -335,7 +376,7 @@ spec:
 	}
 	// Least request: grpc-go implements it, grpc-js does not; each must
 	// take the cluster and reach both instances.
-	writePolicy("lab-dest.yaml", `apiVersion: policy.medmesh.io/v1alpha1
+	setPolicy("lab-dest.yaml", `apiVersion: policy.medmesh.io/v1alpha1
 kind: MeshDestination
 metadata: {name: lab}
 spec:
@@ -352,9 +393,7 @@ spec:
 		}
 		return nil
 	})
-	if err := os.Remove(filepath.Join(dir, "lab-dest.yaml")); err != nil {
-		t.Fatal(err)
-	}
+	setPolicy("lab-dest.yaml", "")
 	step("round robin again without the destination policy", func() error {
 		served, errs := must(20, nil)
 		if err := jsErrors(errs); err != nil {
@@ -369,7 +408,7 @@ spec:
 	// Retries of UNAVAILABLE: lab-1 fails every call it gets, and no call
 	// fails, because each is retried on lab-2.
 	lab["lab-1"].failing.Store(true)
-	served, errs := must(20, nil)
+	served, errs = must(20, nil)
 	lab["lab-1"].failing.Store(false)
 	if err := jsErrors(errs); err != nil {
 		t.Fatalf("%s: calls failed although UNAVAILABLE is retried: %v", impl.name, err)
@@ -403,6 +442,25 @@ spec:
 		return nil
 	})
 	noNACKs(t, cp, impl.name+": at the end")
+}
+
+// inSync says whether proxy id has ACKed every listener, route and
+// cluster version last published for it.
+func inSync(t *testing.T, cp *cpHandle, id string) error {
+	t.Helper()
+	short := map[string]string{resource.ListenerType: "LDS", resource.RouteType: "RDS", resource.ClusterType: "CDS"}
+	for _, p := range proxies(t, cp).Proxies {
+		if p.ID != id {
+			continue
+		}
+		for typ, name := range short {
+			if want, got := p.Published[typ], p.Types[name].Acked; want == "" || got != want {
+				return fmt.Errorf("%s: %s ACKed %q, published %q", id, name, got, want)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("%s is not connected", id)
 }
 
 // noNACKs fails the test if any proxy ever NACKed, naming it and why.
