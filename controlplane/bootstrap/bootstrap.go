@@ -245,7 +245,14 @@ func http2Options() map[string]*anypb.Any {
 		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
 			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
 				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
-					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+					// Envoy sends no HTTP/2 PING unless told to: a control
+					// plane that vanished without closing the connection
+					// (a host lost, a NAT entry expired) would leave it
+					// waiting on a dead ADS stream, never reconnecting. The
+					// control plane permits pings every 10 s or more.
+					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{ConnectionKeepalive: &corev3.KeepaliveSettings{
+						Interval: durationpb.New(30 * time.Second), Timeout: durationpb.New(10 * time.Second),
+					}},
 				},
 			},
 		},
