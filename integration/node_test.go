@@ -54,7 +54,7 @@ func nodeEnv(t *testing.T) (node, modules, scripts string) {
 type nodeProc struct {
 	name   string
 	stdin  io.WriteCloser
-	lines  chan map[string]any
+	lines  chan map[string]any // buffered: the scripts print a line per command or event
 	stderr *syncBuffer
 	done   chan struct{} // closed when stdout ends
 	mu     sync.Mutex
@@ -78,7 +78,7 @@ func startNode(t *testing.T, name, script string, o bootstrap.Options, env []str
 	}
 	cmd := exec.Command(node, append([]string{filepath.Join(scripts, script)}, args...)...)
 	cmd.Env = append(append(os.Environ(), "GRPC_XDS_BOOTSTRAP="+file, "NODE_PATH="+modules), env...)
-	p := &nodeProc{name: name, lines: make(chan map[string]any, 64), stderr: &syncBuffer{}, done: make(chan struct{}), cmd: cmd}
+	p := &nodeProc{name: name, lines: make(chan map[string]any, 1024), stderr: &syncBuffer{}, done: make(chan struct{}), cmd: cmd}
 	cmd.Stderr = p.stderr
 	if p.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
@@ -100,7 +100,11 @@ func startNode(t *testing.T, name, script string, o bootstrap.Options, env []str
 		}
 		cmd.Wait()
 		if t.Failed() {
-			t.Logf("%s stderr:\n%s", name, tail(p.stderr.String(), 4000))
+			var unread []string
+			for len(p.lines) > 0 {
+				unread = append(unread, fmt.Sprint(<-p.lines))
+			}
+			t.Logf("%s stderr:\n%s\nunread output: %s", name, tail(p.stderr.String(), 4000), strings.Join(unread, "\n"))
 		}
 	})
 	return p
