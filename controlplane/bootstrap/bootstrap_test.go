@@ -216,6 +216,12 @@ func TestProxylessBootstrap(t *testing.T) {
 			t.Errorf("%v = %v, want %v", c.path, got, c.want)
 		}
 	}
+	// grpc-js-xds refuses a node without locality; an empty one will do
+	// (integration's TestProxylessBootstrapAcceptedByGRPCJS runs its
+	// validator).
+	if _, ok := get(t, m, "node", "locality").(map[string]any); !ok {
+		t.Errorf("node.locality = %v; grpc-js-xds requires the field", get(t, m, "node", "locality"))
+	}
 	var features []string
 	for _, f := range get(t, m, "xds_servers", 0, "server_features").([]any) {
 		features = append(features, f.(string))
