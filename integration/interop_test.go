@@ -414,23 +414,25 @@ spec:
 	noNACKs(t, cp, impl.name+": retries")
 
 	// Servers of this implementation on wildcard addresses (IPv4 and
-	// IPv6), registered on loopback, called by this implementation.
-	for i, host := range []string{"0.0.0.0", "::"} {
+	// IPv6) and on the registered address itself (loopback), called by
+	// this implementation.
+	hosts := []string{"0.0.0.0", "::", "127.0.0.1"}
+	for i, host := range hosts {
 		id := fmt.Sprintf("%s-records-%d", impl.name, i+1)
 		port := freePort(t)
 		impl.server(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: id, Service: "records"}, net.JoinHostPort(host, strconv.Itoa(port)))
 		register(t, c, "records", id, port, meta("v1"), api.HealthPassing)
 	}
 	records := impl.client(t, bootstrap.Options{XDSAddress: cp.xdsAddr(), NodeID: impl.name + "-ward-2", Service: "ward"}, "records")
-	step("servers on 0.0.0.0 and [::] serve", func() error {
-		served, errs, err := records.calls(10, nil)
+	step("servers on 0.0.0.0, [::] and their registered address serve", func() error {
+		served, errs, err := records.calls(12, nil)
 		if err != nil {
 			t.Fatalf("%s: %v", impl.name, err)
 		}
 		if err := jsErrors(errs); err != nil {
 			return fmt.Errorf("%w; %s", err, proxyProblems(t, cp))
 		}
-		if len(served) != 2 {
+		if len(served) != len(hosts) {
 			return fmt.Errorf("served by %s", keys(served))
 		}
 		return nil
