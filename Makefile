@@ -8,14 +8,14 @@ export CONSUL_BIN ?= $(BIN)/consul
 # envtest (controller-runtime) runs the kube-apiserver and etcd found here.
 export KUBEBUILDER_ASSETS ?= $(BIN)/k8s
 
-.PHONY: all build test tools tools-consul tools-k8s tools-jaeger tools-chromium demo bench lint clean crds
+.PHONY: all build test tools tools-consul tools-k8s tools-jaeger tools-chromium tools-node demo bench lint clean crds
 
 all: build
 
 build:
 	$(GO) build -ldflags "-X main.version=$$(git describe --always --dirty 2>/dev/null || echo dev)" -o $(BIN)/medmesh ./cmd/medmesh
 
-tools: tools-consul tools-k8s tools-jaeger tools-chromium
+tools: tools-consul tools-k8s tools-jaeger tools-chromium tools-node
 
 # Consul is built from its Go module in a separate small module
 # (tools/consul) so the main go.mod stays lean. Reused when present.
@@ -66,6 +66,31 @@ tools-chromium:
 			rm -f $$log; $(CHROMIUM) --version; \
 		else \
 			tail -20 $$log; rm -f $$log; echo "apt-get install chromium failed"; exit 1; \
+		fi; \
+	fi
+
+# Node's @grpc/grpc-js and @grpc/grpc-js-xds for the interop tests
+# (integration/interop_test.go drives interop/node/*.js), pinned by
+# interop/node/package-lock.json and installed with `npm ci` into
+# .cache/npm, outside the Go module's packages (git ignores it). Reused
+# while the installed lockfile equals the committed one. node and npm come
+# with the machine; without them this fails, naming them.
+NODE_CACHE := $(CURDIR)/.cache/npm
+tools-node:
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+		echo "node and npm are needed for the grpc-js interop tests: install Node.js 20 and npm (e.g. apt-get install nodejs npm)"; exit 1; }
+	@if [ -f $(NODE_CACHE)/node_modules/@grpc/grpc-js-xds/package.json ] && \
+		cmp -s interop/node/package-lock.json $(NODE_CACHE)/package-lock.json; then \
+		echo "grpc-js and grpc-js-xds present (.cache/npm)"; \
+	else \
+		echo "installing grpc-js and grpc-js-xds from interop/node/package-lock.json into .cache/npm"; \
+		rm -rf $(NODE_CACHE) && mkdir -p $(NODE_CACHE) && \
+		cp interop/node/package.json interop/node/package-lock.json $(NODE_CACHE)/ && \
+		log=$$(mktemp); \
+		if npm ci --prefix $(NODE_CACHE) --ignore-scripts --no-audit --no-fund --loglevel=error >$$log 2>&1; then \
+			rm -f $$log; \
+		else \
+			tail -20 $$log; rm -f $$log $(NODE_CACHE)/package-lock.json; echo "npm ci in .cache/npm failed"; exit 1; \
 		fi; \
 	fi
 

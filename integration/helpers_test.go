@@ -168,6 +168,17 @@ func startXDSServer(t *testing.T, xdsAddr, svc, id string, port int) *xds.GRPCSe
 // control plane, certificates from the bootstrap's SVID directory).
 func serveXDS(t *testing.T, o bootstrap.Options, port int, mtls bool, h *clinical.Server, opts ...grpc.ServerOption) *xds.GRPCServer {
 	t.Helper()
+	lis, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveXDSOn(t, o, lis, mtls, h, opts...)
+}
+
+// serveXDSOn is serveXDS on a listener of the caller's (a wildcard
+// address: the server then asks for the listener named after it).
+func serveXDSOn(t *testing.T, o bootstrap.Options, lis net.Listener, mtls bool, h *clinical.Server, opts ...grpc.ServerOption) *xds.GRPCServer {
+	t.Helper()
 	bs, err := bootstrap.Proxyless(o)
 	if err != nil {
 		t.Fatal(err)
@@ -183,10 +194,6 @@ func serveXDS(t *testing.T, o bootstrap.Options, port int, mtls bool, h *clinica
 		t.Fatal(err)
 	}
 	clinical.Register(srv, h)
-	lis, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	return srv

@@ -100,6 +100,13 @@ type Proxy struct {
 	// see what triggered it and how long each step took. Empty when
 	// tracing is off or no traced change reached the proxy yet.
 	TraceID string `json:"traceId,omitempty"`
+	// ServerListeners are the inbound listeners a proxyless server asked
+	// for, named after the addresses it listens on.
+	ServerListeners []string `json:"serverListeners,omitempty"`
+	// Problems are what the proxy asked for and cannot have, one line
+	// each naming the node (e.g. a gRPC server listening on a port no
+	// instance is registered on, which then serves nothing).
+	Problems []string `json:"problems,omitempty"`
 }
 
 // TypeStatus is the sync state of one resource type for one proxy: the

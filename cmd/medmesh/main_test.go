@@ -95,13 +95,16 @@ func TestStatusTableShowsNACK(t *testing.T) {
 				Message: "cluster imaging:\n maglev unsupported", At: time.Now()},
 			Identity: "spiffe://medmesh.local/ns/default/svc/emr"}, {
 			ID: "his-1", Service: "his", Kind: "envoy", Transport: "sotw",
-			Identity: `refused: the consul ACL token may not write service "his"`}},
+			Identity: `refused: the consul ACL token may not write service "his"`}, {
+			ID: "lab-1", Service: "lab", Kind: "proxyless", Transport: "sotw",
+			Problems: []string{`node "lab-1" asked for server listener "medmesh/inbound/0.0.0.0:9999" (it listens on 0.0.0.0:9999): no instance`}}},
 	}
 	var b bytes.Buffer
 	PrintStatus(&b, pr)
 	out := b.String()
 	for _, want := range []string{"ready=true services=3 serving=consul", "emr-1", "11111111*", "33333333", "Cluster 22222222: cluster imaging: maglev unsupported", "mTLS: on", "unresolved intention: labs -> emr", "permissive (plaintext accepted beside mTLS): scheduling",
-		"ns/default/svc/emr", "refused: the consul ACL token may not"} {
+		"ns/default/svc/emr", "refused: the consul ACL token may not",
+		`problem: node "lab-1" asked for server listener "medmesh/inbound/0.0.0.0:9999" (it listens on 0.0.0.0:9999)`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status table lacks %q:\n%s", want, out)
 		}

@@ -91,6 +91,11 @@ func PrintStatus(w io.Writer, pr *admin.ProxiesResponse) {
 	for _, u := range pr.UnresolvedIntentions {
 		fmt.Fprintf(w, "unresolved intention: %s\n", u)
 	}
+	for _, p := range pr.Proxies {
+		for _, problem := range p.Problems {
+			fmt.Fprintf(w, "problem: %s\n", problem)
+		}
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSERVICE\tKIND\tIDENTITY\tXDS\tLDS\tRDS\tCDS\tEDS\tTRACE\tLAST NACK")
 	for _, p := range pr.Proxies {

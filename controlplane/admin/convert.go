@@ -23,7 +23,8 @@ func proxyRow(ps xds.ProxyStatus, published map[string]string, identity string) 
 	p := api.Proxy{
 		ID: ps.ID, Service: ps.Service, Kind: ps.Kind, Peer: ps.Peer, Transport: ps.Transport,
 		ConnectedAt: ps.ConnectedAt, NACKs: ps.NACKs, Published: published, Identity: identity,
-		TraceID: ps.TraceID,
+		TraceID:         ps.TraceID,
+		ServerListeners: ps.ServerListeners,
 	}
 	if ps.Types != nil {
 		p.Types = make(map[string]api.TypeStatus, len(ps.Types))

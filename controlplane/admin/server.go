@@ -124,7 +124,9 @@ func (cp *server) handleProxies(w http.ResponseWriter, _ *http.Request) {
 		if pub, ok := cp.XDS.PublishedFor(ps.ID); ok {
 			published = pub.Versions
 		}
-		resp.Proxies = append(resp.Proxies, proxyRow(ps, published, identities[ps.ID]))
+		row := proxyRow(ps, published, identities[ps.ID])
+		row.Problems = cp.XDS.ServerListenerProblems(ps)
+		resp.Proxies = append(resp.Proxies, row)
 	}
 	writeJSON(w, resp)
 }

@@ -118,7 +118,10 @@ func Envoy(o Options) ([]byte, error) {
 // contexts refer to.
 const CertProviderName = wire.CertProviderInstance
 
-// GRPCBootstrap is grpc-go's xDS bootstrap file format.
+// GRPCBootstrap is the gRPC xDS bootstrap file format (gRFC A27 and
+// later), written so that every gRPC implementation's parser accepts it:
+// grpc-go's, grpc-js-xds's (the strictest: it requires node.locality) and
+// the C++ core's and grpc-java's, which take the same fields.
 type GRPCBootstrap struct {
 	XDSServers                         []GRPCXDSServer             `json:"xds_servers"`
 	Node                               GRPCNode                    `json:"node"`
@@ -135,9 +138,22 @@ type GRPCXDSServer struct {
 
 // GRPCNode is the node identity a proxyless client presents.
 type GRPCNode struct {
-	ID       string            `json:"id"`
-	Cluster  string            `json:"cluster,omitempty"`
+	ID      string `json:"id"`
+	Cluster string `json:"cluster,omitempty"`
+	// Locality is always written, empty when unknown: grpc-js-xds refuses
+	// a node without it ("locality field missing in node element", which
+	// its callers only ever see as a failed name resolution). medmesh
+	// takes localities from the registry, never from a proxy, so an empty
+	// one loses nothing.
+	Locality GRPCLocality      `json:"locality"`
 	Metadata map[string]string `json:"metadata"`
+}
+
+// GRPCLocality is the xDS node locality (envoy.config.core.v3.Locality).
+type GRPCLocality struct {
+	Region  string `json:"region,omitempty"`
+	Zone    string `json:"zone,omitempty"`
+	SubZone string `json:"sub_zone,omitempty"`
 }
 
 // GRPCCertProvider is a certificate provider plugin instance.
@@ -229,7 +245,14 @@ func http2Options() map[string]*anypb.Any {
 		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{
 			ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
 				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{
-					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+					// Envoy sends no HTTP/2 PING unless told to: a control
+					// plane that vanished without closing the connection
+					// (a host lost, a NAT entry expired) would leave it
+					// waiting on a dead ADS stream, never reconnecting. The
+					// control plane permits pings every 10 s or more.
+					Http2ProtocolOptions: &corev3.Http2ProtocolOptions{ConnectionKeepalive: &corev3.KeepaliveSettings{
+						Interval: durationpb.New(30 * time.Second), Timeout: durationpb.New(10 * time.Second),
+					}},
 				},
 			},
 		},

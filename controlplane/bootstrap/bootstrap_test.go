@@ -11,6 +11,7 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/grpc/credentials/tls/certprovider/pemfile"
 	"google.golang.org/grpc/xds"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -72,8 +73,17 @@ func TestEnvoyBootstrap(t *testing.T) {
 		t.Errorf("xDS server %s:%d", sa.GetAddress(), sa.GetPortValue())
 	}
 	// xDS is gRPC: the cluster must speak HTTP/2.
-	if _, ok := xc.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; !ok {
+	opts := &upstreamhttpv3.HttpProtocolOptions{}
+	if a, ok := xc.GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]; !ok {
 		t.Error("xDS cluster has no HTTP/2 protocol options")
+	} else if err := a.UnmarshalTo(opts); err != nil {
+		t.Fatal(err)
+	}
+	// Without PINGs Envoy never notices a control plane that vanished
+	// without closing the connection.
+	ka := opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions().GetConnectionKeepalive()
+	if ka.GetInterval().AsDuration() <= 0 || ka.GetTimeout().AsDuration() <= 0 {
+		t.Errorf("xDS cluster HTTP/2 keepalive %v; want an interval and a timeout", ka)
 	}
 
 	dr := b.GetDynamicResources()
@@ -205,6 +215,12 @@ func TestProxylessBootstrap(t *testing.T) {
 		if got := get(t, m, c.path...); got != c.want {
 			t.Errorf("%v = %v, want %v", c.path, got, c.want)
 		}
+	}
+	// grpc-js-xds refuses a node without locality; an empty one will do
+	// (integration's TestProxylessBootstrapAcceptedByGRPCJS runs its
+	// validator).
+	if _, ok := get(t, m, "node", "locality").(map[string]any); !ok {
+		t.Errorf("node.locality = %v; grpc-js-xds requires the field", get(t, m, "node", "locality"))
 	}
 	var features []string
 	for _, f := range get(t, m, "xds_servers", 0, "server_features").([]any) {

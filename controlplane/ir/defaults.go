@@ -39,8 +39,18 @@ func DefaultDefaults() Defaults {
 			RetryBudgetPercent: 20, MinRetryConcurrency: 3,
 		},
 		Outlier: Outlier{
+			// Envoy sidecars: 5 consecutive 5xx, or 3 consecutive gateway
+			// failures (502, 503, 504: the instance did not answer).
 			Consecutive5xx: 5, ConsecutiveGatewayFailure: 3,
-			Interval: 10 * time.Second, BaseEjectionTime: 30 * time.Second,
+			// Proxyless gRPC: an instance failing more than 80 % of at
+			// least 10 calls in an interval, once 2 instances had that
+			// many. gRPC counts every non-OK status as a failure (a
+			// NOT_FOUND lookup too), so the threshold is high enough that
+			// only a broken instance crosses it; 10 calls and 2 instances
+			// fit a clinic's handful of instances, where gRPC's defaults
+			// (50 calls, 5 instances) would never eject anything.
+			FailurePercentageThreshold: 80, FailurePercentageMinimumHosts: 2, FailurePercentageRequestVolume: 10,
+			Interval: 10 * time.Second, BaseEjectionTime: 30 * time.Second, MaxEjectionTime: 300 * time.Second,
 			// Never eject more than half of a clinical service: degraded
 			// capacity beats no capacity.
 			MaxEjectionPercent: 50,

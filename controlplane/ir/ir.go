@@ -116,13 +116,29 @@ type CircuitBreaker struct {
 	MinRetryConcurrency uint32  `json:"minRetryConcurrency"`
 }
 
-// Outlier configures passive health checking (ejection of failing hosts).
+// Outlier configures passive health checking (ejection of failing
+// hosts). Envoy and gRPC implement different detectors, so the translator
+// writes each data plane the one it has (docs/defaults.md): Envoy counts
+// consecutive failures; gRPC implements only success-rate and
+// failure-percentage ejection and ignores the consecutive counts.
 type Outlier struct {
-	Consecutive5xx            uint32        `json:"consecutive5xx"`
-	ConsecutiveGatewayFailure uint32        `json:"consecutiveGatewayFailure"`
-	Interval                  time.Duration `json:"interval"`
-	BaseEjectionTime          time.Duration `json:"baseEjectionTime"`
-	MaxEjectionPercent        uint32        `json:"maxEjectionPercent"`
+	// Consecutive5xx and ConsecutiveGatewayFailure are Envoy's detectors.
+	Consecutive5xx            uint32 `json:"consecutive5xx"`
+	ConsecutiveGatewayFailure uint32 `json:"consecutiveGatewayFailure"`
+	// FailurePercentage* are gRPC's detector for proxyless clients: an
+	// instance that failed more than FailurePercentageThreshold percent of
+	// at least FailurePercentageRequestVolume calls in an interval is
+	// ejected, once at least FailurePercentageMinimumHosts instances had
+	// that volume.
+	FailurePercentageThreshold     uint32        `json:"failurePercentageThreshold"`
+	FailurePercentageMinimumHosts  uint32        `json:"failurePercentageMinimumHosts"`
+	FailurePercentageRequestVolume uint32        `json:"failurePercentageRequestVolume"`
+	Interval                       time.Duration `json:"interval"`
+	BaseEjectionTime               time.Duration `json:"baseEjectionTime"`
+	// MaxEjectionTime caps the ejection time, which grows with each
+	// ejection of the same instance.
+	MaxEjectionTime    time.Duration `json:"maxEjectionTime"`
+	MaxEjectionPercent uint32        `json:"maxEjectionPercent"`
 }
 
 // Route holds per-request settings for calls to a service.

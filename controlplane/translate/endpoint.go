@@ -1,6 +1,8 @@
 package translate
 
 import (
+	"slices"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 
@@ -42,6 +44,17 @@ func assignment(cluster string, localities []ir.LocalityEndpoints, failover []ir
 		lle.LoadBalancingWeight = u32(total)
 		lle.Priority = prio[i]
 		cla.Endpoints = append(cla.Endpoints, lle)
+	}
+	if slices.ContainsFunc(prio, func(p uint32) bool { return p > 0 }) {
+		// Envoy starts moving traffic to the next priority (another
+		// locality, another site) as soon as fewer than 1/1.4 of a
+		// priority's hosts are healthy (overprovisioning_factor defaults
+		// to 140). Failover is meant for when this site cannot serve at
+		// all, which is also what gRPC does (it ignores the factor and
+		// fails over only when a priority has no ready instance): a
+		// factor of 100000 keeps the traffic while 0.1 % of the
+		// priority's instances are healthy.
+		cla.Policy = &endpointv3.ClusterLoadAssignment_Policy{OverprovisioningFactor: u32(100000)}
 	}
 	return cla
 }

@@ -37,6 +37,9 @@ type hcmOptions struct {
 	extProc *hcmv3.HttpFilter
 	// accessLog adds the PHI-free access log (Envoy only: accesslog.go).
 	accessLog bool
+	// normalizePaths makes Envoy authorize and route the path the
+	// application will see (Envoy only; gRPC ignores these fields).
+	normalizePaths bool
 }
 
 func httpConnectionManager(o hcmOptions) *hcmv3.HttpConnectionManager {
@@ -52,6 +55,16 @@ func httpConnectionManager(o hcmOptions) *hcmv3.HttpConnectionManager {
 	}
 	if o.accessLog {
 		h.AccessLog = accessLogs()
+	}
+	if o.normalizePaths {
+		// Envoy matches RBAC permissions and routes on the raw path by
+		// default (normalize_path and merge_slashes default to false), so
+		// "/a/../b" or "//b" would be authorized as one path and served
+		// by the application as another. Envoy's own advice for RBAC on
+		// paths is to normalize; escaped slashes (%2F) stay as they are:
+		// clinical APIs (FHIR, DICOMweb) never need them decoded.
+		h.NormalizePath = wrapBool(true)
+		h.MergeSlashes = true
 	}
 	if o.stripPort {
 		h.StripPortMode = &hcmv3.HttpConnectionManager_StripAnyHostPort{StripAnyHostPort: true}

@@ -44,7 +44,8 @@ func inboundListener(m *ir.Mesh, s *ir.Service, in *ir.Instance) *listenerv3.Lis
 // authorization when the caller's identity is known (authz).
 func inboundFilters(m *ir.Mesh, s *ir.Service, authz bool) []*listenerv3.Filter {
 	if s.Protocol.IsHTTP() {
-		o := hcmOptions{statPrefix: wire.InboundListener, rdsName: InboundRoute, extProc: extProcHTTPFilter(s), accessLog: true}
+		o := hcmOptions{statPrefix: wire.InboundListener, rdsName: InboundRoute, extProc: extProcHTTPFilter(s), accessLog: true,
+			normalizePaths: true}
 		if authz {
 			o.rbac = rbacHTTPFilter(m, s)
 		}

@@ -17,7 +17,7 @@ import (
 // outboundHTTPListener is where applications beside an Envoy sidecar send
 // HTTP and gRPC calls for mesh services, on loopback only.
 func outboundHTTPListener(m *ir.Mesh) *listenerv3.Listener {
-	hcm := httpConnectionManager(hcmOptions{statPrefix: wire.OutboundHTTPListener, rdsName: wire.OutboundHTTPRoute, stripPort: true, accessLog: true})
+	hcm := httpConnectionManager(hcmOptions{statPrefix: wire.OutboundHTTPListener, rdsName: wire.OutboundHTTPRoute, stripPort: true, accessLog: true, normalizePaths: true})
 	if anyFault(m) {
 		hcm = withFaultFilter(hcm)
 	}

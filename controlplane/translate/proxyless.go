@@ -38,9 +38,31 @@ func proxylessRouteConfig(s *ir.Service) *routev3.RouteConfiguration {
 	}
 }
 
-// proxylessServerListener lets an xds.NewGRPCServer serve: grpc-go only
-// accepts calls whose route has a non-forwarding action.
-func proxylessServerListener(m *ir.Mesh, s *ir.Service, in *ir.Instance) *listenerv3.Listener {
+// WildcardAddresses are the addresses a server listening on every
+// interface binds and asks its listener for (0.0.0.0:port, [::]:port):
+// the default of most servers and of grpc-go's own xDS examples.
+var WildcardAddresses = []string{"0.0.0.0", "::"}
+
+// proxylessServerListeners are an instance's inbound listeners, one per
+// address its server may listen on: the registered address and the two
+// wildcards. A gRPC server asks for the listener named after the address
+// it listens on and accepts it only if the listener's address is that
+// same address (gRFC A36), so each name gets its own address; all of
+// them carry the same filter chain (RBAC, mTLS). The data plane asks for
+// one, and only the one it asks for is sent.
+func proxylessServerListeners(m *ir.Mesh, s *ir.Service, in *ir.Instance) []*listenerv3.Listener {
+	out := []*listenerv3.Listener{proxylessServerListener(m, s, in.Address, in.Port)}
+	for _, addr := range WildcardAddresses {
+		if addr != in.Address {
+			out = append(out, proxylessServerListener(m, s, addr, in.Port))
+		}
+	}
+	return out
+}
+
+// proxylessServerListener lets an xds.NewGRPCServer serve on address:port:
+// grpc-go only accepts calls whose route has a non-forwarding action.
+func proxylessServerListener(m *ir.Mesh, s *ir.Service, address string, port int) *listenerv3.Listener {
 	inline := &routev3.RouteConfiguration{
 		Name: "inbound|" + s.Name,
 		VirtualHosts: []*routev3.VirtualHost{{
@@ -54,8 +76,8 @@ func proxylessServerListener(m *ir.Mesh, s *ir.Service, in *ir.Instance) *listen
 		}},
 	}
 	return &listenerv3.Listener{
-		Name:    wire.ProxylessServerListenerName(in.Address, in.Port),
-		Address: socketAddress(in.Address, in.Port),
+		Name:    wire.ProxylessServerListenerName(address, port),
+		Address: socketAddress(address, port),
 		FilterChains: []*listenerv3.FilterChain{{
 			Name:            "inbound|" + s.Name,
 			Filters:         []*listenerv3.Filter{hcmFilter(httpConnectionManager(hcmOptions{statPrefix: "inbound", inline: inline, rbac: rbacHTTPFilter(m, s)}))},

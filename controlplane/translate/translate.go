@@ -224,7 +224,9 @@ func ForProxy(m *ir.Mesh, p *ir.Proxy, svid *ir.Identity) *Resources {
 	switch p.Kind {
 	case wire.ProxyProxyless:
 		if svc.Protocol.IsHTTP() {
-			r.Listeners = append(r.Listeners, proxylessServerListener(m, svc, p.Instance))
+			for _, l := range proxylessServerListeners(m, svc, p.Instance) {
+				r.Listeners = append(r.Listeners, l)
+			}
 		}
 	default:
 		r.Listeners = append(r.Listeners, inboundListener(m, svc, p.Instance))

@@ -171,9 +171,18 @@ func (s *Server) publishProxy(ctx context.Context, rp *RoundProxy) error {
 	if _, err := s.publishSnapshot(ctx, p.ID, p.Kind, base, ownHashed); err != nil {
 		return err
 	}
+	as := publishedAs{service: p.Service}
+	if svc, ok := pub.mesh.Service(p.Service); ok {
+		as.http = svc.Protocol.IsHTTP()
+	}
+	if p.Instance != nil {
+		in := *p.Instance
+		in.Meta = nil
+		as.instance = &in
+	}
 	s.mu.Lock()
 	if pb, ok := s.published[p.ID]; ok {
-		pb.inputs = inputs
+		pb.inputs, pb.as = inputs, as
 	}
 	s.mu.Unlock()
 	return nil

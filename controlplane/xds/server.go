@@ -35,6 +35,7 @@ import (
 	"google.golang.org/grpc"
 
 	"medmesh/api/wire"
+	"medmesh/controlplane/ir"
 )
 
 // ErrInconsistent means a snapshot referenced resources it does not hold.
@@ -66,6 +67,16 @@ type Published struct {
 	// inputs fingerprint what the proxy's own resources were translated
 	// from (publish.go); equal inputs mean equal output, so it is skipped.
 	inputs string
+	// as is who the proxy was resolved to be when it was published.
+	as publishedAs
+}
+
+// publishedAs is who a proxy was resolved to be, copied out of the mesh
+// so that a quiet proxy does not keep an old mesh alive.
+type publishedAs struct {
+	service  string
+	instance *ir.Instance // nil: not a registered instance
+	http     bool         // the service's instances get inbound listeners
 }
 
 // New creates the caches and the go-control-plane server.

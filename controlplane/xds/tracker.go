@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -9,6 +10,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
@@ -44,6 +46,9 @@ type ProxyStatus struct {
 	// TraceID is the trace of the last configuration change the proxy
 	// ACKed in full (pushtrace.go); empty when tracing is off.
 	TraceID string `json:"traceId,omitempty"`
+	// ServerListeners are the inbound listeners a proxyless server asked
+	// for (named after the addresses it listens on), sorted.
+	ServerListeners []string `json:"serverListeners,omitempty"`
 }
 
 // streamKey identifies a stream: go-control-plane numbers SotW and delta
@@ -68,6 +73,8 @@ type proxyInfo struct {
 	// subscribed are the type URLs the proxy has asked for: a push waits
 	// only for answers to those.
 	subscribed map[string]bool
+	// serverListeners are the server listener names asked for, by stream.
+	serverListeners map[streamKey]map[string]bool
 }
 
 // Tracker implements go-control-plane's server callbacks: it learns which
@@ -146,6 +153,15 @@ func (t *Tracker) Statuses() []ProxyStatus {
 			n := *p.status.LastNACK
 			s.LastNACK = &n
 		}
+		s.ServerListeners = nil
+		for _, names := range p.serverListeners {
+			for n := range names {
+				if !slices.Contains(s.ServerListeners, n) {
+					s.ServerListeners = append(s.ServerListeners, n)
+				}
+			}
+		}
+		sort.Strings(s.ServerListeners)
 		out = append(out, s)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -197,6 +213,7 @@ func (t *Tracker) closed(id streamKey) {
 	delete(t.streams, id)
 	if p, ok := t.proxies[s.node]; ok {
 		delete(p.streams, id)
+		delete(p.serverListeners, id)
 		if len(p.streams) == 0 {
 			if a := t.awaits[s.node]; a != nil {
 				t.finishLocked(a, "disconnected", "")
@@ -279,6 +296,43 @@ func (t *Tracker) request(id streamKey, node *corev3.Node, typeURL, nonce, versi
 	return ""
 }
 
+// listenersAsked records which server listeners (names with medmesh's
+// server prefix) a stream asks for, so that a server asking for one it
+// cannot have (a port nothing is registered on) is reported by name. A
+// state-of-the-world request names the whole set (replace); a delta
+// request names what it adds and drops.
+func (t *Tracker) listenersAsked(id streamKey, typeURL string, add, drop []string, replace bool) {
+	if typeURL != resource.ListenerType {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s, ok := t.streams[id]
+	if !ok {
+		return
+	}
+	p, ok := t.proxies[s.node]
+	if !ok {
+		return
+	}
+	if p.serverListeners == nil {
+		p.serverListeners = map[streamKey]map[string]bool{}
+	}
+	names := p.serverListeners[id]
+	if names == nil || replace {
+		names = map[string]bool{}
+		p.serverListeners[id] = names
+	}
+	for _, n := range add {
+		if strings.HasPrefix(n, wire.ProxylessServerListenerPrefix) {
+			names[n] = true
+		}
+	}
+	for _, n := range drop {
+		delete(names, n)
+	}
+}
+
 func (t *Tracker) response(id streamKey, typeURL, nonce, version string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -358,6 +412,7 @@ func (t *Tracker) OnDeltaStreamClosed(id int64, _ *corev3.Node) { t.closed(strea
 func (t *Tracker) OnStreamRequest(id int64, r *discoveryv3.DiscoveryRequest) error {
 	rejected := t.request(streamKey{id, false}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), r.GetVersionInfo(),
 		r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+	t.listenersAsked(streamKey{id, false}, r.GetTypeUrl(), r.GetResourceNames(), nil, true)
 	if rejected != "" {
 		// A SotW NACK carries the last version the proxy accepted. The
 		// snapshot cache would see it differ from the current snapshot and
@@ -378,6 +433,7 @@ func (t *Tracker) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.D
 func (t *Tracker) OnStreamDeltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
 	t.request(streamKey{id, true}, r.GetNode(), r.GetTypeUrl(), r.GetResponseNonce(), "",
 		r.GetErrorDetail().GetMessage(), r.GetErrorDetail() != nil)
+	t.listenersAsked(streamKey{id, true}, r.GetTypeUrl(), r.GetResourceNamesSubscribe(), r.GetResourceNamesUnsubscribe(), false)
 	return nil
 }
 

@@ -86,3 +86,33 @@ func TestProxyKindOf(t *testing.T) {
 		}
 	}
 }
+
+// A proxyless server's listener requests are kept per stream: state of
+// the world replaces the set, delta adds and drops; names that are not
+// server listeners (a client's API listeners) are not kept.
+func TestTrackerServerListeners(t *testing.T) {
+	tr := NewTracker(NewMetrics(nil))
+	ctx := context.Background()
+	tr.OnStreamOpen(ctx, 1, "")
+	a, b := wire.ProxylessServerListenerName("0.0.0.0", 18551), wire.ProxylessServerListenerName("::", 18551)
+	tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "emr-1"}, TypeUrl: resource.ListenerType,
+		ResourceNames: []string{"emr", a}})
+	if got := tr.Statuses()[0].ServerListeners; len(got) != 1 || got[0] != a {
+		t.Fatalf("SotW: server listeners %v, want [%s]", got, a)
+	}
+	tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{TypeUrl: resource.ListenerType, ResourceNames: []string{b}})
+	if got := tr.Statuses()[0].ServerListeners; len(got) != 1 || got[0] != b {
+		t.Fatalf("SotW replaces: server listeners %v, want [%s]", got, b)
+	}
+	tr.OnDeltaStreamOpen(ctx, 1, "")
+	tr.OnStreamDeltaRequest(1, &discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: "emr-1"}, TypeUrl: resource.ListenerType,
+		ResourceNamesSubscribe: []string{a}})
+	if got := tr.Statuses()[0].ServerListeners; len(got) != 2 {
+		t.Fatalf("delta adds: server listeners %v, want both", got)
+	}
+	tr.OnStreamDeltaRequest(1, &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.ListenerType, ResourceNamesUnsubscribe: []string{a}})
+	tr.OnStreamClosed(1, nil)
+	if got := tr.Statuses()[0].ServerListeners; len(got) != 0 {
+		t.Fatalf("after unsubscribing and closing the SotW stream: %v", got)
+	}
+}
