@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -18,18 +22,81 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	adminAddr := fs.String("admin", wire.DefaultAdminAddress, "control plane admin address")
-	asJSON := fs.Bool("json", false, "print the raw JSON")
+	asJSON := fs.Bool("json", false, "print the raw JSON (the same as -o json)")
+	output := fs.String("o", "table", "output: table, or json (the raw /debug/proxies JSON)")
+	watch := fs.Bool("watch", false, "print again every --interval until interrupted (Ctrl-C)")
+	interval := fs.Duration("interval", 2*time.Second, "with --watch: time between two prints")
+	count := fs.Int("count", 0, "with --watch: stop after this many prints (0: until interrupted)")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	switch {
+	case *output != "table" && *output != "json":
+		fmt.Fprintf(stderr, "medmesh status: -o %q: want table or json\n", *output)
+		return 2
+	case *watch && *interval <= 0:
+		fmt.Fprintln(stderr, "medmesh status: --interval must be positive")
 		return 2
 	}
 	url := *adminAddr
 	if !strings.Contains(url, "://") {
 		url = "http://" + url
 	}
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(url + "/debug/proxies")
+	s := statusCall{c: &http.Client{Timeout: 5 * time.Second}, url: url, addr: *adminAddr, json: *asJSON || *output == "json"}
+	if !*watch {
+		return s.print(stdout, stderr)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return s.watch(ctx, stdout, stderr, *interval, *count)
+}
+
+// statusCall is one control plane's status, as `medmesh status` prints it.
+type statusCall struct {
+	c         *http.Client
+	url, addr string
+	json      bool
+}
+
+// watch prints the status every interval until ctx ends (or count prints
+// are done), clearing a terminal first. A failed print does not stop it:
+// a watch is for seeing a control plane come back, too.
+func (s statusCall) watch(ctx context.Context, stdout, stderr io.Writer, interval time.Duration, count int) int {
+	clear := isTerminal(stdout)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for n := 1; ; n++ {
+		if clear {
+			io.WriteString(stdout, "\033[H\033[2J")
+		}
+		fmt.Fprintf(stdout, "Every %s: medmesh status --admin %s    %s\n\n", interval, s.addr, time.Now().Format(time.RFC3339))
+		s.print(stdout, stderr)
+		if count > 0 && n >= count {
+			return 0
+		}
+		select {
+		case <-ctx.Done():
+			return 0
+		case <-t.C:
+		}
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// print prints the status once; 0 on success, 1 if the control plane
+// could not be read.
+func (s statusCall) print(stdout, stderr io.Writer) int {
+	resp, err := s.c.Get(s.url + "/debug/proxies")
 	if err != nil {
-		fmt.Fprintf(stderr, "medmesh status: cannot reach the control plane at %s: %v\n", *adminAddr, err)
+		fmt.Fprintf(stderr, "medmesh status: cannot reach the control plane at %s: %v\n", s.addr, err)
 		return 1
 	}
 	defer resp.Body.Close()
@@ -38,7 +105,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "medmesh status: %s: %s\n", resp.Status, body)
 		return 1
 	}
-	if *asJSON {
+	if s.json {
 		stdout.Write(body)
 		return 0
 	}
@@ -49,13 +116,13 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	PrintStatus(stdout, &pr)
 	if pr.Site != "" {
-		if rr, err := fetchResidency(c, url); err != nil {
+		if rr, err := fetchResidency(s.c, s.url); err != nil {
 			fmt.Fprintf(stderr, "medmesh status: residency: %v\n", err)
 		} else {
 			PrintResidency(stdout, rr)
 		}
 	}
-	if pol, err := fetchPolicies(c, url); err != nil {
+	if pol, err := fetchPolicies(s.c, s.url); err != nil {
 		fmt.Fprintf(stderr, "medmesh status: policies: %v\n", err)
 	} else {
 		PrintPolicies(stdout, pol)
