@@ -32,7 +32,7 @@ func TestDemoRunsAndStopsCleanly(t *testing.T) {
 	}
 	consul, err := consulagent.FindBinary()
 	if err != nil {
-		t.Skipf("%v: the demo needs a real Consul agent", err)
+		t.Fatalf("%v: the demo needs a real Consul agent", err)
 	}
 	jaeger, err := jaegertest.FindBinary()
 	if err != nil {

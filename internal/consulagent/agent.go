@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"medmesh/internal/toolbin"
+
 	"github.com/hashicorp/consul/api"
 )
 
@@ -50,21 +52,7 @@ type Agent struct {
 
 // FindBinary locates the Consul binary.
 func FindBinary() (string, error) {
-	if b := os.Getenv("CONSUL_BIN"); b != "" {
-		if _, err := os.Stat(b); err == nil {
-			return b, nil
-		}
-	}
-	// Walk up from the working directory to the module root's bin/.
-	dir, _ := os.Getwd()
-	for i := 0; i < 6 && dir != "/"; i++ {
-		p := filepath.Join(dir, "bin", "consul")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		dir = filepath.Dir(dir)
-	}
-	if p, err := exec.LookPath("consul"); err == nil {
+	if p, ok := toolbin.Find("CONSUL_BIN", "consul"); ok {
 		return p, nil
 	}
 	return "", ErrNoBinary

@@ -23,6 +23,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"medmesh/internal/toolbin"
 )
 
 // ErrNoBinary means no Jaeger binary was found.
@@ -43,20 +45,7 @@ type Jaeger struct {
 // the working directory or one of its parents (the module root), else
 // PATH.
 func FindBinary() (string, error) {
-	if b := os.Getenv("JAEGER_BIN"); b != "" {
-		if _, err := os.Stat(b); err == nil {
-			return b, nil
-		}
-	}
-	dir, _ := os.Getwd()
-	for i := 0; i < 6 && dir != "/"; i++ {
-		p := filepath.Join(dir, "bin", "jaeger")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		dir = filepath.Dir(dir)
-	}
-	if p, err := exec.LookPath("jaeger"); err == nil {
+	if p, ok := toolbin.Find("JAEGER_BIN", "jaeger"); ok {
 		return p, nil
 	}
 	return "", ErrNoBinary

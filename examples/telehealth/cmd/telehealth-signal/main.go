@@ -16,7 +16,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -134,23 +133,6 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	}
 	srv := tsignal.NewServer(so)
 
-	lis, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(o.port)))
-	if err != nil {
-		return err
-	}
-	gs, serving, err := meshapp.NewServer(o.port, log)
-	if err != nil {
-		lis.Close()
-		return err
-	}
-	srv.RegisterGRPC(gs)
-	go func() {
-		if err := gs.Serve(lis); err != nil {
-			log.Error("gRPC server stopped", "err", err)
-		}
-	}()
-	defer meshapp.StopServer(gs, log)
-
 	if o.httpListen != "" {
 		hs := &http.Server{Addr: o.httpListen, Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
@@ -161,28 +143,8 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		log.Info("browser door", "addr", "http://"+o.httpListen+"/")
 		defer hs.Close()
 	}
-
-	reg, err := meshapp.NewRegistration(meshapp.Instance{Consul: o.consul, ID: o.id, Service: tsignal.Service, Port: o.port, TTL: o.ttl,
-		Meta: tsignal.Meta(o.site)}, log)
-	if err != nil {
-		return err
-	}
-	if err := reg.Register(ctx); err != nil {
-		return err
-	}
-	defer reg.Deregister()
-	select {
-	case <-serving:
-	case <-ctx.Done():
-		return nil
-	case <-time.After(60 * time.Second):
-		return fmt.Errorf("no inbound listener from the control plane at %s after 60s (is it running, and does it see this instance in Consul?)", o.xdsAddress)
-	}
-	hb := reg.StartHeartbeat(ctx)
-	<-ctx.Done()
-	hb.Stop()
-	reg.Deregister()
-	return nil
+	in := meshapp.Instance{Consul: o.consul, ID: o.id, Service: tsignal.Service, Port: o.port, TTL: o.ttl, Meta: tsignal.Meta(o.site)}
+	return meshapp.Serve(ctx, in, o.xdsAddress, 0, log, srv.RegisterGRPC)
 }
 
 // readSecret reads a secret file, refusing one others may read.

@@ -171,47 +171,10 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// serve runs a registered gRPC server until ctx ends: register critical,
-// serve, turn passing once the control plane's inbound listener arrives;
-// on stop, leave Consul first, drain, stop.
+// serve runs the role's gRPC services in the mesh until ctx ends.
 func serve(ctx context.Context, o *options, log *slog.Logger, service string, meta map[string]string, register func(vitalsrpc.Registrar)) error {
-	lis, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(o.port)))
-	if err != nil {
-		return err
-	}
-	srv, serving, err := meshapp.NewServer(o.port, log)
-	if err != nil {
-		lis.Close()
-		return err
-	}
-	register(srv)
-	go func() {
-		if err := srv.Serve(lis); err != nil {
-			log.Error("server stopped", "err", err)
-		}
-	}()
-	defer meshapp.StopServer(srv, log)
-	reg, err := meshapp.NewRegistration(meshapp.Instance{Consul: o.consul, ID: o.id, Service: service, Port: o.port, TTL: o.ttl, Meta: meta}, log)
-	if err != nil {
-		return err
-	}
-	if err := reg.Register(ctx); err != nil {
-		return err
-	}
-	defer reg.Deregister()
-	select {
-	case <-serving:
-	case <-ctx.Done():
-		return nil
-	case <-time.After(60 * time.Second):
-		return fmt.Errorf("no inbound listener from the control plane at %s after 60s", o.xdsAddr)
-	}
-	hb := reg.StartHeartbeat(ctx)
-	<-ctx.Done()
-	hb.Stop()
-	reg.Deregister()
-	time.Sleep(time.Second) // keep serving while callers move away
-	return nil
+	in := meshapp.Instance{Consul: o.consul, ID: o.id, Service: service, Port: o.port, TTL: o.ttl, Meta: meta}
+	return meshapp.Serve(ctx, in, o.xdsAddr, time.Second, log, register)
 }
 
 func runService(ctx context.Context, o *options, log *slog.Logger) error {
