@@ -41,10 +41,17 @@ type loopState struct {
 	// triggers say why the next round runs (its trace's root span); a
 	// round clears them.
 	triggers []string
+	// since is when the first change the next round serves arrived:
+	// proxies' convergence is measured from it. A round that publishes
+	// clears it; one that fails keeps it, so the retry counts the wait.
+	since time.Time
 }
 
 // trigger notes why the next round runs.
 func (st *loopState) trigger(why string) {
+	if st.since.IsZero() {
+		st.since = time.Now()
+	}
 	if !slices.Contains(st.triggers, why) {
 		st.triggers = append(st.triggers, why)
 	}

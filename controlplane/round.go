@@ -70,7 +70,7 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) (err error
 	ispan.SetAttributes(attribute.Int("medmesh.xds.proxies", len(proxies)))
 	ispan.End()
 	pctx, pspan := cp.tracer.Start(ctx, "xds.publish")
-	report, err := cp.xds.Publish(pctx, xds.Round{Mesh: st.mesh, Proxies: proxies})
+	report, err := cp.xds.Publish(pctx, xds.Round{Mesh: st.mesh, Proxies: proxies, Start: st.since})
 	if err != nil {
 		pspan.SetStatus(codes.Error, err.Error())
 	}
@@ -79,6 +79,7 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) (err error
 		st.mesh = nil // translate it afresh on the retry
 		return err
 	}
+	st.since = time.Time{}
 	cp.mu.Lock()
 	if built {
 		cp.state.Catalog = st.catalog

@@ -24,6 +24,10 @@ import (
 type Round struct {
 	Mesh    *ir.Mesh
 	Proxies []RoundProxy
+	// Start is when the change this round serves reached the control
+	// loop (its first trigger): convergence is measured from it. Zero:
+	// when Publish is called.
+	Start time.Time
 }
 
 // RoundProxy is one proxy of a round.
@@ -64,7 +68,8 @@ type publisher struct {
 	services map[string]*serviceMemo
 	// pushes traces the round being published (pushtrace.go); nil
 	// between rounds and when the round is not traced.
-	pushes *pushes
+	pushes *pushes // start is the round's Round.Start (convergence.go).
+	start  time.Time
 }
 
 type hashedShared struct {
@@ -115,6 +120,10 @@ func (s *Server) Publish(ctx context.Context, r Round) (*Report, error) {
 	}
 	trace.SpanFromContext(ctx).SetAttributes(attribute.Int("medmesh.xds.endpoint_sets_updated", updated),
 		attribute.Int(AttrProxies, len(r.Proxies)))
+	pub.start = r.Start
+	if pub.start.IsZero() {
+		pub.start = time.Now()
+	}
 	pub.pushes = newPushes(ctx, len(r.Proxies))
 	defer func() { pub.pushes.done(); pub.pushes = nil }()
 	report := &Report{Warnings: pub.shared.warnings}

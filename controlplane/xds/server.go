@@ -105,6 +105,9 @@ func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) *Serv
 		Caches: map[string]cache.Cache{"eds": s.endpoints, "envoy": s.envoy, "proxyless": s.proxyless},
 	}
 	s.xds = server.NewServer(ctx, mux, s.tracker)
+	if reg != nil {
+		reg.MustRegister(standingNACKs{s.tracker})
+	}
 	return s
 }
 
@@ -251,14 +254,15 @@ func (s *Server) publishSnapshot(ctx context.Context, id string, kind wire.Proxy
 	if kind == wire.ProxyProxyless {
 		c = s.proxyless
 	}
-	if p := s.pub.pushes; p != nil {
-		changed := make(map[string]string, len(versions))
-		for typ, v := range versions {
-			if prev == nil || prev.Versions[typ] != v {
-				changed[typ] = v
-			}
+	touched := make(map[string]string, len(versions))
+	for typ, v := range versions {
+		if prev == nil || prev.Versions[typ] != v {
+			touched[typ] = v
 		}
-		s.tracker.startPush(p, id, changed)
+	}
+	s.tracker.expectConvergence(id, s.pub.start, touched)
+	if p := s.pub.pushes; p != nil {
+		s.tracker.startPush(p, id, touched)
 	}
 	if err := c.SetSnapshot(ctx, id, snap); err != nil {
 		if s.pub.pushes != nil {

@@ -63,7 +63,14 @@ type streamInfo struct {
 	peer   string
 	proof  wire.Proof // never shown: it proves identity
 	node   string
-	nonces map[string]string // response nonce -> version sent with it
+	nonces map[string]sentResponse // by response nonce
+}
+
+// sentResponse is what a stream was sent with one nonce, and when: the
+// answer to it is an ACK or NACK of that version, after that long.
+type sentResponse struct {
+	version string
+	at      time.Time
 }
 
 type proxyInfo struct {
@@ -75,6 +82,13 @@ type proxyInfo struct {
 	subscribed map[string]bool
 	// serverListeners are the server listener names asked for, by stream.
 	serverListeners map[streamKey]map[string]bool
+	// nackedSince holds, by short type name, when the proxy began
+	// rejecting the type: its first NACK since it last ACKed the type.
+	// What /metrics reports as standing NACKs (nackmetrics.go).
+	nackedSince map[string]time.Time
+	// converge is the latest push still waiting to be held in full
+	// (convergence.go); nil when none is.
+	converge *convergeWait
 }
 
 // Tracker implements go-control-plane's server callbacks: it learns which
@@ -198,7 +212,7 @@ func (t *Tracker) open(ctx context.Context, id streamKey) error {
 		}
 	}
 	t.mu.Lock()
-	t.streams[id] = &streamInfo{delta: id.delta, peer: addr, proof: proof, nonces: map[string]string{}}
+	t.streams[id] = &streamInfo{delta: id.delta, peer: addr, proof: proof, nonces: map[string]sentResponse{}}
 	t.mu.Unlock()
 	return nil
 }
@@ -268,16 +282,26 @@ func (t *Tracker) request(id streamKey, node *corev3.Node, typeURL, nonce, versi
 	if nonce == "" {
 		return ""
 	}
-	sent, known := s.nonces[nonce]
+	resp, known := s.nonces[nonce]
 	if !known {
 		return ""
 	}
 	delete(s.nonces, nonce)
+	sent := resp.version
 	if version == "" {
 		version = sent
 	}
 	short := shortTypeName(typeURL)
+	now := t.now()
+	t.metrics.pushLatency.WithLabelValues(short).Observe(now.Sub(resp.at).Seconds())
 	if hasErr {
+		if p.nackedSince == nil {
+			p.nackedSince = map[string]time.Time{}
+		}
+		if _, standing := p.nackedSince[short]; !standing {
+			p.nackedSince[short] = now
+		}
+		t.convergedLocked(p, typeURL, sent, true, now)
 		p.status.NACKs++
 		p.status.LastNACK = &NACK{TypeURL: typeURL, Version: sent, Message: errDetail, At: t.now()}
 		t.metrics.nacks.WithLabelValues(short).Inc()
@@ -286,6 +310,8 @@ func (t *Tracker) request(id streamKey, node *corev3.Node, typeURL, nonce, versi
 		}
 		return sent
 	}
+	delete(p.nackedSince, short)
+	t.convergedLocked(p, typeURL, version, false, now)
 	ts := p.status.Types[short]
 	ts.Acked = version
 	p.status.Types[short] = ts
@@ -345,7 +371,7 @@ func (t *Tracker) response(id streamKey, typeURL, nonce, version string) {
 		// to responses it superseded, so forgetting them loses nothing.
 		clear(s.nonces)
 	}
-	s.nonces[nonce] = version
+	s.nonces[nonce] = sentResponse{version: version, at: t.now()}
 	if p, ok := t.proxies[s.node]; ok {
 		short := shortTypeName(typeURL)
 		ts := p.status.Types[short]
