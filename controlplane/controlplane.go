@@ -156,6 +156,7 @@ func New(opts Options) (*ControlPlane, error) {
 	}
 	cp.ids = identity.New(identity.Options{CA: opts.Identities, Attestors: opts.Attestors, Dev: opts.Dev,
 		Logger: opts.Logger, Wake: cp.nudge})
+	reg.MustRegister(cp.ids.Collector(), peerCollector{opts.Source})
 	return cp, nil
 }
 

@@ -72,6 +72,8 @@ type Manager struct {
 	proofs *proofChecks
 	// renewGen counts operator requests to renew every SVID now.
 	renewGen atomic.Int64
+	// issuedTotal counts SVIDs issued (metrics.go).
+	issuedTotal atomic.Int64
 
 	// proxies is owned by the control loop (Identify, Forget,
 	// RenewalsDue); statuses is its copy for readers.
@@ -79,6 +81,9 @@ type Manager struct {
 
 	mu       sync.RWMutex
 	statuses map[string]string
+	// held is, per proxy, the SVID it was last issued: the copy of
+	// proxies' SVIDs that /metrics reads (metrics.go).
+	held map[string]svidLife
 }
 
 // proxyState is everything known about one proxy's identity, so that a
@@ -118,7 +123,8 @@ func New(o Options) *Manager {
 		o.Wake = func() {}
 	}
 	return &Manager{opts: o, log: o.Logger, tokens: newJoinTokens(), proofs: newProofChecks(o.Attestors, o.Logger, o.Wake),
-		proxies: map[string]*proxyState{}, statuses: map[string]string{}}
+		proxies: map[string]*proxyState{}, statuses: map[string]string{},
+		held: map[string]svidLife{}}
 }
 
 // Identify returns the SVID a proxy holds, issuing or renewing it when
@@ -188,6 +194,7 @@ func (m *Manager) Forget(live map[string]bool) {
 		if !live[id] {
 			delete(m.proxies, id)
 			delete(m.statuses, id)
+			delete(m.held, id)
 		}
 	}
 	m.mu.Unlock()
@@ -325,6 +332,10 @@ func (m *Manager) svidFor(ps *proxyState, c *Claim) (*ir.Identity, error) {
 	ident := &ir.Identity{CertChain: certPEM, PrivateKey: keyPEM, Fingerprint: hex.EncodeToString(sum[:8]),
 		SPIFFEID: id.String()}
 	ps.svid = &issued{identity: ident, issuedAt: now, notAfter: leaf.NotAfter, gen: gen}
+	m.mu.Lock()
+	m.held[c.ID] = svidLife{issuedAt: now, notAfter: leaf.NotAfter}
+	m.mu.Unlock()
+	m.issuedTotal.Add(1)
 	m.log.Info("issued SVID", "proxy", c.ID, "spiffeID", id.String(), "notAfter", leaf.NotAfter.UTC().Format(time.RFC3339))
 	return ident, nil
 }

@@ -2,7 +2,6 @@ package xds
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -10,9 +9,9 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
-	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/genproto/googleapis/rpc/status"
+
+	"medmesh/internal/metricstest"
 )
 
 // A NACK stands until the proxy next ACKs the type; the gauges say how
@@ -36,22 +35,22 @@ func TestMetricsStandingNACKLatencyAndConvergence(t *testing.T) {
 	tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: "1",
 		ErrorDetail: &status.Status{Code: 3, Message: "bad cluster"}})
 
-	if got := value(t, reg, "medmesh_xds_proxies_nacking", "CDS"); got != 1 {
+	if got := metricstest.Value(t, reg, "medmesh_xds_proxies_nacking", "CDS"); got != 1 {
 		t.Errorf("proxies nacking CDS = %v, want 1", got)
 	}
-	if got := value(t, reg, "medmesh_xds_proxies_nacking", "LDS"); got != 0 {
+	if got := metricstest.Value(t, reg, "medmesh_xds_proxies_nacking", "LDS"); got != 0 {
 		t.Errorf("proxies nacking LDS = %v, want 0 (present from the start)", got)
 	}
-	if got := value(t, reg, "medmesh_xds_standing_nack_oldest_timestamp_seconds", "CDS"); got != float64(nackAt.UnixNano())/1e9 {
+	if got := metricstest.Value(t, reg, "medmesh_xds_standing_nack_oldest_timestamp_seconds", "CDS"); got != float64(nackAt.UnixNano())/1e9 {
 		t.Errorf("oldest standing NACK = %v, want %v", got, nackAt)
 	}
-	if got := value(t, reg, "medmesh_xds_nacks_total", "CDS"); got != 1 {
+	if got := metricstest.Value(t, reg, "medmesh_xds_nacks_total", "CDS"); got != 1 {
 		t.Errorf("nacks_total{CDS} = %v, want 1", got)
 	}
-	if n, sum := histogram(t, reg, "medmesh_xds_push_latency_seconds", "CDS"); n != 1 || sum != 0.25 {
+	if n, sum := metricstest.Histogram(t, reg, "medmesh_xds_push_latency_seconds", "CDS"); n != 1 || sum != 0.25 {
 		t.Errorf("push latency CDS: %d samples summing %vs, want 1 of 0.25s", n, sum)
 	}
-	if n, _ := histogram(t, reg, "medmesh_xds_convergence_seconds", ""); n != 0 {
+	if n, _ := metricstest.Histogram(t, reg, "medmesh_xds_convergence_seconds", ""); n != 0 {
 		t.Errorf("a NACKed push counted as converged (%d samples)", n)
 	}
 
@@ -61,7 +60,7 @@ func TestMetricsStandingNACKLatencyAndConvergence(t *testing.T) {
 	tr.OnStreamResponse(ctx, 1, nil, &discoveryv3.DiscoveryResponse{TypeUrl: resource.ClusterType, VersionInfo: "v1", Nonce: "2"})
 	tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: "2",
 		ErrorDetail: &status.Status{Code: 3, Message: "bad cluster"}})
-	if got := value(t, reg, "medmesh_xds_standing_nack_oldest_timestamp_seconds", "CDS"); got != float64(nackAt.UnixNano())/1e9 {
+	if got := metricstest.Value(t, reg, "medmesh_xds_standing_nack_oldest_timestamp_seconds", "CDS"); got != float64(nackAt.UnixNano())/1e9 {
 		t.Errorf("oldest standing NACK after a second NACK = %v, want the first's %v", got, nackAt)
 	}
 	start = clock
@@ -69,14 +68,14 @@ func TestMetricsStandingNACKLatencyAndConvergence(t *testing.T) {
 	tr.OnStreamResponse(ctx, 1, nil, &discoveryv3.DiscoveryResponse{TypeUrl: resource.ClusterType, VersionInfo: "v2", Nonce: "3"})
 	clock = clock.Add(2 * time.Second)
 	tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{TypeUrl: resource.ClusterType, VersionInfo: "v2", ResponseNonce: "3"})
-	if got := value(t, reg, "medmesh_xds_proxies_nacking", "CDS"); got != 0 {
+	if got := metricstest.Value(t, reg, "medmesh_xds_proxies_nacking", "CDS"); got != 0 {
 		t.Errorf("proxies nacking CDS after the ACK = %v, want 0", got)
 	}
-	if has(t, reg, "medmesh_xds_standing_nack_oldest_timestamp_seconds") {
+	if metricstest.Has(t, reg, "medmesh_xds_standing_nack_oldest_timestamp_seconds") {
 		t.Error("an oldest standing NACK is reported after the ACK")
 	}
 	// LDS was not subscribed to: the push converged on the CDS ACK.
-	if n, sum := histogram(t, reg, "medmesh_xds_convergence_seconds", ""); n != 1 || sum != 2 {
+	if n, sum := metricstest.Histogram(t, reg, "medmesh_xds_convergence_seconds", ""); n != 1 || sum != 2 {
 		t.Errorf("convergence: %d samples summing %vs, want 1 of 2s", n, sum)
 	}
 
@@ -84,88 +83,15 @@ func TestMetricsStandingNACKLatencyAndConvergence(t *testing.T) {
 	tr.OnStreamResponse(ctx, 1, nil, &discoveryv3.DiscoveryResponse{TypeUrl: resource.ClusterType, VersionInfo: "v3", Nonce: "4"})
 	tr.OnStreamRequest(1, &discoveryv3.DiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: "4",
 		ErrorDetail: &status.Status{Code: 3, Message: "bad"}})
-	if got := value(t, reg, "medmesh_xds_proxies_nacking", "CDS"); got != 1 {
+	if got := metricstest.Value(t, reg, "medmesh_xds_proxies_nacking", "CDS"); got != 1 {
 		t.Fatalf("proxies nacking CDS = %v, want 1", got)
 	}
 	tr.OnStreamClosed(1, nil)
-	if got := value(t, reg, "medmesh_xds_proxies_nacking", "CDS"); got != 0 {
+	if got := metricstest.Value(t, reg, "medmesh_xds_proxies_nacking", "CDS"); got != 0 {
 		t.Errorf("proxies nacking CDS after it left = %v, want 0", got)
 	}
-	if got := value(t, reg, "medmesh_xds_connected_proxies", ""); got != 0 {
+	if got := metricstest.Value(t, reg, "medmesh_xds_connected_proxies", ""); got != 0 {
 		t.Errorf("connected proxies = %v, want 0", got)
 	}
-	lint(t, reg)
-}
-
-// lint fails on every problem promlint finds in what reg exposes.
-func lint(t *testing.T, reg prometheus.Gatherer) {
-	t.Helper()
-	problems, err := testutil.GatherAndLint(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
-	}
-}
-
-// find returns the metrics of family name whose labels' values, joined
-// with ",", are labels ("" for none).
-func find(t *testing.T, reg prometheus.Gatherer, name, labels string) []*dto.Metric {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*dto.Metric
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			vals := make([]string, 0, len(m.GetLabel()))
-			for _, l := range m.GetLabel() {
-				vals = append(vals, l.GetValue())
-			}
-			if strings.Join(vals, ",") == labels {
-				out = append(out, m)
-			}
-		}
-	}
-	return out
-}
-
-func has(t *testing.T, reg prometheus.Gatherer, name string) bool {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return true
-		}
-	}
-	return false
-}
-
-func value(t *testing.T, reg prometheus.Gatherer, name, labels string) float64 {
-	t.Helper()
-	ms := find(t, reg, name, labels)
-	if len(ms) != 1 {
-		t.Fatalf("%s{%s}: %d series", name, labels, len(ms))
-	}
-	if g := ms[0].GetGauge(); g != nil {
-		return g.GetValue()
-	}
-	return ms[0].GetCounter().GetValue()
-}
-
-func histogram(t *testing.T, reg prometheus.Gatherer, name, labels string) (uint64, float64) {
-	t.Helper()
-	ms := find(t, reg, name, labels)
-	if len(ms) != 1 {
-		t.Fatalf("%s{%s}: %d series", name, labels, len(ms))
-	}
-	return ms[0].GetHistogram().GetSampleCount(), ms[0].GetHistogram().GetSampleSum()
+	metricstest.Lint(t, reg)
 }

@@ -14,6 +14,10 @@ type Metrics struct {
 	requests    *prometheus.CounterVec
 	wait        *prometheus.HistogramVec
 	auditErrors prometheus.Counter
+	// shed has a series per priority from the start, so that an alert on
+	// increase() sees the first critical request shed (a series born at 1
+	// shows no increase).
+	shed *prometheus.CounterVec
 }
 
 // NewMetrics registers the metrics with reg.
@@ -30,16 +34,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"priority"}),
 		auditErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "medmesh_sidecar_audit_errors_total",
-			Help: "Audit records that could not be written.",
+			Help: "Audit records that could not be written, or whose batched fsync failed.",
 		}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "medmesh_sidecar_shed_requests_total",
+			Help: "Requests the priority scheduler refused (shed), by priority.",
+		}, []string{"priority"}),
 	}
-	reg.MustRegister(m.requests, m.wait, m.auditErrors)
+	for p := classify.Priority(0); int(p) < classify.NumPriorities; p++ {
+		m.shed.WithLabelValues(p.String())
+	}
+	reg.MustRegister(m.requests, m.wait, m.auditErrors, m.shed)
 	return m
 }
 
 func (m *Metrics) count(p classify.Priority, class, outcome string) {
 	if m != nil {
 		m.requests.WithLabelValues(p.String(), class, outcome).Inc()
+		if outcome == "shed" {
+			m.shed.WithLabelValues(p.String()).Inc()
+		}
 	}
 }
 
@@ -48,6 +62,10 @@ func (m *Metrics) observeWait(p classify.Priority, d time.Duration) {
 		m.wait.WithLabelValues(p.String()).Observe(d.Seconds())
 	}
 }
+
+// AuditFailed counts an audit failure seen outside a request: the audit
+// log's batched fsync (audit.Options.OnSyncError).
+func (m *Metrics) AuditFailed(error) { m.auditFailed() }
 
 func (m *Metrics) auditFailed() {
 	if m != nil {
