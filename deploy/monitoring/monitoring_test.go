@@ -37,6 +37,7 @@ import (
 
 	"medmesh/certs"
 	"medmesh/controlplane"
+	"medmesh/internal/simproxy"
 	"medmesh/internal/testutil"
 	"medmesh/registry"
 	"medmesh/sidecar/run"
@@ -165,7 +166,7 @@ func TestKustomization(t *testing.T) {
 func controlPlaneMetrics(t *testing.T) ([]byte, []string) {
 	dir := t.TempDir()
 	catalog := filepath.Join(dir, "catalog.yaml")
-	os.WriteFile(catalog, []byte("services:\n- name: emr\n  kind: emr\n  instances:\n  - {id: emr-1, address: 10.0.0.1, port: 9101}\n"), 0o644)
+	os.WriteFile(catalog, []byte("services:\n- name: emr\n  kind: emr\n  instances:\n  - {id: emr-1, address: 10.0.0.1, port: 9101}\n  - {id: emr-2, address: 10.0.0.2, port: 9101}\n"), 0o644)
 	ca, err := certs.New(certs.Options{TrustDomain: "medmesh.local", StateDir: dir})
 	if err != nil {
 		t.Fatal(err)
@@ -196,12 +197,25 @@ func controlPlaneMetrics(t *testing.T) ([]byte, []string) {
 	tr.OnStreamRequest(1<<40, &discoveryv3.DiscoveryRequest{Node: node, TypeUrl: cds, ResponseNonce: "n1",
 		ErrorDetail: &rpcstatus.Status{Message: "bad cluster"}})
 
+	// And a proxy that speaks ADS over gRPC and ACKs: its pushes are
+	// timed and converge.
+	conn, err := grpc.NewClient(cp.XDSAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := simproxy.Start(ctx, conn, simproxy.Options{NodeID: "emr-2", Cluster: "emr"}); err != nil {
+		t.Fatal(err)
+	}
+
 	url := "http://" + cp.AdminAddr().String() + "/metrics"
 	var text []byte
-	testutil.Poll(t, 15*time.Second, "the proxy's SVID and NACK in /metrics", func() bool {
+	testutil.Poll(t, 15*time.Second, "SVIDs, the NACK and a converged push in /metrics", func() bool {
 		text = get(t, url)
 		return bytes.Contains(text, []byte("medmesh_svid_earliest_expiry_timestamp_seconds ")) &&
-			bytes.Contains(text, []byte(`medmesh_xds_proxies_nacking{type="CDS"} 1`))
+			bytes.Contains(text, []byte(`medmesh_xds_proxies_nacking{type="CDS"} 1`)) &&
+			!bytes.Contains(text, []byte("medmesh_xds_convergence_seconds_count 0")) &&
+			bytes.Contains(text, []byte(`medmesh_xds_push_latency_seconds_count{type="LDS"}`))
 	})
 	descs := make(chan *prometheus.Desc)
 	go func() { reg.Describe(descs); close(descs) }()
