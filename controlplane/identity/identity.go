@@ -141,6 +141,10 @@ func (m *Manager) Identify(ctx context.Context, c Claim) (*ir.Identity, error) {
 	if !ok && !pending && refusal == nil {
 		ok = m.coLocated(&c)
 	}
+	if pending || !ok {
+		// It is handed no SVID this round, whatever it was issued before.
+		m.unheld(c.ID, ps)
+	}
 	switch {
 	case pending:
 		m.setStatus(c.ID, ps, "checking "+string(c.Proof.Kind)+" proof")
@@ -169,11 +173,24 @@ func (m *Manager) Identify(ctx context.Context, c Claim) (*ir.Identity, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.mu.Lock()
+	m.held[c.ID] = svidLife{issuedAt: ps.svid.issuedAt, notAfter: ps.svid.notAfter}
+	m.mu.Unlock()
 	m.setStatus(c.ID, ps, ident.SPIFFEID)
 	if c.Kind == wire.ProxySVIDAgent && c.Proof.Kind == wire.ProofKubernetes {
 		ps.podAgent = &podAgent{service: c.Service, peer: c.Peer}
 	}
 	return ident, nil
+}
+
+// unheld drops a proxy's SVID from what /metrics counts as held.
+func (m *Manager) unheld(id string, ps *proxyState) {
+	if ps.svid == nil {
+		return
+	}
+	m.mu.Lock()
+	delete(m.held, id)
+	m.mu.Unlock()
 }
 
 func (m *Manager) setStatus(id string, ps *proxyState, status string) {
@@ -332,9 +349,6 @@ func (m *Manager) svidFor(ps *proxyState, c *Claim) (*ir.Identity, error) {
 	ident := &ir.Identity{CertChain: certPEM, PrivateKey: keyPEM, Fingerprint: hex.EncodeToString(sum[:8]),
 		SPIFFEID: id.String()}
 	ps.svid = &issued{identity: ident, issuedAt: now, notAfter: leaf.NotAfter, gen: gen}
-	m.mu.Lock()
-	m.held[c.ID] = svidLife{issuedAt: now, notAfter: leaf.NotAfter}
-	m.mu.Unlock()
 	m.issuedTotal.Add(1)
 	m.log.Info("issued SVID", "proxy", c.ID, "spiffeID", id.String(), "notAfter", leaf.NotAfter.UTC().Format(time.RFC3339))
 	return ident, nil

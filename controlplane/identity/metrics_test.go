@@ -58,3 +58,33 @@ func TestSVIDMetrics(t *testing.T) {
 	}
 	metricstest.Lint(t, reg)
 }
+
+// A proxy refused this round holds no SVID, whatever it was issued
+// before; proven again, it holds the same one.
+func TestSVIDMetricsFollowWhatIsHandedOut(t *testing.T) {
+	m := newTestManager(t, true)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m.Collector())
+	c := Claim{ID: "emr-1", Service: "emr", Namespace: "default", Kind: wire.ProxyEnvoy, Peer: "127.0.0.1:4000"}
+	first, err := m.Identify(context.Background(), c)
+	if err != nil || first == nil {
+		t.Fatalf("svid=%v err=%v", first, err)
+	}
+	moved := c
+	moved.Peer = "10.0.0.9:4000" // not loopback: no proof in dev mode
+	if svid, _ := m.Identify(context.Background(), moved); svid != nil {
+		t.Fatal("an unproven proxy got an SVID")
+	}
+	if got := metricstest.Value(t, reg, "medmesh_svids_held", ""); got != 0 {
+		t.Errorf("svids held while refused = %v, want 0", got)
+	}
+	if again, _ := m.Identify(context.Background(), c); again != first {
+		t.Fatal("the proven proxy was not handed its SVID again")
+	}
+	if got := metricstest.Value(t, reg, "medmesh_svids_held", ""); got != 1 {
+		t.Errorf("svids held once proven again = %v, want 1", got)
+	}
+	if got := metricstest.Value(t, reg, "medmesh_svids_issued_total", ""); got != 1 {
+		t.Errorf("svids issued = %v, want 1 (the same SVID handed again)", got)
+	}
+}
