@@ -64,10 +64,6 @@ type Options struct {
 	MaxFiles int
 	// Observer names the sidecar writing the trail (e.g. its node id).
 	Observer string
-	// OnSyncError is told of every failed batched fsync: records already
-	// acknowledged may not be on disk. Record's own failures are returned
-	// to its caller instead. Nil: not told.
-	OnSyncError func(error)
 }
 
 // Event is one PHI request, as the sidecar saw it.
@@ -227,9 +223,6 @@ func (l *Log) syncLoop() {
 			if l.dirty && !l.closed {
 				if err := l.f.Sync(); err != nil {
 					l.err = err
-					if l.opts.OnSyncError != nil {
-						l.opts.OnSyncError(fmt.Errorf("audit log %s: fsync: %w", l.opts.Path, err))
-					}
 				}
 				l.dirty = false
 			}

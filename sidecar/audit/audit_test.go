@@ -155,37 +155,3 @@ func TestOpenErrors(t *testing.T) {
 		t.Error("bad durability accepted")
 	}
 }
-
-// A batched fsync that fails is reported through OnSyncError (the
-// sidecar counts it as an audit failure): records were acknowledged that
-// may not be on disk.
-func TestBatchedSyncErrorReported(t *testing.T) {
-	errs := make(chan error, 4)
-	l, err := Open(Options{Path: filepath.Join(t.TempDir(), "audit.log"), Key: testKey, Durability: Batched,
-		BatchInterval: time.Millisecond, OnSyncError: func(err error) {
-			select {
-			case errs <- err:
-			default:
-			}
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	if err := l.Record(Event{Start: time.Now(), End: time.Now(), Method: "GET", Status: 200}); err != nil {
-		t.Fatal(err)
-	}
-	// The file goes away beneath the trail: the next fsync fails.
-	l.mu.Lock()
-	l.f.Close()
-	l.dirty = true
-	l.mu.Unlock()
-	select {
-	case err := <-errs:
-		if !strings.Contains(err.Error(), "fsync") {
-			t.Errorf("sync error %q does not say fsync", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("a failed batched fsync was not reported")
-	}
-}

@@ -34,7 +34,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"priority"}),
 		auditErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "medmesh_sidecar_audit_errors_total",
-			Help: "Audit records that could not be written, or whose batched fsync failed.",
+			Help: "Audit records that could not be written.",
 		}),
 		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "medmesh_sidecar_shed_requests_total",
@@ -62,10 +62,6 @@ func (m *Metrics) observeWait(p classify.Priority, d time.Duration) {
 		m.wait.WithLabelValues(p.String()).Observe(d.Seconds())
 	}
 }
-
-// AuditFailed counts an audit failure seen outside a request: the audit
-// log's batched fsync (audit.Options.OnSyncError).
-func (m *Metrics) AuditFailed(error) { m.auditFailed() }
 
 func (m *Metrics) auditFailed() {
 	if m != nil {

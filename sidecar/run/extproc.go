@@ -79,8 +79,7 @@ func startExtProc(ctx context.Context, x ExtProc, service, nodeID, namespace str
 	if x.Adaptive {
 		cfg.Adaptive = &sched.AdaptiveConfig{}
 	}
-	metrics := phi.NewMetrics(reg)
-	o := phi.Options{Rules: rules, Scheduler: sched.New(cfg), Logger: log, Metrics: metrics, Service: service}
+	o := phi.Options{Rules: rules, Scheduler: sched.New(cfg), Logger: log, Metrics: phi.NewMetrics(reg), Service: service}
 	if service != "" {
 		o.Identity = wire.SiteServiceID(x.TrustDomain, namespace, service, x.Site)
 	}
@@ -94,11 +93,7 @@ func startExtProc(ctx context.Context, x ExtProc, service, nodeID, namespace str
 		if err != nil {
 			return nil, err
 		}
-		auditLog, err = audit.Open(audit.Options{Path: x.AuditLog, Key: key, Durability: d, MaxBytes: x.AuditMaxBytes, Observer: nodeID,
-			OnSyncError: func(err error) {
-				metrics.AuditFailed(err)
-				log.Error("audit records not made durable: batched fsync failed", "err", err)
-			}})
+		auditLog, err = audit.Open(audit.Options{Path: x.AuditLog, Key: key, Durability: d, MaxBytes: x.AuditMaxBytes, Observer: nodeID})
 		if err != nil {
 			return nil, err
 		}
