@@ -137,6 +137,13 @@ func TestSiteKeepsWorkingWhileHubIsDown(t *testing.T) {
 		}
 		return fmt.Errorf("peers %+v", proxies(t, cp).Source.Peers)
 	})
+	eventually(t, "the hub stale in /metrics", wantMetric(t, cp, `medmesh_peer_stale{peer="hub",site="hub"}`, 1))
+	if _, ok := metric(t, cp, `medmesh_peer_stale_since_timestamp_seconds{peer="hub",site="hub"}`); !ok {
+		t.Error("the stale hub has no stale-since time in /metrics")
+	}
+	if life, ok := metric(t, cp, "medmesh_svid_earliest_expiry_lifetime_seconds"); !ok || life <= 0 || life > ttl.Seconds() {
+		t.Errorf("SVID lifetime in /metrics = %v (exposed %v), want in (0, %v]", life, ok, ttl.Seconds())
+	}
 	// Three renewals from the site's own CA while the hub is away.
 	seen := [][]byte{svidOf(envoy)}
 	eventually(t, "three SVID renewals without the hub", func() error {
@@ -172,6 +179,7 @@ func TestSiteKeepsWorkingWhileHubIsDown(t *testing.T) {
 		}
 		return fmt.Errorf("peers %+v", proxies(t, cp).Source.Peers)
 	})
+	eventually(t, "the hub no longer stale in /metrics", wantMetric(t, cp, `medmesh_peer_stale{peer="hub",site="hub"}`, 0))
 	register(t, site.Client(), "sentinel", "sentinel-1", freePort(t), nil, api.HealthPassing)
 	if err := envoy.Wait(ctx, func(s simproxy.State) bool { return s.Resources[resource.ClusterType]["sentinel"] != nil }); err != nil {
 		t.Fatal(err)

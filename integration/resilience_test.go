@@ -147,6 +147,19 @@ func TestNACKKeepsLastGoodAndIsVisible(t *testing.T) {
 		}
 		return nil
 	})
+	// The NACKs stand in /metrics (what the NACK-standing alert reads)
+	// until the proxies ACK clusters again: without maglev, they do.
+	eventually(t, "two CDS NACKs standing in /metrics", wantMetric(t, cp, `medmesh_xds_proxies_nacking{type="CDS"}`, 2))
+	if _, ok := metric(t, cp, `medmesh_xds_standing_nack_oldest_timestamp_seconds{type="CDS"}`); !ok {
+		t.Error("no oldest standing CDS NACK in /metrics")
+	}
+	if err := c.Agent().ServiceDeregister("imaging-1"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the NACKs resolved in /metrics", wantMetric(t, cp, `medmesh_xds_proxies_nacking{type="CDS"}`, 0))
+	if _, ok := metric(t, cp, `medmesh_xds_standing_nack_oldest_timestamp_seconds{type="CDS"}`); ok {
+		t.Error("an oldest standing CDS NACK after every proxy ACKed")
+	}
 }
 
 // TestRestartsNeverPushEmptyConfig: restarting the control plane (with
