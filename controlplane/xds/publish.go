@@ -68,8 +68,9 @@ type publisher struct {
 	services map[string]*serviceMemo
 	// pushes traces the round being published (pushtrace.go); nil
 	// between rounds and when the round is not traced.
-	pushes *pushes // start is the round's Round.Start (convergence.go).
-	start  time.Time
+	pushes *pushes
+	// start is the round's Round.Start (convergence.go).
+	start time.Time
 }
 
 type hashedShared struct {
