@@ -62,6 +62,8 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	var webhook webhookFlags
 	webhook.register(fs)
+	var adminAuth adminFlags
+	adminAuth.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -178,7 +180,15 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 		}
 		residencyFile = &residency.File{Path: *residencyPolicy, Logger: log}
 	}
-	opts := controlplane.Options{
+	auth, trail, err := adminAuth.build(log, *dev, *kubeconfig)
+	if err != nil {
+		fmt.Fprintf(stderr, "medmesh controlplane: %v\n", err)
+		return 2
+	}
+	if trail != nil {
+		defer trail.Close()
+	}
+	opts := controlplane.Options{AdminAuth: auth,
 		Logger: log, Source: src, TrustDomain: *trustDomain, Site: *site, StateDir: *stateDir, Dev: *dev,
 		XDSListen: *xdsListen, AdminListen: *adminListen, Coalesce: *coalesce, EmptyCatalogGrace: *emptyGrace,
 		Attestors: attestors, Policies: policySrc, ResidencyPolicy: residencyFile,
