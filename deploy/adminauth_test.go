@@ -23,7 +23,7 @@ func assertAdminAuth(t *testing.T, r rendered, d *appsv1.Deployment) {
 	t.Helper()
 	cp := d.Spec.Template.Spec.Containers[0]
 	args := strings.Join(cp.Args, " ")
-	for _, a := range []string{"--admin-listen=127.0.0.1:15000", "--admin-tls-listen=:15001", "--metrics-listen=:15020", "--admin-kube-auth",
+	for _, a := range []string{"--admin-listen=127.0.0.1:15000", "--admin-tls-listen=:15002", "--metrics-listen=:15020", "--admin-kube-auth",
 		"--admin-tls-dns=medmesh-admin.medmesh-system.svc,"} {
 		if !strings.Contains(args, a) {
 			t.Errorf("control plane args lack %q: %s", a, args)
@@ -53,7 +53,7 @@ func assertAdminAuth(t *testing.T, r rendered, d *appsv1.Deployment) {
 			}
 		}
 	}
-	for _, p := range []int32{15010, 15443, 15020, 15001} {
+	for _, p := range []int32{15010, 15443, 15020, 15002} {
 		if !open[p] {
 			t.Errorf("NetworkPolicy does not admit port %d from everywhere: %+v", p, np.Spec.Ingress)
 		}

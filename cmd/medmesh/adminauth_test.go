@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,5 +153,45 @@ func TestAdminCertRefusals(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "ca", "root.pem")); err == nil {
 		t.Error("admin-cert created a CA root in an empty state directory")
+	}
+}
+
+// TestTokenFile: the bearer token is sent, re-read on each call (a
+// projected token rotates), and the last one kept when the file cannot be
+// read again (a pipe from `kubectl create token`).
+func TestTokenFile(t *testing.T) {
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
+		got = append(got, r.Header.Get("Authorization"))
+	}))
+	defer srv.Close()
+	file := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(file, []byte("tok-1\n"), 0o600)
+	f := adminClientFlags{tokenFile: file}
+	c, base, err := f.client(srv.URL, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func() {
+		resp, err := c.Get(base + "/debug/proxies")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	get()
+	os.WriteFile(file, []byte("tok-2"), 0o600)
+	get()
+	os.Remove(file)
+	get()
+	if want := []string{"Bearer tok-1", "Bearer tok-2", "Bearer tok-2"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("Authorization headers %q, want %q", got, want)
+	}
+	if _, _, err := (&adminClientFlags{tokenFile: file}).client(srv.URL, time.Second); err == nil || !strings.Contains(err.Error(), "--token-file") {
+		t.Errorf("a missing token file: %v, want an error naming --token-file", err)
+	}
+	if _, _, err := (&adminClientFlags{}).client("https://"+srv.Listener.Addr().String(), time.Second); err == nil ||
+		!strings.Contains(err.Error(), "--ca-file") {
+		t.Errorf("https without a bundle: %v, want an error naming --cert-dir or --ca-file", err)
 	}
 }

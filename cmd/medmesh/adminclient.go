@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
@@ -52,10 +53,11 @@ func (f *adminClientFlags) client(addr string, timeout time.Duration) (*http.Cli
 	}
 	var rt http.RoundTripper = tr
 	if f.tokenFile != "" {
-		if _, err := readToken(f.tokenFile); err != nil {
+		tok, err := readToken(f.tokenFile)
+		if err != nil {
 			return nil, "", err
 		}
-		rt = bearer{file: f.tokenFile, next: tr}
+		rt = &bearer{file: f.tokenFile, last: tok, next: tr}
 	}
 	return &http.Client{Timeout: timeout, Transport: rt}, base, nil
 }
@@ -88,17 +90,24 @@ func (f *adminClientFlags) tlsConfig() (*tls.Config, error) {
 	return tlsconfig.MTLSWebClientConfig(svid, roots), nil
 }
 
-// bearer adds the token, read afresh each time (projected tokens rotate).
+// bearer adds the token, read afresh each time (projected tokens rotate);
+// a file that reads only once (a pipe, <(kubectl create token ...)) keeps
+// its first token.
 type bearer struct {
 	file string
 	next http.RoundTripper
+
+	mu   sync.Mutex
+	last string
 }
 
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
-	tok, err := readToken(b.file)
-	if err != nil {
-		return nil, err
+func (b *bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	b.mu.Lock()
+	if tok, err := readToken(b.file); err == nil {
+		b.last = tok
 	}
+	tok := b.last
+	b.mu.Unlock()
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+tok)
 	return b.next.RoundTrip(r)
