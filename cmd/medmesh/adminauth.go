@@ -22,7 +22,7 @@ type adminFlags struct {
 
 func (a *adminFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.tlsListen, "admin-tls-listen", "", "also serve the admin API over HTTPS on this address (certificate from medmesh's CA; "+
-		"callers present a client certificate made by `medmesh ca admin-cert`, or a Kubernetes bearer token); empty: off")
+		"callers present a client certificate made by \"medmesh ca admin-cert\", or a Kubernetes bearer token); empty: off")
 	fs.StringVar(&a.tlsDNS, "admin-tls-dns", "localhost,127.0.0.1,::1", "comma-separated DNS names (or IPs) put in the admin TLS serving certificate")
 	fs.StringVar(&a.metricsListen, "metrics-listen", "", "serve only /healthz, /readyz and /metrics on this address (no credentials), for Prometheus and probes; empty: off")
 	fs.BoolVar(&a.kubeAuth, "admin-kube-auth", false, "accept Kubernetes bearer tokens on the admin API: TokenReview, then SubjectAccessReview "+

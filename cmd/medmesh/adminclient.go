@@ -26,8 +26,8 @@ import (
 type adminClientFlags struct{ certDir, tokenFile, caFile string }
 
 func (f *adminClientFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.certDir, "cert-dir", "", "client certificate for the admin TLS port: a directory made by `medmesh ca admin-cert` (svid.pem, svid_key.pem, bundle.pem); implies https")
-	fs.StringVar(&f.tokenFile, "token-file", "", "send the bearer token in this file (a Kubernetes token, e.g. from `kubectl create token`); re-read at each call")
+	fs.StringVar(&f.certDir, "cert-dir", "", "client certificate for the admin TLS port: a directory made by \"medmesh ca admin-cert\" (svid.pem, svid_key.pem, bundle.pem); implies https")
+	fs.StringVar(&f.tokenFile, "token-file", "", "send the bearer token in this file (a Kubernetes token, e.g. from \"kubectl create token\"); re-read at each call")
 	fs.StringVar(&f.caFile, "ca-file", "", "CA bundle (PEM) the admin TLS port's certificate must chain to, when --cert-dir is not given; implies https")
 }
 

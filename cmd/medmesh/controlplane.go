@@ -45,7 +45,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	site := fs.String("site", "", "the edge site this control plane serves (a lower-case DNS label); SPIFFE IDs it issues end in /site/NAME, "+
 		"and a --ca-cert made for a site by `medmesh ca intermediate` must be this site's")
 	stateDir := fs.String("state-dir", "", "directory for the last good catalog (served at start if the registry is down)")
-	dev := fs.Bool("dev", false, "development mode: hand SVIDs to loopback proxies without proof of identity (never in production)")
+	dev := fs.Bool("dev", false, "development mode: hand SVIDs to loopback proxies without proof of identity, and let loopback callers read and act on the admin API without credentials (never in production)")
 	mtls := fs.Bool("mtls", true, "mutual TLS with SPIFFE identities on every hop (CA from --ca-cert/--ca-key or a root kept in --state-dir); --mtls=false is plaintext, for development only")
 	caCert := fs.String("ca-cert", "", "operator CA certificate (root or intermediate, PEM) to sign SVIDs with")
 	caKey := fs.String("ca-key", "", "operator CA private key (PEM, mode 0600)")
