@@ -75,7 +75,8 @@ func TestMetricsRulesAndDashboard(t *testing.T) {
 		"medmesh_xds_nacks_total", "medmesh_xds_proxies_nacking", "medmesh_xds_standing_nack_oldest_timestamp_seconds",
 		"medmesh_xds_connected_proxies", "medmesh_svid_earliest_expiry_timestamp_seconds",
 		"medmesh_svid_earliest_expiry_lifetime_seconds", "medmesh_sidecar_shed_requests_total",
-		"medmesh_sidecar_audit_errors_total", "medmesh_peer_stale", "medmesh_peer_stale_since_timestamp_seconds"} {
+		"medmesh_sidecar_audit_errors_total", "medmesh_admin_audit_write_failures_total", "medmesh_peer_stale",
+		"medmesh_peer_stale_since_timestamp_seconds"} {
 		if !names[n] {
 			t.Errorf("%s is not exported", n)
 		}

@@ -50,7 +50,11 @@ func TestAlertsFire(t *testing.T) {
 		{"MedmeshCriticalRequestShed", `medmesh_sidecar_shed_requests_total{priority="critical",instance="sc"} 0+0x10
   medmesh_sidecar_shed_requests_total{priority="low",instance="sc"} 0+10x10`, "7m", ""},
 		{"MedmeshAuditWriteFailure", `medmesh_sidecar_audit_errors_total{instance="sc"} 0 0 0 2 2 2 2 2`, "5m", `{instance="sc"} 2`},
-		{"MedmeshAuditWriteFailure", `medmesh_sidecar_audit_errors_total{instance="sc"} 3+0x10`, "9m", ""},
+		{"MedmeshAuditWriteFailure", `medmesh_sidecar_audit_errors_total{instance="sc"} 3+0x10
+  medmesh_admin_audit_write_failures_total{instance="cp"} 0+0x10`, "9m", ""},
+		// The control plane's admin trail.
+		{"MedmeshAuditWriteFailure", `medmesh_sidecar_audit_errors_total{instance="sc"} 0+0x10
+  medmesh_admin_audit_write_failures_total{instance="cp"} 0 0 0 1 1 1 1`, "5m", `{instance="cp"} 1`},
 		// Stale since 60s, seen at 5m: 240s > 120s.
 		{"MedmeshPeerStale", `medmesh_peer_stale_since_timestamp_seconds{peer="north",site="north",instance="cp"} 60+0x10`,
 			"5m", `{peer="north",site="north",instance="cp"} 240`},
