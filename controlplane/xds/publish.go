@@ -291,17 +291,21 @@ func hashResources(r *translate.Resources, memo map[types.Resource]string) (Prox
 }
 
 // inboundKeys fingerprint what each service's inbound side is built from
-// (everything but its endpoints): its authorization, protocol and routes.
+// (everything but its endpoints): its authorization, protocol and routes,
+// its PHI flag (the extension's failure mode), plaintext acceptance and
+// kind (a tag of its request spans).
 func inboundKeys(m *ir.Mesh) map[string]string {
 	out := make(map[string]string, len(m.Services))
 	for i := range m.Services {
 		svc := &m.Services[i]
 		b, _ := json.Marshal(struct {
-			Authz    ir.Authz
-			Protocol ir.Protocol
-			Route    ir.Route
-			Timeout  time.Duration
-		}{svc.Authz, svc.Protocol, svc.Route, svc.ConnectTimeout})
+			Authz           ir.Authz
+			Protocol        ir.Protocol
+			Route           ir.Route
+			Timeout         time.Duration
+			PHI, Permissive bool
+			Kind            ir.Kind
+		}{svc.Authz, svc.Protocol, svc.Route, svc.ConnectTimeout, svc.PHI, svc.Permissive, svc.Kind})
 		out[svc.Name] = Fingerprint(b)
 	}
 	return out
