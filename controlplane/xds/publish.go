@@ -90,8 +90,8 @@ type serviceMemo struct {
 // good configuration.
 //
 // When ctx carries a recording span (the round's trace), translation gets
-// a child span and every proxy whose snapshot changes a push span that
-// ends with its ACK or NACK (pushtrace.go).
+// a child span and every proxy whose snapshot or subscribed endpoints
+// change a push span that ends with its ACK or NACK (pushtrace.go).
 func (s *Server) Publish(ctx context.Context, r Round) (*Report, error) {
 	pub := &s.pub
 	if r.Mesh != pub.mesh {
@@ -109,14 +109,15 @@ func (s *Server) Publish(ctx context.Context, r Round) (*Report, error) {
 		pub.bundleKey = Fingerprint(r.Mesh.BundlePEM)
 		pub.inboundKeys = inboundKeys(r.Mesh)
 	}
+	// Push tracing starts before the endpoints: their pushes are traced too.
+	pub.pushes = newPushes(ctx, len(r.Proxies))
+	defer func() { pub.pushes.done(); pub.pushes = nil }()
 	updated, err := s.publishEndpoints(pub.shared.endpoints)
 	if err != nil {
 		return nil, err
 	}
 	trace.SpanFromContext(ctx).SetAttributes(attribute.Int("medmesh.xds.endpoint_sets_updated", updated),
 		attribute.Int(AttrProxies, len(r.Proxies)))
-	pub.pushes = newPushes(ctx, len(r.Proxies))
-	defer func() { pub.pushes.done(); pub.pushes = nil }()
 	report := &Report{Warnings: pub.shared.warnings}
 	live := make(map[string]bool, len(r.Proxies))
 	for i := range r.Proxies {
