@@ -455,3 +455,22 @@ func TestEDSPushFollowsAResentResponse(t *testing.T) {
 		t.Fatalf("push spans %v", pushSpans(exp))
 	}
 }
+
+// An endpoint push that reaches its proxy after the round's summary span
+// ended (its previous EDS answer was still on its way) gets a span of its
+// own rather than being lost.
+func TestEDSPushAfterSummaryEnded(t *testing.T) {
+	tr := NewTracker(NewMetrics(nil))
+	connect(tr, 1, "kiosk-1", resource.EndpointType)
+	p, exp, end := tracedRound(t, PushSpanLimit+1)
+	end()
+	p.done() // nobody outstanding: the summary ends
+	ch := &edsChange{round: p, tracker: tr, names: map[string]bool{"emr": true}, nodes: map[string]bool{}}
+	tr.edsSent(ch, "kiosk-1", "v2")
+	send(tr, 1, resource.EndpointType, "v2", "n1")
+	ack(tr, 1, resource.EndpointType, "v2", "n1")
+	sp, ok := pushSpans(exp)["kiosk-1"]
+	if !ok || attrOf(sp, AttrOutcome) != "ack" {
+		t.Fatalf("spans %v", exp.GetSpans())
+	}
+}
