@@ -46,7 +46,7 @@ spec:
 	cp, err := controlplane.New(controlplane.Options{
 		Logger: log, Source: &registry.File{Path: catalog, Interval: 20 * time.Millisecond, Logger: log},
 		Policies:  &policy.Dir{Path: policies, Interval: 20 * time.Millisecond, Logger: log},
-		XDSListen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
+		XDSListen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", AdminAuth: controlplane.AdminAuth{DevLoopback: true},
 	})
 	if err != nil {
 		t.Fatal(err)

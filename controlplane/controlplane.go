@@ -29,6 +29,7 @@ import (
 
 	"medmesh/api/wire"
 	"medmesh/controlplane/admin"
+	"medmesh/controlplane/adminauth"
 	"medmesh/controlplane/identity"
 	"medmesh/controlplane/ir"
 	"medmesh/controlplane/policy"
@@ -62,6 +63,9 @@ type Options struct {
 	StateDir    string
 	XDSListen   string
 	AdminListen string
+	// AdminAuth is who may read and act on the admin API, and its
+	// optional TLS and metrics-only ports.
+	AdminAuth AdminAuth
 	// Coalesce gathers bursts of changes into one reconciliation.
 	Coalesce time.Duration
 	// EmptyCatalogGrace is how long a catalog that suddenly lists no
@@ -106,6 +110,9 @@ type ControlPlane struct {
 	// wake asks the loop to reconcile: a proof check finished, or an
 	// operator asked for something.
 	wake chan struct{}
+
+	guard *adminauth.Guard
+	extra *adminExtra
 
 	mu    sync.RWMutex
 	state admin.View // what the admin endpoints show; written by the loop only
@@ -156,6 +163,10 @@ func New(opts Options) (*ControlPlane, error) {
 			}
 		}
 		cp.residency = residency.NewDecider(p)
+	}
+	var err error
+	if cp.guard, err = cp.newGuard(); err != nil {
+		return nil, err
 	}
 	cp.ids = identity.New(identity.Options{CA: opts.Identities, Attestors: opts.Attestors, Dev: opts.Dev,
 		Logger: opts.Logger, Wake: cp.nudge})
@@ -217,12 +228,18 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	cp.xds.Register(g)
-	adminSrv := admin.NewServer(admin.Options{Logger: cp.log, Gatherer: cp.reg, Source: cp.opts.Source,
+	adminOpts := admin.Options{Logger: cp.log, Gatherer: cp.reg, Source: cp.opts.Source,
 		Policies: cp.opts.Policies, XDS: cp.xds, Identities: cp.ids, MTLS: cp.opts.Identities != nil, View: cp.view,
-		Site: cp.opts.Site, Residency: cp.residency, ResidencyPolicy: cp.opts.ResidencyPolicy})
+		Site: cp.opts.Site, Residency: cp.residency, ResidencyPolicy: cp.opts.ResidencyPolicy, Guard: cp.guard}
+	adminSrv := admin.NewServer(adminOpts)
+	errc := make(chan error, 8)
+	if cp.extra, err = cp.listenAdminExtra(adminOpts, errc); err != nil {
+		xl.Close()
+		al.Close()
+		return err
+	}
 	close(cp.started)
 
-	errc := make(chan error, 3)
 	go func() { errc <- g.Serve(xl) }()
 	go func() { errc <- adminSrv.Serve(al) }()
 
@@ -270,6 +287,7 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	shutdownCtx, done := context.WithTimeout(context.Background(), 2*time.Second)
 	defer done()
 	_ = adminSrv.Shutdown(shutdownCtx)
+	cp.extra.shutdown(shutdownCtx)
 	<-loopErr
 	return err
 }

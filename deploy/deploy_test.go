@@ -117,6 +117,10 @@ func TestBaseRenders(t *testing.T) {
 		"ServiceAccount/" + ns + "/medmesh-controlplane",
 		"ClusterRole//medmesh-controlplane",
 		"ClusterRoleBinding//medmesh-controlplane",
+		"ClusterRole//medmesh-admin-read",
+		"ClusterRole//medmesh-admin-operate",
+		"ClusterRoleBinding//medmesh-controlplane-auth-delegator",
+		"Service/" + ns + "/medmesh-metrics",
 		"Deployment/" + ns + "/medmesh-controlplane",
 		"Role/" + ns + "/medmesh-controlplane",
 		"RoleBinding/" + ns + "/medmesh-controlplane",
@@ -176,7 +180,7 @@ func TestBaseRenders(t *testing.T) {
 	for _, p := range cp.Ports {
 		ports[p.Name] = p.ContainerPort
 	}
-	for _, name := range []string{"medmesh-xds", "medmesh-admin", "medmesh-webhook"} {
+	for _, name := range []string{"medmesh-xds", "medmesh-admin", "medmesh-metrics", "medmesh-webhook"} {
 		s := get[*corev1.Service](t, r, "Service/"+ns+"/"+name)
 		for _, p := range s.Spec.Ports {
 			if _, ok := ports[p.TargetPort.StrVal]; !ok {
@@ -189,6 +193,7 @@ func TestBaseRenders(t *testing.T) {
 	}
 
 	assertRBAC(t, get[*rbacv1.ClusterRole](t, r, "ClusterRole//medmesh-controlplane"))
+	assertAdminAuth(t, r, d)
 	crb := get[*rbacv1.ClusterRoleBinding](t, r, "ClusterRoleBinding//medmesh-controlplane")
 	if s := crb.Subjects[0]; s.Name != "medmesh-controlplane" || s.Namespace != ns {
 		t.Errorf("binding subject = %+v", s)

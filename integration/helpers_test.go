@@ -87,6 +87,10 @@ func startControlPlane(t *testing.T, mk sourceFunc, opts ...cpOption) *cpHandle 
 		Logger:    log,
 		Source:    mk(log),
 		XDSListen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
+		// The tests call the admin API from loopback without credentials,
+		// as `medmesh controlplane --dev` allows; admin_auth_test.go checks
+		// the credentialed paths.
+		AdminAuth: controlplane.AdminAuth{DevLoopback: true},
 	}
 	for _, f := range opts {
 		f(&o)

@@ -13,8 +13,10 @@ import (
 // runCA dispatches `medmesh ca <subcommand>`.
 func runCA(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprintln(stderr, "usage: medmesh ca intermediate --site NAME --root-cert FILE --root-key FILE --out-dir DIR [flags]\n\n"+
-			"  intermediate  make an edge site's intermediate CA from the hospital root (run once per site, at the hub)")
+		fmt.Fprintln(stderr, "usage: medmesh ca intermediate --site NAME --root-cert FILE --root-key FILE --out-dir DIR [flags]\n"+
+			"       medmesh ca admin-cert --name NAME --role read|operate --out DIR (--state-dir DIR | --ca-cert FILE --ca-key FILE) [flags]\n\n"+
+			"  intermediate  make an edge site's intermediate CA from the hospital root (run once per site, at the hub)\n"+
+			"  admin-cert    make a person's or tool's client certificate for the admin API, with its role")
 		if len(args) == 0 {
 			return 2
 		}
@@ -23,8 +25,10 @@ func runCA(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "intermediate":
 		return runCAIntermediate(args[1:], stdout, stderr)
+	case "admin-cert":
+		return runCAAdminCert(args[1:], stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "medmesh ca: unknown subcommand %q; want intermediate\n", args[0])
+	fmt.Fprintf(stderr, "medmesh ca: unknown subcommand %q; want intermediate or admin-cert\n", args[0])
 	return 2
 }
 

@@ -46,7 +46,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	site := fs.String("site", "", "the edge site this control plane serves (a lower-case DNS label); SPIFFE IDs it issues end in /site/NAME, "+
 		"and a --ca-cert made for a site by `medmesh ca intermediate` must be this site's")
 	stateDir := fs.String("state-dir", "", "directory for the last good catalog (served at start if the registry is down)")
-	dev := fs.Bool("dev", false, "development mode: hand SVIDs to loopback proxies without proof of identity (never in production)")
+	dev := fs.Bool("dev", false, "development mode: hand SVIDs to loopback proxies without proof of identity, and let loopback callers read and act on the admin API without credentials (never in production)")
 	mtls := fs.Bool("mtls", true, "mutual TLS with SPIFFE identities on every hop (CA from --ca-cert/--ca-key or a root kept in --state-dir); --mtls=false is plaintext, for development only")
 	caCert := fs.String("ca-cert", "", "operator CA certificate (root or intermediate, PEM) to sign SVIDs with")
 	caKey := fs.String("ca-key", "", "operator CA private key (PEM, mode 0600)")
@@ -65,6 +65,8 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	var webhook webhookFlags
 	webhook.register(fs)
+	var adminAuth adminFlags
+	adminAuth.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -190,7 +192,15 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 		}
 		residencyFile = &residency.File{Path: *residencyPolicy, Logger: log}
 	}
-	opts := controlplane.Options{
+	auth, trail, err := adminAuth.build(log, *dev, *kubeconfig)
+	if err != nil {
+		fmt.Fprintf(stderr, "medmesh controlplane: %v\n", err)
+		return 2
+	}
+	if trail != nil {
+		defer trail.Close()
+	}
+	opts := controlplane.Options{AdminAuth: auth,
 		Logger: log, Source: src, TrustDomain: *trustDomain, Site: *site, StateDir: *stateDir, Dev: *dev,
 		XDSListen: *xdsListen, AdminListen: *adminListen, Coalesce: *coalesce, EmptyCatalogGrace: *emptyGrace,
 		Attestors: attestors, Policies: policySrc, ResidencyPolicy: residencyFile, EnvoyTracing: envoyTracing,

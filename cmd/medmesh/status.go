@@ -21,7 +21,9 @@ import (
 func runStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	adminAddr := fs.String("admin", wire.DefaultAdminAddress, "control plane admin address")
+	adminAddr := fs.String("admin", wire.DefaultAdminAddress, "control plane admin address (host:port, or an http:// or https:// URL)")
+	var creds adminClientFlags
+	creds.register(fs)
 	asJSON := fs.Bool("json", false, "print the raw JSON (the same as -o json)")
 	output := fs.String("o", "table", "output: table, or json (the raw /debug/proxies JSON)")
 	watch := fs.Bool("watch", false, "print again every --interval until interrupted (Ctrl-C)")
@@ -38,11 +40,12 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "medmesh status: --interval must be positive")
 		return 2
 	}
-	url := *adminAddr
-	if !strings.Contains(url, "://") {
-		url = "http://" + url
+	c, url, err := creds.client(*adminAddr, 5*time.Second)
+	if err != nil {
+		fmt.Fprintf(stderr, "medmesh status: %v\n", err)
+		return 2
 	}
-	s := statusCall{c: &http.Client{Timeout: 5 * time.Second}, url: url, addr: *adminAddr, json: *asJSON || *output == "json"}
+	s := statusCall{c: c, url: url, addr: *adminAddr, json: *asJSON || *output == "json"}
 	if !*watch {
 		return s.print(stdout, stderr)
 	}

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	api "medmesh/api/admin"
+	"medmesh/controlplane/adminauth"
 	"medmesh/controlplane/identity"
 	"medmesh/controlplane/ir"
 	"medmesh/controlplane/policy"
@@ -62,6 +63,9 @@ type Options struct {
 	Site            string
 	Residency       *residency.Decider
 	ResidencyPolicy *residency.File
+	// Guard decides who may read and act (adminauth); nil refuses all
+	// but health and metrics.
+	Guard *adminauth.Guard
 }
 
 type server struct{ Options }
@@ -78,12 +82,13 @@ func NewServer(o Options) *http.Server {
 	mux.HandleFunc("GET /debug/catalog", cp.handleCatalog)
 	mux.HandleFunc("GET /debug/policies", cp.handlePolicies)
 	mux.HandleFunc("GET /debug/residency", cp.handleResidency)
-	// Issuing identity proofs: the admin listener must stay on loopback
-	// (the default) or behind the platform's own access control.
+	// Issuing identity proofs: the operate role only (adminauth).
 	mux.HandleFunc("POST /join-tokens", cp.handleJoinToken)
 	mux.HandleFunc("POST /ca/rotate", cp.handleRotateRoot)
 	mux.HandleFunc("POST /ca/renew-svids", cp.handleRenewSVIDs)
-	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	// One guard around the whole mux: a route added here is Read (GET)
+	// or Operate (any other method) without further ado.
+	return &http.Server{Handler: o.Guard.Wrap(mux), ReadHeaderTimeout: 5 * time.Second}
 }
 
 func (cp *server) handleReady(w http.ResponseWriter, _ *http.Request) {
