@@ -115,8 +115,9 @@ func hcmTracing(m *ir.Mesh, service string, kind ir.Kind) *hcmv3.HttpConnectionM
 	}
 }
 
-// proxyTracing is hcmTracing for proxy p: named after its service, with
-// the service's kind when the service is registered.
+// proxyTracing is hcmTracing for a proxy's outbound side: named after the
+// proxy's service (node.cluster), with the service's kind when it is
+// registered (an outbound-only client's may not be).
 func proxyTracing(m *ir.Mesh, service string) *hcmv3.HttpConnectionManager_Tracing {
 	if !m.EnvoyTracing.Enabled() {
 		return nil
