@@ -87,6 +87,9 @@ type Options struct {
 	// trigger to every proxy's ACK; nil: OTel's global provider, which
 	// exports nothing unless internal/telemetry configured it.
 	TracerProvider trace.TracerProvider
+	// EnvoyTracing gives Envoy sidecars request tracing to an OTLP
+	// collector (--envoy-otlp-address); zero: off.
+	EnvoyTracing ir.EnvoyTracing
 }
 
 // ControlPlane is a running control plane.

@@ -50,7 +50,7 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) (err error
 		_, bspan := cp.tracer.Start(ctx, "ir.build")
 		pol = cp.resolvePolicies(st)
 		in := ir.Inputs{Catalog: st.catalog, Defaults: cp.opts.Defaults, TrustDomain: cp.opts.TrustDomain,
-			Site: cp.opts.Site}
+			Site: cp.opts.Site, EnvoyTracing: cp.opts.EnvoyTracing}
 		if cp.residency != nil {
 			in.Residency = residencyAdapter{cp.residency}
 		}

@@ -39,8 +39,9 @@ var tracePHI = []string{"MRN-7731", "Quincy", "1961-04-12"}
 // the standard OTEL_* variables, and reads back from Jaeger's query API:
 // a clinical call is one trace across caller, callee and the PHI
 // middleware; a catalog change is one trace with a push span per proxy
-// ending in its ACK; /debug/proxies names that trace; and nothing of the
-// PHI the call carried was exported.
+// ending in its ACK; /debug/proxies names that trace; a health change is
+// one trace with an EDS push per subscribed proxy ending in its ACK; and
+// nothing of the PHI the call carried was exported.
 func TestTracesInJaeger(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Jaeger and Consul")
@@ -199,6 +200,45 @@ func TestTracesInJaeger(t *testing.T) {
 		})
 	}
 
+	// (d) A health change alone (emr-1's Consul check goes critical): its
+	// trace has one push, to his-1, the proxy subscribed to emr's
+	// endpoints, of type EDS, ending in its ACK; emr-1 (a server, which
+	// subscribes to no endpoints) gets none. his-1 then holds that trace.
+	since := time.Now().UnixMicro()
+	setHealth(t, consul.Client(), "emr-1", "critical")
+	var health *jaegertest.Trace
+	eventuallyCtx(t, ctx, "a health-change trace with an ACKed EDS push to his-1", func() error {
+		traces, err := j.Traces(ctx, "medmesh-controlplane", 100)
+		if err != nil {
+			return err
+		}
+		for i := range traces {
+			if isHealthTrace(&traces[i], since) {
+				health = &traces[i]
+				return nil
+			}
+		}
+		return fmt.Errorf("%d control plane traces, none yet of emr-1 going critical acked by his-1", len(traces))
+	})
+	t.Logf("health change: trace %s, %d spans", health.TraceID, len(health.Spans))
+	eventuallyCtx(t, ctx, "his-1 holds the health change's trace", func() error {
+		resp, err := http.Get(cp.adminURL() + "/debug/proxies")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var pr admin.ProxiesResponse
+		if err := json.NewDecoder(resp.Body).Decode(&pr); err != nil {
+			return err
+		}
+		for _, p := range pr.Proxies {
+			if p.ID == "his-1" && p.TraceID == health.TraceID {
+				return nil
+			}
+		}
+		return fmt.Errorf("his-1 does not name trace %s", health.TraceID)
+	})
+
 	// Nothing of the PHI the call carried was exported, by any of the
 	// three programs.
 	for _, svc := range []string{"his", "emr", "medmesh-controlplane"} {
@@ -234,6 +274,27 @@ func isChangeTrace(tr *jaegertest.Trace) bool {
 		}
 	}
 	return root && twoServices && acked["emr-1"] && acked["his-1"]
+}
+
+// isHealthTrace: a round triggered by the catalog after since
+// (microseconds), that updated endpoints and pushed them, and nothing
+// else, to his-1 alone, ACKed.
+func isHealthTrace(tr *jaegertest.Trace, since int64) bool {
+	var root, endpoints bool
+	var pushes []*jaegertest.Span
+	for i := range tr.Spans {
+		s := &tr.Spans[i]
+		switch s.OperationName {
+		case "medmesh.config_change":
+			root = strings.Contains(s.Tag("medmesh.trigger"), "catalog") && s.StartTime >= since
+		case "xds.publish":
+			endpoints = s.Tag("medmesh.xds.endpoint_sets_updated") == "1"
+		case "xds.push":
+			pushes = append(pushes, s)
+		}
+	}
+	return root && endpoints && len(pushes) == 1 && pushes[0].Tag(cpxds.AttrProxyID) == "his-1" &&
+		pushes[0].Tag("xds.types") == "EDS" && pushes[0].Tag(cpxds.AttrOutcome) == "ack"
 }
 
 func pollTrace(t *testing.T, ctx context.Context, j *jaegertest.Jaeger, id string, ok func(*jaegertest.Trace) error) *jaegertest.Trace {

@@ -6,9 +6,14 @@
 // set of simulated proxies serve both; changes alternate between the two
 // so drift (GC, the machine's other load) is charged to neither. It
 // prints `BENCH trace_overhead_per_change_ms=` (on minus off, mean).
+// With -change health the changes are health changes instead (one
+// instance passing <-> warning: every proxy's endpoints change, nothing
+// else), pushed over EDS, and it prints
+// `BENCH trace_overhead_per_health_change_ms=`.
 //
 //	go run ./bench/tracing -services 200 -proxies 100   # a span per push
 //	go run ./bench/tracing -services 200 -proxies 500   # one summary span
+//	go run ./bench/tracing -change health              # EDS pushes
 package main
 
 import (
@@ -40,14 +45,19 @@ func main() {
 	services := flag.Int("services", 200, "services in the catalog")
 	proxies := flag.Int("proxies", 100, "simulated Envoy proxies (SotW)")
 	changes := flag.Int("changes", 20, "changes to time in each mode")
+	kind := flag.String("change", "service", "what changes: service (one more service: clusters, listeners and endpoints) or health (an instance passing <-> warning: endpoints only)")
 	flag.Parse()
-	if err := run(*services, *proxies, *changes); err != nil {
+	if *kind != "service" && *kind != "health" {
+		fmt.Fprintln(os.Stderr, "bench/tracing: -change: want service or health")
+		os.Exit(2)
+	}
+	if err := run(*services, *proxies, *changes, *kind == "health"); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/tracing:", err)
 		os.Exit(1)
 	}
 }
 
-func run(services, proxies, changes int) error {
+func run(services, proxies, changes int, health bool) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	exp := &discard{}
@@ -61,7 +71,7 @@ func run(services, proxies, changes int) error {
 		return err
 	}
 	go cp.Run(ctx)
-	src.send(catalog(services, 0))
+	src.send(catalog(services, 0, false))
 	conn, err := grpc.NewClient(cp.XDSAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
@@ -72,17 +82,31 @@ func run(services, proxies, changes int) error {
 			return err
 		}
 	}
-	if err := converged(ctx, cp, proxies, nil); err != nil {
+	typ := resource.ClusterType
+	if health {
+		typ = resource.EndpointType
+	}
+	if err := converged(ctx, cp, proxies, resource.ClusterType, nil); err != nil {
 		return fmt.Errorf("initial config: %w", err)
+	}
+	if health {
+		// Every proxy holds svc-0's endpoints before the first timed change.
+		if err := converged(ctx, cp, proxies, resource.EndpointType, nil); err != nil {
+			return fmt.Errorf("initial endpoints: %w", err)
+		}
 	}
 	var on, off []time.Duration
 	for i := 1; i <= 2*changes; i++ {
 		tracing := i%2 == 0
 		sw.enabled.Store(tracing)
-		before := published(cp)
+		before := acked(cp, typ)
 		start := time.Now()
-		src.send(catalog(services, i)) // one more service: every proxy's clusters change
-		if err := converged(ctx, cp, proxies, before); err != nil {
+		if health {
+			src.send(catalog(services, 0, i%2 == 1)) // svc-0-1 warning (tracing off), passing again (on)
+		} else {
+			src.send(catalog(services, i, false)) // one more service: every proxy's clusters change
+		}
+		if err := converged(ctx, cp, proxies, typ, before); err != nil {
 			return fmt.Errorf("change %d: %w", i, err)
 		}
 		if tracing {
@@ -96,35 +120,47 @@ func run(services, proxies, changes int) error {
 		map[bool]string{true: "one each", false: "summary span"}[proxies <= cpxds.PushSpanLimit])
 	fmt.Printf("change to every ACK: tracing off mean %.2f ms p50 %.2f ms; on mean %.2f ms p50 %.2f ms; spans exported %d\n",
 		ms(mOff), ms(p50(off)), ms(mOn), ms(p50(on)), exp.n.Load())
-	fmt.Printf("BENCH trace_overhead_per_change_ms=%.2f\n", ms(mOn-mOff))
+	if health {
+		fmt.Printf("BENCH trace_overhead_per_health_change_ms=%.2f\n", ms(mOn-mOff))
+	} else {
+		fmt.Printf("BENCH trace_overhead_per_change_ms=%.2f\n", ms(mOn-mOff))
+	}
 	return nil
 }
 
-// published returns the cluster version published for each proxy.
-func published(cp *controlplane.ControlPlane) map[string]string {
+// acked returns the version of typ each proxy has ACKed.
+func acked(cp *controlplane.ControlPlane, typ string) map[string]string {
 	out := map[string]string{}
 	for _, st := range cp.XDS().Tracker().Statuses() {
-		if pub, ok := cp.XDS().PublishedFor(st.ID); ok {
-			out[st.ID] = pub.Versions[resource.ClusterType]
-		}
+		out[st.ID] = st.Types[short(typ)].Acked
 	}
 	return out
 }
 
-// converged waits until every proxy has ACKed the clusters published
-// for it, a version other than the one it had before (nil: any).
-func converged(ctx context.Context, cp *controlplane.ControlPlane, n int, before map[string]string) error {
+func short(typ string) string {
+	if typ == resource.EndpointType {
+		return "EDS"
+	}
+	return "CDS"
+}
+
+// converged waits until every proxy has ACKed a version of typ other
+// than the one it had before (nil: any); for clusters, the one published
+// for it.
+func converged(ctx context.Context, cp *controlplane.ControlPlane, n int, typ string, before map[string]string) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for {
 		done := 0
 		for _, st := range cp.XDS().Tracker().Statuses() {
-			pub, ok := cp.XDS().PublishedFor(st.ID)
-			if !ok {
-				continue
+			v := st.Types[short(typ)].Acked
+			if typ == resource.ClusterType {
+				pub, ok := cp.XDS().PublishedFor(st.ID)
+				if !ok || pub.Versions[typ] != v {
+					continue
+				}
 			}
-			v := pub.Versions[resource.ClusterType]
-			if st.Types["CDS"].Acked == v && (before == nil || before[st.ID] != v) {
+			if v != "" && (before == nil || before[st.ID] != v) {
 				done++
 			}
 		}
@@ -139,11 +175,17 @@ func converged(ctx context.Context, cp *controlplane.ControlPlane, n int, before
 	}
 }
 
-func catalog(services, extra int) *registry.Catalog {
+// catalog has services+extra services of one instance each; degraded
+// puts svc-0's instance in warning (DEGRADED endpoints).
+func catalog(services, extra int, degraded bool) *registry.Catalog {
 	var raw []registry.RawInstance
 	for i := range services + extra {
+		health := registry.HealthPassing
+		if i == 0 && degraded {
+			health = registry.HealthWarning
+		}
 		raw = append(raw, registry.RawInstance{ServiceName: fmt.Sprintf("svc-%d", i), ID: fmt.Sprintf("svc-%d-1", i),
-			Address: "10.0.0.1", Port: 10000 + i, Health: registry.HealthPassing,
+			Address: "10.0.0.1", Port: 10000 + i, Health: health,
 			ServiceMeta: map[string]string{registry.MetaProtocol: "grpc"}})
 	}
 	cat, _ := registry.BuildCatalog(raw)

@@ -22,6 +22,7 @@ import (
 	"medmesh/controlplane"
 	"medmesh/controlplane/attest"
 	cpidentity "medmesh/controlplane/identity"
+	"medmesh/controlplane/ir"
 	"medmesh/controlplane/policy"
 	"medmesh/controlplane/residency"
 	"medmesh/internal/telemetry"
@@ -58,6 +59,8 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	emptyGrace := fs.Duration("empty-catalog-grace", time.Minute, "how long the registry must list no services before the mesh is emptied")
 	residencyPolicy := fs.String("residency-policy", "", "with --site: the Rego policy deciding which calls may reach other sites' services (watched; a file that does not compile is refused naming file:line, and a broken edit keeps the policy in force); default: PHI services never leave their site")
 	peerGrace := fs.Duration("peer-stale-grace", registry.DefaultPeerStaleGrace, "how long another site's services imported through Consul peering are served, as last heard of, after the peering stops being active")
+	envoyOTLP := fs.String("envoy-otlp-address", "", "host:port of an OTLP/gRPC collector Envoy sidecars send request spans to (HCM tracing, OpenTelemetry tracer); empty: Envoy sidecars do not trace")
+	envoySampling := fs.Float64("envoy-trace-sampling", ir.DefaultEnvoyTraceSampling, "with --envoy-otlp-address: percentage (0-100) of requests without a caller's sampling decision that an Envoy sidecar starts a trace for")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	var webhook webhookFlags
@@ -77,6 +80,15 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	sampling := -1.0 // unset: the default, and an error without a collector
+	if set["envoy-trace-sampling"] {
+		sampling = *envoySampling
+	}
+	envoyTracing, err := ir.ParseEnvoyTracing(*envoyOTLP, sampling)
+	if err != nil {
+		fmt.Fprintf(stderr, "medmesh controlplane: %v\n", err)
+		return 2
+	}
 
 	var policySrc policy.Source
 	switch {
@@ -191,7 +203,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	opts := controlplane.Options{AdminAuth: auth,
 		Logger: log, Source: src, TrustDomain: *trustDomain, Site: *site, StateDir: *stateDir, Dev: *dev,
 		XDSListen: *xdsListen, AdminListen: *adminListen, Coalesce: *coalesce, EmptyCatalogGrace: *emptyGrace,
-		Attestors: attestors, Policies: policySrc, ResidencyPolicy: residencyFile,
+		Attestors: attestors, Policies: policySrc, ResidencyPolicy: residencyFile, EnvoyTracing: envoyTracing,
 	}
 	if *mtls {
 		ca, err := certs.New(certs.Options{TrustDomain: *trustDomain, StateDir: *stateDir, CertFile: *caCert,

@@ -71,6 +71,8 @@ func TestControlPlaneRefusesBadFlags(t *testing.T) {
 		{[]string{"--catalog", cat, "--consul", "http://127.0.0.1:8500"}, "both given"},
 		{[]string{"--consul", ""}, "nothing to serve"},
 		{[]string{"--catalog", "/does/not/exist.yaml", "--consul", ""}, "--catalog"},
+		{[]string{"--catalog", cat, "--consul", "", "--envoy-otlp-address", "collector"}, "--envoy-otlp-address \"collector\": want host:port"},
+		{[]string{"--catalog", cat, "--consul", "", "--envoy-trace-sampling", "5"}, "--envoy-otlp-address is not"},
 	} {
 		code, _, stderr := runCmd(append([]string{"controlplane"}, tc.args...)...)
 		if code != 2 || !strings.Contains(stderr, tc.want) {

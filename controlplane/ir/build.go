@@ -27,6 +27,8 @@ type Inputs struct {
 	// local caller's flow is allowed. Without either, none are.
 	Site      string
 	Residency Residency
+	// EnvoyTracing is where Envoy sidecars send request spans; zero: off.
+	EnvoyTracing EnvoyTracing
 }
 
 // Build resolves its inputs into a Mesh, in one pass: services with their
@@ -39,7 +41,7 @@ func Build(in Inputs) *Mesh {
 		cat = &registry.Catalog{}
 	}
 	m := &Mesh{TrustDomain: in.TrustDomain, Services: make([]Service, 0, len(cat.Services)),
-		MTLS: in.MTLS, BundlePEM: in.BundlePEM}
+		MTLS: in.MTLS, BundlePEM: in.BundlePEM, EnvoyTracing: in.EnvoyTracing}
 	splits := splitSites(cat, in.Site)
 	routed, decisions, conds := crossSite(splits, in.Site, in.Residency)
 	m.Site, m.Residency, m.ResidencyConditions = in.Site, decisions, conds

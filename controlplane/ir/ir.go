@@ -36,6 +36,8 @@ type Mesh struct {
 	ResidencyConditions []ResidencyCondition `json:"residencyConditions,omitempty"`
 	// BundlePEM is the trust bundle (PEM roots) proxies verify peers with.
 	BundlePEM []byte `json:"-"`
+	// EnvoyTracing is where Envoy sidecars send request spans (tracing.go).
+	EnvoyTracing EnvoyTracing `json:"envoyTracing,omitzero"`
 
 	instances map[string]instanceRef // by instance ID; see Instance
 }

@@ -54,6 +54,14 @@ type goldenInput struct {
 	// Policies are policy objects (api/v1alpha1) as operators write
 	// them; only the accepted ones reach the output (policy_test.go).
 	Policies []json.RawMessage `json:"policies,omitempty"`
+	// Site is the control plane's --site.
+	Site string `json:"site,omitempty"`
+	// EnvoyTracing is the control plane's --envoy-otlp-address and, if
+	// given, --envoy-trace-sampling.
+	EnvoyTracing *struct {
+		Address  string   `json:"address"`
+		Sampling *float64 `json:"sampling,omitempty"`
+	} `json:"envoyTracing,omitempty"`
 }
 
 // Fixed stand-ins for certificate material in golden outputs.
@@ -171,7 +179,16 @@ func loadCase(t *testing.T, name string) goldenCase {
 		t.Fatal(err)
 	}
 	inputs := ir.Inputs{Catalog: cat, Policies: resolvePolicies(t, name, cat, in.Policies),
-		Defaults: ir.DefaultDefaults(), TrustDomain: trustDomain}
+		Defaults: ir.DefaultDefaults(), TrustDomain: trustDomain, Site: in.Site}
+	if tr := in.EnvoyTracing; tr != nil {
+		sampling := -1.0
+		if tr.Sampling != nil {
+			sampling = *tr.Sampling
+		}
+		if inputs.EnvoyTracing, err = ir.ParseEnvoyTracing(tr.Address, sampling); err != nil {
+			t.Fatalf("%s: envoyTracing: %v", path, err)
+		}
+	}
 	if in.MTLS {
 		inputs.MTLS, inputs.BundlePEM = true, testBundlePEM
 	}

@@ -40,6 +40,9 @@ type hcmOptions struct {
 	// normalizePaths makes Envoy authorize and route the path the
 	// application will see (Envoy only; gRPC ignores these fields).
 	normalizePaths bool
+	// tracing sends the sidecar's request spans to the collector (Envoy
+	// only, when tracing is on: tracing.go).
+	tracing *hcmv3.HttpConnectionManager_Tracing
 }
 
 func httpConnectionManager(o hcmOptions) *hcmv3.HttpConnectionManager {
@@ -52,6 +55,7 @@ func httpConnectionManager(o hcmOptions) *hcmv3.HttpConnectionManager {
 		UseRemoteAddress: wrapBool(true),
 		// Request IDs tie a clinician's action across services in traces.
 		GenerateRequestId: wrapBool(true),
+		Tracing:           o.tracing,
 	}
 	if o.accessLog {
 		h.AccessLog = accessLogs()

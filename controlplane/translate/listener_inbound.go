@@ -45,7 +45,7 @@ func inboundListener(m *ir.Mesh, s *ir.Service, in *ir.Instance) *listenerv3.Lis
 func inboundFilters(m *ir.Mesh, s *ir.Service, authz bool) []*listenerv3.Filter {
 	if s.Protocol.IsHTTP() {
 		o := hcmOptions{statPrefix: wire.InboundListener, rdsName: InboundRoute, extProc: extProcHTTPFilter(s), accessLog: true,
-			normalizePaths: true}
+			normalizePaths: true, tracing: hcmTracing(m, s.Name, s.Kind)}
 		if authz {
 			o.rbac = rbacHTTPFilter(m, s)
 		}

@@ -6,6 +6,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
@@ -15,9 +16,12 @@ import (
 )
 
 // outboundHTTPListener is where applications beside an Envoy sidecar send
-// HTTP and gRPC calls for mesh services, on loopback only.
-func outboundHTTPListener(m *ir.Mesh) *listenerv3.Listener {
-	hcm := httpConnectionManager(hcmOptions{statPrefix: wire.OutboundHTTPListener, rdsName: wire.OutboundHTTPRoute, stripPort: true, accessLog: true, normalizePaths: true})
+// HTTP and gRPC calls for mesh services, on loopback only. Every Envoy
+// shares it, except with request tracing on: its spans are named after
+// the sidecar's service, so each proxy then gets its own (ForProxy).
+func outboundHTTPListener(m *ir.Mesh, tracing *hcmv3.HttpConnectionManager_Tracing) *listenerv3.Listener {
+	hcm := httpConnectionManager(hcmOptions{statPrefix: wire.OutboundHTTPListener, rdsName: wire.OutboundHTTPRoute, stripPort: true, accessLog: true,
+		normalizePaths: true, tracing: tracing})
 	if anyFault(m) {
 		hcm = withFaultFilter(hcm)
 	}

@@ -161,11 +161,17 @@ func (s *ServiceSet) Resources() *Resources {
 }
 
 // MeshWide translates the Envoy resources built from every service at
-// once: the outbound route configuration and the outbound listeners.
+// once: the outbound route configuration and the outbound listeners, and
+// the collector's cluster when request tracing is on.
 func MeshWide(m *ir.Mesh) *Resources {
 	r := &Resources{Warnings: append([]string(nil), m.Warnings...)}
 	r.Routes = append(r.Routes, outboundRouteConfig(m))
-	r.Listeners = append(r.Listeners, outboundHTTPListener(m))
+	if m.EnvoyTracing.Enabled() {
+		// The outbound HTTP listener is each proxy's own (ForProxy).
+		r.Clusters = append(r.Clusters, otlpCluster(m.EnvoyTracing))
+	} else {
+		r.Listeners = append(r.Listeners, outboundHTTPListener(m, nil))
+	}
 	tcp, warns := outboundTCPListeners(m)
 	r.Listeners = append(r.Listeners, tcp...)
 	r.Warnings = append(r.Warnings, warns...)
@@ -177,6 +183,7 @@ func Assemble(meshWide *Resources, sets []*ServiceSet) *SharedSet {
 	s := &SharedSet{Envoy: &Resources{
 		Routes:    append([]types.Resource(nil), meshWide.Routes...),
 		Listeners: append([]types.Resource(nil), meshWide.Listeners...),
+		Clusters:  append([]types.Resource(nil), meshWide.Clusters...),
 		Warnings:  meshWide.Warnings,
 	}, Proxyless: &Resources{}}
 	for _, set := range sets {
@@ -207,6 +214,10 @@ func ForProxy(m *ir.Mesh, p *ir.Proxy, svid *ir.Identity) *Resources {
 	}
 	if p.Kind == wire.ProxySVIDAgent {
 		return r // an SVID agent gets its secrets and nothing else
+	}
+	if p.Kind == wire.ProxyEnvoy && m.EnvoyTracing.Enabled() {
+		// Every Envoy calls out, registered or not.
+		r.Listeners = append(r.Listeners, outboundHTTPListener(m, proxyTracing(m, p.Service)))
 	}
 	svc, ok := m.Service(p.Service)
 	if !ok || p.Instance == nil {

@@ -356,7 +356,7 @@ func TestForProxyServiceMismatch(t *testing.T) {
 // Translate must equal Shared plus ForProxy, which is how the control plane
 // assembles snapshots; golden tests cover Translate only.
 func TestTranslateIsSharedPlusForProxy(t *testing.T) {
-	for _, name := range []string{"envoy-emr-sidecar", "proxyless-server"} {
+	for _, name := range []string{"envoy-emr-sidecar", "proxyless-server", "envoy-tracing"} {
 		c := loadCase(t, name)
 		mesh, p := c.mesh, c.proxy
 		sh := translate.Shared(mesh)

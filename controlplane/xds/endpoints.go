@@ -41,6 +41,9 @@ type endpointCache struct {
 	seq   uint64
 	sotw  map[*sotwEndpointWatch]struct{}
 	delta map[*deltaEndpointWatch]struct{}
+	// traced is the traced endpoint change being delivered (edstrace.go);
+	// nil when tracing is off.
+	traced *edsChange
 }
 
 type endpointEntry struct {
@@ -211,6 +214,7 @@ func (c *endpointCache) sotwResponse(req *cache.Request, sub cache.Subscription,
 	for _, n := range send {
 		out.Resources = append(out.Resources, c.res[n].any)
 	}
+	c.noteSent(req.GetNode().GetId(), out.GetVersionInfo(), send, names != nil, sub) // push tracing (edstrace.go)
 	return &cache.PassthroughResponse{Request: req, DiscoveryResponse: out, ReturnedResources: next}
 }
 
@@ -227,6 +231,7 @@ func (c *endpointCache) deltaResponse(req *cache.DeltaRequest, sub cache.Subscri
 		e := c.res[n]
 		out.Resources = append(out.Resources, &discoveryv3.Resource{Name: n, Version: e.hash, Resource: e.any})
 	}
+	c.noteSent(req.GetNode().GetId(), out.GetSystemVersionInfo(), send, names != nil, sub) // push tracing (edstrace.go)
 	return &cache.DeltaPassthroughResponse{DeltaRequest: req, DeltaDiscoveryResponse: out, NextVersionMap: next}
 }
 

@@ -96,8 +96,8 @@ type serviceMemo struct {
 // good configuration.
 //
 // When ctx carries a recording span (the round's trace), translation gets
-// a child span and every proxy whose snapshot changes a push span that
-// ends with its ACK or NACK (pushtrace.go).
+// a child span and every proxy whose snapshot or subscribed endpoints
+// change a push span that ends with its ACK or NACK (pushtrace.go).
 func (s *Server) Publish(ctx context.Context, r Round) (*Report, error) {
 	pub := &s.pub
 	if r.Mesh != pub.mesh {
@@ -115,6 +115,9 @@ func (s *Server) Publish(ctx context.Context, r Round) (*Report, error) {
 		pub.bundleKey = Fingerprint(r.Mesh.BundlePEM)
 		pub.inboundKeys = inboundKeys(r.Mesh)
 	}
+	// Push tracing starts before the endpoints: their pushes are traced too.
+	pub.pushes = newPushes(ctx, len(r.Proxies))
+	defer func() { pub.pushes.done(); pub.pushes = nil }()
 	updated, err := s.publishEndpoints(pub.shared.endpoints)
 	if err != nil {
 		return nil, err
@@ -125,8 +128,6 @@ func (s *Server) Publish(ctx context.Context, r Round) (*Report, error) {
 	if pub.start.IsZero() {
 		pub.start = time.Now()
 	}
-	pub.pushes = newPushes(ctx, len(r.Proxies))
-	defer func() { pub.pushes.done(); pub.pushes = nil }()
 	report := &Report{Warnings: pub.shared.warnings}
 	live := make(map[string]bool, len(r.Proxies))
 	for i := range r.Proxies {
@@ -301,17 +302,21 @@ func hashResources(r *translate.Resources, memo map[types.Resource]string) (Prox
 }
 
 // inboundKeys fingerprint what each service's inbound side is built from
-// (everything but its endpoints): its authorization, protocol and routes.
+// (everything but its endpoints): its authorization, protocol and routes,
+// its PHI flag (the extension's failure mode), plaintext acceptance and
+// kind (a tag of its request spans).
 func inboundKeys(m *ir.Mesh) map[string]string {
 	out := make(map[string]string, len(m.Services))
 	for i := range m.Services {
 		svc := &m.Services[i]
 		b, _ := json.Marshal(struct {
-			Authz    ir.Authz
-			Protocol ir.Protocol
-			Route    ir.Route
-			Timeout  time.Duration
-		}{svc.Authz, svc.Protocol, svc.Route, svc.ConnectTimeout})
+			Authz           ir.Authz
+			Protocol        ir.Protocol
+			Route           ir.Route
+			Timeout         time.Duration
+			PHI, Permissive bool
+			Kind            ir.Kind
+		}{svc.Authz, svc.Protocol, svc.Route, svc.ConnectTimeout, svc.PHI, svc.Permissive, svc.Kind})
 		out[svc.Name] = Fingerprint(b)
 	}
 	return out

@@ -23,11 +23,17 @@ import (
 // pushAnswerTimeout (a type changed that the proxy does not ask for in a
 // way that makes the cache send it): spans are never left open.
 //
-// Endpoint (EDS) updates are shared by every proxy and not pushed per
-// proxy; the round's publish span counts them instead.
+// Endpoint (EDS) updates, a health change above all, are traced the same
+// way (edstrace.go): every proxy the shared endpoint cache sends a changed
+// ClusterLoadAssignment to, because it held or was subscribed to it, gets
+// a push of type EDS ending at its ACK or NACK of that response's version,
+// SotW and delta alike. A proxy whose snapshot and endpoints one round
+// changes gets one push waiting for both, if its EDS answer has not
+// already come back when the snapshot is set.
 //
 // Cost: with tracing off (the round's span does not record), Publish does
-// none of this: no await, no map entry, no timer per proxy.
+// none of this: no await, no map entry, no timer per proxy, and the
+// endpoint cache checks one nil pointer per response.
 
 // PushSpanLimit is how many proxies a round traces with a span each;
 // beyond it, the round's pushes are events on one "xds.push.summary"
@@ -111,9 +117,11 @@ func (s *pushSummary) endIfDone() {
 // pushAwait is one proxy's push waiting for its answers.
 type pushAwait struct {
 	proxy   string
+	round   *pushes      // the round that pushed
 	span    trace.Span   // own span; nil when summarised
 	sum     *pushSummary // nil with an own span
 	pending map[string]string
+	types   map[string]bool // every type pushed, answered or not
 	traceID string
 	timer   *time.Timer
 }
@@ -141,25 +149,47 @@ func (t *Tracker) startPush(p *pushes, id string, changed map[string]string) {
 	if len(pending) == 0 {
 		return
 	}
+	t.pushLocked(p, pi, pending, time.Time{})
+}
+
+// pushLocked registers a push of round p to proxy pi, waiting for the
+// pending types (type URL -> version), starting at start (zero: now). A
+// push of the same round still waiting (its endpoints went first) takes
+// the new types in; one of an earlier round is superseded. Callers hold
+// t.mu.
+func (t *Tracker) pushLocked(p *pushes, pi *proxyInfo, pending map[string]string, start time.Time) {
+	id := pi.status.ID
 	if old := t.awaits[id]; old != nil {
+		if old.round == p {
+			for typ, v := range pending {
+				old.pending[typ] = v
+				old.types[typ] = true
+			}
+			if old.span != nil {
+				old.span.SetAttributes(attribute.String("xds.types", typeList(old.types)))
+			}
+			return
+		}
 		t.finishLocked(old, "superseded", "")
 	}
-	a := &pushAwait{proxy: id, pending: pending}
-	if p.sum != nil {
+	a := &pushAwait{proxy: id, round: p, pending: pending, types: make(map[string]bool, len(pending))}
+	for typ := range pending {
+		a.types[typ] = true
+	}
+	if p.sum != nil && p.sum.join() {
 		a.sum = p.sum
 		a.traceID = p.sum.span.SpanContext().TraceID().String()
-		p.sum.mu.Lock()
-		p.sum.outstanding++
-		p.sum.mu.Unlock()
 	} else {
-		types := make([]string, 0, len(pending))
-		for typ := range pending {
-			types = append(types, shortTypeName(typ))
-		}
-		sort.Strings(types)
-		_, a.span = p.tracer.Start(p.ctx, "xds.push", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+		// Own span; also for an endpoint push that reached its proxy after
+		// the round's summary span had ended (a proxy whose previous EDS
+		// answer was still on its way), so that it is not lost.
+		opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
 			attribute.String(AttrProxyID, id), attribute.String(AttrProxyKnd, string(pi.status.Kind)),
-			attribute.String("xds.types", strings.Join(types, ","))))
+			attribute.String("xds.types", typeList(a.types)))}
+		if !start.IsZero() {
+			opts = append(opts, trace.WithTimestamp(start))
+		}
+		_, a.span = p.tracer.Start(p.ctx, "xds.push", opts...)
 		a.traceID = a.span.SpanContext().TraceID().String()
 	}
 	a.timer = time.AfterFunc(pushAnswerTimeout, func() {
@@ -170,6 +200,28 @@ func (t *Tracker) startPush(p *pushes, id string, changed map[string]string) {
 		}
 	})
 	t.awaits[id] = a
+}
+
+// join counts one more outstanding push on the summary, unless it has
+// already ended.
+func (s *pushSummary) join() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return false
+	}
+	s.outstanding++
+	return true
+}
+
+// typeList names the types pushed (CDS, EDS, ...), sorted.
+func typeList(types map[string]bool) string {
+	out := make([]string, 0, len(types))
+	for typ := range types {
+		out = append(out, shortTypeName(typ))
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
 }
 
 // pushNotSet ends a push whose snapshot could not be set.

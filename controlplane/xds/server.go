@@ -152,6 +152,7 @@ func (s *Server) publishEndpoints(eps []Hashed) (updated int, err error) {
 	if len(toUpdate) == 0 {
 		return 0, nil
 	}
+	s.traceEndpoints(toUpdate) // push tracing of the change (edstrace.go)
 	if err := s.endpoints.update(toUpdate, nil); err != nil {
 		return 0, fmt.Errorf("updating endpoints: %w", err)
 	}
