@@ -83,6 +83,10 @@ type Options struct {
 	// trigger to every proxy's ACK; nil: OTel's global provider, which
 	// exports nothing unless internal/telemetry configured it.
 	TracerProvider trace.TracerProvider
+	// TraceQueryURL is the trace backend's query API (Jaeger's HTTP API,
+	// e.g. http://jaeger:16686) the status page reads traces from; empty:
+	// the page lists changes without opening them.
+	TraceQueryURL string
 }
 
 // ControlPlane is a running control plane.
@@ -106,6 +110,8 @@ type ControlPlane struct {
 
 	mu    sync.RWMutex
 	state admin.View // what the admin endpoints show; written by the loop only
+	// changes are the recent rounds that changed something (changes.go).
+	changes *admin.ChangeLog
 }
 
 // New validates options and fills in defaults.
@@ -143,7 +149,7 @@ func New(opts Options) (*ControlPlane, error) {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	cp := &ControlPlane{opts: opts, log: opts.Logger, reg: reg, metrics: newMetrics(reg), started: make(chan struct{}),
-		wake: make(chan struct{}, 1), tracer: opts.TracerProvider.Tracer("medmesh/controlplane")}
+		wake: make(chan struct{}, 1), tracer: opts.TracerProvider.Tracer("medmesh/controlplane"), changes: admin.NewChangeLog(0)}
 	if opts.Site != "" {
 		var p *residency.Policy // nil: the default
 		if opts.ResidencyPolicy != nil {
@@ -216,7 +222,8 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	cp.xds.Register(g)
 	adminSrv := admin.NewServer(admin.Options{Logger: cp.log, Gatherer: cp.reg, Source: cp.opts.Source,
 		Policies: cp.opts.Policies, XDS: cp.xds, Identities: cp.ids, MTLS: cp.opts.Identities != nil, View: cp.view,
-		Site: cp.opts.Site, Residency: cp.residency, ResidencyPolicy: cp.opts.ResidencyPolicy})
+		Site: cp.opts.Site, Residency: cp.residency, ResidencyPolicy: cp.opts.ResidencyPolicy,
+		Changes: cp.changes, TraceQueryURL: cp.opts.TraceQueryURL})
 	close(cp.started)
 
 	errc := make(chan error, 3)

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -58,6 +59,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	emptyGrace := fs.Duration("empty-catalog-grace", time.Minute, "how long the registry must list no services before the mesh is emptied")
 	residencyPolicy := fs.String("residency-policy", "", "with --site: the Rego policy deciding which calls may reach other sites' services (watched; a file that does not compile is refused naming file:line, and a broken edit keeps the policy in force); default: PHI services never leave their site")
 	peerGrace := fs.Duration("peer-stale-grace", registry.DefaultPeerStaleGrace, "how long another site's services imported through Consul peering are served, as last heard of, after the peering stops being active")
+	traceQuery := fs.String("trace-query-url", "", "trace backend's query API (Jaeger's, e.g. http://127.0.0.1:16686) the /ui page reads change and request traces from, and links to")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	var webhook webhookFlags
@@ -181,7 +183,11 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	opts := controlplane.Options{
 		Logger: log, Source: src, TrustDomain: *trustDomain, Site: *site, StateDir: *stateDir, Dev: *dev,
 		XDSListen: *xdsListen, AdminListen: *adminListen, Coalesce: *coalesce, EmptyCatalogGrace: *emptyGrace,
-		Attestors: attestors, Policies: policySrc, ResidencyPolicy: residencyFile,
+		Attestors: attestors, Policies: policySrc, ResidencyPolicy: residencyFile, TraceQueryURL: *traceQuery,
+	}
+	if u, err := url.Parse(*traceQuery); *traceQuery != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+		fmt.Fprintf(stderr, "medmesh controlplane: --trace-query-url %q: want http(s)://host:port\n", *traceQuery)
+		return 2
 	}
 	if *mtls {
 		ca, err := certs.New(certs.Options{TrustDomain: *trustDomain, StateDir: *stateDir, CertFile: *caCert,

@@ -62,6 +62,10 @@ type Options struct {
 	Site            string
 	Residency       *residency.Decider
 	ResidencyPolicy *residency.File
+	// Changes are the recent configuration changes and TraceQueryURL
+	// the trace backend's query API, for the status page (ui.go).
+	Changes       *ChangeLog
+	TraceQueryURL string
 }
 
 type server struct{ Options }
@@ -78,6 +82,8 @@ func NewServer(o Options) *http.Server {
 	mux.HandleFunc("GET /debug/catalog", cp.handleCatalog)
 	mux.HandleFunc("GET /debug/policies", cp.handlePolicies)
 	mux.HandleFunc("GET /debug/residency", cp.handleResidency)
+	mux.HandleFunc("GET /ui", cp.handleUIPage)
+	mux.HandleFunc("GET /ui/", cp.uiRoutes().ServeHTTP)
 	// Issuing identity proofs: the admin listener must stay on loopback
 	// (the default) or behind the platform's own access control.
 	mux.HandleFunc("POST /join-tokens", cp.handleJoinToken)
@@ -100,7 +106,10 @@ func (cp *server) handleReady(w http.ResponseWriter, _ *http.Request) {
 	w.Write([]byte("ready\n"))
 }
 
-func (cp *server) handleProxies(w http.ResponseWriter, _ *http.Request) {
+func (cp *server) handleProxies(w http.ResponseWriter, _ *http.Request) { writeJSON(w, cp.proxies()) }
+
+// proxies is the body of /debug/proxies (the status page shows it too).
+func (cp *server) proxies() api.ProxiesResponse {
 	v := cp.View()
 	resp := api.ProxiesResponse{
 		Ready: v.Ready, Source: sourceStatus(cp.Source.Status()), Serving: v.CatalogFrom, Site: cp.Site,
@@ -128,7 +137,7 @@ func (cp *server) handleProxies(w http.ResponseWriter, _ *http.Request) {
 		row.Problems = cp.XDS.ServerListenerProblems(ps)
 		resp.Proxies = append(resp.Proxies, row)
 	}
-	writeJSON(w, resp)
+	return resp
 }
 
 // handleConfig shows what one proxy was sent, as Envoy's JSON.
