@@ -19,7 +19,7 @@
       else if (k === "text") el.textContent = v;
       else el.setAttribute(k, v === true ? "" : v);
     }
-    for (const k of kids.flat()) {
+    for (const k of kids.flat(Infinity)) {
       if (k === undefined || k === null || k === false) continue;
       el.append(k instanceof Node ? k : document.createTextNode(String(k)));
     }
@@ -108,7 +108,7 @@
         const nack = p.lastNack ? h("div", {class: "nack nack-box", role: "alert"},
           "NACK " + typeName(p.lastNack.typeUrl) + " " + short(p.lastNack.version) + " " + age(p.lastNack.at, st.now) +
           " (" + p.nacks + " in all): " + p.lastNack.message) : h("span", {class: "muted"}, "none");
-        return h("tr", {"data-proxy": p.id, class: p.lastNack ? "nack" : null},
+        return h("tr", {"data-proxy": p.id, class: p.lastNack ? "row-nack" : null},
           h("th", {scope: "row"}, h("code", {}, p.id), p.identity ? h("div", {class: "muted"}, p.identity) : null),
           h("td", {}, p.service), h("td", {}, p.kind + " / " + p.transport),
           h("td", {}, types.length ? h("ul", {class: "plain"}, types) : h("span", {class: "muted"}, "nothing sent yet")),
@@ -126,7 +126,7 @@
   function changes(st) {
     if (!st.changes.length) return empty("No configuration change since the control plane started.");
     return table(["When", "Trigger", {t: "Proxies pushed", num: true}, {t: "Publish took", num: true}, "Outcome", "Trace"],
-      st.changes.map((c) => h("tr", {"data-change": c.traceId || c.at, class: c.error ? "nack" : null},
+      st.changes.map((c) => h("tr", {"data-change": c.traceId || c.at, class: c.error ? "row-nack" : null},
         h("td", {}, h("time", {datetime: c.at}, age(c.at, st.now))),
         h("td", {}, (c.trigger || []).join(", ") + (c.rebuilt ? " (mesh rebuilt)" : "")),
         h("td", {class: "num", title: (c.pushed || []).join(", ")}, String((c.pushed || []).length)),
@@ -171,7 +171,7 @@
     out.push(table(["Object", "Service", "Conditions", "Source"], pr.objects.map((o) => {
       const acc = (o.conditions || []).find((c) => c.type === "Accepted");
       const ok = acc && acc.status === "True";
-      return h("tr", {"data-policy": o.kind + "/" + o.namespace + "/" + o.name, class: ok ? null : "nack"},
+      return h("tr", {"data-policy": o.kind + "/" + o.namespace + "/" + o.name, class: ok ? null : "row-nack"},
         h("th", {scope: "row"}, o.kind + " " + o.namespace + "/" + o.name),
         h("td", {}, o.service || "-"),
         h("td", {}, (o.conditions || []).length ? h("ul", {class: "plain"}, o.conditions.map((c) => h("li", {},
@@ -297,7 +297,7 @@
       const outcome = s.nack ? h("span", {class: "nack"}, (s.outcome || "error").toUpperCase() + ": " + s.nack)
         : s.outcome ? h("span", {class: s.outcome === "ack" ? "ok" : "warn"}, s.outcome.toUpperCase())
           : s.error ? h("span", {class: "bad"}, "error") : h("span", {class: "muted"}, "ok");
-      return h("tr", {class: bad ? "error nack" : null, "data-span": s.name, "data-proxy": s.proxy || null, "data-outcome": s.outcome || null},
+      return h("tr", {class: bad ? "error row-nack" : null, "data-span": s.name, "data-proxy": s.proxy || null, "data-outcome": s.outcome || null},
         h("td", {class: "name", style: null},
           h("span", {"aria-hidden": "true"}, "\u00a0\u00a0".repeat(s.depth)), s.name,
           s.proxy ? [" \u2192 ", h("code", {}, s.proxy)] : null,
@@ -351,6 +351,10 @@
       if (!paused) refresh();
     });
     window.addEventListener("hashchange", route);
+    // /ui?trace=ID (a link from elsewhere, or the form sent without
+    // this script's handler) opens that trace.
+    const asked = new URLSearchParams(location.search).get("trace");
+    if (asked && /^[0-9a-fA-F]{16,32}$/.test(asked) && !location.hash) location.hash = "#trace/" + asked.toLowerCase();
     route();
     refresh();
     setInterval(refresh, REFRESH_MS);
