@@ -322,6 +322,10 @@ func (d *demo) startControlPlane(ctx context.Context, s *site) error {
 	args := []string{"controlplane", "--site", s.name,
 		"--consul", "http://" + s.consul.Addr(), "--xds-listen", s.xdsAddr, "--admin-listen", s.adminAddr,
 		"--state-dir", s.stateDir, "--log-format", "json"}
+	if d.jaeger != nil {
+		// The status page (/ui) opens change and request traces from it.
+		args = append(args, "--trace-query-url", d.jaeger.QueryURL())
+	}
 	ca := "hospital root CA kept in " + filepath.Join(s.stateDir, "ca")
 	if s.caDir != "" {
 		args = append(args, "--ca-cert", filepath.Join(s.caDir, "intermediate.pem"),
