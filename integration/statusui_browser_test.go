@@ -181,6 +181,19 @@ func TestStatusUIInBrowser(t *testing.T) {
 	}
 
 	run("loading /ui", chromedp.Navigate(cp.adminURL()+"/ui?refresh=300"))
+	// The console check can fail: a console.error is caught.
+	poll("a probe console error is seen", `(console.error("medmesh-probe"), "")`)
+	eventuallyCtx(t, ctx, "the probe console error caught", func() error {
+		consoleMu.Lock()
+		defer consoleMu.Unlock()
+		for i, e := range consoleErrs {
+			if strings.Contains(e, "medmesh-probe") {
+				consoleErrs = append(consoleErrs[:i], consoleErrs[i+1:]...)
+				return nil
+			}
+		}
+		return fmt.Errorf("console errors seen: %q", consoleErrs)
+	})
 	// The proxies, each with its SVID, and the identities with expiry.
 	poll("the page lists the connected proxies with their identities", `(() => {
 	  for (const id of ["ward-1", "emr-1", "his-1"]) {
@@ -215,6 +228,7 @@ func TestStatusUIInBrowser(t *testing.T) {
 	  return "";
 	})()`)
 	checkConsole("after the NACK")
+	poll("readable contrast (WCAG AA, 4.5:1) of every text on the page", contrastCheck)
 	saveScreenshot(t, browser, "ui-overview.png")
 
 	// The change that carried the imaging service: its trace holds a
@@ -264,6 +278,7 @@ func TestStatusUIInBrowser(t *testing.T) {
 	  return "";
 	})()`)
 	checkConsole("change waterfall")
+	poll("readable contrast in the waterfall", contrastCheck)
 	saveScreenshot(t, browser, "ui-change-waterfall.png")
 
 	// The request: looked up by its trace ID in the form.
@@ -292,6 +307,26 @@ func TestStatusUIInBrowser(t *testing.T) {
 	poll("overview shown again", `document.getElementById("overview").hidden ? "still on the trace" : ""`)
 	checkConsole("at the end")
 }
+
+// contrastCheck lists the visible texts whose colour against their
+// background is below WCAG AA's 4.5:1 ("" when there are none).
+const contrastCheck = `(() => {
+  const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+  const bgOf = (el) => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c.slice(0, 3); } return [255, 255, 255]; };
+  const bad = [];
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+    const el = n.parentElement;
+    if (!n.textContent.trim() || !el || !el.getClientRects().length || el.closest("[hidden], noscript, .skip")) continue;
+    const a = lum(rgb(getComputedStyle(el).color)), b = lum(bgOf(el));
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) bad.push(n.textContent.trim().slice(0, 30) + " (" + ratio.toFixed(2) + ")");
+  }
+  return bad.length ? "low contrast: " + bad.slice(0, 10).join("; ") : "";
+})()`
 
 // saveScreenshot saves the page as an artifact and says where.
 func saveScreenshot(t *testing.T, browser context.Context, name string) {
