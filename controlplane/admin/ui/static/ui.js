@@ -129,7 +129,8 @@
       st.changes.map((c) => h("tr", {"data-change": c.traceId || c.at, class: c.error ? "row-nack" : null},
         h("td", {}, h("time", {datetime: c.at}, age(c.at, st.now))),
         h("td", {}, (c.trigger || []).join(", ") + (c.rebuilt ? " (mesh rebuilt)" : "")),
-        h("td", {class: "num", title: (c.pushed || []).join(", ")}, String((c.pushed || []).length)),
+        h("td", {class: "num", title: (c.pushed || []).join(", ")}, String((c.pushed || []).length) +
+          (c.rebuilt && !(c.pushed || []).length ? " (no per-proxy change: endpoints at most)" : "")),
         h("td", {class: "num"}, c.durationMs.toFixed(1) + " ms"),
         h("td", {}, c.error ? h("span", {class: "bad"}, c.error) : h("span", {class: "ok"}, "published")),
         h("td", {}, c.traceId ? traceLink(c.traceId, st, "Open waterfall") : h("span", {class: "muted"}, "not traced")))));
