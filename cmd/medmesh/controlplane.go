@@ -75,6 +75,10 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 		}
 		log.Info("serving edge site", "site", *site)
 	}
+	if u, err := url.Parse(*traceQuery); *traceQuery != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+		fmt.Fprintf(stderr, "medmesh controlplane: --trace-query-url %q: want http(s)://host:port\n", *traceQuery)
+		return 2
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
@@ -184,10 +188,6 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 		Logger: log, Source: src, TrustDomain: *trustDomain, Site: *site, StateDir: *stateDir, Dev: *dev,
 		XDSListen: *xdsListen, AdminListen: *adminListen, Coalesce: *coalesce, EmptyCatalogGrace: *emptyGrace,
 		Attestors: attestors, Policies: policySrc, ResidencyPolicy: residencyFile, TraceQueryURL: *traceQuery,
-	}
-	if u, err := url.Parse(*traceQuery); *traceQuery != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
-		fmt.Fprintf(stderr, "medmesh controlplane: --trace-query-url %q: want http(s)://host:port\n", *traceQuery)
-		return 2
 	}
 	if *mtls {
 		ca, err := certs.New(certs.Options{TrustDomain: *trustDomain, StateDir: *stateDir, CertFile: *caCert,

@@ -71,6 +71,7 @@ func TestControlPlaneRefusesBadFlags(t *testing.T) {
 		{[]string{"--catalog", cat, "--consul", "http://127.0.0.1:8500"}, "both given"},
 		{[]string{"--consul", ""}, "nothing to serve"},
 		{[]string{"--catalog", "/does/not/exist.yaml", "--consul", ""}, "--catalog"},
+		{[]string{"--catalog", cat, "--consul", "", "--trace-query-url", "jaeger:16686"}, "--trace-query-url"},
 	} {
 		code, _, stderr := runCmd(append([]string{"controlplane"}, tc.args...)...)
 		if code != 2 || !strings.Contains(stderr, tc.want) {
