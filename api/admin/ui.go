@@ -123,10 +123,14 @@ type WaterfallSpan struct {
 	Events []WaterfallEvent `json:"events,omitempty"`
 }
 
-// WaterfallEvent is a span event (an ACK of one type, or a proxy's
-// answer on a summary span beyond the per-proxy span limit).
+// WaterfallEvent is a span event: an ACK of one type on a push, or, on
+// the one summary span of a round beyond the per-proxy span limit, one
+// proxy's answer (those are listed slowest first).
 type WaterfallEvent struct {
 	Name     string `json:"name"`
 	OffsetUS int64  `json:"offsetUs"`
+	Proxy    string `json:"proxy,omitempty"`
+	Outcome  string `json:"outcome,omitempty"`
+	NACK     string `json:"nack,omitempty"`
 	Detail   string `json:"detail,omitempty"`
 }

@@ -32,13 +32,16 @@ var traceIDPattern = regexp.MustCompile(`^[0-9a-f]{16,32}$`)
 // their attribute names are repeated here rather than importing xds's
 // constants into the page's reader, and TestWaterfall pins them.
 const (
-	spanChange   = "medmesh.config_change"
-	spanPush     = "xds.push"
-	tagProxyID   = "medmesh.proxy.id"
-	tagOutcome   = "medmesh.xds.outcome"
-	tagNACK      = "xds.nack.message"
-	tagSpanKind  = "span.kind"
-	tagOtelError = "otel.status_code"
+	spanChange = "medmesh.config_change"
+	spanPush   = "xds.push"
+	// spanPushSummary stands for every push of a round beyond
+	// xds.PushSpanLimit proxies, an event per proxy's answer.
+	spanPushSummary = "xds.push.summary"
+	tagProxyID      = "medmesh.proxy.id"
+	tagOutcome      = "medmesh.xds.outcome"
+	tagNACK         = "xds.nack.message"
+	tagSpanKind     = "span.kind"
+	tagOtelError    = "otel.status_code"
 )
 
 // jaegerTrace is the part of Jaeger's query API JSON the page reads.
@@ -219,15 +222,22 @@ func spanRow(tr *jaegerTrace, s *jaegerSpan, depth int, start int64) api.Waterfa
 	}
 	row.Detail = details(s.Tags, detailTags)
 	for _, l := range s.Logs {
-		ev := api.WaterfallEvent{Name: tagValue(l.Fields, "event"), OffsetUS: l.Timestamp - start}
+		ev := api.WaterfallEvent{Name: tagValue(l.Fields, "event"), OffsetUS: l.Timestamp - start,
+			Proxy: tagValue(l.Fields, tagProxyID), Outcome: tagValue(l.Fields, tagOutcome), NACK: tagValue(l.Fields, tagNACK)}
 		var parts []string
 		for _, f := range l.Fields {
-			if f.Key != "event" {
+			switch f.Key {
+			case "event", tagProxyID, tagOutcome, tagNACK:
+			default:
 				parts = append(parts, f.Key+"="+fmt.Sprint(f.Value))
 			}
 		}
 		ev.Detail = strings.Join(parts, " ")
 		row.Events = append(row.Events, ev)
+	}
+	if s.OperationName == spanPushSummary {
+		// One event per proxy's answer: the slowest first, as pushes are.
+		sort.SliceStable(row.Events, func(i, j int) bool { return row.Events[i].OffsetUS > row.Events[j].OffsetUS })
 	}
 	return row
 }

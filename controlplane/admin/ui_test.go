@@ -119,3 +119,27 @@ func TestChangeLogKeepsTheNewest(t *testing.T) {
 		t.Fatal("a nil log lists changes")
 	}
 }
+
+// TestWaterfallSummary: beyond the per-proxy span limit a round's pushes
+// are events on one summary span; they are listed slowest first, each
+// naming its proxy and outcome.
+func TestWaterfallSummary(t *testing.T) {
+	const body = `{"data":[{"traceID":"t3","processes":{"p":{"serviceName":"medmesh-controlplane"}},"spans":[
+	 {"spanID":"root","operationName":"medmesh.config_change","processID":"p","startTime":0,"duration":900,"tags":[]},
+	 {"spanID":"sum","operationName":"xds.push.summary","references":[{"refType":"CHILD_OF","spanID":"root"}],"processID":"p","startTime":10,"duration":800,"tags":[],
+	  "logs":[
+	   {"timestamp":100,"fields":[{"key":"event","value":"xds.push"},{"key":"medmesh.proxy.id","value":"a"},{"key":"medmesh.xds.outcome","value":"ack"}]},
+	   {"timestamp":700,"fields":[{"key":"event","value":"xds.push"},{"key":"medmesh.proxy.id","value":"b"},{"key":"medmesh.xds.outcome","value":"nack"},{"key":"xds.nack.message","value":"bad"}]},
+	   {"timestamp":300,"fields":[{"key":"event","value":"xds.push"},{"key":"medmesh.proxy.id","value":"c"},{"key":"medmesh.xds.outcome","value":"ack"},{"key":"other","value":1}]}]}]}]}`
+	w := waterfall(decodeTrace(t, body))
+	if len(w.Spans) != 2 || w.Spans[1].Name != "xds.push.summary" {
+		t.Fatalf("rows %+v", w.Spans)
+	}
+	var got []string
+	for _, e := range w.Spans[1].Events {
+		got = append(got, fmt.Sprintf("%s:%s:%s:%s", e.Proxy, e.Outcome, e.NACK, e.Detail))
+	}
+	if want := "[b:nack:bad: c:ack::other=1 a:ack::]"; fmt.Sprint(got) != want {
+		t.Fatalf("events %v, want %s", got, want)
+	}
+}

@@ -105,7 +105,7 @@
             : h("span", {class: "warn"}, "sent " + short(ts.sent) + ", not ACKed");
           return h("li", {"data-type": t}, h("strong", {}, t + " "), h("code", {}, short(ts.acked)), " ", sync);
         });
-        const nack = p.lastNack ? h("div", {class: "nack nack-box", role: "alert"},
+        const nack = p.lastNack ? h("div", {class: "nack nack-box"},
           "NACK " + typeName(p.lastNack.typeUrl) + " " + short(p.lastNack.version) + " " + age(p.lastNack.at, st.now) +
           " (" + p.nacks + " in all): " + p.lastNack.message) : h("span", {class: "muted"}, "none");
         return h("tr", {"data-proxy": p.id, class: p.lastNack ? "row-nack" : null},
@@ -246,12 +246,24 @@
       document.getElementById("updated").textContent = "Updated " + new Date(last.now).toLocaleTimeString() +
         " (every " + REFRESH_MS / 1000 + " s)";
       document.body.dataset.loaded = "true";
+      announce("");
     } catch (e) {
-      document.getElementById("updated").textContent = "Cannot read the control plane: " + e.message +
+      const msg = "Cannot read the control plane: " + e.message;
+      document.getElementById("updated").textContent = msg +
         (last ? " (showing what it said at " + new Date(last.now).toLocaleTimeString() + ")" : "");
+      announce(msg);
     }
     const id = traceIDFromHash();
     if (id) loadTrace(id, false);
+  }
+
+  // announce tells screen readers when the page loses (or regains) the
+  // control plane, once, not at every refresh.
+  let announced = "";
+  function announce(msg) {
+    if (msg === announced) return;
+    announced = msg;
+    document.getElementById("problem").textContent = msg || (last ? "Reading the control plane again." : "");
   }
 
   // ---- Trace waterfall ----
@@ -283,7 +295,9 @@
 
   function waterfall(wf) {
     const total = Math.max(wf.durationUs, 1);
-    const pushes = wf.spans.filter((s) => s.proxy);
+    // Pushes are spans of their own, or events on one summary span
+    // beyond the control plane's per-proxy span limit.
+    const pushes = wf.spans.filter((s) => s.proxy).concat(wf.spans.flatMap((s) => (s.events || []).filter((e) => e.proxy)));
     const nacks = pushes.filter((s) => s.outcome === "nack" || s.nack);
     const out = [h("dl", {class: "kv"},
       h("dt", {}, "Started"), h("dd", {}, h("time", {datetime: wf.start}, new Date(wf.start).toLocaleString())),
@@ -303,7 +317,12 @@
           h("span", {"aria-hidden": "true"}, "\u00a0\u00a0".repeat(s.depth)), s.name,
           s.proxy ? [" \u2192 ", h("code", {}, s.proxy)] : null,
           s.detail ? h("div", {class: "muted mono"}, s.detail) : null,
-          (s.events || []).length ? h("ul", {class: "events"}, s.events.map((e) => h("li", {}, "+" + ms(e.offsetUs - s.offsetUs) + " " + e.name + (e.detail ? " " + e.detail : "")))) : null),
+          (s.events || []).length ? h("ul", {class: "events"}, s.events.map((e) => h("li", {"data-proxy": e.proxy || null, "data-outcome": e.outcome || null},
+            "+" + ms(e.offsetUs - s.offsetUs) + " " + e.name,
+            e.proxy ? [" \u2192 ", h("code", {}, e.proxy)] : null,
+            e.outcome ? [" ", h("span", {class: e.outcome === "ack" ? "ok" : e.nack || e.outcome === "nack" ? "nack" : "warn"},
+              e.outcome.toUpperCase() + (e.nack ? ": " + e.nack : ""))] : null,
+            e.detail ? " " + e.detail : ""))) : null),
         h("td", {}, s.service + (s.kind ? " (" + s.kind + ")" : "")),
         h("td", {class: "num"}, ms(s.offsetUs)), h("td", {class: "num"}, ms(s.durationUs)),
         h("td", {class: "bar"}, bar(left, width, s, total)),
