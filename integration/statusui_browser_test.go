@@ -304,7 +304,8 @@ func TestStatusUIInBrowser(t *testing.T) {
 
 	// Back to the overview with the keyboard.
 	run("back", chromedp.Focus("#back"), chromedp.KeyEvent(kb.Enter))
-	poll("overview shown again", `document.getElementById("overview").hidden ? "still on the trace" : ""`)
+	poll("overview shown again, focus back on the look-up field", `document.getElementById("overview").hidden ? "still on the trace" :
+	  document.activeElement.id === "trace-id" ? "" : "focus on " + document.activeElement.outerHTML.slice(0, 80)`)
 	checkConsole("at the end")
 }
 

@@ -109,12 +109,12 @@
           "NACK " + typeName(p.lastNack.typeUrl) + " " + short(p.lastNack.version) + " " + age(p.lastNack.at, st.now) +
           " (" + p.nacks + " in all): " + p.lastNack.message) : h("span", {class: "muted"}, "none");
         return h("tr", {"data-proxy": p.id, class: p.lastNack ? "row-nack" : null},
-          h("th", {scope: "row"}, h("code", {}, p.id), p.identity ? h("div", {class: "muted"}, p.identity) : null),
+          h("th", {scope: "row"}, h("code", {}, p.id), p.identity ? h("div", {class: "muted"}, p.identity) : null,
+            (p.problems || []).map((pr) => h("div", {class: "bad"}, pr))),
           h("td", {}, p.service), h("td", {}, p.kind + " / " + p.transport),
           h("td", {}, types.length ? h("ul", {class: "plain"}, types) : h("span", {class: "muted"}, "nothing sent yet")),
           h("td", {"data-col": "last-ack"}, age(lastAck, st.now)), h("td", {"data-col": "nack"}, nack),
-          h("td", {}, traceLink(p.traceId, st, short(p.traceId))),
-          (p.problems || []).length ? h("td", {class: "bad"}, p.problems.join("; ")) : null);
+          h("td", {}, traceLink(p.traceId, st, short(p.traceId))));
       }));
   }
   function typeName(url) {
@@ -345,12 +345,26 @@
     return track;
   }
 
+  // route shows the overview or a trace. Leaving a trace gives focus
+  // back to what opened it (a change's link, the look-up field), so a
+  // keyboard user continues where they were.
+  let opener = null;
   function route() {
     const id = traceIDFromHash();
+    const wasTrace = !document.getElementById("trace").hidden;
+    const a = document.activeElement;
+    if (id && a && a !== document.body && !a.closest("#trace")) {
+      opener = a.getAttribute("data-key") ? '[data-key="' + CSS.escape(a.getAttribute("data-key")) + '"]' : a.id ? "#" + CSS.escape(a.id) : null;
+    }
     document.getElementById("overview").hidden = !!id;
     document.getElementById("trace").hidden = !id;
-    if (id) loadTrace(id, true);
-    else traceShown = "";
+    if (id) { loadTrace(id, true); return; }
+    traceShown = "";
+    if (wasTrace) {
+      const back = opener && document.querySelector(opener);
+      (back || document.getElementById("main")).focus();
+      opener = null;
+    }
   }
 
   document.addEventListener("DOMContentLoaded", () => {
