@@ -303,8 +303,13 @@ func TestStatusUIInBrowser(t *testing.T) {
 	saveScreenshot(t, browser, "ui-request-trace.png")
 
 	// Back to the overview with the keyboard.
-	run("back", chromedp.Focus("#back"), chromedp.KeyEvent(kb.Enter))
-	poll("overview shown again, focus back on the look-up field", `document.getElementById("overview").hidden ? "still on the trace" :
+	poll("focus on the back link", `(() => {
+	  const a = document.getElementById("back");
+	  a.focus();
+	  return document.activeElement === a ? "" : "focus on " + document.activeElement.outerHTML.slice(0, 80);
+	})()`)
+	run("back", chromedp.KeyEvent(kb.Enter))
+	poll("overview shown again, focus back on the look-up field", `document.getElementById("overview").hidden ? "still on the trace, " + location.hash + ", focus on " + document.activeElement.outerHTML.slice(0, 80) :
 	  document.activeElement.id === "trace-id" ? "" : "focus on " + document.activeElement.outerHTML.slice(0, 80)`)
 	checkConsole("at the end")
 }

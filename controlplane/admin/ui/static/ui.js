@@ -362,9 +362,25 @@
     traceShown = "";
     if (wasTrace) {
       const back = opener && document.querySelector(opener);
-      (back || document.getElementById("main")).focus();
+      focusAfterKey(back || document.getElementById("main"));
       opener = null;
     }
+  }
+
+  // focusAfterKey moves focus once the key that led here is released:
+  // Enter on the back link navigates on keydown, and its keypress must
+  // not land in the look-up field focus returns to (it would submit the
+  // form and open the trace again).
+  let keyHeld = false, pendingFocus = null;
+  document.addEventListener("keydown", () => { keyHeld = true; }, true);
+  document.addEventListener("keyup", () => {
+    keyHeld = false;
+    if (pendingFocus) { pendingFocus.focus(); pendingFocus = null; }
+  }, true);
+  window.addEventListener("blur", () => { keyHeld = false; });
+  function focusAfterKey(el) {
+    if (keyHeld) pendingFocus = el;
+    else el.focus();
   }
 
   document.addEventListener("DOMContentLoaded", () => {
