@@ -91,7 +91,7 @@ spec:
 	checkKeys(t, "/debug/proxies row", row,
 		[]string{"id", "service", "kind", "peer", "transport", "connectedAt", "types", "lastNack", "nacks", "published"}, "identity")
 	checkKeys(t, "/debug/proxies lastNack", row.(map[string]any)["lastNack"], []string{"typeUrl", "version", "message", "at"})
-	checkKeys(t, "/debug/proxies types.CDS", row.(map[string]any)["types"].(map[string]any)["CDS"], []string{"sent"}, "acked")
+	checkKeys(t, "/debug/proxies types.CDS", row.(map[string]any)["types"].(map[string]any)["CDS"], []string{"sent"}, "acked", "ackedAt")
 
 	var pol map[string]any
 	waitFor(t, func() error {

@@ -90,6 +90,10 @@ type Options struct {
 	// EnvoyTracing gives Envoy sidecars request tracing to an OTLP
 	// collector (--envoy-otlp-address); zero: off.
 	EnvoyTracing ir.EnvoyTracing
+	// TraceQueryURL is the trace backend's query API (Jaeger's HTTP API,
+	// e.g. http://jaeger:16686) the status page reads traces from; empty:
+	// the page lists changes without opening them.
+	TraceQueryURL string
 }
 
 // ControlPlane is a running control plane.
@@ -116,6 +120,8 @@ type ControlPlane struct {
 
 	mu    sync.RWMutex
 	state admin.View // what the admin endpoints show; written by the loop only
+	// changes are the recent rounds that changed something (changes.go).
+	changes *admin.ChangeLog
 }
 
 // New validates options and fills in defaults.
@@ -153,7 +159,7 @@ func New(opts Options) (*ControlPlane, error) {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	cp := &ControlPlane{opts: opts, log: opts.Logger, reg: reg, metrics: newMetrics(reg), started: make(chan struct{}),
-		wake: make(chan struct{}, 1), tracer: opts.TracerProvider.Tracer("medmesh/controlplane")}
+		wake: make(chan struct{}, 1), tracer: opts.TracerProvider.Tracer("medmesh/controlplane"), changes: admin.NewChangeLog(0)}
 	if opts.Site != "" {
 		var p *residency.Policy // nil: the default
 		if opts.ResidencyPolicy != nil {
@@ -231,7 +237,8 @@ func (cp *ControlPlane) Run(ctx context.Context) error {
 	cp.xds.Register(g)
 	adminOpts := admin.Options{Logger: cp.log, Gatherer: cp.reg, Source: cp.opts.Source,
 		Policies: cp.opts.Policies, XDS: cp.xds, Identities: cp.ids, MTLS: cp.opts.Identities != nil, View: cp.view,
-		Site: cp.opts.Site, Residency: cp.residency, ResidencyPolicy: cp.opts.ResidencyPolicy, Guard: cp.guard}
+		Site: cp.opts.Site, Residency: cp.residency, ResidencyPolicy: cp.opts.ResidencyPolicy, Guard: cp.guard,
+		Changes: cp.changes, TraceQueryURL: cp.opts.TraceQueryURL}
 	adminSrv := admin.NewServer(adminOpts)
 	errc := make(chan error, 8)
 	if cp.extra, err = cp.listenAdminExtra(adminOpts, errc); err != nil {

@@ -38,6 +38,7 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) (err error
 	ctx, span := cp.tracer.Start(ctx, "medmesh.config_change", trace.WithNewRoot(), trace.WithAttributes(
 		attribute.StringSlice("medmesh.trigger", st.triggers), attribute.String("medmesh.catalog.version", st.catalogHash),
 		attribute.Bool("medmesh.mesh.rebuilt", built), attribute.String("medmesh.site", cp.opts.Site)))
+	change := cp.startChange(span, st.triggers, built)
 	st.triggers = st.triggers[:0]
 	defer func() {
 		if err != nil {
@@ -71,6 +72,7 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) (err error
 	ispan.End()
 	pctx, pspan := cp.tracer.Start(ctx, "xds.publish")
 	report, err := cp.xds.Publish(pctx, xds.Round{Mesh: st.mesh, Proxies: proxies, Start: st.since})
+	change.done(report, err)
 	if err != nil {
 		pspan.SetStatus(codes.Error, err.Error())
 	}

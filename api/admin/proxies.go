@@ -114,6 +114,9 @@ type Proxy struct {
 type TypeStatus struct {
 	Sent  string `json:"sent,omitempty"`
 	Acked string `json:"acked,omitempty"`
+	// AckedAt is when the proxy last ACKed this type (any version): how
+	// stale "in sync" is. Zero before its first ACK.
+	AckedAt time.Time `json:"ackedAt,omitzero"`
 }
 
 // InSync reports whether the proxy acknowledged the last version sent.

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -61,6 +62,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 	peerGrace := fs.Duration("peer-stale-grace", registry.DefaultPeerStaleGrace, "how long another site's services imported through Consul peering are served, as last heard of, after the peering stops being active")
 	envoyOTLP := fs.String("envoy-otlp-address", "", "host:port of an OTLP/gRPC collector Envoy sidecars send request spans to (HCM tracing, OpenTelemetry tracer); empty: Envoy sidecars do not trace")
 	envoySampling := fs.Float64("envoy-trace-sampling", ir.DefaultEnvoyTraceSampling, "with --envoy-otlp-address: percentage (0-100) of requests without a caller's sampling decision that an Envoy sidecar starts a trace for")
+	traceQuery := fs.String("trace-query-url", "", "trace backend's query API (Jaeger's, e.g. http://127.0.0.1:16686) the /ui page reads change and request traces from, and links to")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	var webhook webhookFlags
@@ -77,6 +79,10 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 			return 2
 		}
 		log.Info("serving edge site", "site", *site)
+	}
+	if u, err := url.Parse(*traceQuery); *traceQuery != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+		fmt.Fprintf(stderr, "medmesh controlplane: --trace-query-url %q: want http(s)://host:port\n", *traceQuery)
+		return 2
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -204,6 +210,7 @@ func runControlPlane(args []string, _, stderr io.Writer) int {
 		Logger: log, Source: src, TrustDomain: *trustDomain, Site: *site, StateDir: *stateDir, Dev: *dev,
 		XDSListen: *xdsListen, AdminListen: *adminListen, Coalesce: *coalesce, EmptyCatalogGrace: *emptyGrace,
 		Attestors: attestors, Policies: policySrc, ResidencyPolicy: residencyFile, EnvoyTracing: envoyTracing,
+		TraceQueryURL: *traceQuery,
 	}
 	if *mtls {
 		ca, err := certs.New(certs.Options{TrustDomain: *trustDomain, StateDir: *stateDir, CertFile: *caCert,

@@ -73,6 +73,7 @@ func TestControlPlaneRefusesBadFlags(t *testing.T) {
 		{[]string{"--catalog", "/does/not/exist.yaml", "--consul", ""}, "--catalog"},
 		{[]string{"--catalog", cat, "--consul", "", "--envoy-otlp-address", "collector"}, "--envoy-otlp-address \"collector\": want host:port"},
 		{[]string{"--catalog", cat, "--consul", "", "--envoy-trace-sampling", "5"}, "--envoy-otlp-address is not"},
+		{[]string{"--catalog", cat, "--consul", "", "--trace-query-url", "jaeger:16686"}, "--trace-query-url"},
 	} {
 		code, _, stderr := runCmd(append([]string{"controlplane"}, tc.args...)...)
 		if code != 2 || !strings.Contains(stderr, tc.want) {

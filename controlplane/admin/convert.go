@@ -29,7 +29,7 @@ func proxyRow(ps xds.ProxyStatus, published map[string]string, identity string) 
 	if ps.Types != nil {
 		p.Types = make(map[string]api.TypeStatus, len(ps.Types))
 		for typ, ts := range ps.Types {
-			p.Types[typ] = api.TypeStatus{Sent: ts.Sent, Acked: ts.Acked}
+			p.Types[typ] = api.TypeStatus{Sent: ts.Sent, Acked: ts.Acked, AckedAt: ts.AckedAt}
 		}
 	}
 	if n := ps.LastNACK; n != nil {

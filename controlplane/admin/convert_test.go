@@ -39,7 +39,7 @@ func TestAdminJSONGolden(t *testing.T) {
 		Permissive:           []string{"scheduling"},
 		Proxies: []api.Proxy{
 			proxyRow(xds.ProxyStatus{ID: "emr-1", Service: "emr", Kind: "envoy", Peer: "10.0.0.1:5000", Transport: "delta",
-				ConnectedAt: t0, Types: map[string]xds.TypeStatus{"CDS": {Sent: "v2", Acked: "v1"}, "LDS": {Sent: "v3"}},
+				ConnectedAt: t0, Types: map[string]xds.TypeStatus{"CDS": {Sent: "v2", Acked: "v1", AckedAt: t0.Add(-time.Minute)}, "LDS": {Sent: "v3"}},
 				LastNACK: &xds.NACK{TypeURL: "type.googleapis.com/envoy.config.cluster.v3.Cluster", Version: "v2", Message: "bad", At: t0},
 				NACKs:    2, TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"},
 				map[string]string{"type.googleapis.com/envoy.config.cluster.v3.Cluster": "v2"},

@@ -6,7 +6,10 @@ import (
 	api "medmesh/api/admin"
 )
 
-func (cp *server) handlePolicies(w http.ResponseWriter, _ *http.Request) {
+func (cp *server) handlePolicies(w http.ResponseWriter, _ *http.Request) { writeJSON(w, cp.policies()) }
+
+// policies is the body of /debug/policies.
+func (cp *server) policies() api.PoliciesResponse {
 	resp := api.PoliciesResponse{Objects: []api.ObjectStatus{}}
 	if cp.Policies != nil {
 		resp.Source = cp.Policies.Name()
@@ -15,5 +18,5 @@ func (cp *server) handlePolicies(w http.ResponseWriter, _ *http.Request) {
 		resp.Resolved, resp.Errors = true, res.Errors
 		resp.Objects = objectStatuses(res.Statuses)
 	}
-	writeJSON(w, resp)
+	return resp
 }

@@ -9,6 +9,11 @@ import (
 
 // handleResidency shows what crosses sites: GET /debug/residency.
 func (cp *server) handleResidency(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, cp.residency())
+}
+
+// residency is the body of /debug/residency.
+func (cp *server) residency() api.ResidencyResponse {
 	resp := api.ResidencyResponse{Site: cp.Site, Decisions: []api.SiteDecision{}}
 	if cp.Residency != nil {
 		st := cp.Residency.Stats()
@@ -22,7 +27,7 @@ func (cp *server) handleResidency(w http.ResponseWriter, _ *http.Request) {
 		resp.Decisions = siteDecisions(m.Residency)
 		resp.Conditions = residencyConditions(m.ResidencyConditions)
 	}
-	writeJSON(w, resp)
+	return resp
 }
 
 func siteDecisions(in []ir.SiteDecision) []api.SiteDecision {

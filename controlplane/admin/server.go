@@ -66,6 +66,10 @@ type Options struct {
 	// Guard decides who may read and act (adminauth); nil refuses all
 	// but health and metrics.
 	Guard *adminauth.Guard
+	// Changes are the recent configuration changes and TraceQueryURL
+	// the trace backend's query API, for the status page (ui.go).
+	Changes       *ChangeLog
+	TraceQueryURL string
 }
 
 type server struct{ Options }
@@ -82,6 +86,8 @@ func NewServer(o Options) *http.Server {
 	mux.HandleFunc("GET /debug/catalog", cp.handleCatalog)
 	mux.HandleFunc("GET /debug/policies", cp.handlePolicies)
 	mux.HandleFunc("GET /debug/residency", cp.handleResidency)
+	mux.HandleFunc("GET /ui", cp.handleUIPage)
+	mux.HandleFunc("GET /ui/", cp.uiRoutes().ServeHTTP)
 	// Issuing identity proofs: the operate role only (adminauth).
 	mux.HandleFunc("POST /join-tokens", cp.handleJoinToken)
 	mux.HandleFunc("POST /ca/rotate", cp.handleRotateRoot)
@@ -105,7 +111,10 @@ func (cp *server) handleReady(w http.ResponseWriter, _ *http.Request) {
 	w.Write([]byte("ready\n"))
 }
 
-func (cp *server) handleProxies(w http.ResponseWriter, _ *http.Request) {
+func (cp *server) handleProxies(w http.ResponseWriter, _ *http.Request) { writeJSON(w, cp.proxies()) }
+
+// proxies is the body of /debug/proxies (the status page shows it too).
+func (cp *server) proxies() api.ProxiesResponse {
 	v := cp.View()
 	resp := api.ProxiesResponse{
 		Ready: v.Ready, Source: sourceStatus(cp.Source.Status()), Serving: v.CatalogFrom, Site: cp.Site,
@@ -133,7 +142,7 @@ func (cp *server) handleProxies(w http.ResponseWriter, _ *http.Request) {
 		row.Problems = cp.XDS.ServerListenerProblems(ps)
 		resp.Proxies = append(resp.Proxies, row)
 	}
-	writeJSON(w, resp)
+	return resp
 }
 
 // handleConfig shows what one proxy was sent, as Envoy's JSON.

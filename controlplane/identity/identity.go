@@ -80,10 +80,18 @@ type Manager struct {
 	proxies map[string]*proxyState
 
 	mu       sync.RWMutex
-	statuses map[string]string
+	statuses map[string]Detail
 	// held is, per proxy, the SVID it was last issued: the copy of
 	// proxies' SVIDs that /metrics reads (metrics.go).
 	held map[string]svidLife
+}
+
+// Detail is one proxy's identity as status pages show it.
+type Detail struct {
+	// Status is the SPIFFE ID the proxy holds, or why it has none.
+	Status string
+	// IssuedAt and NotAfter bound the SVID it holds; zero without one.
+	IssuedAt, NotAfter time.Time
 }
 
 // proxyState is everything known about one proxy's identity, so that a
@@ -123,7 +131,7 @@ func New(o Options) *Manager {
 		o.Wake = func() {}
 	}
 	return &Manager{opts: o, log: o.Logger, tokens: newJoinTokens(), proofs: newProofChecks(o.Attestors, o.Logger, o.Wake),
-		proxies: map[string]*proxyState{}, statuses: map[string]string{},
+		proxies: map[string]*proxyState{}, statuses: map[string]Detail{},
 		held: map[string]svidLife{}}
 }
 
@@ -193,14 +201,21 @@ func (m *Manager) unheld(id string, ps *proxyState) {
 	m.mu.Unlock()
 }
 
+// setStatus records what readers see of a proxy's identity: its status
+// and, when it holds one, its SVID's lifetime (which a renewal changes
+// under the same SPIFFE ID).
 func (m *Manager) setStatus(id string, ps *proxyState, status string) {
-	if ps.status == status {
+	d := Detail{Status: status}
+	if ps.svid != nil && status == ps.svid.identity.SPIFFEID {
+		d.IssuedAt, d.NotAfter = ps.svid.issuedAt, ps.svid.notAfter
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ps.status == status && m.statuses[id] == d {
 		return
 	}
 	ps.status = status
-	m.mu.Lock()
-	m.statuses[id] = status
-	m.mu.Unlock()
+	m.statuses[id] = d
 }
 
 // Forget drops everything about proxies that are no longer connected: a
@@ -220,6 +235,17 @@ func (m *Manager) Forget(live map[string]bool) {
 
 // Statuses returns, per proxy, the SPIFFE ID it holds or why it has none.
 func (m *Manager) Statuses() map[string]string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make(map[string]string, len(m.statuses))
+	for id, d := range m.statuses {
+		out[id] = d.Status
+	}
+	return out
+}
+
+// Details returns, per proxy, its identity with its SVID's lifetime.
+func (m *Manager) Details() map[string]Detail {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return maps.Clone(m.statuses)

@@ -48,6 +48,8 @@ type Report struct {
 	// Failed are the proxies that kept their previous configuration,
 	// each error naming the proxy.
 	Failed []error
+	// Pushed are the proxies sent a new snapshot this round, by ID.
+	Pushed []string
 }
 
 // publisher is what Publish remembers between rounds. Only the control
@@ -136,8 +138,11 @@ func (s *Server) Publish(ctx context.Context, r Round) (*Report, error) {
 			report.Failed = append(report.Failed, err)
 			continue
 		}
-		if err := s.publishProxy(ctx, &r.Proxies[i]); err != nil {
+		pushed, err := s.publishProxy(ctx, &r.Proxies[i])
+		if err != nil {
 			report.Failed = append(report.Failed, err)
+		} else if pushed {
+			report.Pushed = append(report.Pushed, r.Proxies[i].Proxy.ID)
 		}
 	}
 	for _, id := range s.publishedIDs() {
@@ -152,8 +157,9 @@ func (s *Server) Publish(ctx context.Context, r Round) (*Report, error) {
 	return report, nil
 }
 
-// publishProxy publishes one proxy's snapshot if its inputs changed.
-func (s *Server) publishProxy(ctx context.Context, rp *RoundProxy) error {
+// publishProxy publishes one proxy's snapshot if its inputs changed, and
+// says whether it did.
+func (s *Server) publishProxy(ctx context.Context, rp *RoundProxy) (bool, error) {
 	pub, p := &s.pub, &rp.Proxy
 	// A proxy's own resources depend only on the shared set, its kind and
 	// service, its instance's address and ports, and its identity: if none
@@ -161,15 +167,15 @@ func (s *Server) publishProxy(ctx context.Context, rp *RoundProxy) error {
 	inputs := pub.sharedKey + "|" + string(p.Kind) + "|" + p.Service + "|" + instanceKey(p.Instance) +
 		"|" + pub.bundleKey + "|" + svidKey(rp.SVID) + "|" + pub.inboundKeys[p.Service]
 	if s.publishedInputs(p.ID) == inputs {
-		return nil
+		return false, nil
 	}
 	own := translate.ForProxy(pub.mesh, p, rp.SVID)
 	if err := own.Validate(); err != nil {
-		return fmt.Errorf("proxy %q: %w", p.ID, err)
+		return false, fmt.Errorf("proxy %q: %w", p.ID, err)
 	}
 	ownHashed, err := hashResources(own, nil)
 	if err != nil {
-		return err
+		return false, err
 	}
 	var base *sharedSet
 	switch p.Kind {
@@ -179,8 +185,9 @@ func (s *Server) publishProxy(ctx context.Context, rp *RoundProxy) error {
 		base = pub.shared.envoy
 	}
 	// publishSnapshot itself skips a snapshot whose versions did not change.
-	if _, err := s.publishSnapshot(ctx, p.ID, p.Kind, base, ownHashed); err != nil {
-		return err
+	changed, err := s.publishSnapshot(ctx, p.ID, p.Kind, base, ownHashed)
+	if err != nil {
+		return false, err
 	}
 	as := publishedAs{service: p.Service}
 	if svc, ok := pub.mesh.Service(p.Service); ok {
@@ -196,7 +203,7 @@ func (s *Server) publishProxy(ctx context.Context, rp *RoundProxy) error {
 		pb.inputs, pb.as = inputs, as
 	}
 	s.mu.Unlock()
-	return nil
+	return changed, nil
 }
 
 func (s *Server) publishedInputs(id string) string {

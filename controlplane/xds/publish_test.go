@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -57,6 +58,9 @@ func TestPublishRound(t *testing.T) {
 	if err != nil || len(rep.Failed) != 0 {
 		t.Fatalf("first round: err=%v failed=%v", err, rep.Failed)
 	}
+	if fmt.Sprint(rep.Pushed) != "[emr-1 client]" {
+		t.Errorf("first round pushed %v, want both proxies", rep.Pushed)
+	}
 	for _, id := range []string{"emr-1", "client"} {
 		if _, ok := s.PublishedFor(id); !ok {
 			t.Fatalf("%s: nothing published", id)
@@ -76,8 +80,10 @@ func TestPublishRound(t *testing.T) {
 		t.Fatal("emr-1's inputs were not recorded")
 	}
 	before := counter(t, s)
-	if _, err := s.Publish(ctx, round); err != nil {
+	if rep, err := s.Publish(ctx, round); err != nil {
 		t.Fatal(err)
+	} else if len(rep.Pushed) != 0 {
+		t.Fatalf("an unchanged round pushed %v", rep.Pushed)
 	}
 	if after := counter(t, s); after != before {
 		t.Fatalf("an unchanged round set %v snapshots", after-before)

@@ -30,6 +30,10 @@ type NACK struct {
 type TypeStatus struct {
 	Sent  string `json:"sent,omitempty"`
 	Acked string `json:"acked,omitempty"`
+	// AckedAt is when the proxy last ACKed a response of this type: a
+	// proxy in sync for ten minutes and one that stopped answering ten
+	// minutes ago look alike without it.
+	AckedAt time.Time `json:"ackedAt,omitzero"`
 }
 
 // ProxyStatus is what the control plane knows of one connected proxy.
@@ -313,7 +317,7 @@ func (t *Tracker) request(id streamKey, node *corev3.Node, typeURL, nonce, versi
 	delete(p.nackedSince, short)
 	t.convergedLocked(p, typeURL, version, false, now)
 	ts := p.status.Types[short]
-	ts.Acked = version
+	ts.Acked, ts.AckedAt = version, t.now()
 	p.status.Types[short] = ts
 	t.metrics.acks.WithLabelValues(short).Inc()
 	if len(t.awaits) > 0 {

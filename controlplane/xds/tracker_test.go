@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"testing"
+	"time"
 
 	"medmesh/api/wire"
 
@@ -38,10 +39,14 @@ func TestTrackerKeepsSotWAndDeltaStreamsApart(t *testing.T) {
 
 func TestTrackerACKAndNACK(t *testing.T) {
 	tr := NewTracker(NewMetrics(nil))
+	clock := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	tr.now = func() time.Time { return clock }
 	tr.OnStreamOpen(context.Background(), 7, "")
 	tr.OnStreamRequest(7, &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "emr-1", Cluster: "emr"}, TypeUrl: resource.ClusterType})
 	tr.OnStreamResponse(context.Background(), 7, nil, &discoveryv3.DiscoveryResponse{TypeUrl: resource.ClusterType, VersionInfo: "v1", Nonce: "1"})
 	tr.OnStreamRequest(7, &discoveryv3.DiscoveryRequest{TypeUrl: resource.ClusterType, VersionInfo: "v1", ResponseNonce: "1"})
+	ackedAt := clock
+	clock = clock.Add(time.Minute)
 	tr.OnStreamResponse(context.Background(), 7, nil, &discoveryv3.DiscoveryResponse{TypeUrl: resource.ClusterType, VersionInfo: "v2", Nonce: "2"})
 	nack := &discoveryv3.DiscoveryRequest{
 		TypeUrl: resource.ClusterType, VersionInfo: "v1", ResponseNonce: "2",
@@ -54,8 +59,9 @@ func TestTrackerACKAndNACK(t *testing.T) {
 		t.Errorf("NACK version = %q, want v2", nack.VersionInfo)
 	}
 	st := tr.Statuses()[0]
-	if st.Types["CDS"].Acked != "v1" || st.Types["CDS"].Sent != "v2" {
-		t.Errorf("CDS = %+v, want acked v1 sent v2", st.Types["CDS"])
+	// A NACK is not an ACK: the age of the last ACK keeps growing.
+	if st.Types["CDS"].Acked != "v1" || st.Types["CDS"].Sent != "v2" || !st.Types["CDS"].AckedAt.Equal(ackedAt) {
+		t.Errorf("CDS = %+v, want acked v1 at %s, sent v2", st.Types["CDS"], ackedAt)
 	}
 	if st.LastNACK == nil || st.LastNACK.Version != "v2" || st.LastNACK.Message != "bad cluster" || st.NACKs != 1 {
 		t.Errorf("last NACK = %+v (%d)", st.LastNACK, st.NACKs)

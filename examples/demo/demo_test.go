@@ -226,6 +226,9 @@ func TestDemoRunsAndStopsCleanly(t *testing.T) {
 	if !regexp.MustCompile(`traces +http://127\.0\.0\.1:\d+/api/traces\?service=medmesh-controlplane`).MatchString(out) {
 		t.Error("the Jaeger query API is not listed under traces")
 	}
+	if n := len(regexp.MustCompile(`UI site \w+ +http://127\.0\.0\.1:\d+/ui `).FindAllString(out, -1)); n != 3 {
+		t.Errorf("%d sites' status pages listed under where to look, want 3", n)
+	}
 	if !strings.Contains(out, "Jaeger (trace backend, in memory) up") {
 		t.Error("the demo did not start Jaeger")
 	}

@@ -382,6 +382,10 @@ func (d *demo) whereToLook() {
 		row("site "+s.name, fmt.Sprintf("%s status --admin %s   (admin http://%s, xDS %s, Consul UI http://%s/ui/)",
 			d.cfg.medmesh, s.adminAddr, s.adminAddr, s.xdsAddr, s.consul.Addr()))
 	}
+	for _, s := range d.sites {
+		row("UI site "+s.name, "http://"+s.adminAddr+"/ui  (status page: peers, proxies and their ACKs and NACKs, identities, "+
+			"policies, residency, recent changes opening as trace waterfalls)")
+	}
 	admin := "http://" + hub.adminAddr
 	row("residency", "http://"+d.site("north").adminAddr+"/debug/residency  (north: which other sites' services its proxies get, and why not)")
 	row("peers", "http://"+d.site("north").adminAddr+"/debug/proxies  (field source.peers: state, stale since, imports)")

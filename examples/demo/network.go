@@ -328,6 +328,10 @@ func (d *demo) startControlPlane(ctx context.Context, s *site) error {
 		// who may act" shows the credentialed way). The sidecars still
 		// prove their identity with join tokens.
 		"--dev"}
+	if d.jaeger != nil {
+		// The status page (/ui) opens change and request traces from it.
+		args = append(args, "--trace-query-url", d.jaeger.QueryURL())
+	}
 	ca := "hospital root CA kept in " + filepath.Join(s.stateDir, "ca")
 	if s.caDir != "" {
 		args = append(args, "--ca-cert", filepath.Join(s.caDir, "intermediate.pem"),
