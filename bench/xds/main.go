@@ -24,6 +24,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -39,7 +40,8 @@ type config struct {
 	conns, registerWorkers, starters      int
 	fullTimeout, changeTimeout, gap       time.Duration
 	seed                                  uint64
-	keep                                  bool
+	keep, restart                         bool
+	label                                 string
 	consulMaxConns                        int
 	inProcess                             bool
 	cpuProfile, memProfile                string
@@ -60,6 +62,8 @@ func main() {
 	flag.DurationVar(&c.gap, "gap", 250*time.Millisecond, "pause after a change converged, so its trailing work is charged to it")
 	flag.Uint64Var(&c.seed, "seed", 1, "seed for choosing which instances change")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (Consul and control plane logs)")
+	flag.BoolVar(&c.restart, "restart", true, "finally restart the control plane on the same catalog and count what reconnecting proxies are sent")
+	flag.StringVar(&c.label, "label", "", "names this scenario in the figures (e.g. small: xds_convergence_small_p99_ms, small_controlplane_cpu_s_per_change)")
 	// The control plane holds four blocking queries whatever the catalog
 	// size, so Consul's default connection limit (200 per client address)
 	// is kept unless asked otherwise.
@@ -87,6 +91,7 @@ func main() {
 		stop() // a second Ctrl-C kills the benchmark without waiting for cleanup
 	}()
 	figs, err := run(ctx, c)
+	figs = labelled(c.label, figs)
 	if len(figs) > 0 {
 		report(os.Stdout, c, figs)
 	}
@@ -215,6 +220,7 @@ func run(ctx context.Context, c config) (figs []figure, err error) {
 	add(figure{name: "controlplane_cpu_s_full_config", value: (after.CPU - before.CPU).Seconds(), format: "%.2f", unit: "s"})
 	add(figure{name: "controlplane_rss_after_sync_mib", value: after.RSSMiB, format: "%.0f", unit: "MiB"})
 	logf("all proxies hold full config after %.1fs; control plane RSS %.0f MiB", fullS, after.RSSMiB)
+	figs = append(figs, sentFigures("xds_full_config", fl.received())...)
 
 	// Convergence of endpoint health changes.
 	stopProfile()
@@ -243,7 +249,23 @@ func run(ctx context.Context, c config) (figs []figure, err error) {
 	if err := fl.failed(); err != nil {
 		return figs, err
 	}
-	return figs, cp.alive()
+	if err := cp.alive(); err != nil || !c.restart {
+		return figs, err
+	}
+	if c.inProcess {
+		logf("the restart phase needs the control plane as a process of its own; skipped with -inprocess")
+		return figs, nil
+	}
+	rf, cp2, err := measureRestart(ctx, restartPhase{bin: bin, consulAddr: agent.Addr(), dir: dir, goMemLimit: c.cpGoMemLimit,
+		nodes: nodes, services: c.services, conns: c.conns, starters: c.starters, timeout: c.fullTimeout}, fl, cp)
+	if cp2 != nil {
+		defer cp2.stop()
+	}
+	figs = append(figs, rf...)
+	if err != nil {
+		return figs, err
+	}
+	return figs, cp2.alive()
 }
 
 // waitFull waits until every proxy holds its full configuration, logging
@@ -379,6 +401,24 @@ func report(w *os.File, c config, figs []figure) {
 	for _, f := range figs {
 		fmt.Fprintf(w, "BENCH %s=%s\n", f.name, f.valueString())
 	}
+}
+
+// labelled names the figures of a labelled scenario: convergence figures
+// as xds_convergence_<label>_*, the rest prefixed with the label.
+func labelled(label string, figs []figure) []figure {
+	if label == "" {
+		return figs
+	}
+	out := make([]figure, len(figs))
+	for i, f := range figs {
+		if rest, ok := strings.CutPrefix(f.name, "xds_convergence_"); ok {
+			f.name = "xds_convergence_" + label + "_" + rest
+		} else {
+			f.name = label + "_" + f.name
+		}
+		out[i] = f
+	}
+	return out
 }
 
 // consulWrapper writes a script that runs Consul with a higher per-client
