@@ -5,6 +5,7 @@
 package registry
 
 import (
+	"time"
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
@@ -118,6 +119,11 @@ type Catalog struct {
 	// peering), whether or not they export anything: callers from them
 	// may be admitted where residency allows.
 	PeerSites []string `json:"peerSites,omitempty"`
+	// Observed is when the source first saw a change this catalog is the
+	// first to carry (zero when unknown): the start of a change's journey
+	// to the proxies, for the control plane's per-stage latency metric.
+	// Not content: excluded from Hash and from the saved catalog.
+	Observed time.Time `json:"-"`
 }
 
 // Intention allows or denies calls from a source service ("*": any) to a

@@ -40,7 +40,7 @@ type config struct {
 	conns, registerWorkers, starters      int
 	fullTimeout, changeTimeout, gap       time.Duration
 	seed                                  uint64
-	keep, restart                         bool
+	keep, restart, stages                 bool
 	label                                 string
 	consulMaxConns                        int
 	inProcess                             bool
@@ -63,6 +63,7 @@ func main() {
 	flag.Uint64Var(&c.seed, "seed", 1, "seed for choosing which instances change")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (Consul and control plane logs)")
 	flag.BoolVar(&c.restart, "restart", true, "finally restart the control plane on the same catalog and count what reconnecting proxies are sent")
+	flag.BoolVar(&c.stages, "stages", false, "also time Consul's part of each change with a blocking query of the benchmark's own (a read of every check per change: meant for small catalogs)")
 	flag.StringVar(&c.label, "label", "", "names this scenario in the figures (e.g. small: xds_convergence_small_p99_ms, small_controlplane_cpu_s_per_change)")
 	// The control plane holds four blocking queries whatever the catalog
 	// size, so Consul's default connection limit (200 per client address)
@@ -230,7 +231,7 @@ func run(ctx context.Context, c config) (figs []figure, err error) {
 		}
 		defer stopProfile()
 	}
-	conv, err := measureChanges(ctx, c, syn, client, fl, cp.Pid(), consulPid)
+	conv, err := measureChanges(ctx, c, syn, client, fl, cp, consulPid)
 	figs = append(figs, conv...)
 	if err != nil {
 		return figs, err
@@ -303,7 +304,18 @@ func waitFull(ctx context.Context, fl *fleet, cp *cpProcess, timeout time.Durati
 
 // measureChanges flips instances to critical and back, one change at a
 // time, and times each delivery to each proxy.
-func measureChanges(ctx context.Context, c config, syn *synthetic, client *api.Client, fl *fleet, cpPid, consulPid int) ([]figure, error) {
+func measureChanges(ctx context.Context, c config, syn *synthetic, client *api.Client, fl *fleet, cp *cpProcess, consulPid int) ([]figure, error) {
+	cpPid := cp.Pid()
+	stagesBefore, err := scrapeStages(ctx, cp.AdminAddr)
+	if err != nil {
+		return nil, fmt.Errorf("reading the control plane's stage metrics: %w", err)
+	}
+	var probe *consulProbe
+	if c.stages {
+		if probe, err = newConsulProbe(ctx, client); err != nil {
+			return nil, err
+		}
+	}
 	rng := rand.New(rand.NewPCG(c.seed, 0))
 	var all, perChange []time.Duration
 	missed := 0
@@ -321,10 +333,14 @@ func measureChanges(ctx context.Context, c config, syn *synthetic, client *api.C
 		} else {
 			status, present = api.HealthPassing, true
 		}
+		if probe != nil {
+			probe.arm(ctx)
+		}
 		ch := fl.begin(target.service, net.JoinHostPort(target.addr, strconv.Itoa(target.port)), present)
 		if err := setHealth(ctx, client, target, status); err != nil {
 			return nil, fmt.Errorf("setting %s %s: %w", target.id, status, err)
 		}
+		probe.wait(ch.t0)
 		timedOut := false
 		select {
 		case <-ch.done:
@@ -366,9 +382,14 @@ func measureChanges(ctx context.Context, c config, syn *synthetic, client *api.C
 	}
 	consulAfter, _ := procstat.Read(consulPid)
 	selfAfter, _ := procstat.Read(os.Getpid())
+	stagesAfter, err := scrapeStages(ctx, cp.AdminAddr)
+	if err != nil {
+		return nil, fmt.Errorf("reading the control plane's stage metrics: %w", err)
+	}
+	stages := stageFigures(stagesBefore, stagesAfter, probe, all)
 	n := float64(max(c.changes, 1))
 	p99 := ms(percentile(all, 99))
-	return []figure{
+	return append(stages, []figure{
 		{name: "xds_convergence_p50_ms", value: ms(percentile(all, 50)), format: "%.1f", unit: "ms"},
 		{name: "xds_convergence_p99_ms", value: p99, format: "%.1f", unit: "ms", target: "<= 1000", ok: within(p99, 1000)},
 		{name: "xds_convergence_max_ms", value: ms(percentile(all, 100)), format: "%.1f", unit: "ms"},
@@ -378,7 +399,7 @@ func measureChanges(ctx context.Context, c config, syn *synthetic, client *api.C
 		{name: "controlplane_cpu_s_per_change", value: (cpAfter.CPU - cpBefore.CPU).Seconds() / n, format: "%.3f", unit: "s"},
 		{name: "consul_cpu_s_per_change", value: (consulAfter.CPU - consulBefore.CPU).Seconds() / n, format: "%.3f", unit: "s"},
 		{name: "bench_cpu_s_per_change", value: (selfAfter.CPU - selfBefore.CPU).Seconds() / n, format: "%.3f", unit: "s"},
-	}, nil
+	}...), nil
 }
 
 func report(w *os.File, c config, figs []figure) {
