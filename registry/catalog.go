@@ -5,7 +5,6 @@
 package registry
 
 import (
-	"time"
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Kind is the clinical kind of a service (CONTRACT.md `medmesh-kind`).

@@ -189,8 +189,8 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 		fetched    = map[string][]fetchedInstance{} // as last read, for the health fast path
 		healthOnly = map[string]bool{}              // dirty services whose checks' statuses alone moved
 		checkIdx   *checkIndex                      // the latest checks answer
-		checkSig   = map[string]string{} // service -> fingerprint of its checks
-		nodeSig    = map[string]string{} // node -> fingerprint of its node checks
+		checkSig   = map[string]string{}            // service -> fingerprint of its checks
+		nodeSig    = map[string]string{}            // node -> fingerprint of its node checks
 		dirty      = map[string]bool{}
 		inflight   = map[string]bool{}
 		results    = make(chan fetchResult, c.opts.Fetchers)
