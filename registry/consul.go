@@ -188,7 +188,8 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 		entries    = map[string][]RawInstance{}
 		fetched    = map[string][]fetchedInstance{} // as last read, for the health fast path
 		healthOnly = map[string]bool{}              // dirty services whose checks' statuses alone moved
-		checkIdx   *checkIndex                      // the latest checks answer
+		lastChecks []*api.HealthCheck               // the latest checks answer
+		checkIdx   *checkIndex                      // lastChecks indexed, when needed
 		checkSig   = map[string]string{}            // service -> fingerprint of its checks
 		nodeSig    = map[string]string{}            // node -> fingerprint of its node checks
 		dirty      = map[string]bool{}
@@ -258,7 +259,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			case ev.nodes:
 				markAll()
 			case ev.checks != nil:
-				checkIdx = indexChecks(ev.checks)
+				lastChecks, checkIdx = ev.checks, nil
 				svcSig, nSig := checkFingerprints(ev.checks)
 				for name, sig := range svcSig {
 					if checkSig[name] != sig {
@@ -346,6 +347,9 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 		for name := range dirty {
 			if healthOnly[name] && !inflight[name] {
 				delete(healthOnly, name)
+				if checkIdx == nil && lastChecks != nil {
+					checkIdx = indexChecks(lastChecks)
+				}
 				if inst, ok := refreshHealth(name, fetched[name], checkIdx); ok && listed[name] {
 					entries[name] = inst
 					delete(dirty, name)
