@@ -386,7 +386,7 @@ func measureChanges(ctx context.Context, c config, syn *synthetic, client *api.C
 	if err != nil {
 		return nil, fmt.Errorf("reading the control plane's stage metrics: %w", err)
 	}
-	stages := stageFigures(stagesBefore, stagesAfter, probe, all)
+	stages := stageFigures(stagesBefore, stagesAfter, probe, all, c.changes)
 	n := float64(max(c.changes, 1))
 	p99 := ms(percentile(all, 99))
 	return append(stages, []figure{

@@ -47,6 +47,12 @@ func scrapeStages(ctx context.Context, adminAddr string) (stageSums, error) {
 		return nil, err
 	}
 	out := stageSums{}
+	if ms := fams["medmesh_reconcile_seconds"].GetMetric(); len(ms) == 1 {
+		out["rounds"] = [2]float64{ms[0].GetHistogram().GetSampleSum(), float64(ms[0].GetHistogram().GetSampleCount())}
+	}
+	if ms := fams["medmesh_catalog_changes_total"].GetMetric(); len(ms) == 1 {
+		out["catalogs"] = [2]float64{0, ms[0].GetCounter().GetValue()}
+	}
 	for _, m := range fams["medmesh_change_stage_seconds"].GetMetric() {
 		for _, l := range m.GetLabel() {
 			if l.GetName() == "stage" {
@@ -97,8 +103,11 @@ func (p *consulProbe) wait(t0 time.Time) {
 
 // stageFigures turns the scrapes and the end-to-end latencies into the
 // breakdown (mean ms per stage of a change) and prints it as a table.
-func stageFigures(before, after stageSums, probe *consulProbe, all []time.Duration) []figure {
-	var figs []figure
+func stageFigures(before, after stageSums, probe *consulProbe, all []time.Duration, changes int) []figure {
+	figs := []figure{
+		{name: "controlplane_rounds_per_change", value: (after["rounds"][1] - before["rounds"][1]) / float64(max(changes, 1)), format: "%.2f"},
+		{name: "controlplane_catalogs_per_change", value: (after["catalogs"][1] - before["catalogs"][1]) / float64(max(changes, 1)), format: "%.2f"},
+	}
 	var e2e float64
 	for _, d := range all {
 		e2e += ms(d)
