@@ -124,6 +124,11 @@ type Catalog struct {
 	// to the proxies, for the control plane's per-stage latency metric.
 	// Not content: excluded from Hash and from the saved catalog.
 	Observed time.Time `json:"-"`
+	// hash is Hash, when the source computed it before handing the
+	// catalog over (it is immutable from then on): a hospital catalog's
+	// hash is a JSON encoding of every instance, too costly to do twice
+	// per change.
+	hash string
 }
 
 // Intention allows or denies calls from a source service ("*": any) to a
@@ -183,6 +188,13 @@ func (c *Catalog) InstanceCount() int {
 
 // Hash is a content hash of the catalog, stable across sources and runs.
 func (c *Catalog) Hash() string {
+	if c.hash != "" {
+		return c.hash
+	}
+	return c.computeHash()
+}
+
+func (c *Catalog) computeHash() string {
 	b, _ := json.Marshal(c) // plain structs: cannot fail
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])

@@ -332,8 +332,8 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			cat.Observed, firstSeen = firstSeen, time.Time{}
 			cat.normalize()
 			c.logWarnings(warns)
-			if h := cat.Hash(); h != lastHash {
-				lastHash = h
+			if h := cat.computeHash(); h != lastHash {
+				lastHash, cat.hash = h, h
 				latest.Send(out, cat)
 				c.mu.Lock()
 				c.status.Synced = true
@@ -346,11 +346,12 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 		// unless an error asked us to wait.
 		for name := range dirty {
 			if healthOnly[name] && !inflight[name] {
-				delete(healthOnly, name)
 				if checkIdx == nil && lastChecks != nil {
-					checkIdx = indexChecks(lastChecks)
+					checkIdx = indexChecks(lastChecks, healthOnly, entries)
 				}
-				if inst, ok := refreshHealth(name, fetched[name], checkIdx); ok && listed[name] {
+				inst, ok := refreshHealth(name, fetched[name], checkIdx)
+				delete(healthOnly, name)
+				if ok && listed[name] {
 					entries[name] = inst
 					delete(dirty, name)
 					arm()

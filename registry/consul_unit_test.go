@@ -108,12 +108,12 @@ func TestRefreshHealth(t *testing.T) {
 		{raw: RawInstance{ServiceName: "emr", ID: "emr-2", Node: "b", Health: HealthPassing, Weight: 10}, weights: w, checks: ""},
 	}
 	serf := &api.HealthCheck{Node: "b", CheckID: "serfHealth", Status: "passing"}
-	got, ok := refreshHealth("emr", read, indexChecks([]*api.HealthCheck{chk("a", "emr-1", "http", "warning"), serf}))
+	got, ok := refreshHealth("emr", read, indexChecks([]*api.HealthCheck{chk("a", "emr-1", "http", "warning"), serf}, nil, nil))
 	if !ok || got[0].Health != HealthWarning || got[0].Weight != 2 || got[1].Health != HealthPassing {
 		t.Fatalf("status change: %v %+v", ok, got)
 	}
 	serf.Status = "critical"
-	got, ok = refreshHealth("emr", read, indexChecks([]*api.HealthCheck{chk("a", "emr-1", "http", "passing"), serf}))
+	got, ok = refreshHealth("emr", read, indexChecks([]*api.HealthCheck{chk("a", "emr-1", "http", "passing"), serf}, map[string]bool{"emr": true}, map[string][]RawInstance{"emr": {read[0].raw, read[1].raw}}))
 	if !ok || got[1].Health != HealthCritical || got[0].Health != HealthPassing {
 		t.Fatalf("node check: %v %+v", ok, got)
 	}
@@ -123,7 +123,7 @@ func TestRefreshHealth(t *testing.T) {
 		"instance not read":    {chk("a", "emr-1", "http", "passing"), chk("c", "emr-3", "http", "passing")},
 		"instance maintenance": {chk("a", "emr-1", "http", "passing"), chk("a", "emr-1", api.ServiceMaintPrefix+"emr-1", "critical")},
 	} {
-		if _, ok := refreshHealth("emr", read, indexChecks(checks)); ok {
+		if _, ok := refreshHealth("emr", read, indexChecks(checks, nil, nil)); ok {
 			t.Errorf("%s: refreshed instead of read again", name)
 		}
 	}

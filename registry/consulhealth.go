@@ -31,12 +31,29 @@ type checkIndex struct {
 
 func instanceKey(node, id string) string { return node + "\x00" + id }
 
-func indexChecks(checks []*api.HealthCheck) *checkIndex {
+// indexChecks indexes the checks of the given services (nil: all) and of
+// the nodes their known instances run on: at hospital scale the answer
+// holds every check of the registry, and a change concerns a few.
+func indexChecks(checks []*api.HealthCheck, services map[string]bool, known map[string][]RawInstance) *checkIndex {
 	x := &checkIndex{own: map[string]api.HealthChecks{}, nodes: map[string]api.HealthChecks{},
 		instances: map[string]map[string]struct{}{}}
+	var nodes map[string]bool
+	if services != nil {
+		nodes = map[string]bool{}
+		for name := range services {
+			for _, in := range known[name] {
+				nodes[in.Node] = true
+			}
+		}
+	}
 	for _, ch := range checks {
 		if ch.ServiceID == "" {
-			x.nodes[ch.Node] = append(x.nodes[ch.Node], ch)
+			if nodes == nil || nodes[ch.Node] {
+				x.nodes[ch.Node] = append(x.nodes[ch.Node], ch)
+			}
+			continue
+		}
+		if services != nil && !services[ch.ServiceName] {
 			continue
 		}
 		k := instanceKey(ch.Node, ch.ServiceID)
