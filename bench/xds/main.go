@@ -340,7 +340,7 @@ func measureChanges(ctx context.Context, c config, syn *synthetic, client *api.C
 		if err := setHealth(ctx, client, target, status); err != nil {
 			return nil, fmt.Errorf("setting %s %s: %w", target.id, status, err)
 		}
-		probe.wait(ch.t0)
+		probe.wait(ch.t0, time.Now())
 		timedOut := false
 		select {
 		case <-ch.done:

@@ -70,6 +70,7 @@ type consulProbe struct {
 	index  uint64
 	done   chan time.Time
 	waits  []time.Duration
+	writes []time.Duration // the write alone, until Consul answered it
 }
 
 func newConsulProbe(ctx context.Context, c *api.Client) (*consulProbe, error) {
@@ -92,11 +93,13 @@ func (p *consulProbe) arm(ctx context.Context) {
 	}(p.done)
 }
 
-// wait records how long after t0 the query was answered.
-func (p *consulProbe) wait(t0 time.Time) {
+// wait records how long after t0 the query was answered, and how long
+// the write itself took (written: when Consul answered it).
+func (p *consulProbe) wait(t0, written time.Time) {
 	if p == nil || p.done == nil {
 		return
 	}
+	p.writes = append(p.writes, written.Sub(t0))
 	p.waits = append(p.waits, (<-p.done).Sub(t0))
 	p.done = nil
 }
@@ -134,6 +137,9 @@ func stageFigures(before, after stageSums, probe *consulProbe, all []time.Durati
 	}
 	if probe != nil && len(probe.waits) > 0 {
 		add("delivery", max(e2e-accounted, 0))
+		w := ms(mean(probe.writes))
+		figs = append(figs, figure{name: "xds_stage_consul_write_ms", value: w, format: "%.1f", unit: "ms"})
+		rows = append(rows, [2]string{"(of consul: the write until answered)", fmt.Sprintf("%.1f", w)})
 	}
 	tw := tabwriter.NewWriter(os.Stderr, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "stage of a change\tmean ms\tshare\t")
