@@ -120,11 +120,18 @@ demo: tools-consul tools-jaeger build
 	$(BIN)/medmesh-demo --medmesh $(BIN)/medmesh --service-bin $(BIN)/clinical-service
 
 # The xDS benchmark runs at full size (1,000 services x 10 instances, 1,000
-# proxies, a few minutes); e.g. BENCH_XDS_FLAGS="-services 100 -proxies 100"
-# for a quick run. `go run ./bench/xds -h` lists the flags.
+# proxies, a few minutes), ending with a control-plane restart that every
+# proxy reconnects to (xds_restart_*); e.g. BENCH_XDS_FLAGS="-proxies 5000"
+# for the restart at 5,000 proxies, or "-services 100 -proxies 100" for a
+# quick run. `go run ./bench/xds -h` lists the flags. The small scenario
+# (100 services x 10 instances, 200 proxies on an idle Consul) measures the
+# latency floor: xds_convergence_small_p50_ms / _p99_ms and the per-stage
+# breakdown (xds_stage_*, docs/architecture.md).
 BENCH_XDS_FLAGS ?=
+BENCH_XDS_SMALL_FLAGS ?= -services 100 -instances 10 -proxies 200 -changes 40 -stages -label small
 bench: tools build
 	$(GO) run ./bench/xds $(BENCH_XDS_FLAGS)
+	$(GO) run ./bench/xds $(BENCH_XDS_SMALL_FLAGS)
 	$(GO) run ./bench/svid
 	$(GO) run ./bench/policy
 	$(GO) run ./bench/extproc

@@ -45,6 +45,14 @@ type loopState struct {
 	// proxies' convergence is measured from it. A round that publishes
 	// clears it; one that fails keeps it, so the retry counts the wait.
 	since time.Time
+
+	// observed is when the registry saw the oldest catalog change the
+	// next round carries, and received when the loop got it (the change
+	// stage metric); zero when the round carries none.
+	observed, received time.Time
+	// lastRound is when the last round ended: coalescing waits only for
+	// the rest of the window after it.
+	lastRound time.Time
 }
 
 // trigger notes why the next round runs.
@@ -79,7 +87,9 @@ func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalo
 	defer graceTick.Stop()
 	for {
 		if dirty && timer == nil {
-			timer = time.After(cp.opts.Coalesce)
+			// A change after a quiet spell goes out at once; under load,
+			// rounds are at least Coalesce apart, gathering what came.
+			timer = time.After(max(cp.opts.Coalesce-time.Since(st.lastRound), 0))
 		}
 		select {
 		case <-ctx.Done():
@@ -88,6 +98,9 @@ func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalo
 			if cp.acceptCatalog(st, cat) {
 				dirty = true
 				st.trigger("catalog")
+				if st.received.IsZero() {
+					st.observed, st.received = cat.Observed, time.Now()
+				}
 			}
 		case set := <-sets:
 			st.policySet, st.mesh = set, nil
@@ -128,7 +141,9 @@ func (cp *ControlPlane) loop(ctx context.Context, catalogs chan *registry.Catalo
 			st.trigger("retry")
 		case <-timer:
 			timer, dirty = nil, false
-			if cp.reconcileSafely(ctx, st) {
+			ok := cp.reconcileSafely(ctx, st)
+			st.lastRound = time.Now()
+			if ok {
 				retryBackoff.Reset()
 				retry = nil
 			} else if retry == nil {

@@ -6,6 +6,7 @@ type metrics struct {
 	catalogChanges   prometheus.Counter
 	panics           prometheus.Counter
 	reconcileSeconds prometheus.Histogram
+	stageSeconds     *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -20,7 +21,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "medmesh_reconcile_seconds", Help: "Time to translate and publish one change to all proxies.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
+		stageSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "medmesh_change_stage_seconds",
+			Help:    "Time a registry change spends in each stage before its proxies are sent it: registry (read and built into a catalog), queue (waiting for a round), build (the IR), publish (identify proxies, translate, hand to every proxy's stream).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"stage"}),
 	}
-	reg.MustRegister(m.catalogChanges, m.panics, m.reconcileSeconds)
+	reg.MustRegister(m.catalogChanges, m.panics, m.reconcileSeconds, m.stageSeconds)
 	return m
 }

@@ -35,6 +35,7 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) (err error
 		return nil // a mesh without its policies would flap canaries and access
 	}
 	built := st.mesh == nil
+	stages := cp.stageTimer(st)
 	ctx, span := cp.tracer.Start(ctx, "medmesh.config_change", trace.WithNewRoot(), trace.WithAttributes(
 		attribute.StringSlice("medmesh.trigger", st.triggers), attribute.String("medmesh.catalog.version", st.catalogHash),
 		attribute.Bool("medmesh.mesh.rebuilt", built), attribute.String("medmesh.site", cp.opts.Site)))
@@ -66,6 +67,7 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) (err error
 		bspan.SetAttributes(attribute.Int("medmesh.services", len(st.mesh.Services)))
 		bspan.End()
 	}
+	stages.mark(stageBuild)
 	ictx, ispan := cp.tracer.Start(ctx, "identity")
 	proxies := cp.identifyAll(ictx, st.mesh)
 	ispan.SetAttributes(attribute.Int("medmesh.xds.proxies", len(proxies)))
@@ -82,6 +84,7 @@ func (cp *ControlPlane) reconcile(ctx context.Context, st *loopState) (err error
 		return err
 	}
 	st.since = time.Time{}
+	stages.mark(stagePublish)
 	cp.mu.Lock()
 	if built {
 		cp.state.Catalog = st.catalog

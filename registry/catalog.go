@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Kind is the clinical kind of a service (CONTRACT.md `medmesh-kind`).
@@ -118,6 +119,16 @@ type Catalog struct {
 	// peering), whether or not they export anything: callers from them
 	// may be admitted where residency allows.
 	PeerSites []string `json:"peerSites,omitempty"`
+	// Observed is when the source first saw a change this catalog is the
+	// first to carry (zero when unknown): the start of a change's journey
+	// to the proxies, for the control plane's per-stage latency metric.
+	// Not content: excluded from Hash and from the saved catalog.
+	Observed time.Time `json:"-"`
+	// hash is Hash, when the source computed it before handing the
+	// catalog over (it is immutable from then on): a hospital catalog's
+	// hash is a JSON encoding of every instance, too costly to do twice
+	// per change.
+	hash string
 }
 
 // Intention allows or denies calls from a source service ("*": any) to a
@@ -177,6 +188,13 @@ func (c *Catalog) InstanceCount() int {
 
 // Hash is a content hash of the catalog, stable across sources and runs.
 func (c *Catalog) Hash() string {
+	if c.hash != "" {
+		return c.hash
+	}
+	return c.computeHash()
+}
+
+func (c *Catalog) computeHash() string {
 	b, _ := json.Marshal(c) // plain structs: cannot fail
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8])

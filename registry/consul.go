@@ -49,9 +49,12 @@ const DefaultPeerStaleGrace = 24 * time.Hour
 // Consul watches the Consul catalog with four blocking queries (index-
 // based long polls): the service list, the nodes, every health check in
 // any state, and the service intentions. A change to a check re-reads
-// only the services it belongs to; a change to the service list or to the
-// nodes (which can move locality) re-reads every service, a bounded number
-// at a time.
+// only the services it belongs to, and when only check statuses moved not
+// even those: their health is recomputed from the checks answer
+// (consulhealth.go). A change to the service list or to the nodes (which
+// can move locality) re-reads every service, a bounded number at a time.
+// A change after a quiet spell is emitted at once; only bursts wait for
+// the Coalesce window.
 //
 // A few long polls rather than one per service: Consul limits each client
 // address to 200 concurrent HTTP connections by default, and a hospital
@@ -129,7 +132,7 @@ type watchEvent struct {
 
 type fetchResult struct {
 	name      string
-	instances []RawInstance
+	instances []fetchedInstance
 	err       error
 }
 
@@ -183,8 +186,12 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 		peerSites  []string
 		listed     map[string]bool
 		entries    = map[string][]RawInstance{}
-		checkSig   = map[string]string{} // service -> fingerprint of its checks
-		nodeSig    = map[string]string{} // node -> fingerprint of its node checks
+		fetched    = map[string][]fetchedInstance{} // as last read, for the health fast path
+		healthOnly = map[string]bool{}              // dirty services whose checks' statuses alone moved
+		lastChecks []*api.HealthCheck               // the latest checks answer
+		checkIdx   *checkIndex                      // lastChecks indexed, when needed
+		checkSig   = map[string]string{}            // service -> fingerprint of its checks
+		nodeSig    = map[string]string{}            // node -> fingerprint of its node checks
 		dirty      = map[string]bool{}
 		inflight   = map[string]bool{}
 		results    = make(chan fetchResult, c.opts.Fetchers)
@@ -192,33 +199,56 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 		retry      <-chan time.Time
 		lastHash   string
 		bo         = backoff.Backoff{Min: c.opts.BackoffMin, Max: c.opts.BackoffMax}
+		// firstSeen is when the oldest watch answer not yet in an emitted
+		// catalog arrived (Catalog.Observed); lastFire when the timer last
+		// fired.
+		firstSeen, lastFire time.Time
 	)
+	// Coalescing is on the trailing edge only under load: a change after
+	// a quiet spell is emitted as soon as it is read, and later ones wait
+	// until Coalesce has passed since the last emission, so a burst still
+	// becomes one catalog per window (waiting on every change was most of
+	// the latency of a single change on an idle registry).
+	arm := func() {
+		if timer == nil {
+			timer = time.After(coalesceDelay(lastFire, c.opts.Coalesce, time.Now()))
+		}
+	}
 	markAll := func() {
 		for name := range listed {
 			dirty[name] = true
 		}
+		clear(healthOnly) // a registration may have changed anything: read again
+	}
+	// markHealth marks a service whose checks changed; it is read again
+	// only if something else already asked for that.
+	markHealth := func(name string) {
+		if !dirty[name] {
+			healthOnly[name] = true
+		}
+		dirty[name] = true
 	}
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case ev := <-events:
+			if firstSeen.IsZero() {
+				firstSeen = time.Now()
+			}
 			switch {
 			case ev.importsSet:
 				imported, importsSet, peerSites = ev.imports, true, ev.peerSites
-				if timer == nil {
-					timer = time.After(c.opts.Coalesce)
-				}
+				arm()
 			case ev.intentions != nil:
 				intentions = ev.intentions // non-nil once read, even if empty
-				if timer == nil {
-					timer = time.After(c.opts.Coalesce)
-				}
+				arm()
 			case ev.services != nil:
 				listed = ev.services
 				for name := range entries {
 					if !listed[name] {
 						delete(entries, name)
+						delete(fetched, name)
 						delete(checkSig, name)
 						delete(dirty, name)
 					}
@@ -229,12 +259,13 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			case ev.nodes:
 				markAll()
 			case ev.checks != nil:
+				lastChecks, checkIdx = ev.checks, nil
 				svcSig, nSig := checkFingerprints(ev.checks)
 				for name, sig := range svcSig {
 					if checkSig[name] != sig {
 						checkSig[name] = sig
 						if listed[name] {
-							dirty[name] = true
+							markHealth(name)
 						}
 					}
 				}
@@ -242,7 +273,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 					if _, ok := svcSig[name]; !ok {
 						delete(checkSig, name)
 						if listed[name] {
-							dirty[name] = true
+							markHealth(name)
 						}
 					}
 				}
@@ -253,7 +284,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 						for name, inst := range entries {
 							for _, in := range inst {
 								if in.Node == node {
-									dirty[name] = true
+									markHealth(name)
 								}
 							}
 						}
@@ -276,15 +307,18 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			}
 			bo.Reset()
 			if listed[r.name] {
-				entries[r.name] = r.instances
+				fetched[r.name] = r.instances
+				raws := make([]RawInstance, len(r.instances))
+				for i := range r.instances {
+					raws[i] = r.instances[i].raw
+				}
+				entries[r.name] = raws
 			}
-			if timer == nil {
-				timer = time.After(c.opts.Coalesce)
-			}
+			arm()
 		case <-retry:
 			retry = nil
 		case <-timer:
-			timer = nil
+			timer, lastFire = nil, time.Now()
 			if listed == nil || intentions == nil || !importsSet || len(dirty) > 0 || len(inflight) > 0 {
 				continue // not every service, intention and peer has been read yet
 			}
@@ -295,10 +329,11 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			cat, warns := BuildCatalog(raw)
 			cat.Intentions = append([]Intention(nil), intentions...)
 			cat.PeerSites = peerSites
+			cat.Observed, firstSeen = firstSeen, time.Time{}
 			cat.normalize()
 			c.logWarnings(warns)
-			if h := cat.Hash(); h != lastHash {
-				lastHash = h
+			if h := cat.computeHash(); h != lastHash {
+				lastHash, cat.hash = h, h
 				latest.Send(out, cat)
 				c.mu.Lock()
 				c.status.Synced = true
@@ -310,6 +345,19 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 		// Start fetches for dirty services, a bounded number at a time,
 		// unless an error asked us to wait.
 		for name := range dirty {
+			if healthOnly[name] && !inflight[name] {
+				if checkIdx == nil && lastChecks != nil {
+					checkIdx = indexChecks(lastChecks, healthOnly, entries)
+				}
+				inst, ok := refreshHealth(name, fetched[name], checkIdx)
+				delete(healthOnly, name)
+				if ok && listed[name] {
+					entries[name] = inst
+					delete(dirty, name)
+					arm()
+					continue
+				}
+			}
 			if retry != nil || len(inflight) >= c.opts.Fetchers {
 				break
 			}
@@ -325,9 +373,18 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			go c.fetch(ctx, name, results)
 		}
 		if timer == nil && listed != nil && intentions != nil && importsSet && len(dirty) == 0 && len(inflight) == 0 && lastHash == "" {
-			timer = time.After(c.opts.Coalesce) // an empty registry is a complete answer too
+			arm() // an empty registry is a complete answer too
 		}
 	}
+}
+
+// coalesceDelay is how long to wait before emitting: nothing after a
+// quiet spell, else the rest of the window that began at the last one.
+func coalesceDelay(last time.Time, window time.Duration, now time.Time) time.Duration {
+	if d := window - now.Sub(last); d > 0 {
+		return d
+	}
+	return 0
 }
 
 // fetch reads one service's instances and their health.
@@ -335,9 +392,10 @@ func (c *Consul) fetch(ctx context.Context, name string, out chan<- fetchResult)
 	entries, _, err := c.opts.Client.Health().Service(name, "", false, (&api.QueryOptions{}).WithContext(ctx))
 	r := fetchResult{name: name, err: err}
 	if err == nil {
-		r.instances = make([]RawInstance, 0, len(entries))
+		r.instances = make([]fetchedInstance, 0, len(entries))
 		for _, e := range entries {
-			r.instances = append(r.instances, rawFromEntry(e))
+			r.instances = append(r.instances, fetchedInstance{raw: rawFromEntry(e), weights: e.Service.Weights,
+				checks: checkIDs(e.Checks)})
 		}
 	}
 	select {
@@ -457,16 +515,7 @@ func rawFromEntry(e *api.ServiceEntry) RawInstance {
 	if addr == "" {
 		addr = e.Node.Address
 	}
-	health := Health(e.Checks.AggregatedStatus())
-	switch health {
-	case HealthPassing, HealthWarning:
-	default: // critical and maintenance
-		health = HealthCritical
-	}
-	weight := e.Service.Weights.Passing
-	if health == HealthWarning {
-		weight = e.Service.Weights.Warning
-	}
+	health, weight := healthOf(e.Checks, e.Service.Weights)
 	return RawInstance{
 		ServiceName: e.Service.Service, ID: e.Service.ID, Node: e.Node.Node,
 		Address: addr, Port: e.Service.Port, Health: health, Weight: weight,

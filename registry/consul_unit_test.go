@@ -94,3 +94,37 @@ func TestCheckFingerprints(t *testing.T) {
 		t.Errorf("emr %q->%q his %q->%q", svc["emr"], svc3["emr"], svc["his"], svc3["his"])
 	}
 }
+
+// A checks answer in which only statuses moved refreshes a service's
+// health exactly as a read of its health endpoint would; any registration
+// or removal of an instance or a check sends it back to a read.
+func TestRefreshHealth(t *testing.T) {
+	w := api.AgentWeights{Passing: 10, Warning: 2}
+	chk := func(node, svcID, id, status string) *api.HealthCheck {
+		return &api.HealthCheck{Node: node, ServiceID: svcID, ServiceName: "emr", CheckID: id, Status: status}
+	}
+	read := []fetchedInstance{
+		{raw: RawInstance{ServiceName: "emr", ID: "emr-1", Node: "a", Health: HealthPassing, Weight: 10}, weights: w, checks: "http"},
+		{raw: RawInstance{ServiceName: "emr", ID: "emr-2", Node: "b", Health: HealthPassing, Weight: 10}, weights: w, checks: ""},
+	}
+	serf := &api.HealthCheck{Node: "b", CheckID: "serfHealth", Status: "passing"}
+	got, ok := refreshHealth("emr", read, indexChecks([]*api.HealthCheck{chk("a", "emr-1", "http", "warning"), serf}, nil, nil))
+	if !ok || got[0].Health != HealthWarning || got[0].Weight != 2 || got[1].Health != HealthPassing {
+		t.Fatalf("status change: %v %+v", ok, got)
+	}
+	serf.Status = "critical"
+	got, ok = refreshHealth("emr", read, indexChecks([]*api.HealthCheck{chk("a", "emr-1", "http", "passing"), serf}, map[string]bool{"emr": true}, map[string][]RawInstance{"emr": {read[0].raw, read[1].raw}}))
+	if !ok || got[1].Health != HealthCritical || got[0].Health != HealthPassing {
+		t.Fatalf("node check: %v %+v", ok, got)
+	}
+	for name, checks := range map[string][]*api.HealthCheck{
+		"check removed":        nil,
+		"check added":          {chk("a", "emr-1", "http", "passing"), chk("b", "emr-2", "tcp", "passing")},
+		"instance not read":    {chk("a", "emr-1", "http", "passing"), chk("c", "emr-3", "http", "passing")},
+		"instance maintenance": {chk("a", "emr-1", "http", "passing"), chk("a", "emr-1", api.ServiceMaintPrefix+"emr-1", "critical")},
+	} {
+		if _, ok := refreshHealth("emr", read, indexChecks(checks, nil, nil)); ok {
+			t.Errorf("%s: refreshed instead of read again", name)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -30,6 +31,7 @@ type cpProcess struct {
 	XDSAddr   string
 	AdminAddr string
 	LogPath   string
+	stopOnce  sync.Once
 }
 
 // findMedmesh returns bin/medmesh from the module root, building it into
@@ -183,8 +185,11 @@ func (c *cpProcess) alive() error {
 	}
 }
 
-// stop interrupts the control plane and kills it if it does not exit.
-func (c *cpProcess) stop() {
+// stop interrupts the control plane and kills it if it does not exit; a
+// second call does nothing.
+func (c *cpProcess) stop() { c.stopOnce.Do(c.stopNow) }
+
+func (c *cpProcess) stopNow() {
 	if c.cmd == nil {
 		c.cancel()
 		<-c.done

@@ -24,6 +24,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -39,7 +40,8 @@ type config struct {
 	conns, registerWorkers, starters      int
 	fullTimeout, changeTimeout, gap       time.Duration
 	seed                                  uint64
-	keep                                  bool
+	keep, restart, stages                 bool
+	label                                 string
 	consulMaxConns                        int
 	inProcess                             bool
 	cpuProfile, memProfile                string
@@ -60,6 +62,9 @@ func main() {
 	flag.DurationVar(&c.gap, "gap", 250*time.Millisecond, "pause after a change converged, so its trailing work is charged to it")
 	flag.Uint64Var(&c.seed, "seed", 1, "seed for choosing which instances change")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory (Consul and control plane logs)")
+	flag.BoolVar(&c.restart, "restart", true, "finally restart the control plane on the same catalog and count what reconnecting proxies are sent")
+	flag.BoolVar(&c.stages, "stages", false, "also time Consul's part of each change with a blocking query of the benchmark's own (a read of every check per change: meant for small catalogs)")
+	flag.StringVar(&c.label, "label", "", "names this scenario in the figures (e.g. small: xds_convergence_small_p99_ms, small_controlplane_cpu_s_per_change)")
 	// The control plane holds four blocking queries whatever the catalog
 	// size, so Consul's default connection limit (200 per client address)
 	// is kept unless asked otherwise.
@@ -87,6 +92,7 @@ func main() {
 		stop() // a second Ctrl-C kills the benchmark without waiting for cleanup
 	}()
 	figs, err := run(ctx, c)
+	figs = labelled(c.label, figs)
 	if len(figs) > 0 {
 		report(os.Stdout, c, figs)
 	}
@@ -215,6 +221,7 @@ func run(ctx context.Context, c config) (figs []figure, err error) {
 	add(figure{name: "controlplane_cpu_s_full_config", value: (after.CPU - before.CPU).Seconds(), format: "%.2f", unit: "s"})
 	add(figure{name: "controlplane_rss_after_sync_mib", value: after.RSSMiB, format: "%.0f", unit: "MiB"})
 	logf("all proxies hold full config after %.1fs; control plane RSS %.0f MiB", fullS, after.RSSMiB)
+	figs = append(figs, sentFigures("xds_full_config", fl.received())...)
 
 	// Convergence of endpoint health changes.
 	stopProfile()
@@ -224,7 +231,7 @@ func run(ctx context.Context, c config) (figs []figure, err error) {
 		}
 		defer stopProfile()
 	}
-	conv, err := measureChanges(ctx, c, syn, client, fl, cp.Pid(), consulPid)
+	conv, err := measureChanges(ctx, c, syn, client, fl, cp, consulPid)
 	figs = append(figs, conv...)
 	if err != nil {
 		return figs, err
@@ -243,7 +250,23 @@ func run(ctx context.Context, c config) (figs []figure, err error) {
 	if err := fl.failed(); err != nil {
 		return figs, err
 	}
-	return figs, cp.alive()
+	if err := cp.alive(); err != nil || !c.restart {
+		return figs, err
+	}
+	if c.inProcess {
+		logf("the restart phase needs the control plane as a process of its own; skipped with -inprocess")
+		return figs, nil
+	}
+	rf, cp2, err := measureRestart(ctx, restartPhase{bin: bin, consulAddr: agent.Addr(), dir: dir, goMemLimit: c.cpGoMemLimit,
+		nodes: nodes, services: c.services, conns: c.conns, starters: c.starters, timeout: c.fullTimeout}, fl, cp)
+	if cp2 != nil {
+		defer cp2.stop()
+	}
+	figs = append(figs, rf...)
+	if err != nil {
+		return figs, err
+	}
+	return figs, cp2.alive()
 }
 
 // waitFull waits until every proxy holds its full configuration, logging
@@ -281,7 +304,18 @@ func waitFull(ctx context.Context, fl *fleet, cp *cpProcess, timeout time.Durati
 
 // measureChanges flips instances to critical and back, one change at a
 // time, and times each delivery to each proxy.
-func measureChanges(ctx context.Context, c config, syn *synthetic, client *api.Client, fl *fleet, cpPid, consulPid int) ([]figure, error) {
+func measureChanges(ctx context.Context, c config, syn *synthetic, client *api.Client, fl *fleet, cp *cpProcess, consulPid int) ([]figure, error) {
+	cpPid := cp.Pid()
+	stagesBefore, err := scrapeStages(ctx, cp.AdminAddr)
+	if err != nil {
+		return nil, fmt.Errorf("reading the control plane's stage metrics: %w", err)
+	}
+	var probe *consulProbe
+	if c.stages {
+		if probe, err = newConsulProbe(ctx, client); err != nil {
+			return nil, err
+		}
+	}
 	rng := rand.New(rand.NewPCG(c.seed, 0))
 	var all, perChange []time.Duration
 	missed := 0
@@ -299,10 +333,14 @@ func measureChanges(ctx context.Context, c config, syn *synthetic, client *api.C
 		} else {
 			status, present = api.HealthPassing, true
 		}
+		if probe != nil {
+			probe.arm(ctx)
+		}
 		ch := fl.begin(target.service, net.JoinHostPort(target.addr, strconv.Itoa(target.port)), present)
 		if err := setHealth(ctx, client, target, status); err != nil {
 			return nil, fmt.Errorf("setting %s %s: %w", target.id, status, err)
 		}
+		probe.wait(ch.t0, time.Now())
 		timedOut := false
 		select {
 		case <-ch.done:
@@ -344,9 +382,14 @@ func measureChanges(ctx context.Context, c config, syn *synthetic, client *api.C
 	}
 	consulAfter, _ := procstat.Read(consulPid)
 	selfAfter, _ := procstat.Read(os.Getpid())
+	stagesAfter, err := scrapeStages(ctx, cp.AdminAddr)
+	if err != nil {
+		return nil, fmt.Errorf("reading the control plane's stage metrics: %w", err)
+	}
+	stages := stageFigures(stagesBefore, stagesAfter, probe, all, c.changes)
 	n := float64(max(c.changes, 1))
 	p99 := ms(percentile(all, 99))
-	return []figure{
+	return append(stages, []figure{
 		{name: "xds_convergence_p50_ms", value: ms(percentile(all, 50)), format: "%.1f", unit: "ms"},
 		{name: "xds_convergence_p99_ms", value: p99, format: "%.1f", unit: "ms", target: "<= 1000", ok: within(p99, 1000)},
 		{name: "xds_convergence_max_ms", value: ms(percentile(all, 100)), format: "%.1f", unit: "ms"},
@@ -356,7 +399,7 @@ func measureChanges(ctx context.Context, c config, syn *synthetic, client *api.C
 		{name: "controlplane_cpu_s_per_change", value: (cpAfter.CPU - cpBefore.CPU).Seconds() / n, format: "%.3f", unit: "s"},
 		{name: "consul_cpu_s_per_change", value: (consulAfter.CPU - consulBefore.CPU).Seconds() / n, format: "%.3f", unit: "s"},
 		{name: "bench_cpu_s_per_change", value: (selfAfter.CPU - selfBefore.CPU).Seconds() / n, format: "%.3f", unit: "s"},
-	}, nil
+	}...), nil
 }
 
 func report(w *os.File, c config, figs []figure) {
@@ -379,6 +422,24 @@ func report(w *os.File, c config, figs []figure) {
 	for _, f := range figs {
 		fmt.Fprintf(w, "BENCH %s=%s\n", f.name, f.valueString())
 	}
+}
+
+// labelled names the figures of a labelled scenario: convergence figures
+// as xds_convergence_<label>_*, the rest prefixed with the label.
+func labelled(label string, figs []figure) []figure {
+	if label == "" {
+		return figs
+	}
+	out := make([]figure, len(figs))
+	for i, f := range figs {
+		if rest, ok := strings.CutPrefix(f.name, "xds_convergence_"); ok {
+			f.name = "xds_convergence_" + label + "_" + rest
+		} else {
+			f.name = label + "_" + f.name
+		}
+		out[i] = f
+	}
+	return out
 }
 
 // consulWrapper writes a script that runs Consul with a higher per-client

@@ -35,6 +35,8 @@ type fleet struct {
 	fullDone chan struct{}
 
 	change atomic.Pointer[change]
+
+	resume map[string]*simproxy.Held
 }
 
 type tracked struct {
@@ -68,13 +70,17 @@ type fleetOptions struct {
 	Conns int
 	// Starters bound how many streams are being opened at once.
 	Starters int
+	// Resume, by node ID, is what each proxy held on an earlier stream:
+	// it reconnects naming it, as Envoy does (restart.go).
+	Resume map[string]*simproxy.Held
 }
 
 // startFleet connects one simulated proxy per node, half SotW and half
 // delta (alternating, so both variants cover every service).
 func startFleet(ctx context.Context, o fleetOptions, nodes []synthInstance, wantServices int) (*fleet, error) {
 	ctx, cancel := context.WithCancel(ctx)
-	f := &fleet{cancel: cancel, wantServices: wantServices, fullDone: make(chan struct{}), decode: newInterner().decode}
+	f := &fleet{cancel: cancel, wantServices: wantServices, fullDone: make(chan struct{}), decode: newInterner().decode,
+		resume: o.Resume}
 	nConns := o.Conns
 	if nConns <= 0 || nConns > len(nodes) {
 		nConns = len(nodes)
@@ -117,7 +123,7 @@ func (f *fleet) connect(ctx context.Context, list []*tracked, starters int) erro
 			defer wg.Done()
 			for t := range work {
 				p, err := simproxy.Start(ctx, f.conns[t.idx%len(f.conns)], simproxy.Options{
-					NodeID: t.id, Cluster: t.service, Delta: t.delta, Decode: f.decode,
+					NodeID: t.id, Cluster: t.service, Delta: t.delta, Decode: f.decode, Resume: f.resume[t.id],
 					OnUpdate: func(typeURL string, at time.Time) { f.onUpdate(t, typeURL, at) },
 				})
 				if err != nil {

@@ -38,7 +38,7 @@ func sotwNames(t *testing.T, r cache.Response) []string {
 // first request, park acknowledgements, wake only for subscribed changes
 // and send only what changed.
 func TestEndpointCacheSotW(t *testing.T) {
-	c := newEndpointCache("p-")
+	c := newEndpointCache()
 	if err := c.update(append(cla(t, "emr", 1), cla(t, "his", 1)...), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -72,26 +72,25 @@ func TestEndpointCacheSotW(t *testing.T) {
 	if got := sotwNames(t, resp); len(got) != 1 || got[0] != "imaging" {
 		t.Fatalf("update = %v, want [imaging]", got)
 	}
-	if v := resp.GetReturnedResources(); len(v) != 2 {
-		t.Fatalf("returned versions = %v, want emr and imaging", v)
+	if v := resp.GetReturnedResources(); len(v) != 3 || v["emr"] == "" || v["imaging"] == "" || v[sotwFoldKey] != resp.GetResponseVersion() {
+		t.Fatalf("returned versions = %v, want emr and imaging with the response version", v)
 	}
 	if len(c.sotw) != 0 {
 		t.Fatal("answered watch still parked")
 	}
 	cancel()
 
-	// A reconnect from another control plane's version gets an answer even
-	// when it already holds everything.
+	// A reconnect (a new stream) with a version it does not hold the
+	// current content of is sent everything it subscribes to.
 	other := &cache.Request{TypeUrl: resource.EndpointType, VersionInfo: "q-7", ResourceNames: req.ResourceNames}
-	sub.SetReturnedResources(resp.GetReturnedResources())
-	c.CreateWatch(other, sub, ch)
-	if len(ch) != 1 {
-		t.Fatal("foreign version not answered")
+	c.CreateWatch(other, stream.NewSotwSubscription(req.ResourceNames, true), ch)
+	if resp := <-ch; len(sotwNames(t, resp)) != 2 {
+		t.Fatalf("stale version answered with %v, want both assignments", sotwNames(t, resp))
 	}
 }
 
 func TestEndpointCacheDeltaRemoval(t *testing.T) {
-	c := newEndpointCache("p-")
+	c := newEndpointCache()
 	c.update(append(cla(t, "emr", 1), cla(t, "his", 1)...), nil)
 	sub := stream.NewDeltaSubscription(nil, nil, nil, true) // wildcard
 	ch := make(chan cache.DeltaResponse, 1)

@@ -7,7 +7,6 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	"google.golang.org/protobuf/proto"
 )
 
 // Hashed is a resource with the content hash of its deterministic
@@ -19,14 +18,17 @@ type Hashed struct {
 	Hash     string
 }
 
-// HashResource returns a content hash of a resource.
+// HashResource returns a content hash of a resource: exactly the version
+// go-control-plane's delta server puts on the wire for it. The version
+// maps of snapshots must hold the same string, or a delta proxy that
+// reconnects naming what it holds (initial_resource_versions) would be
+// compared against another hash and sent everything again.
 func HashResource(r types.Resource) (string, error) {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+	b, err := cache.MarshalResource(r)
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:12]), nil
+	return cache.HashResource(b), nil
 }
 
 // HashAll hashes resources, naming each. Hashes already known for a

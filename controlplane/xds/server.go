@@ -15,9 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
-	"time"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -86,9 +84,9 @@ func New(ctx context.Context, log *slog.Logger, reg prometheus.Registerer) *Serv
 		log:       log,
 		envoy:     cache.NewSnapshotCache(true, cache.IDHash{}, logAdapter{log}),
 		proxyless: cache.NewSnapshotCache(false, cache.IDHash{}, logAdapter{log}),
-		// A per-process version prefix: a proxy that reconnects after a
-		// restart never mistakes a new counter for the one it holds.
-		endpoints: newEndpointCache(strconv.FormatInt(time.Now().UnixNano(), 36) + "-"),
+		// Endpoint versions are content-derived (endpointversion.go): a
+		// restarted control plane sends the same ones.
+		endpoints: newEndpointCache(),
 		tracker:   NewTracker(m),
 		metrics:   m,
 		epHashes:  map[string]string{},
@@ -150,7 +148,8 @@ func (s *Server) publishEndpoints(eps []Hashed) (updated int, err error) {
 		toUpdate = append(toUpdate, e)
 	}
 	if len(toUpdate) == 0 {
-		return 0, nil
+		// The first round opens the endpoint cache even with no endpoints.
+		return 0, s.endpoints.update(nil, nil)
 	}
 	s.traceEndpoints(toUpdate) // push tracing of the change (edstrace.go)
 	if err := s.endpoints.update(toUpdate, nil); err != nil {

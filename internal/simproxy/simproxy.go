@@ -8,6 +8,7 @@ package simproxy
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -42,6 +43,27 @@ type Options struct {
 	// to share one decoded message among the thousand proxies that receive
 	// the same bytes; messages it returns must not be modified.
 	Decode func(a *anypb.Any) (proto.Message, error)
+	// Resume, when set, is what an earlier stream of this proxy held: the
+	// new stream starts the way Envoy's does after losing its control
+	// plane, naming for every type the version it holds (SotW) or each
+	// resource's version (delta initial_resource_versions), and what it
+	// subscribes to.
+	Resume *Held
+}
+
+// Held is what a proxy holds, for resuming on a new stream (Proxy.Held).
+type Held struct {
+	res   map[string]map[string]proto.Message
+	ver   map[string]string
+	rver  map[string]map[string]string
+	subs  map[string]map[string]bool
+	delta bool
+}
+
+// Received counts what a stream was sent, by type URL.
+type Received struct {
+	Responses, Resources int
+	Bytes                int64 // encoded size of the responses
 }
 
 // Proxy is a running simulated proxy.
@@ -50,8 +72,10 @@ type Proxy struct {
 	mu   sync.Mutex
 	res  map[string]map[string]proto.Message // type URL -> name -> resource
 	ver  map[string]string                   // type URL -> last ACKed version (SotW)
-	nack map[string]string                   // type URL -> last NACK message
-	subs map[string]map[string]bool          // RDS/EDS names subscribed
+	rver map[string]map[string]string        // type URL -> name -> resource version (delta)
+	recv map[string]*Received
+	nack map[string]string          // type URL -> last NACK message
+	subs map[string]map[string]bool // RDS/EDS names subscribed
 	// sorted holds subs' names sorted, computed when subs change rather
 	// than on every acknowledgement.
 	sorted map[string][]string
@@ -66,8 +90,19 @@ func Start(ctx context.Context, conn grpc.ClientConnInterface, o Options) (*Prox
 		o.Kind = "envoy"
 	}
 	p := &Proxy{
-		opts: o, res: map[string]map[string]proto.Message{}, ver: map[string]string{},
+		opts: o, res: map[string]map[string]proto.Message{}, ver: map[string]string{}, rver: map[string]map[string]string{},
+		recv: map[string]*Received{},
 		nack: map[string]string{}, subs: map[string]map[string]bool{}, sorted: map[string][]string{}, cond: make(chan struct{}),
+	}
+	if h := o.Resume; h != nil {
+		if h.delta != o.Delta {
+			return nil, fmt.Errorf("%s: cannot resume a %s stream as %s", o.NodeID, variant(h.delta), variant(o.Delta))
+		}
+		p.res, p.ver, p.rver = cloneNested(h.res), maps.Clone(h.ver), cloneNested(h.rver)
+		for t, names := range h.subs {
+			p.subs[t] = maps.Clone(names)
+			p.sorted[t] = sortedKeys(names)
+		}
 	}
 	client := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
 	node := &corev3.Node{Id: o.NodeID, Cluster: o.Cluster, Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{
@@ -98,8 +133,8 @@ func (p *Proxy) runSotW(s discoveryv3.AggregatedDiscoveryService_StreamAggregate
 		}
 		return s.Send(r)
 	}
-	for _, t := range []string{resource.ClusterType, resource.ListenerType} {
-		if err := send(&discoveryv3.DiscoveryRequest{TypeUrl: t}); err != nil {
+	for _, r := range p.firstSotW() {
+		if err := send(r); err != nil {
 			p.fail(err)
 			return
 		}
@@ -110,6 +145,7 @@ func (p *Proxy) runSotW(s discoveryv3.AggregatedDiscoveryService_StreamAggregate
 			p.fail(err)
 			return
 		}
+		p.count(resp.GetTypeUrl(), len(resp.GetResources()), proto.Size(resp))
 		msgs, verr := p.decode(resp.GetTypeUrl(), resp.GetResources())
 		nonces[resp.GetTypeUrl()] = resp.GetNonce()
 		req := &discoveryv3.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
@@ -159,8 +195,8 @@ func (p *Proxy) runDelta(s discoveryv3.AggregatedDiscoveryService_DeltaAggregate
 		}
 		return s.Send(r)
 	}
-	for _, t := range []string{resource.ClusterType, resource.ListenerType} {
-		if err := send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: t}); err != nil {
+	for _, r := range p.firstDelta() {
+		if err := send(r); err != nil {
 			p.fail(err)
 			return
 		}
@@ -171,6 +207,7 @@ func (p *Proxy) runDelta(s discoveryv3.AggregatedDiscoveryService_DeltaAggregate
 			p.fail(err)
 			return
 		}
+		p.count(resp.GetTypeUrl(), len(resp.GetResources()), proto.Size(resp))
 		anys := make([]*anypb.Any, 0, len(resp.GetResources()))
 		for _, r := range resp.GetResources() {
 			anys = append(anys, r.GetResource())
@@ -194,6 +231,7 @@ func (p *Proxy) runDelta(s discoveryv3.AggregatedDiscoveryService_DeltaAggregate
 			before[t] = p.sorted[t]
 		}
 		p.apply(resp.GetTypeUrl(), msgs, resp.GetRemovedResources(), false)
+		p.applyVersions(resp)
 		follow := p.followIfNeeded(resp.GetTypeUrl())
 		p.bump()
 		p.mu.Unlock()
