@@ -294,14 +294,16 @@ func (m *Mesh) decide(caller string, svc *Service) (allowed, named bool, reason 
 			return true, containsExact(r.Principals, caller), ruleName(r) + " allows it"
 		}
 	}
+	// A denial by name matters only for "others" in RBAC; checked first
+	// here because it is the reason worth showing, even for a PHI service.
+	if m.matchesAny(a.Denied, caller) {
+		return false, false, "an intention denies it"
+	}
 	if !a.OthersAllowed {
 		if svc.PHI {
 			return false, false, "PHI default-deny: no intention or MeshAccess allows it"
 		}
 		return false, false, "an intention from every caller (\"*\") denies it"
-	}
-	if m.matchesAny(a.Denied, caller) {
-		return false, false, "an intention denies it"
 	}
 	if len(a.Others) > 0 && !m.matchesAny(a.Others, caller) {
 		return false, false, "residency: callers from this site are not admitted"

@@ -2,8 +2,11 @@ package translate
 
 import (
 	"fmt"
+	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -26,6 +29,29 @@ const OutOfScopeVirtualHost = "medmesh|out_of_scope"
 // OutOfScopeStatus is the HTTP status of that answer: the call is refused
 // locally, at once, instead of waiting on a cluster that does not exist.
 const OutOfScopeStatus = 403
+
+// OutOfScopeCluster is the cluster a proxyless client's out-of-scope
+// routes name. gRPC resolves every cluster a route names before it uses
+// the route (gRFC A74), so naming the service's own cluster, which is
+// not sent, would hold the client's calls for the 15 s resource timer;
+// this one exists, with no endpoints, and the fault ends every call first.
+const OutOfScopeCluster = "medmesh|out_of_scope"
+
+// OutOfScopeEndpoints is OutOfScopeCluster's (empty) assignment, served
+// from the shared endpoint cache like any other.
+func OutOfScopeEndpoints() *endpointv3.ClusterLoadAssignment {
+	return &endpointv3.ClusterLoadAssignment{ClusterName: OutOfScopeCluster}
+}
+
+func outOfScopeCluster() *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 OutOfScopeCluster,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: adsSource()},
+		ConnectTimeout:       dur(time.Second),
+		LbPolicy:             clusterv3.Cluster_ROUND_ROBIN,
+	}
+}
 
 // permissionDenied is gRPC's PERMISSION_DENIED, what a proxyless client's
 // call to a service outside its scope fails with.
@@ -93,9 +119,9 @@ func proxylessDenied(s *ir.Service) (*listenerv3.Listener, *routev3.RouteConfigu
 				Name:  s.Name + "|" + OutOfScopeVirtualHost,
 				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 				// A route action is required; the fault ends every call
-				// before the (absent) cluster would be looked at.
+				// before a host of the (empty) cluster would be picked.
 				Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: s.Name},
+					ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: OutOfScopeCluster},
 				}},
 				TypedPerFilterConfig: map[string]*anypb.Any{
 					faultFilterName: mustAny(httpFault(&ir.Fault{AbortPercent: 100, GRPCStatus: &code})),
@@ -115,6 +141,7 @@ func proxylessDenied(s *ir.Service) (*listenerv3.Listener, *routev3.RouteConfigu
 func ForCaller(m *ir.Mesh, caller string, kind wire.ProxyKind, meshWide *Resources, set func(string) *ServiceSet, scope []string) *Resources {
 	r := &Resources{}
 	if kind == wire.ProxyProxyless {
+		denied := false
 		in := make(map[string]bool, len(scope))
 		for _, name := range scope {
 			in[name] = true
@@ -133,7 +160,12 @@ func ForCaller(m *ir.Mesh, caller string, kind wire.ProxyKind, meshWide *Resourc
 			} else if s.ProxylessDeniedListener != nil {
 				r.Listeners = append(r.Listeners, s.ProxylessDeniedListener)
 				r.Routes = append(r.Routes, s.ProxylessDeniedRoute)
+				denied = true
 			}
+		}
+		if denied {
+			r.Clusters = append(r.Clusters, outOfScopeCluster())
+			r.Endpoints = append(r.Endpoints, OutOfScopeEndpoints())
 		}
 		r.sort()
 		return r

@@ -220,7 +220,8 @@ func (s *Server) publishedIDs() []string {
 // validated (ValidateAll) before anything is published. It returns the
 // memo for the next mesh.
 func translateShared(memo map[string]*serviceMemo, mesh *ir.Mesh) (*hashedShared, map[string]*serviceMemo, error) {
-	var eps []types.Resource
+	// Proxyless clients' out-of-scope routes name an empty assignment.
+	eps := []types.Resource{translate.OutOfScopeEndpoints()}
 	hashes := map[types.Resource]string{}
 	keep := make(map[string]*serviceMemo, len(mesh.Services))
 	for i := range mesh.Services {
