@@ -48,6 +48,7 @@ type config struct {
 	// Edge scale (scale.go).
 	scale                 bool
 	callees, scaleChanges int
+	scopeMeta             string
 	fullMeshProxies       int
 	steps                 []int
 }
@@ -80,6 +81,7 @@ func main() {
 	flag.BoolVar(&c.scale, "scale", false, "edge scale (make bench-scale): configuration scoped by authorization over a call graph, fleets of -steps proxies, then the full-mesh row")
 	flag.IntVar(&c.callees, "callees", 10, "with -scale: services each service may call (intentions; PHI services deny every other caller)")
 	steps := flag.String("steps", "1000,2000,5000", "with -scale: fleet sizes, one after the other (the cost curve); the last gives the xds_scoped_* figures")
+	flag.StringVar(&c.scopeMeta, "scope", "explicit", "with -scale: every service's medmesh-scope meta: explicit (its scope is the services its intentions name: the call graph) or authorized (every default-allow service too: about a third of this catalog is not PHI)")
 	flag.IntVar(&c.scaleChanges, "scale-changes", 12, "with -scale: health changes timed per scoped fleet")
 	flag.IntVar(&c.fullMeshProxies, "fullmesh-proxies", 1000, "with -scale: proxies of the full-mesh row (0: none)")
 	flag.Parse()
@@ -87,6 +89,10 @@ func main() {
 		var err error
 		if c.steps, err = parseSteps(*steps); err != nil {
 			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		if c.scopeMeta != "explicit" && c.scopeMeta != "authorized" {
+			fmt.Fprintf(os.Stderr, "-scope %q: want explicit or authorized\n", c.scopeMeta)
 			os.Exit(2)
 		}
 		if c.inProcess {

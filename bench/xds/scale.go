@@ -61,13 +61,14 @@ func newCallGraph(syn *synthetic, callees int, seed uint64) *callGraph {
 	return g
 }
 
-// scopes are, by service name, the services its proxies should be sent:
-// every default-allow (non-PHI) service, and the PHI services an
-// intention lets it call (the control plane's rule, ir/scope.go).
-func (g *callGraph) scopes(syn *synthetic) map[string]map[string]bool {
+// scopes are, by service name, the services its proxies should be sent
+// (the control plane's rule, ir/scope.go): the services an intention lets
+// it call and, unless explicit (medmesh-scope=explicit), every
+// default-allow (non-PHI) service.
+func (g *callGraph) scopes(syn *synthetic, explicit bool) map[string]map[string]bool {
 	open := map[string]bool{}
 	for i, s := range syn.services {
-		if !g.phi[i] {
+		if !g.phi[i] && !explicit {
 			open[s.name] = true
 		}
 	}
@@ -163,6 +164,10 @@ func runScale(ctx context.Context, c config) (figs []figure, rows []stageResult,
 	consulPid := childPid("consul")
 	client := agent.Client()
 	syn := newSynthetic(c.services, c.instances)
+	explicit := c.scopeMeta == registry.ScopeExplicit
+	for i := range syn.services {
+		syn.services[i].meta[registry.MetaScope] = c.scopeMeta
+	}
 	logf("consul %s: registering %d services x %d instances", agent.Addr(), c.services, c.instances)
 	start := time.Now()
 	if err := syn.register(ctx, client, c.registerWorkers); err != nil {
@@ -174,9 +179,9 @@ func runScale(ctx context.Context, c config) (figs []figure, rows []stageResult,
 	if err := graph.writeIntentions(ctx, client, syn, c.registerWorkers); err != nil {
 		return figs, nil, err
 	}
-	scopes := graph.scopes(syn)
-	logf("intentions written in %.1fs: each service may call %d others; %d of %d services are PHI (default deny)",
-		time.Since(start).Seconds(), c.callees, countTrue(graph.phi), len(graph.phi))
+	scopes := graph.scopes(syn, explicit)
+	logf("intentions written in %.1fs: each service may call %d others; %d of %d services are PHI (default deny); every service's %s=%s",
+		time.Since(start).Seconds(), c.callees, countTrue(graph.phi), len(graph.phi), registry.MetaScope, c.scopeMeta)
 	bin := c.medmesh
 	if bin == "" {
 		if bin, err = findMedmesh(ctx, dir); err != nil {
@@ -365,8 +370,8 @@ func countTrue(bs []bool) int {
 
 // reportScale prints the cost curve and the two rows, then every figure.
 func reportScale(w io.Writer, c config, figs []figure, rows []stageResult) {
-	fmt.Fprintf(w, "\nmedmesh xDS edge-scale benchmark: %d services x %d instances, each service may call %d others, %d CPUs (noisy when other work shares the machine)\n",
-		c.services, c.instances, c.callees, runtime.NumCPU())
+	fmt.Fprintf(w, "\nmedmesh xDS edge-scale benchmark: %d services x %d instances, each service may call %d others (%s=%s), %d CPUs (noisy when other work shares the machine)\n",
+		c.services, c.instances, c.callees, registry.MetaScope, c.scopeMeta, runtime.NumCPU())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "config\tproxies\tservices/proxy\tfull config s\tp50 ms\tp99 ms\tRSS after sync MiB\tpeak RSS MiB\tCPU s/change\t")
 	for i, r := range rows {

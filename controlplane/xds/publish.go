@@ -72,6 +72,9 @@ type hashedShared struct {
 	meshWide  []Hashed // Envoy's outbound listeners
 	endpoints []Hashed
 	warnings  []string
+	// hashes are the content hashes of every piece above and of every
+	// service's share, for assembling caller sets without re-hashing.
+	hashes map[types.Resource]string
 }
 
 // serviceMemo is one service's translated share, valid while key holds.
@@ -108,7 +111,7 @@ func (s *Server) Publish(ctx context.Context, r Round) (*Report, error) {
 		span.SetAttributes(attribute.Int("medmesh.services", len(r.Mesh.Services)))
 		span.End()
 		pub.mesh, pub.shared, pub.services = r.Mesh, hs, services
-		pub.scopes.newMesh(r.Mesh, services, hs.meshWide, hs.warnings)
+		pub.scopes.newMesh(r.Mesh, services, hs.meshWide, hs.warnings, hs.hashes)
 		pub.bundleKey = Fingerprint(r.Mesh.BundlePEM)
 		pub.inboundKeys = inboundKeys(r.Mesh)
 	}
@@ -253,7 +256,10 @@ func translateShared(memo map[string]*serviceMemo, mesh *ir.Mesh) (*hashedShared
 	if err != nil {
 		return nil, nil, err
 	}
-	return &hashedShared{meshWide: listeners, endpoints: hashedEps, warnings: meshWide.Warnings}, keep, nil
+	for _, h := range listeners {
+		hashes[h.Resource] = h.Hash
+	}
+	return &hashedShared{meshWide: listeners, endpoints: hashedEps, warnings: meshWide.Warnings, hashes: hashes}, keep, nil
 }
 
 // translateService translates, validates and hashes one service's share.

@@ -50,6 +50,7 @@ type scopes struct {
 	meshWide                 []Hashed
 	meshWideByName           map[string]Hashed
 	warnings                 []string
+	hashes                   map[types.Resource]string // of every piece, by pointer
 	callers                  map[string]*callerSet // by kind|service
 }
 
@@ -101,7 +102,9 @@ func contentKey(set *translate.ServiceSet, hashes map[types.Resource]string) str
 
 // newMesh notes a newly translated mesh: its mesh-wide listeners and the
 // epochs that say whether caller sets may be reused.
-func (sc *scopes) newMesh(mesh *ir.Mesh, memo map[string]*serviceMemo, meshWide []Hashed, warnings []string) {
+func (sc *scopes) newMesh(mesh *ir.Mesh, memo map[string]*serviceMemo, meshWide []Hashed, warnings []string,
+	hashes map[types.Resource]string) {
+	sc.hashes = hashes
 	sc.gen++
 	var scopeB, contentB strings.Builder
 	fmt.Fprintf(&scopeB, "%t|%s|%s|", mesh.MTLS, mesh.TrustDomain, mesh.Site)
@@ -185,28 +188,26 @@ func (s *Server) callerKey(kind wire.ProxyKind, scope []string) string {
 // rather than by marshalling a message the size of the scope.
 func (s *Server) buildCallerSet(kind wire.ProxyKind, service string, scope []string) (*sharedSet, error) {
 	pub := &s.pub
-	hashes := map[types.Resource]string{}
+	hashes := pub.scopes.hashes
 	lookup := func(name string) *translate.ServiceSet {
-		m := pub.services[name]
-		if m == nil {
-			return nil
+		if m := pub.services[name]; m != nil {
+			return m.set
 		}
-		for r, h := range m.hashes {
-			hashes[r] = h
-		}
-		return m.set
+		return nil
 	}
 	meshWide := &translate.Resources{}
 	for _, h := range pub.scopes.meshWide {
 		meshWide.Listeners = append(meshWide.Listeners, h.Resource)
-		hashes[h.Resource] = h.Hash
 	}
 	res := translate.ForCaller(pub.mesh, service, kind, meshWide, lookup, scope)
 	if kind == wire.ProxyEnvoy {
+		// The virtual hosts were validated with their services; what is
+		// the caller's own is the catch-all.
+		if err := translate.OutboundRouteConfig(service, nil).ValidateAll(); err != nil {
+			return nil, fmt.Errorf("outbound routes of %q: %w", service, err)
+		}
 		for _, r := range res.Routes {
-			if err := r.(interface{ ValidateAll() error }).ValidateAll(); err != nil {
-				return nil, fmt.Errorf("outbound routes of %q: %w", service, err)
-			}
+			defer delete(hashes, r) // the caller's own: not kept in the shared map
 			var b strings.Builder
 			b.WriteString(service + "|")
 			for _, n := range scope {
