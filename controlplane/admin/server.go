@@ -126,7 +126,7 @@ func (cp *server) handleProxies(w http.ResponseWriter, _ *http.Request) {
 			published = pub.Versions
 		}
 		row := proxyRow(ps, published, identities[ps.ID])
-		if scope, ok := cp.XDS.ScopeFor(ps.ID); ok {
+		if _, scope, ok := cp.XDS.ScopeFor(ps.ID); ok {
 			n := len(scope)
 			row.Scope = &n
 		}
@@ -159,9 +159,9 @@ func (cp *server) handleConfig(w http.ResponseWriter, r *http.Request) {
 		sort.Slice(v, func(i, j int) bool { return string(v[i]) < string(v[j]) })
 	}
 	resp := api.ConfigResponse{Node: node, Resources: out, Versions: pub.Versions}
-	if scope, ok := cp.XDS.ScopeFor(node); ok {
+	if service, scope, ok := cp.XDS.ScopeFor(node); ok {
 		if m := cp.View().Mesh; m != nil {
-			sr := scopeResponse(m, pub.Service())
+			sr := scopeResponse(m, service)
 			// What was sent, which may lag the mesh by a round.
 			sr.Included, sr.Excluded = sentScope(sr, scope)
 			resp.Scope = sr

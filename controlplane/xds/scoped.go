@@ -234,21 +234,18 @@ func (sc *scopes) dropUnusedCallers() {
 	}
 }
 
-// ScopeFor returns the services a proxy was last sent (its service's
-// scope, sorted); ok is false for a proxy that is sent none (an SVID
-// agent) or was not published yet.
-func (s *Server) ScopeFor(id string) (scope []string, ok bool) {
+// ScopeFor returns the service a proxy was last published as and the
+// services it was sent (that service's scope, sorted); ok is false for a
+// proxy that is sent none (an SVID agent) or was not published yet.
+func (s *Server) ScopeFor(id string) (service string, scope []string, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	pb, found := s.published[id]
 	if !found || pb.as.scope == nil {
-		return nil, false
+		return "", nil, false
 	}
-	return pb.as.scope, true
+	return pb.as.service, pb.as.scope, true
 }
-
-// Service is the service the proxy was published as.
-func (p *Published) Service() string { return p.as.service }
 
 // hashVirtualHost hashes a virtual host (a message, though not a
 // resource of its own).

@@ -88,7 +88,7 @@ func TestPublishScopedByAuthorization(t *testing.T) {
 			t.Errorf("%s: clusters %v after the intention, want emr among them", id, got)
 		}
 	}
-	if scope, _ := s.ScopeFor("nurse-1"); !slices.Equal(scope, []string{"emr", "labs", "nurse"}) {
+	if _, scope, _ := s.ScopeFor("nurse-1"); !slices.Equal(scope, []string{"emr", "labs", "nurse"}) {
 		t.Errorf("nurse-1's scope %v", scope)
 	}
 	labsAfter, _ := s.PublishedFor("labs-1")
