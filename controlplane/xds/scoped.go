@@ -51,7 +51,7 @@ type scopes struct {
 	meshWideByName           map[string]Hashed
 	warnings                 []string
 	hashes                   map[types.Resource]string // of every piece, by pointer
-	callers                  map[string]*callerSet // by kind|service
+	callers                  map[string]*callerSet     // by kind|service
 }
 
 // scopeKey fingerprints what a service contributes to scopes: its
