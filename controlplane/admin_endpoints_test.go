@@ -89,7 +89,7 @@ spec:
 	checkKeys(t, "/debug/proxies source", px["source"], []string{"synced", "services"}, "lastError", "lastErrorAt", "lastChange")
 	row := px["proxies"].([]any)[0]
 	checkKeys(t, "/debug/proxies row", row,
-		[]string{"id", "service", "kind", "peer", "transport", "connectedAt", "types", "lastNack", "nacks", "published"}, "identity")
+		[]string{"id", "service", "kind", "peer", "transport", "connectedAt", "types", "lastNack", "nacks", "published", "scope"}, "identity")
 	checkKeys(t, "/debug/proxies lastNack", row.(map[string]any)["lastNack"], []string{"typeUrl", "version", "message", "at"})
 	checkKeys(t, "/debug/proxies types.CDS", row.(map[string]any)["types"].(map[string]any)["CDS"], []string{"sent"}, "acked", "ackedAt")
 
@@ -116,7 +116,14 @@ spec:
 			"observedGeneration")
 	}
 
-	checkKeys(t, "/debug/config", getJSON(t, base+"/debug/config?node=emr-1"), []string{"node", "resources", "versions"})
+	cfg := getJSON(t, base+"/debug/config?node=emr-1")
+	checkKeys(t, "/debug/config", cfg, []string{"node", "resources", "versions", "scope"})
+	checkKeys(t, "/debug/config scope", cfg["scope"], []string{"service", "services", "included"}, "explicit", "excluded")
+	scope := getJSON(t, base+"/debug/scope?service=emr")
+	checkKeys(t, "/debug/scope", scope, []string{"service", "services", "included"}, "explicit", "excluded")
+	for _, e := range scope["included"].([]any) {
+		checkKeys(t, "/debug/scope entry", e, []string{"service", "reason"})
+	}
 
 	resp, err := http.Post(base+"/join-tokens?service=emr", "", nil)
 	if err != nil {

@@ -41,6 +41,7 @@ func BuildCatalog(raw []RawInstance) (*Catalog, []Warning) {
 			svc = &Service{
 				Name: r.ServiceName, Namespace: set.Namespace, Kind: set.Kind,
 				Protocol: set.Protocol, PHI: set.PHI, LB: set.LB, Permissive: set.Permissive,
+				ExplicitScope: set.ExplicitScope,
 			}
 			byName[r.ServiceName] = svc
 			settingsOf[r.ServiceName] = set

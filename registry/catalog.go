@@ -105,8 +105,11 @@ type Service struct {
 	PHI       bool     `json:"phi"`
 	LB        LBPolicy `json:"lb"`
 	// Permissive: plaintext accepted beside mTLS during a migration.
-	Permissive bool       `json:"permissive,omitempty"`
-	Instances  []Instance `json:"instances"`
+	Permissive bool `json:"permissive,omitempty"`
+	// ExplicitScope: its proxies are sent only the services whose
+	// authorization names it (meta medmesh-scope=explicit).
+	ExplicitScope bool       `json:"explicitScope,omitempty"`
+	Instances     []Instance `json:"instances"`
 }
 
 // Catalog is a complete, immutable view of every service. Treat it as

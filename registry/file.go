@@ -41,13 +41,15 @@ type FileCatalog struct {
 
 // FileService is one service in a catalog file.
 type FileService struct {
-	Name      string         `json:"name"`
-	Namespace string         `json:"namespace,omitempty"`
-	Kind      string         `json:"kind,omitempty"`
-	Protocol  string         `json:"protocol,omitempty"`
-	PHI       *bool          `json:"phi,omitempty"`
-	LB        string         `json:"lb,omitempty"`
-	MTLS      string         `json:"mtls,omitempty"` // strict (default) or permissive
+	Name      string `json:"name"`
+	Namespace string `json:"namespace,omitempty"`
+	Kind      string `json:"kind,omitempty"`
+	Protocol  string `json:"protocol,omitempty"`
+	PHI       *bool  `json:"phi,omitempty"`
+	LB        string `json:"lb,omitempty"`
+	MTLS      string `json:"mtls,omitempty"` // strict (default) or permissive
+	// Scope is authorized (default) or explicit (meta medmesh-scope).
+	Scope     string         `json:"scope,omitempty"`
 	Instances []FileInstance `json:"instances"`
 }
 
@@ -116,6 +118,7 @@ func ParseCatalogFile(name string, data []byte) (*Catalog, error) {
 			meta[MetaNS] = s.Namespace
 		}
 		check("mtls", MetaMTLS, s.MTLS, func(v string) bool { return v == "strict" || v == "permissive" })
+		check("scope", MetaScope, s.Scope, func(v string) bool { return v == ScopeAuthorized || v == ScopeExplicit })
 		for j, in := range s.Instances {
 			iw := fmt.Sprintf("instances[%d]", j)
 			if in.ID == "" {

@@ -19,6 +19,19 @@ const (
 	// may accept plaintext as well as mTLS while its callers migrate.
 	MetaMTLS = "medmesh-mtls"
 	MetaNS   = "medmesh-namespace"
+	// MetaScope narrows what a service's proxies are sent: "authorized"
+	// (default) is every service its authorization lets it call, PHI ones
+	// only where an intention or MeshAccess allows it and every
+	// default-allow one; "explicit" drops the default-allow services no
+	// intention or MeshAccess names it as a caller of (Istio's Sidecar
+	// egress, from the authorization an operator already writes).
+	MetaScope = "medmesh-scope"
+)
+
+// Scope values of MetaScope.
+const (
+	ScopeAuthorized = "authorized"
+	ScopeExplicit   = "explicit"
 )
 
 // Warning describes meta that could not be used; the instance is still
@@ -47,6 +60,8 @@ type Settings struct {
 	AppPort   int
 	// Permissive accepts plaintext beside mTLS (never for PHI).
 	Permissive bool
+	// ExplicitScope: MetaScope is "explicit".
+	ExplicitScope bool
 }
 
 // ParseMeta maps service meta (and node meta for locality) to settings.
@@ -109,6 +124,15 @@ func ParseMeta(service, instance string, svcMeta, nodeMeta map[string]string) (S
 				Used: "strict (a PHI service accepts no plaintext)"})
 		default:
 			warn(MetaMTLS, "strict")
+		}
+	}
+	if v, ok := svcMeta[MetaScope]; ok {
+		switch v {
+		case ScopeAuthorized:
+		case ScopeExplicit:
+			s.ExplicitScope = true
+		default:
+			warn(MetaScope, ScopeAuthorized)
 		}
 	}
 	if v, ok := svcMeta[MetaAppPort]; ok {

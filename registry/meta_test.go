@@ -160,3 +160,23 @@ func TestMetaMTLSMode(t *testing.T) {
 		t.Fatalf("unknown mode: %+v %v", s, w)
 	}
 }
+
+// medmesh-scope narrows a caller's configuration; an unknown value keeps
+// the default and says so, naming the key.
+func TestMetaScope(t *testing.T) {
+	s, w := registry.ParseMeta("nurse", "nurse-1", map[string]string{registry.MetaScope: "explicit"}, nil)
+	if !s.ExplicitScope || len(w) != 0 {
+		t.Fatalf("explicit: %+v %v", s, w)
+	}
+	s, w = registry.ParseMeta("nurse", "nurse-1", map[string]string{registry.MetaScope: "narrow"}, nil)
+	if s.ExplicitScope || len(w) != 1 || w[0].Key != registry.MetaScope || w[0].Used != registry.ScopeAuthorized {
+		t.Fatalf("unknown value: %+v %v", s, w)
+	}
+	cat, err := registry.ParseCatalogFile("c.yaml", []byte("services:\n- name: nurse\n  scope: explicit\n  instances: [{id: n-1, address: 10.0.0.1, port: 80}]\n"))
+	if err != nil || !cat.Services[0].ExplicitScope {
+		t.Fatalf("catalog file scope: %v %+v", err, cat)
+	}
+	if _, err := registry.ParseCatalogFile("c.yaml", []byte("services:\n- name: nurse\n  scope: narrow\n  instances: [{id: n-1, address: 10.0.0.1, port: 80}]\n")); err == nil || !strings.Contains(err.Error(), "scope") {
+		t.Fatalf("catalog file with an unknown scope: %v", err)
+	}
+}

@@ -14,6 +14,9 @@ type ConfigResponse struct {
 	Resources map[string][]json.RawMessage `json:"resources"`
 	// Versions are the published versions by type URL.
 	Versions map[string]string `json:"versions"`
+	// Scope is what the proxy's service may call and why (Envoy sidecars
+	// and proxyless clients); nil for other proxies.
+	Scope *ScopeResponse `json:"scope,omitempty"`
 }
 
 // JoinTokenResponse is the body of POST /join-tokens: a one-time token

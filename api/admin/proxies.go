@@ -103,6 +103,11 @@ type Proxy struct {
 	// ServerListeners are the inbound listeners a proxyless server asked
 	// for, named after the addresses it listens on.
 	ServerListeners []string `json:"serverListeners,omitempty"`
+	// Scope is how many services the proxy was sent (its service's
+	// scope: /debug/scope?service= says which and why); absent for
+	// proxies that are sent none (SVID agents) and before the first
+	// publish.
+	Scope *int `json:"scope,omitempty"`
 	// Problems are what the proxy asked for and cannot have, one line
 	// each naming the node (e.g. a gRPC server listening on a port no
 	// instance is registered on, which then serves nothing).

@@ -73,8 +73,11 @@ func moduleRoot() (string, error) {
 }
 
 // startControlPlane starts `medmesh controlplane` against Consul on free
-// loopback ports, logging to dir/controlplane.log.
-func startControlPlane(bin, consulAddr, dir, goMemLimit string) (*cpProcess, error) {
+// loopback ports, logging to dir/controlplane.log (controlplane-<name>.log
+// when named). With mtlsStateDir, mTLS and authorization are on (a CA
+// kept there; --dev hands SVIDs to the loopback proxies), as configuration
+// scoped by authorization needs; without, plaintext.
+func startControlPlane(bin, consulAddr, dir, goMemLimit, name, mtlsStateDir string) (*cpProcess, error) {
 	xp, err := consulagent.FreePort()
 	if err != nil {
 		return nil, err
@@ -87,14 +90,20 @@ func startControlPlane(bin, consulAddr, dir, goMemLimit string) (*cpProcess, err
 		XDSAddr: "127.0.0.1:" + strconv.Itoa(xp), AdminAddr: "127.0.0.1:" + strconv.Itoa(ap),
 		LogPath: filepath.Join(dir, "controlplane.log"), done: make(chan error, 1),
 	}
+	if name != "" {
+		c.LogPath = filepath.Join(dir, "controlplane-"+name+".log")
+	}
 	logf, err := os.Create(c.LogPath)
 	if err != nil {
 		return nil, err
 	}
 	// Plaintext, as the in-process mode: this measures the xDS path; the
 	// cost of identities is bench/svid's.
-	c.cmd = exec.Command(bin, "controlplane", "--consul", "http://"+consulAddr,
-		"--xds-listen", c.XDSAddr, "--admin-listen", c.AdminAddr, "--mtls=false")
+	args := []string{"controlplane", "--consul", "http://" + consulAddr, "--xds-listen", c.XDSAddr, "--admin-listen", c.AdminAddr, "--mtls=false"}
+	if mtlsStateDir != "" {
+		args = append(args[:len(args)-1], "--state-dir", mtlsStateDir, "--dev")
+	}
+	c.cmd = exec.Command(bin, args...)
 	c.cmd.Stdout, c.cmd.Stderr = logf, logf
 	if goMemLimit != "" {
 		c.cmd.Env = append(os.Environ(), "GOMEMLIMIT="+goMemLimit)

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -46,6 +47,12 @@ type config struct {
 	inProcess                             bool
 	cpuProfile, memProfile                string
 	medmesh, cpGoMemLimit                 string
+	// Edge scale (scale.go).
+	scale                 bool
+	callees, scaleChanges int
+	scopeMeta             string
+	fullMeshProxies       int
+	steps                 []int
 }
 
 func main() {
@@ -76,12 +83,33 @@ func main() {
 		"diagnostics: run the control plane inside the benchmark (controlplane_* figures then include the proxies)")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "with -inprocess: write CPU profiles of the sync and the change phases to FILE.sync and FILE.changes")
 	flag.StringVar(&c.memProfile, "memprofile", "", "with -inprocess: write the heap profile with the largest in-use heap seen while proxies sync")
+	flag.BoolVar(&c.scale, "scale", false, "edge scale (make bench-scale): configuration scoped by authorization over a call graph, fleets of -steps proxies, then the full-mesh row")
+	flag.IntVar(&c.callees, "callees", 10, "with -scale: services each service may call (intentions; PHI services deny every other caller)")
+	steps := flag.String("steps", "1000,2000,5000", "with -scale: fleet sizes, one after the other (the cost curve); the last gives the xds_scoped_* figures")
+	flag.StringVar(&c.scopeMeta, "scope", "explicit", "with -scale: every service's medmesh-scope meta: explicit (its scope is the services its intentions name: the call graph) or authorized (every default-allow service too: about a third of this catalog is not PHI)")
+	flag.IntVar(&c.scaleChanges, "scale-changes", 12, "with -scale: health changes timed per scoped fleet")
+	flag.IntVar(&c.fullMeshProxies, "fullmesh-proxies", 1000, "with -scale: proxies of the full-mesh row (0: none)")
 	flag.Parse()
+	if c.scale {
+		var err error
+		if c.steps, err = parseSteps(*steps); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		if c.scopeMeta != "explicit" && c.scopeMeta != "authorized" {
+			fmt.Fprintf(os.Stderr, "-scope %q: want explicit or authorized\n", c.scopeMeta)
+			os.Exit(2)
+		}
+		if c.inProcess {
+			fmt.Fprintln(os.Stderr, "-scale runs the control plane as a child process; -inprocess is not supported with it")
+			os.Exit(2)
+		}
+	}
 	if (c.cpuProfile != "" || c.memProfile != "") && !c.inProcess {
 		fmt.Fprintln(os.Stderr, "-cpuprofile and -memprofile need -inprocess: the control plane is otherwise another process")
 		os.Exit(2)
 	}
-	if c.proxies > c.services*c.instances {
+	if !c.scale && c.proxies > c.services*c.instances {
 		fmt.Fprintf(os.Stderr, "-proxies %d exceeds the %d instances a proxy can front\n", c.proxies, c.services*c.instances)
 		os.Exit(2)
 	}
@@ -91,10 +119,21 @@ func main() {
 		<-ctx.Done()
 		stop() // a second Ctrl-C kills the benchmark without waiting for cleanup
 	}()
-	figs, err := run(ctx, c)
-	figs = labelled(c.label, figs)
-	if len(figs) > 0 {
-		report(os.Stdout, c, figs)
+	var figs []figure
+	var err error
+	if c.scale {
+		debug.SetGCPercent(400) // as run does: the simulator shares the cores
+		var rows []stageResult
+		figs, rows, err = runScale(ctx, c)
+		if len(figs) > 0 {
+			reportScale(os.Stdout, c, figs, rows)
+		}
+	} else {
+		figs, err = run(ctx, c)
+		figs = labelled(c.label, figs)
+		if len(figs) > 0 {
+			report(os.Stdout, c, figs)
+		}
 	}
 	if errors.Is(err, context.Canceled) {
 		fmt.Fprintln(os.Stderr, "bench/xds: interrupted; child processes stopped")
@@ -174,7 +213,7 @@ func run(ctx context.Context, c config) (figs []figure, err error) {
 		if c.cpGoMemLimit != "" {
 			logf("control plane GOMEMLIMIT=%s (a soft limit, as in a 1 GiB container; -cp-gomemlimit \"\" for none)", c.cpGoMemLimit)
 		}
-		cp, err = startControlPlane(bin, agent.Addr(), dir, c.cpGoMemLimit)
+		cp, err = startControlPlane(bin, agent.Addr(), dir, c.cpGoMemLimit, "", "")
 	}
 	if err != nil {
 		return figs, err
@@ -402,7 +441,7 @@ func measureChanges(ctx context.Context, c config, syn *synthetic, client *api.C
 	}...), nil
 }
 
-func report(w *os.File, c config, figs []figure) {
+func report(w io.Writer, c config, figs []figure) {
 	fmt.Fprintf(w, "\nmedmesh xDS benchmark: %d services x %d instances, %d proxies (%d SotW, %d delta), %d changes, %d CPUs\n",
 		c.services, c.instances, c.proxies, c.proxies-c.proxies/2, c.proxies/2, c.changes, runtime.NumCPU())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -29,7 +29,7 @@ type fleet struct {
 	cancel  context.CancelFunc
 	decode  func(*anypb.Any) (proto.Message, error)
 
-	wantServices int // every proxy should hold this many CLAs and upstream clusters
+	wantServices int // without scopes, every proxy should hold this many CLAs and upstream clusters
 
 	full     atomic.Int64
 	fullDone chan struct{}
@@ -44,6 +44,9 @@ type tracked struct {
 	id, service string
 	delta       bool
 	p           *simproxy.Proxy
+	// scope is the services the proxy's service may call (shared by the
+	// proxies of a service); nil: every service (a full mesh).
+	scope map[string]bool
 	// ready is closed once p is set: the hook may run before Start returns.
 	ready  chan struct{}
 	full   atomic.Bool
@@ -73,6 +76,9 @@ type fleetOptions struct {
 	// Resume, by node ID, is what each proxy held on an earlier stream:
 	// it reconnects naming it, as Envoy does (restart.go).
 	Resume map[string]*simproxy.Held
+	// Scopes are, by service, the services its proxies are sent
+	// (configuration scoped by authorization); nil: every service.
+	Scopes map[string]map[string]bool
 }
 
 // startFleet connects one simulated proxy per node, half SotW and half
@@ -98,7 +104,8 @@ func startFleet(ctx context.Context, o fleetOptions, nodes []synthInstance, want
 		f.conns = append(f.conns, conn)
 	}
 	for i, n := range nodes {
-		f.proxies = append(f.proxies, &tracked{idx: i, id: n.id, service: n.service, delta: i%2 == 1, ready: make(chan struct{})})
+		f.proxies = append(f.proxies, &tracked{idx: i, id: n.id, service: n.service, delta: i%2 == 1, ready: make(chan struct{}),
+			scope: o.Scopes[n.service]})
 	}
 	// Everyone at once, as after a control-plane restart or a site power
 	// cut: the thundering herd is what a control plane must survive.
@@ -153,7 +160,7 @@ func (f *fleet) onUpdate(t *tracked, typeURL string, at time.Time) {
 	if t.p == nil {
 		return
 	}
-	if !t.full.Load() && f.holdsFullConfig(t.p) {
+	if !t.full.Load() && f.holdsFullConfig(t) {
 		t.fullAt.Store(at.UnixNano())
 		t.full.Store(true)
 		if f.full.Add(1) == int64(len(f.proxies)) {
@@ -180,11 +187,16 @@ func (f *fleet) onUpdate(t *tracked, typeURL string, at time.Time) {
 	}
 }
 
-// holdsFullConfig: every upstream cluster and its endpoint assignment, at
-// least one listener and route, and nothing subscribed still missing.
-func (f *fleet) holdsFullConfig(p *simproxy.Proxy) bool {
-	return p.Count(resource.ClusterType) >= f.wantServices &&
-		p.Count(resource.EndpointType) >= f.wantServices &&
+// holdsFullConfig: every upstream cluster of its scope and its endpoint
+// assignment, at least one listener and route, and nothing subscribed
+// still missing.
+func (f *fleet) holdsFullConfig(t *tracked) bool {
+	p, want := t.p, f.wantServices
+	if t.scope != nil {
+		want = len(t.scope)
+	}
+	return p.Count(resource.ClusterType) >= want &&
+		p.Count(resource.EndpointType) >= want &&
 		p.Count(resource.ListenerType) > 0 && p.Count(resource.RouteType) > 0 &&
 		p.Missing() == 0
 }
@@ -267,7 +279,20 @@ func (f *fleet) begin(service, endpoint string, wantPresent bool) *change {
 		converged: make([]atomic.Bool, len(f.proxies)), latency: make([]time.Duration, len(f.proxies)),
 		done: make(chan struct{}),
 	}
-	c.remaining.Store(int64(len(f.proxies)))
+	// Only proxies whose scope holds the service are sent the change.
+	n := 0
+	for i, t := range f.proxies {
+		if t.scope != nil && !t.scope[service] {
+			c.converged[i].Store(true)
+			c.latency[i] = -1
+			continue
+		}
+		n++
+	}
+	c.remaining.Store(int64(n))
+	if n == 0 {
+		close(c.done)
+	}
 	f.change.Store(c)
 	return c
 }
@@ -277,7 +302,9 @@ func (f *fleet) end(c *change) (latencies []time.Duration, missed int) {
 	f.change.CompareAndSwap(c, nil)
 	for i := range f.proxies {
 		if c.converged[i].Load() {
-			latencies = append(latencies, c.latency[i])
+			if c.latency[i] >= 0 { // -1: not in the proxy's scope
+				latencies = append(latencies, c.latency[i])
+			}
 		} else {
 			missed++
 		}

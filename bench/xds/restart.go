@@ -13,11 +13,16 @@ import (
 	"medmesh/internal/simproxy"
 )
 
-// received sums what the fleet's streams were sent, by variant.
+// received sums what the fleet's streams were sent, by variant. SDS
+// secrets are counted apart: a restarted control plane issues every
+// proxy a fresh SVID (workload keys are never written to disk), so with
+// mTLS they are re-sent by design; everything else should not be.
 type received struct {
 	resources, responses map[bool]int // by delta
 	bytes                map[bool]int64
 	edsAnswered          map[bool]int // proxies with an endpoint response
+	secrets              int
+	secretBytes          int64
 }
 
 func (f *fleet) received() received {
@@ -27,6 +32,11 @@ func (f *fleet) received() received {
 			continue
 		}
 		for typ, got := range t.p.Received() {
+			if typ == resource.SecretType {
+				r.secrets += got.Resources
+				r.secretBytes += got.Bytes
+				continue
+			}
 			r.resources[t.delta] += got.Resources
 			r.responses[t.delta] += got.Responses
 			r.bytes[t.delta] += got.Bytes
@@ -49,9 +59,13 @@ func sentFigures(prefix string, r received) []figure {
 // restartPhase is what measureRestart needs from the run.
 type restartPhase struct {
 	bin, consulAddr, dir, goMemLimit string
-	nodes                            []synthInstance
-	services, conns, starters        int
-	timeout                          time.Duration
+	// name and mtlsStateDir as startControlPlane takes them (the CA kept
+	// across the restart); scopes as the fleet had them.
+	name, mtlsStateDir        string
+	scopes                    map[string]map[string]bool
+	nodes                     []synthInstance
+	services, conns, starters int
+	timeout                   time.Duration
 }
 
 // measureRestart stops the control plane and starts another on the same
@@ -80,7 +94,7 @@ func measureRestart(ctx context.Context, ph restartPhase, fl *fleet, old *cpProc
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, nil, err
 	}
-	cp, err := startControlPlane(ph.bin, ph.consulAddr, dir, ph.goMemLimit)
+	cp, err := startControlPlane(ph.bin, ph.consulAddr, dir, ph.goMemLimit, ph.name, ph.mtlsStateDir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -88,7 +102,7 @@ func measureRestart(ctx context.Context, ph restartPhase, fl *fleet, old *cpProc
 		return nil, cp, err
 	}
 	start := time.Now()
-	fl2, err := startFleet(ctx, fleetOptions{XDSAddr: cp.XDSAddr, Conns: ph.conns, Starters: ph.starters, Resume: held}, ph.nodes, ph.services)
+	fl2, err := startFleet(ctx, fleetOptions{XDSAddr: cp.XDSAddr, Conns: ph.conns, Starters: ph.starters, Resume: held, Scopes: ph.scopes}, ph.nodes, ph.services)
 	if err != nil {
 		return nil, cp, err
 	}
@@ -129,7 +143,7 @@ func measureRestart(ctx context.Context, ph restartPhase, fl *fleet, old *cpProc
 	}
 	changed, missing := 0, 0
 	for _, t := range fl2.proxies {
-		if !fl2.holdsFullConfig(t.p) {
+		if !fl2.holdsFullConfig(t) {
 			missing++
 		}
 		if t.delta {
@@ -142,6 +156,15 @@ func measureRestart(ctx context.Context, ph restartPhase, fl *fleet, old *cpProc
 		}
 	}
 	r := fl2.received()
+	byType := map[string]int{}
+	for _, t := range fl2.proxies {
+		if t.delta {
+			for typ, got := range t.p.Received() {
+				byType[typ] += got.Resources
+			}
+		}
+	}
+	logf("after the restart, delta proxies were sent by type: %v", byType)
 	logf("after the restart: delta proxies were sent %d resources (%d B), SotW proxies %d (%d B); %d SotW versions changed",
 		r.resources[true], r.bytes[true], r.resources[false], r.bytes[false], changed)
 	return []figure{
@@ -152,6 +175,8 @@ func measureRestart(ctx context.Context, ph restartPhase, fl *fleet, old *cpProc
 		{name: "xds_restart_bytes_sent", value: float64(r.bytes[true] + r.bytes[false]), format: "%.0f", unit: "B"},
 		{name: "xds_restart_bytes_sent_delta", value: float64(r.bytes[true]), format: "%.0f", unit: "B"},
 		{name: "xds_restart_bytes_sent_sotw", value: float64(r.bytes[false]), format: "%.0f", unit: "B"},
+		{name: "xds_restart_svids_reissued", value: float64(r.secrets), format: "%.0f"},
+		{name: "xds_restart_svid_bytes_sent", value: float64(r.secretBytes), format: "%.0f", unit: "B"},
 		{name: "xds_restart_sotw_versions_changed", value: float64(changed), format: "%.0f", target: "0", ok: within(float64(changed), 0)},
 		{name: "xds_restart_proxies_missing_config", value: float64(missing), format: "%.0f", target: "0", ok: within(float64(missing), 0)},
 		{name: "xds_restart_resync_s", value: resync.Seconds(), format: "%.2f", unit: "s"},

@@ -29,6 +29,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	watch := fs.Bool("watch", false, "print again every --interval until interrupted (Ctrl-C)")
 	interval := fs.Duration("interval", 2*time.Second, "with --watch: time between two prints")
 	count := fs.Int("count", 0, "with --watch: stop after this many prints (0: until interrupted)")
+	scope := fs.String("scope", "", "print which services SERVICE's proxies are sent and why each service is in or out (configuration is scoped by authorization), then exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -46,6 +47,9 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	s := statusCall{c: c, url: url, addr: *adminAddr, json: *asJSON || *output == "json"}
+	if *scope != "" {
+		return s.printScope(stdout, stderr, *scope)
+	}
 	if !*watch {
 		return s.print(stdout, stderr)
 	}
@@ -167,7 +171,7 @@ func PrintStatus(w io.Writer, pr *admin.ProxiesResponse) {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSERVICE\tKIND\tIDENTITY\tXDS\tLDS\tRDS\tCDS\tEDS\tTRACE\tLAST NACK")
+	fmt.Fprintln(tw, "ID\tSERVICE\tKIND\tSCOPE\tIDENTITY\tXDS\tLDS\tRDS\tCDS\tEDS\tTRACE\tLAST NACK")
 	for _, p := range pr.Proxies {
 		nack := "-"
 		if p.LastNACK != nil {
@@ -175,7 +179,13 @@ func PrintStatus(w io.Writer, pr *admin.ProxiesResponse) {
 		}
 		// The trace column is the trace ID's first 8 hex digits, enough to
 		// find it in a backend's search; /debug/proxies has it whole.
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, orDash(p.Service), p.Kind, identity(p.Identity), p.Transport,
+		// SCOPE: services sent of the mesh's (configuration follows
+		// authorization; --scope SERVICE says which and why).
+		scope := "-"
+		if p.Scope != nil {
+			scope = fmt.Sprintf("%d/%d", *p.Scope, pr.Services)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, orDash(p.Service), p.Kind, scope, identity(p.Identity), p.Transport,
 			acked(p, "LDS"), acked(p, "RDS"), acked(p, "CDS"), acked(p, "EDS"), short(orDash(p.TraceID)), nack)
 	}
 	tw.Flush()

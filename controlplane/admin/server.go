@@ -84,6 +84,7 @@ func NewServer(o Options) *http.Server {
 	mux.HandleFunc("GET /debug/proxies", cp.handleProxies)
 	mux.HandleFunc("GET /debug/config", cp.handleConfig)
 	mux.HandleFunc("GET /debug/catalog", cp.handleCatalog)
+	mux.HandleFunc("GET /debug/scope", cp.handleScope)
 	mux.HandleFunc("GET /debug/policies", cp.handlePolicies)
 	mux.HandleFunc("GET /debug/residency", cp.handleResidency)
 	mux.HandleFunc("GET /ui", cp.handleUIPage)
@@ -139,6 +140,10 @@ func (cp *server) proxies() api.ProxiesResponse {
 			published = pub.Versions
 		}
 		row := proxyRow(ps, published, identities[ps.ID])
+		if _, scope, ok := cp.XDS.ScopeFor(ps.ID); ok {
+			n := len(scope)
+			row.Scope = &n
+		}
 		row.Problems = cp.XDS.ServerListenerProblems(ps)
 		resp.Proxies = append(resp.Proxies, row)
 	}
@@ -167,7 +172,33 @@ func (cp *server) handleConfig(w http.ResponseWriter, r *http.Request) {
 	for _, v := range out {
 		sort.Slice(v, func(i, j int) bool { return string(v[i]) < string(v[j]) })
 	}
-	writeJSON(w, api.ConfigResponse{Node: node, Resources: out, Versions: pub.Versions})
+	resp := api.ConfigResponse{Node: node, Resources: out, Versions: pub.Versions}
+	if service, scope, ok := cp.XDS.ScopeFor(node); ok {
+		if m := cp.View().Mesh; m != nil {
+			sr := scopeResponse(m, service)
+			// What was sent, which may lag the mesh by a round.
+			sr.Included, sr.Excluded = sentScope(sr, scope)
+			resp.Scope = sr
+		}
+	}
+	writeJSON(w, resp)
+}
+
+// handleScope explains a service's scope: GET /debug/scope?service=S. It
+// needs no connected proxy, so an operator can check a caller before
+// deploying it.
+func (cp *server) handleScope(w http.ResponseWriter, r *http.Request) {
+	svc := r.URL.Query().Get("service")
+	if svc == "" {
+		http.Error(w, "service is required: /debug/scope?service=NAME", http.StatusBadRequest)
+		return
+	}
+	m := cp.View().Mesh
+	if m == nil {
+		http.Error(w, "no mesh yet: the control plane has not received a catalog", http.StatusServiceUnavailable)
+		return
+	}
+	writeJSON(w, scopeResponse(m, svc))
 }
 
 func (cp *server) handleCatalog(w http.ResponseWriter, _ *http.Request) {

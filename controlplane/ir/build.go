@@ -58,6 +58,7 @@ func Build(in Inputs) *Mesh {
 	m.applyPolicies(in.Policies)
 	m.admitOtherSites(cat.PeerSites, in.Residency)
 	m.indexInstances()
+	m.indexScope()
 	return m
 }
 
@@ -119,6 +120,7 @@ func buildService(s *registry.Service, local, remote []registry.Instance, d Defa
 		Route:          d.route(Kind(s.Kind), Protocol(s.Protocol)),
 		Instances:      make([]Instance, 0, len(local)),
 		Permissive:     s.Permissive && !s.PHI,
+		ExplicitScope:  s.ExplicitScope,
 	}
 	for _, in := range local {
 		out.Instances = append(out.Instances, Instance{ID: in.ID, Address: in.Address, Port: in.Port, AppPort: in.AppPort, Meta: in.Meta})

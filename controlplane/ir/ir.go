@@ -40,6 +40,7 @@ type Mesh struct {
 	EnvoyTracing EnvoyTracing `json:"envoyTracing,omitzero"`
 
 	instances map[string]instanceRef // by instance ID; see Instance
+	scope     *scopeIndex            // who may call whom; see Scope
 }
 
 type instanceRef struct{ service, instance int }
@@ -75,6 +76,9 @@ type Service struct {
 	Permissive bool `json:"permissive,omitempty"`
 	// Policy holds what accepted policies add (policy.go); zero without.
 	Policy ServicePolicy `json:"policy,omitzero"`
+	// ExplicitScope narrows what the service's proxies are sent to the
+	// services whose authorization names it (scope.go).
+	ExplicitScope bool `json:"explicitScope,omitempty"`
 }
 
 // Authz is the authorization of callers by SPIFFE ID, resolved from

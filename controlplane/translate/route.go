@@ -16,24 +16,6 @@ import (
 // idempotentMethods may be retried after the upstream saw the request.
 const idempotentMethods = "GET|HEAD|OPTIONS|PUT|DELETE|TRACE"
 
-// outboundRouteConfig holds one virtual host per HTTP-family service,
-// reached through the sidecar's outbound HTTP listener by Host header.
-func outboundRouteConfig(m *ir.Mesh) *routev3.RouteConfiguration {
-	rc := &routev3.RouteConfiguration{Name: wire.OutboundHTTPRoute}
-	for i := range m.Services {
-		s := &m.Services[i]
-		if !s.Protocol.IsHTTP() {
-			continue
-		}
-		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{
-			Name:    s.Name,
-			Domains: []string{s.Name, s.Name + ".service.consul"},
-			Routes:  serviceRoutes(s, wire.ProxyEnvoy),
-		})
-	}
-	return rc
-}
-
 // serviceRoutes are a service's routes: its route policy's rules in
 // order, then the default route for everything they do not match.
 func serviceRoutes(s *ir.Service, kind wire.ProxyKind) []*routev3.Route {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"sort"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -105,7 +106,8 @@ type SharedSet struct {
 	Endpoints []types.Resource
 }
 
-// Shared translates everything that all proxies of a kind have in common.
+// Shared translates everything, for a caller that may call every
+// service (tests; the control plane assembles per caller with ForCaller).
 func Shared(m *ir.Mesh) *SharedSet {
 	sets := make([]*ServiceSet, 0, len(m.Services))
 	for i := range m.Services {
@@ -116,13 +118,21 @@ func Shared(m *ir.Mesh) *SharedSet {
 
 // ServiceSet is what one service contributes to the shared resources. It
 // depends only on that service (and the mesh's mTLS settings), so the
-// control loop can keep it while the service does not change.
+// control loop can keep it while the service does not change, and every
+// caller whose scope holds the service shares these messages.
 type ServiceSet struct {
 	Endpoints         types.Resource
 	EnvoyCluster      types.Resource
 	ProxylessCluster  types.Resource
 	ProxylessListener types.Resource // nil for TCP services
 	ProxylessRoute    types.Resource // nil for TCP services
+	// EnvoyVirtualHost is the service's virtual host on an Envoy's
+	// outbound route (nil for TCP services).
+	EnvoyVirtualHost *routev3.VirtualHost
+	// ProxylessDeniedListener and ProxylessDeniedRoute are what a gRPC
+	// client outside the service's callers gets instead (scope.go); nil
+	// for TCP services.
+	ProxylessDeniedListener, ProxylessDeniedRoute types.Resource
 	// Subsets are the service's route-policy subsets: per subset an
 	// endpoint assignment and a cluster for each kind of proxy.
 	SubsetEndpoints, SubsetEnvoyClusters, SubsetProxylessClusters []types.Resource
@@ -138,6 +148,8 @@ func ForService(m *ir.Mesh, svc *ir.Service) *ServiceSet {
 	if svc.Protocol.IsHTTP() {
 		set.ProxylessListener = proxylessClientListener(svc)
 		set.ProxylessRoute = proxylessRouteConfig(svc)
+		set.EnvoyVirtualHost = serviceVirtualHost(svc)
+		set.ProxylessDeniedListener, set.ProxylessDeniedRoute = proxylessDenied(svc)
 	}
 	for i := range svc.Policy.Subsets {
 		sub := &svc.Policy.Subsets[i]
@@ -148,7 +160,8 @@ func ForService(m *ir.Mesh, svc *ir.Service) *ServiceSet {
 	return set
 }
 
-// Resources returns the set's resources, for validation.
+// Resources returns the set's resources, for validation and hashing (the
+// virtual host is not a resource of its own: see Validate).
 func (s *ServiceSet) Resources() *Resources {
 	r := &Resources{Endpoints: []types.Resource{s.Endpoints}, Clusters: []types.Resource{s.EnvoyCluster, s.ProxylessCluster}}
 	if s.ProxylessListener != nil {
@@ -160,12 +173,32 @@ func (s *ServiceSet) Resources() *Resources {
 	return r
 }
 
+// DeniedResources are the proxyless out-of-scope listener and route.
+func (s *ServiceSet) DeniedResources() *Resources {
+	if s.ProxylessDeniedListener == nil {
+		return &Resources{}
+	}
+	return &Resources{Listeners: []types.Resource{s.ProxylessDeniedListener}, Routes: []types.Resource{s.ProxylessDeniedRoute}}
+}
+
+// Validate runs ValidateAll on every resource of the set and its virtual
+// host.
+func (s *ServiceSet) Validate() error {
+	errs := []error{s.Resources().Validate(), s.DeniedResources().Validate()}
+	if s.EnvoyVirtualHost != nil {
+		if err := s.EnvoyVirtualHost.ValidateAll(); err != nil {
+			errs = append(errs, fmt.Errorf("virtual host %q: %w", s.EnvoyVirtualHost.GetName(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // MeshWide translates the Envoy resources built from every service at
-// once: the outbound route configuration and the outbound listeners, and
+// once: the outbound listeners (which TCP service gets which local port
+// is decided mesh-wide, so a port never changes hands with a scope), and
 // the collector's cluster when request tracing is on.
 func MeshWide(m *ir.Mesh) *Resources {
 	r := &Resources{Warnings: append([]string(nil), m.Warnings...)}
-	r.Routes = append(r.Routes, outboundRouteConfig(m))
 	if m.EnvoyTracing.Enabled() {
 		// The outbound HTTP listener is each proxy's own (ForProxy).
 		r.Clusters = append(r.Clusters, otlpCluster(m.EnvoyTracing))
@@ -178,14 +211,15 @@ func MeshWide(m *ir.Mesh) *Resources {
 	return r
 }
 
-// Assemble combines mesh-wide resources and per-service sets.
+// Assemble combines mesh-wide resources and per-service sets, every
+// service in scope.
 func Assemble(meshWide *Resources, sets []*ServiceSet) *SharedSet {
 	s := &SharedSet{Envoy: &Resources{
-		Routes:    append([]types.Resource(nil), meshWide.Routes...),
 		Listeners: append([]types.Resource(nil), meshWide.Listeners...),
 		Clusters:  append([]types.Resource(nil), meshWide.Clusters...),
 		Warnings:  meshWide.Warnings,
 	}, Proxyless: &Resources{}}
+	var vhosts []*routev3.VirtualHost
 	for _, set := range sets {
 		s.Endpoints = append(s.Endpoints, set.Endpoints)
 		s.Envoy.Clusters = append(s.Envoy.Clusters, set.EnvoyCluster)
@@ -193,11 +227,13 @@ func Assemble(meshWide *Resources, sets []*ServiceSet) *SharedSet {
 		if set.ProxylessListener != nil {
 			s.Proxyless.Listeners = append(s.Proxyless.Listeners, set.ProxylessListener)
 			s.Proxyless.Routes = append(s.Proxyless.Routes, set.ProxylessRoute)
+			vhosts = append(vhosts, set.EnvoyVirtualHost)
 		}
 		s.Endpoints = append(s.Endpoints, set.SubsetEndpoints...)
 		s.Envoy.Clusters = append(s.Envoy.Clusters, set.SubsetEnvoyClusters...)
 		s.Proxyless.Clusters = append(s.Proxyless.Clusters, set.SubsetProxylessClusters...)
 	}
+	s.Envoy.Routes = []types.Resource{OutboundRouteConfig("", vhosts)}
 	s.Envoy.sort()
 	s.Proxyless.sort()
 	sort.Slice(s.Endpoints, func(i, j int) bool { return name(s.Endpoints[i]) < name(s.Endpoints[j]) })
@@ -251,16 +287,31 @@ func ForProxy(m *ir.Mesh, p *ir.Proxy, svid *ir.Identity) *Resources {
 	return r
 }
 
-// Translate is the whole translation for one proxy: shared plus its own
-// resources, endpoints included. Golden tests use it.
+// Translate is the whole translation for one proxy: what its service's
+// scope holds plus its own resources, the endpoints its clusters name
+// included. Golden tests use it.
 func Translate(m *ir.Mesh, p *ir.Proxy, svid *ir.Identity) *Resources {
-	sh := Shared(m)
-	base := sh.Envoy
-	if p.Kind == wire.ProxyProxyless {
-		base = sh.Proxyless
+	sets := make(map[string]*ServiceSet, len(m.Services))
+	for i := range m.Services {
+		sets[m.Services[i].Name] = ForService(m, &m.Services[i])
+	}
+	lookup := func(name string) *ServiceSet { return sets[name] }
+	scope := m.Scope(p.Service)
+	var base *Resources
+	switch p.Kind {
+	case wire.ProxyProxyless, wire.ProxyEnvoy:
+		meshWide := MeshWide(m)
+		base = ForCaller(m, p.Service, p.Kind, meshWide, lookup, scope)
+		base.Warnings = meshWide.Warnings
+	default:
+		base = &Resources{}
 	}
 	out := Merge(base, ForProxy(m, p, svid))
-	out.Endpoints = append(out.Endpoints, sh.Endpoints...)
+	if p.Kind == wire.ProxyProxyless || p.Kind == wire.ProxyEnvoy {
+		for _, n := range scope {
+			out.Endpoints = append(append(out.Endpoints, sets[n].Endpoints), sets[n].SubsetEndpoints...)
+		}
+	}
 	out.sort()
 	return out
 }

@@ -57,10 +57,11 @@ type Report struct {
 type publisher struct {
 	mesh   *ir.Mesh // the mesh shared was translated from
 	shared *hashedShared
-	// sharedKey identifies the shared resources by their versions, and
-	// bundleKey the trust bundle, so that a proxy whose own inputs did not
-	// change either is skipped entirely.
-	sharedKey, bundleKey string
+	// bundleKey identifies the trust bundle, so that a proxy whose own
+	// inputs and caller set did not change either is skipped entirely.
+	bundleKey string
+	// scopes are the shared sets per calling service (scoped.go).
+	scopes scopes
 	// inboundKeys fingerprint, per service, what its inbound side is
 	// built from; computed once per mesh, not once per proxy per round.
 	inboundKeys map[string]string
@@ -76,9 +77,12 @@ type publisher struct {
 }
 
 type hashedShared struct {
-	envoy, proxyless *sharedSet
-	endpoints        []Hashed
-	warnings         []string
+	meshWide  []Hashed // Envoy's outbound listeners and the collector's cluster
+	endpoints []Hashed
+	warnings  []string
+	// hashes are the content hashes of every piece above and of every
+	// service's share, for assembling caller sets without re-hashing.
+	hashes map[types.Resource]string
 }
 
 // serviceMemo is one service's translated share, valid while key holds.
@@ -86,6 +90,8 @@ type serviceMemo struct {
 	key    string
 	set    *translate.ServiceSet
 	hashes map[types.Resource]string
+	// scopeKey and contentKey feed caller sets (scoped.go).
+	scopeKey, contentKey string
 }
 
 // Publish serves a round. It translates what changed (the mesh's shared
@@ -113,7 +119,7 @@ func (s *Server) Publish(ctx context.Context, r Round) (*Report, error) {
 		span.SetAttributes(attribute.Int("medmesh.services", len(r.Mesh.Services)))
 		span.End()
 		pub.mesh, pub.shared, pub.services = r.Mesh, hs, services
-		pub.sharedKey = fmt.Sprint(hs.envoy.versions, hs.proxyless.versions)
+		pub.scopes.newMesh(r.Mesh, services, hs.meshWide, hs.warnings, hs.hashes)
 		pub.bundleKey = Fingerprint(r.Mesh.BundlePEM)
 		pub.inboundKeys = inboundKeys(r.Mesh)
 	}
@@ -145,6 +151,7 @@ func (s *Server) Publish(ctx context.Context, r Round) (*Report, error) {
 			report.Pushed = append(report.Pushed, r.Proxies[i].Proxy.ID)
 		}
 	}
+	pub.scopes.dropUnusedCallers()
 	for _, id := range s.publishedIDs() {
 		if !live[id] {
 			s.forget(id)
@@ -161,10 +168,21 @@ func (s *Server) Publish(ctx context.Context, r Round) (*Report, error) {
 // says whether it did.
 func (s *Server) publishProxy(ctx context.Context, rp *RoundProxy) (bool, error) {
 	pub, p := &s.pub, &rp.Proxy
+	// What the proxies of its service share: the services in their scope.
+	var base *sharedSet
+	var scope []string
+	baseKey := "-"
+	if p.Kind == wire.ProxyEnvoy || p.Kind == wire.ProxyProxyless {
+		cs, err := s.callerShared(p.Kind, p.Service)
+		if err != nil {
+			return false, fmt.Errorf("proxy %q: %w", p.ID, err)
+		}
+		base, baseKey, scope = cs.shared, cs.key, cs.scope
+	}
 	// A proxy's own resources depend only on the shared set, its kind and
 	// service, its instance's address and ports, and its identity: if none
 	// changed (an endpoint elsewhere flapped), skip translating it at all.
-	inputs := pub.sharedKey + "|" + string(p.Kind) + "|" + p.Service + "|" + instanceKey(p.Instance) +
+	inputs := baseKey + "|" + string(p.Kind) + "|" + p.Service + "|" + instanceKey(p.Instance) +
 		"|" + pub.bundleKey + "|" + svidKey(rp.SVID) + "|" + pub.inboundKeys[p.Service]
 	if s.publishedInputs(p.ID) == inputs {
 		return false, nil
@@ -177,19 +195,12 @@ func (s *Server) publishProxy(ctx context.Context, rp *RoundProxy) (bool, error)
 	if err != nil {
 		return false, err
 	}
-	var base *sharedSet
-	switch p.Kind {
-	case wire.ProxyProxyless:
-		base = pub.shared.proxyless
-	case wire.ProxyEnvoy:
-		base = pub.shared.envoy
-	}
 	// publishSnapshot itself skips a snapshot whose versions did not change.
 	changed, err := s.publishSnapshot(ctx, p.ID, p.Kind, base, ownHashed)
 	if err != nil {
 		return false, err
 	}
-	as := publishedAs{service: p.Service}
+	as := publishedAs{service: p.Service, scope: scope}
 	if svc, ok := pub.mesh.Service(p.Service); ok {
 		as.http = svc.Protocol.IsHTTP()
 	}
@@ -230,7 +241,8 @@ func (s *Server) publishedIDs() []string {
 // validated (ValidateAll) before anything is published. It returns the
 // memo for the next mesh.
 func translateShared(memo map[string]*serviceMemo, mesh *ir.Mesh) (*hashedShared, map[string]*serviceMemo, error) {
-	sets := make([]*translate.ServiceSet, 0, len(mesh.Services))
+	// Proxyless clients' out-of-scope routes name an empty assignment.
+	eps := []types.Resource{translate.OutOfScopeEndpoints()}
 	hashes := map[types.Resource]string{}
 	keep := make(map[string]*serviceMemo, len(mesh.Services))
 	for i := range mesh.Services {
@@ -242,53 +254,61 @@ func translateShared(memo map[string]*serviceMemo, mesh *ir.Mesh) (*hashedShared
 		key := Fingerprint(append(b, fmt.Sprintf("|%t|%s", mesh.MTLS, mesh.TrustDomain)...))
 		m, ok := memo[svc.Name]
 		if !ok || m.key != key {
-			set := translate.ForService(mesh, svc)
-			res := set.Resources()
-			if err := res.Validate(); err != nil {
-				return nil, nil, fmt.Errorf("service %q: translated configuration is invalid: %w", svc.Name, err)
-			}
-			m = &serviceMemo{key: key, set: set, hashes: map[types.Resource]string{}}
-			for _, rs := range res.ByType() {
-				h, err := HashAll(rs, nil)
-				if err != nil {
-					return nil, nil, err
-				}
-				for _, it := range h {
-					m.hashes[it.Resource] = it.Hash
-				}
+			if m, err = translateService(mesh, svc, key); err != nil {
+				return nil, nil, err
 			}
 		}
 		keep[svc.Name] = m
-		sets = append(sets, m.set)
+		eps = append(append(eps, m.set.Endpoints), m.set.SubsetEndpoints...)
 		maps.Copy(hashes, m.hashes)
 	}
 	meshWide := translate.MeshWide(mesh)
 	if err := meshWide.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("translated configuration is invalid: %w", err)
 	}
-	hs, err := hashShared(translate.Assemble(meshWide, sets), hashes)
+	// Mesh-wide: Envoy's outbound listeners and, with request tracing,
+	// the collector's cluster (every Envoy sidecar gets it).
+	listeners, err := HashAll(append(append([]types.Resource(nil), meshWide.Listeners...), meshWide.Clusters...), nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	return hs, keep, nil
+	hashedEps, err := HashAll(eps, hashes)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, h := range listeners {
+		hashes[h.Resource] = h.Hash
+	}
+	return &hashedShared{meshWide: listeners, endpoints: hashedEps, warnings: meshWide.Warnings, hashes: hashes}, keep, nil
 }
 
-// hashShared hashes the shared set, taking known hashes from memo.
-func hashShared(s *translate.SharedSet, memo map[types.Resource]string) (*hashedShared, error) {
-	envoy, err := hashResources(s.Envoy, memo)
+// translateService translates, validates and hashes one service's share.
+func translateService(mesh *ir.Mesh, svc *ir.Service, key string) (*serviceMemo, error) {
+	set := translate.ForService(mesh, svc)
+	if err := set.Validate(); err != nil {
+		return nil, fmt.Errorf("service %q: translated configuration is invalid: %w", svc.Name, err)
+	}
+	m := &serviceMemo{key: key, set: set, hashes: map[types.Resource]string{}, scopeKey: scopeKey(svc)}
+	for _, res := range []*translate.Resources{set.Resources(), set.DeniedResources()} {
+		for _, rs := range res.ByType() {
+			h, err := HashAll(rs, nil)
+			if err != nil {
+				return nil, err
+			}
+			for _, it := range h {
+				m.hashes[it.Resource] = it.Hash
+			}
+		}
+	}
+	vh, err := hashVirtualHost(set)
 	if err != nil {
 		return nil, err
 	}
-	proxyless, err := hashResources(s.Proxyless, memo)
-	if err != nil {
-		return nil, err
+	if set.EnvoyVirtualHost != nil {
+		m.hashes[set.EnvoyVirtualHost] = vh
 	}
-	eps, err := HashAll(s.Endpoints, memo)
-	if err != nil {
-		return nil, err
-	}
-	return &hashedShared{envoy: newShared(envoy), proxyless: newShared(proxyless), endpoints: eps,
-		warnings: s.Envoy.Warnings}, nil
+	m.contentKey = contentKey(set, m.hashes)
+	return m, nil
 }
 
 // hashResources hashes resources by type, endpoints excluded (they are

@@ -75,6 +75,9 @@ type publishedAs struct {
 	service  string
 	instance *ir.Instance // nil: not a registered instance
 	http     bool         // the service's instances get inbound listeners
+	// scope is what the proxy's service may call, as it was sent
+	// (shared by every proxy of the service; never modified).
+	scope []string
 }
 
 // New creates the caches and the go-control-plane server.
