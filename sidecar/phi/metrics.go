@@ -1,6 +1,7 @@
 package phi
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,6 +15,16 @@ type Metrics struct {
 	requests    *prometheus.CounterVec
 	wait        *prometheus.HistogramVec
 	auditErrors prometheus.Counter
+	// The children are looked up once: WithLabelValues hashes every
+	// label on each call, a cost paid on every request otherwise.
+	waitBy   [classify.NumPriorities]prometheus.Observer
+	mu       sync.RWMutex
+	counters map[requestKey]prometheus.Counter
+}
+
+type requestKey struct {
+	p              classify.Priority
+	class, outcome string
 }
 
 // NewMetrics registers the metrics with reg.
@@ -33,19 +44,36 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Audit records that could not be written.",
 		}),
 	}
+	m.counters = map[requestKey]prometheus.Counter{}
 	reg.MustRegister(m.requests, m.wait, m.auditErrors)
+	for p := range m.waitBy {
+		m.waitBy[p] = m.wait.WithLabelValues(classify.Priority(p).String())
+	}
 	return m
 }
 
 func (m *Metrics) count(p classify.Priority, class, outcome string) {
-	if m != nil {
-		m.requests.WithLabelValues(p.String(), class, outcome).Inc()
+	if m == nil {
+		return
 	}
+	// Classes come from the rules, never from request text, so the keys
+	// are a small vocabulary.
+	k := requestKey{p, class, outcome}
+	m.mu.RLock()
+	c, ok := m.counters[k]
+	m.mu.RUnlock()
+	if !ok {
+		c = m.requests.WithLabelValues(p.String(), class, outcome)
+		m.mu.Lock()
+		m.counters[k] = c
+		m.mu.Unlock()
+	}
+	c.Inc()
 }
 
 func (m *Metrics) observeWait(p classify.Priority, d time.Duration) {
-	if m != nil {
-		m.wait.WithLabelValues(p.String()).Observe(d.Seconds())
+	if m != nil && p.Valid() {
+		m.waitBy[p].Observe(d.Seconds())
 	}
 }
 
