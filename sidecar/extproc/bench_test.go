@@ -9,6 +9,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"medmesh/sidecar/audit"
@@ -102,3 +103,67 @@ func BenchmarkProcess(b *testing.B) {
 type discard struct{}
 
 func (discard) Record(audit.Event) error { return nil }
+
+// BenchmarkExchange is one whole ext_proc exchange over loopback gRPC
+// (request headers, answer, response headers, answer), client and server
+// in this process: the sidecar's server, and a do-nothing one beside it.
+func BenchmarkExchange(b *testing.B) {
+	for _, name := range []string{"sidecar", "echo"} {
+		b.Run(name, func(b *testing.B) {
+			var g *grpc.Server
+			if name == "sidecar" {
+				eng := phi.New(phi.Options{Scheduler: sched.New(sched.Config{}), Service: "emr",
+					Metrics: phi.NewMetrics(prometheus.NewRegistry()), Audit: discard{}})
+				g, _ = NewGRPCServer(New(eng, nil))
+			} else {
+				g = grpc.NewServer()
+				extprocv3.RegisterExternalProcessorServer(g, echo{})
+			}
+			lis, err := Listen("127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			go g.Serve(lis)
+			defer g.Stop()
+			conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			c := extprocv3.NewExternalProcessorClient(conn)
+			reqs := benchRequests(benchPaths[0])
+			b.ReportAllocs()
+			for b.Loop() {
+				s, err := c.Process(context.Background())
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, r := range reqs {
+					if err := s.Send(r); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := s.Recv(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				s.CloseSend()
+			}
+		})
+	}
+}
+
+type echo struct {
+	extprocv3.UnimplementedExternalProcessorServer
+}
+
+func (echo) Process(s extprocv3.ExternalProcessor_ProcessServer) error {
+	for {
+		if _, err := s.Recv(); err != nil {
+			return nil
+		}
+		if err := s.Send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
+			RequestHeaders: &extprocv3.HeadersResponse{}}}); err != nil {
+			return err
+		}
+	}
+}
