@@ -4,7 +4,11 @@
 //
 //  1. overhead: classification + tagging + admission at a fixed rate
 //     (default 5,000 requests/s), from opening the stream to Envoy
-//     receiving the header mutation;
+//     receiving the header mutation; the real `medmesh sidecar` process
+//     beside a do-nothing ext_proc server in its own process (the floor),
+//     over loopback TCP and over a unix socket, and the sidecar again
+//     with the batched audit trail on; these five run in turn, -rounds
+//     times, and each figure is the median over rounds;
 //  2. overload: a backend with fixed capacity (slots x service time)
 //     driven open-loop at 3x its capacity with a clinical mix (1%
 //     critical, 10% high, 30% medium, 40% low, 19% background), once
