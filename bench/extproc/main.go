@@ -67,10 +67,15 @@ func main() {
 	medmeshBin := flag.String("medmesh", "bin/medmesh", "the medmesh binary (make build) run as a separate sidecar process")
 	echoAddr := flag.String("serve-echo", "", "internal: serve the do-nothing ext_proc server here (the baseline's own process)")
 	echoHealth := flag.String("serve-health", "", "internal: with -serve-echo, the readiness address")
+	echoAnswer := flag.Bool("serve-answer", false, "internal: with -serve-echo, answer request headers as the sidecar does")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the overhead run to this file")
 	flag.Parse()
 	if *echoAddr != "" {
-		serveEcho(*echoAddr, *echoHealth)
+		var answer *extprocv3.ProcessingResponse
+		if *echoAnswer {
+			answer = sidecarAnswer()
+		}
+		serveEcho(*echoAddr, *echoHealth, answer)
 		return
 	}
 	// Same setting as `medmesh sidecar` (see its startExtProc): fewer GC
@@ -103,15 +108,16 @@ func main() {
 	// alike rather than on one; each figure is the median over rounds,
 	// and the spread is printed beside it.
 	procs := []struct {
-		name       string
-		bin        string
-		audit, uds bool
+		name               string
+		bin                string
+		audit, uds, answer bool
 	}{
-		{"sidecar", *medmeshBin, false, false},
-		{"floor", "", false, false},
-		{"sidecar-unix", *medmeshBin, false, true},
-		{"floor-unix", "", false, true},
-		{"audited", *medmeshBin, true, false},
+		{"sidecar", *medmeshBin, false, false, false},
+		{"floor", "", false, false, false},
+		{"sidecar-unix", *medmeshBin, false, true, false},
+		{"floor-unix", "", false, true, false},
+		{"audited", *medmeshBin, true, false, false},
+		{"floor-same-answer", "", false, false, true},
 	}
 	p50s := make([][]float64, len(procs))
 	p99s := make([][]float64, len(procs))
@@ -122,7 +128,7 @@ func main() {
 	wins := make([][]float64, len(procs)) // median over 1 s windows of each window's p99
 	for r := range *rounds {
 		for i, pr := range procs {
-			c, stopProc, pid := sidecarProcess(pr.bin, pr.audit, pr.uds)
+			c, stopProc, pid := sidecarProcess(pr.bin, pr.audit, pr.uds, pr.answer)
 			before, _ := procstat.Read(pid)
 			a, b, w, _ := overhead(c, *rate, *overheadFor)
 			after, _ := procstat.Read(pid)
@@ -144,7 +150,8 @@ func main() {
 	u50, u99 := med(p50s[2]), med(p99s[2])
 	f50, f99 := med(p50s[3]), med(p99s[3])
 	a50, a99 := med(p50s[4]), med(p99s[4])
-	echo, stopEcho := serveLoopback(newEchoServer())
+	x50, x99 := med(p50s[5]), med(p99s[5])
+	echo, stopEcho := serveLoopback(newEchoServer(nil))
 	b50, b99, _, _ := overhead(echo, *rate, *overheadFor)
 	stopEcho()
 	c50, c99 := core(30000)
@@ -155,6 +162,7 @@ func main() {
 	fmt.Printf("  medmesh sidecar, unix socket           p50 %5.0f us  p99 %6.0f us (%s)\n", u50, u99, spread(p99s[2]))
 	fmt.Printf("  do-nothing ext_proc, unix socket       p50 %5.0f us  p99 %6.0f us (%s)\n", f50, f99, spread(p99s[3]))
 	fmt.Printf("  sidecar with the audit trail on, TCP   p50 %5.0f us  p99 %6.0f us (%s)  (--audit-durability batch)\n", a50, a99, spread(p99s[4]))
+	fmt.Printf("  do-nothing, the sidecar's answer, TCP  p50 %5.0f us  p99 %6.0f us (%s)  (what decoding the answer costs Envoy's side)\n", x50, x99, spread(p99s[5]))
 	fmt.Printf("  extension in the client's process      p50 %5.0f us  p99 %6.0f us   (client and server share 2 cores' scheduler)\n", p50, p99)
 	fmt.Printf("  do-nothing ext_proc, same process      p50 %5.0f us  p99 %6.0f us   (the gRPC + loopback + Go runtime floor)\n", b50, b99)
 	fmt.Printf("  extension core alone                   p50 %5.1f us  p99 %6.1f us   (classify, tag, admit, release; no gRPC)\n", c50, c99)
@@ -163,6 +171,8 @@ func main() {
 	fmt.Printf("BENCH extproc_floor_p50_us=%.0f\n", e50)
 	fmt.Printf("BENCH extproc_floor_p99_us=%.0f\n", e99)
 	fmt.Printf("BENCH extproc_overhead_vs_floor_p99_ratio=%.2f\n", s99/e99)
+	fmt.Printf("BENCH extproc_floor_same_answer_p50_us=%.0f\n", x50)
+	fmt.Printf("BENCH extproc_floor_same_answer_p99_us=%.0f\n", x99)
 	fmt.Printf("BENCH extproc_overhead_unix_p50_us=%.0f\n", u50)
 	fmt.Printf("BENCH extproc_overhead_unix_p99_us=%.0f\n", u99)
 	fmt.Printf("BENCH extproc_floor_unix_p50_us=%.0f\n", f50)
@@ -175,8 +185,8 @@ func main() {
 	// Earlier names of the audited figures, kept for comparisons.
 	fmt.Printf("BENCH extproc_overhead_audited_p50_us=%.0f\n", a50)
 	fmt.Printf("BENCH extproc_overhead_audited_p99_us=%.0f\n", a99)
-	fmt.Printf("  server process CPU per request, TCP: sidecar %.1f us, floor %.1f us, audited sidecar %.1f us; unix: sidecar %.1f us, floor %.1f us\n",
-		med(cpus[0]), med(cpus[1]), med(cpus[4]), med(cpus[2]), med(cpus[3]))
+	fmt.Printf("  server process CPU per request, TCP: sidecar %.1f us, floor %.1f us, audited sidecar %.1f us, floor with the answer %.1f us; unix: sidecar %.1f us, floor %.1f us\n",
+		med(cpus[0]), med(cpus[1]), med(cpus[4]), med(cpus[5]), med(cpus[2]), med(cpus[3]))
 	// On a shared machine one stall of another tenant delays 1% of a
 	// run's requests and becomes its p99; the median over 1 s windows of
 	// each window's p99 shows what a request sees outside such stalls.

@@ -29,7 +29,10 @@ import (
 //
 // With unix, the ext_proc server listens on a unix socket (as Envoy and
 // the sidecar can share one in a pod) instead of loopback TCP.
-func sidecarProcess(medmesh string, audit, unix bool) (extprocv3.ExternalProcessorClient, func(), int) {
+//
+// With medmesh "" it runs the do-nothing server instead, answering with
+// the sidecar's answer if answer is set (see echoProcessor).
+func sidecarProcess(medmesh string, audit, unix, answer bool) (extprocv3.ExternalProcessorClient, func(), int) {
 	health, err := consulagent.FreePort()
 	if err != nil {
 		fail(err)
@@ -54,7 +57,11 @@ func sidecarProcess(medmesh string, audit, unix bool) (extprocv3.ExternalProcess
 		if err != nil {
 			fail(err)
 		}
-		return startProcess(self, []string{"-serve-echo", addr, "-serve-health", "127.0.0.1:" + strconv.Itoa(health)}, addr, health, dir)
+		args := []string{"-serve-echo", addr, "-serve-health", "127.0.0.1:" + strconv.Itoa(health)}
+		if answer {
+			args = append(args, "-serve-answer")
+		}
+		return startProcess(self, args, addr, health, dir)
 	}
 	args := []string{"sidecar", "--extproc-listen", addr, "--health-listen", "127.0.0.1:" + strconv.Itoa(health), "--log-format", "json"}
 	if audit {
@@ -117,7 +124,7 @@ func startProcess(bin string, args []string, addr string, health int, dir string
 
 // serveEcho runs the do-nothing ext_proc server and a /readyz endpoint
 // until killed (the -serve-echo mode of this program).
-func serveEcho(addr, health string) {
+func serveEcho(addr, health string, answer *extprocv3.ProcessingResponse) {
 	network := "tcp"
 	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
 		network, addr = "unix", path
@@ -126,7 +133,7 @@ func serveEcho(addr, health string) {
 	if err != nil {
 		fail(err)
 	}
-	g := newEchoServer()
+	g := newEchoServer(answer)
 	go http.ListenAndServe(health, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
 	g.Serve(lis)
 }
