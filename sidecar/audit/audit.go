@@ -67,8 +67,11 @@ type Options struct {
 	Durability    Durability
 	BatchInterval time.Duration // Batched: fsync period, default 1s
 	// Batched only: QueueSize bounds the records held in memory (default
-	// 8192); they are written every FlushInterval (default 50ms), or as
-	// soon as FlushSize (default 512) are queued.
+	// 8192); they are written every FlushInterval (default 10ms), or as
+	// soon as FlushSize (default 64) are queued. Small batches often, not
+	// large ones rarely: a batch takes a core while it is encoded, and
+	// 1 ms of it every 50 ms is 2% of the time, enough to reach the p99 of
+	// requests; the total work is the same.
 	QueueSize     int
 	FlushInterval time.Duration
 	FlushSize     int
@@ -146,10 +149,10 @@ func Open(o Options) (*Log, error) {
 		o.QueueSize = 8192
 	}
 	if o.FlushInterval <= 0 {
-		o.FlushInterval = 50 * time.Millisecond
+		o.FlushInterval = 10 * time.Millisecond
 	}
 	if o.FlushSize <= 0 || o.FlushSize > o.QueueSize {
-		o.FlushSize = min(512, o.QueueSize)
+		o.FlushSize = min(64, o.QueueSize)
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
