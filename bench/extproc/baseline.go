@@ -6,10 +6,13 @@ import (
 	"slices"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"medmesh/sidecar/classify"
+	"medmesh/sidecar/extproc"
 	"medmesh/sidecar/phi"
 	"medmesh/sidecar/sched"
 )
@@ -18,26 +21,57 @@ import (
 // floor that gRPC, loopback and the Go runtime set on this machine for one
 // ext_proc exchange, which no extension can go below. The extension's own
 // cost is what it adds to this floor.
+//
+// With answer set, it answers request headers with that message instead of
+// an empty one: the same floor, but Envoy's side (here the Go client)
+// receives and decodes as much as from the sidecar. The difference between
+// the two floors is the cost of the answer's size, not of the extension's
+// work.
 type echoProcessor struct {
 	extprocv3.UnimplementedExternalProcessorServer
+	answer *extprocv3.ProcessingResponse
 }
 
-func (echoProcessor) Process(s extprocv3.ExternalProcessor_ProcessServer) error {
+func (e echoProcessor) Process(s extprocv3.ExternalProcessor_ProcessServer) error {
 	for {
-		if _, err := s.Recv(); err != nil {
+		req, err := s.Recv()
+		if err != nil {
 			return nil
 		}
-		if err := s.Send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
-			RequestHeaders: &extprocv3.HeadersResponse{}}}); err != nil {
+		resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
+			RequestHeaders: &extprocv3.HeadersResponse{}}}
+		if e.answer != nil && req.GetRequestHeaders() != nil {
+			resp = e.answer
+		}
+		if err := s.Send(resp); err != nil {
 			return err
 		}
 	}
 }
 
-func newEchoServer() *grpc.Server {
+func newEchoServer(answer *extprocv3.ProcessingResponse) *grpc.Server {
 	g := grpc.NewServer()
-	extprocv3.RegisterExternalProcessorServer(g, echoProcessor{})
+	extprocv3.RegisterExternalProcessorServer(g, echoProcessor{answer: answer})
 	return g
+}
+
+// sidecarAnswer is what the sidecar answers to an admitted request of the
+// bench's low-priority path: its tags as a header mutation and dynamic
+// metadata (built with the sidecar's own Metadata).
+func sidecarAnswer() *extprocv3.ProcessingResponse {
+	d := phi.New(phi.Options{Service: "bench"}).Decide(phi.Input{Method: "GET", Path: paths[classify.Low]})
+	m := &extprocv3.HeaderMutation{}
+	for _, kv := range d.Tags() {
+		m.SetHeaders = append(m.SetHeaders, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: kv[0], RawValue: []byte(kv[1])},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		})
+	}
+	return &extprocv3.ProcessingResponse{
+		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
+			Response: &extprocv3.CommonResponse{HeaderMutation: m}}},
+		DynamicMetadata: extproc.Metadata(d, false),
+	}
 }
 
 // serveLoopback serves g on a loopback port of this process and returns

@@ -4,7 +4,11 @@
 //
 //  1. overhead: classification + tagging + admission at a fixed rate
 //     (default 5,000 requests/s), from opening the stream to Envoy
-//     receiving the header mutation;
+//     receiving the header mutation; the real `medmesh sidecar` process
+//     beside a do-nothing ext_proc server in its own process (the floor),
+//     over loopback TCP and over a unix socket, and the sidecar again
+//     with the batched audit trail on; these five run in turn, -rounds
+//     times, and each figure is the median over rounds;
 //  2. overload: a backend with fixed capacity (slots x service time)
 //     driven open-loop at 3x its capacity with a clinical mix (1%
 //     critical, 10% high, 30% medium, 40% low, 19% background), once
@@ -32,6 +36,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
+	"medmesh/internal/procstat"
 	"medmesh/sidecar/classify"
 	"medmesh/sidecar/extproc"
 	"medmesh/sidecar/phi"
@@ -52,7 +57,9 @@ var mix = [classify.NumPriorities]int{1, 10, 30, 40, 19}
 
 func main() {
 	rate := flag.Int("rate", 5000, "overhead: requests per second")
-	overheadFor := flag.Duration("overhead-duration", 6*time.Second, "overhead: measured duration (after 1s warm-up)")
+	overheadFor := flag.Duration("overhead-duration", 4*time.Second, "overhead: measured duration of each run (after 1s warm-up)")
+	rounds := flag.Int("rounds", 3, "overhead: rounds of the sidecar / floor / audited runs, interleaved; figures are medians over rounds")
+	overheadOnly := flag.Bool("overhead-only", false, "run the overhead experiment only (not the overload one)")
 	slots := flag.Int("slots", 64, "overload: backend capacity in concurrent requests (also the scheduler's limit)")
 	service := flag.Duration("service", 80*time.Millisecond, "overload: backend service time per request")
 	overloadFor := flag.Duration("overload-duration", 15*time.Second, "overload: duration of each run")
@@ -60,10 +67,15 @@ func main() {
 	medmeshBin := flag.String("medmesh", "bin/medmesh", "the medmesh binary (make build) run as a separate sidecar process")
 	echoAddr := flag.String("serve-echo", "", "internal: serve the do-nothing ext_proc server here (the baseline's own process)")
 	echoHealth := flag.String("serve-health", "", "internal: with -serve-echo, the readiness address")
+	echoAnswer := flag.Bool("serve-answer", false, "internal: with -serve-echo, answer request headers as the sidecar does")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the overhead run to this file")
 	flag.Parse()
 	if *echoAddr != "" {
-		serveEcho(*echoAddr, *echoHealth)
+		var answer *extprocv3.ProcessingResponse
+		if *echoAnswer {
+			answer = sidecarAnswer()
+		}
+		serveEcho(*echoAddr, *echoHealth, answer)
 		return
 	}
 	// Same setting as `medmesh sidecar` (see its startExtProc): fewer GC
@@ -90,32 +102,102 @@ func main() {
 	if *cpuprofile != "" {
 		pprof.StopCPUProfile()
 	}
-	sc, stopSidecar := sidecarProcess(*medmeshBin, false)
-	s50, s99, _, _ := overhead(sc, *rate, *overheadFor)
-	stopSidecar()
-	sa, stopAudited := sidecarProcess(*medmeshBin, true)
-	a50, a99, _, _ := overhead(sa, *rate, *overheadFor)
-	stopAudited()
-	ep, stopEchoProcess := sidecarProcess("", false)
-	e50, e99, _, _ := overhead(ep, *rate, *overheadFor)
-	stopEchoProcess()
-	echo, stopEcho := serveLoopback(newEchoServer())
+	// The figures that compare the sidecar with the floor are measured in
+	// rounds, each configuration once per round in turn, so that a burst
+	// of load from another tenant of the machine falls on all of them
+	// alike rather than on one; each figure is the median over rounds,
+	// and the spread is printed beside it.
+	procs := []struct {
+		name               string
+		bin                string
+		audit, uds, answer bool
+	}{
+		{"sidecar", *medmeshBin, false, false, false},
+		{"floor", "", false, false, false},
+		{"sidecar-unix", *medmeshBin, false, true, false},
+		{"floor-unix", "", false, true, false},
+		{"audited", *medmeshBin, true, false, false},
+		{"floor-same-answer", "", false, false, true},
+	}
+	p50s := make([][]float64, len(procs))
+	p99s := make([][]float64, len(procs))
+	// The server process's CPU time per request does not depend on what
+	// else the machine runs, unlike its latency: it shows the extension's
+	// cost beside the floor's even on a busy machine.
+	cpus := make([][]float64, len(procs))
+	wins := make([][]float64, len(procs)) // median over 1 s windows of each window's p99
+	for r := range *rounds {
+		for i, pr := range procs {
+			c, stopProc, pid := sidecarProcess(pr.bin, pr.audit, pr.uds, pr.answer)
+			before, _ := procstat.Read(pid)
+			a, b, w, _ := overhead(c, *rate, *overheadFor)
+			after, _ := procstat.Read(pid)
+			stopProc()
+			n := float64(*rate) * (1 + overheadFor.Seconds()) // warm-up included
+			p50s[i], p99s[i], wins[i] = append(p50s[i], a), append(p99s[i], b), append(wins[i], w)
+			cpus[i] = append(cpus[i], float64((after.CPU-before.CPU).Microseconds())/n)
+		}
+		fmt.Printf("overhead round %d of %d: p99", r+1, *rounds)
+		for i, pr := range procs {
+			fmt.Printf(" %s %.0f us", pr.name, p99s[i][r])
+		}
+		fmt.Println()
+	}
+	med := func(v []float64) float64 { w := slices.Clone(v); slices.Sort(w); return w[len(w)/2] }
+	spread := func(v []float64) string { return fmt.Sprintf("%.0f-%.0f", slices.Min(v), slices.Max(v)) }
+	s50, s99 := med(p50s[0]), med(p99s[0])
+	e50, e99 := med(p50s[1]), med(p99s[1])
+	u50, u99 := med(p50s[2]), med(p99s[2])
+	f50, f99 := med(p50s[3]), med(p99s[3])
+	a50, a99 := med(p50s[4]), med(p99s[4])
+	x50, x99 := med(p50s[5]), med(p99s[5])
+	echo, stopEcho := serveLoopback(newEchoServer(nil))
 	b50, b99, _, _ := overhead(echo, *rate, *overheadFor)
 	stopEcho()
 	c50, c99 := core(30000)
-	fmt.Printf("overhead at %d/s, one ext_proc stream per request as Envoy opens them; the Go client stands in for Envoy:\n", *rate)
-	fmt.Printf("  medmesh sidecar, its own process      p50 %5.0f us  p99 %6.0f us   (as it runs beside Envoy)\n", s50, s99)
-	fmt.Printf("  the same with the audit trail on      p50 %5.0f us  p99 %6.0f us   (--audit-durability batch)\n", a50, a99)
-	fmt.Printf("  do-nothing ext_proc, its own process  p50 %5.0f us  p99 %6.0f us   (the floor for the line above)\n", e50, e99)
-	fmt.Printf("  extension in the client's process     p50 %5.0f us  p99 %6.0f us   (client and server share 2 cores' scheduler)\n", p50, p99)
-	fmt.Printf("  do-nothing ext_proc, same process     p50 %5.0f us  p99 %6.0f us   (the gRPC + loopback + Go runtime floor)\n", b50, b99)
-	fmt.Printf("  extension core alone                  p50 %5.1f us  p99 %6.1f us   (classify, tag, admit, release; no gRPC)\n", c50, c99)
+	fmt.Printf("overhead at %d/s, one ext_proc stream per request as Envoy opens them; the Go client stands in for Envoy;\n", *rate)
+	fmt.Printf("median of %d rounds (p99 range over rounds):\n", *rounds)
+	fmt.Printf("  medmesh sidecar, its own process, TCP  p50 %5.0f us  p99 %6.0f us (%s)  (as it runs beside Envoy)\n", s50, s99, spread(p99s[0]))
+	fmt.Printf("  do-nothing ext_proc, own process, TCP  p50 %5.0f us  p99 %6.0f us (%s)  (the floor for the line above)\n", e50, e99, spread(p99s[1]))
+	fmt.Printf("  medmesh sidecar, unix socket           p50 %5.0f us  p99 %6.0f us (%s)\n", u50, u99, spread(p99s[2]))
+	fmt.Printf("  do-nothing ext_proc, unix socket       p50 %5.0f us  p99 %6.0f us (%s)\n", f50, f99, spread(p99s[3]))
+	fmt.Printf("  sidecar with the audit trail on, TCP   p50 %5.0f us  p99 %6.0f us (%s)  (--audit-durability batch)\n", a50, a99, spread(p99s[4]))
+	fmt.Printf("  do-nothing, the sidecar's answer, TCP  p50 %5.0f us  p99 %6.0f us (%s)  (what decoding the answer costs Envoy's side)\n", x50, x99, spread(p99s[5]))
+	fmt.Printf("  extension in the client's process      p50 %5.0f us  p99 %6.0f us   (client and server share 2 cores' scheduler)\n", p50, p99)
+	fmt.Printf("  do-nothing ext_proc, same process      p50 %5.0f us  p99 %6.0f us   (the gRPC + loopback + Go runtime floor)\n", b50, b99)
+	fmt.Printf("  extension core alone                   p50 %5.1f us  p99 %6.1f us   (classify, tag, admit, release; no gRPC)\n", c50, c99)
 	fmt.Printf("BENCH extproc_overhead_p50_us=%.0f\n", s50)
 	fmt.Printf("BENCH extproc_overhead_p99_us=%.0f\n", s99)
-	fmt.Printf("BENCH extproc_overhead_audited_p50_us=%.0f\n", a50)
-	fmt.Printf("BENCH extproc_overhead_audited_p99_us=%.0f\n", a99)
 	fmt.Printf("BENCH extproc_floor_p50_us=%.0f\n", e50)
 	fmt.Printf("BENCH extproc_floor_p99_us=%.0f\n", e99)
+	fmt.Printf("BENCH extproc_overhead_vs_floor_p99_ratio=%.2f\n", s99/e99)
+	fmt.Printf("BENCH extproc_floor_same_answer_p50_us=%.0f\n", x50)
+	fmt.Printf("BENCH extproc_floor_same_answer_p99_us=%.0f\n", x99)
+	fmt.Printf("BENCH extproc_overhead_unix_p50_us=%.0f\n", u50)
+	fmt.Printf("BENCH extproc_overhead_unix_p99_us=%.0f\n", u99)
+	fmt.Printf("BENCH extproc_floor_unix_p50_us=%.0f\n", f50)
+	fmt.Printf("BENCH extproc_floor_unix_p99_us=%.0f\n", f99)
+	fmt.Printf("BENCH extproc_overhead_vs_floor_unix_p99_ratio=%.2f\n", u99/f99)
+	fmt.Printf("BENCH extproc_audit_p50_us=%.0f\n", a50)
+	fmt.Printf("BENCH extproc_audit_p99_us=%.0f\n", a99)
+	fmt.Printf("BENCH extproc_unaudited_p99_us=%.0f\n", s99)
+	fmt.Printf("BENCH extproc_audit_vs_unaudited_p99_ratio=%.2f\n", a99/s99)
+	// Earlier names of the audited figures, kept for comparisons.
+	fmt.Printf("BENCH extproc_overhead_audited_p50_us=%.0f\n", a50)
+	fmt.Printf("BENCH extproc_overhead_audited_p99_us=%.0f\n", a99)
+	fmt.Printf("  server process CPU per request, TCP: sidecar %.1f us, floor %.1f us, audited sidecar %.1f us, floor with the answer %.1f us; unix: sidecar %.1f us, floor %.1f us\n",
+		med(cpus[0]), med(cpus[1]), med(cpus[4]), med(cpus[5]), med(cpus[2]), med(cpus[3]))
+	// On a shared machine one stall of another tenant delays 1% of a
+	// run's requests and becomes its p99; the median over 1 s windows of
+	// each window's p99 shows what a request sees outside such stalls.
+	fmt.Printf("  p99, median of 1 s windows: sidecar %.0f us, floor %.0f us, sidecar-unix %.0f us, floor-unix %.0f us, audited %.0f us\n",
+		med(wins[0]), med(wins[1]), med(wins[2]), med(wins[3]), med(wins[4]))
+	for i, name := range []string{"overhead", "floor", "overhead_unix", "floor_unix", "audit"} {
+		fmt.Printf("BENCH extproc_%s_p99_us_median_1s_window=%.0f\n", name, med(wins[i]))
+	}
+	fmt.Printf("BENCH extproc_sidecar_cpu_us_per_request=%.1f\n", med(cpus[0]))
+	fmt.Printf("BENCH extproc_floor_cpu_us_per_request=%.1f\n", med(cpus[1]))
+	fmt.Printf("BENCH extproc_audit_cpu_us_per_request=%.1f\n", med(cpus[4]))
 	fmt.Printf("BENCH extproc_inprocess_p50_us=%.0f\n", p50)
 	fmt.Printf("BENCH extproc_inprocess_p99_us=%.0f\n", p99)
 	fmt.Printf("BENCH extproc_inprocess_p99_us_median_1s_window=%.0f\n", winP99)
@@ -124,6 +206,9 @@ func main() {
 	fmt.Printf("BENCH extproc_core_p50_us=%.1f\n", c50)
 	fmt.Printf("BENCH extproc_core_p99_us=%.1f\n", c99)
 	fmt.Printf("BENCH extproc_cpu_us_per_request=%.0f\n", cpu)
+	if *overheadOnly {
+		return
+	}
 
 	capacity := float64(*slots) / service.Seconds()
 	fmt.Printf("\noverload: backend %d slots x %v = %.0f req/s; offered %.0f req/s for %v per run\n",

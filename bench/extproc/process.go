@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -25,29 +26,44 @@ import (
 //
 // With audit, every PHI request is also written to an audit trail
 // (fsync once a second, --audit-durability batch) in a temporary file.
-func sidecarProcess(medmesh string, audit bool) (extprocv3.ExternalProcessorClient, func()) {
-	port, err := consulagent.FreePort()
-	if err != nil {
-		fail(err)
-	}
+//
+// With unix, the ext_proc server listens on a unix socket (as Envoy and
+// the sidecar can share one in a pod) instead of loopback TCP.
+//
+// With medmesh "" it runs the do-nothing server instead, answering with
+// the sidecar's answer if answer is set (see echoProcessor).
+func sidecarProcess(medmesh string, audit, unix, answer bool) (extprocv3.ExternalProcessorClient, func(), int) {
 	health, err := consulagent.FreePort()
 	if err != nil {
 		fail(err)
 	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+	dir, err := os.MkdirTemp("", "medmesh-extproc-bench-")
+	if err != nil {
+		fail(err)
+	}
+	var addr string
+	if unix {
+		addr = "unix://" + filepath.Join(dir, "extproc.sock")
+	} else {
+		port, err := consulagent.FreePort()
+		if err != nil {
+			fail(err)
+		}
+		addr = "127.0.0.1:" + strconv.Itoa(port)
+	}
 	if medmesh == "" {
 		// The do-nothing server in its own process: this program again.
 		self, err := os.Executable()
 		if err != nil {
 			fail(err)
 		}
-		return startProcess(self, []string{"-serve-echo", addr, "-serve-health", "127.0.0.1:" + strconv.Itoa(health)}, addr, health, "")
+		args := []string{"-serve-echo", addr, "-serve-health", "127.0.0.1:" + strconv.Itoa(health)}
+		if answer {
+			args = append(args, "-serve-answer")
+		}
+		return startProcess(self, args, addr, health, dir)
 	}
 	args := []string{"sidecar", "--extproc-listen", addr, "--health-listen", "127.0.0.1:" + strconv.Itoa(health), "--log-format", "json"}
-	dir, err := os.MkdirTemp("", "medmesh-extproc-bench-")
-	if err != nil {
-		fail(err)
-	}
 	if audit {
 		key := filepath.Join(dir, "audit.key")
 		if err := os.WriteFile(key, []byte("bench-audit-key-0123456789abcdef"), 0o600); err != nil {
@@ -60,7 +76,7 @@ func sidecarProcess(medmesh string, audit bool) (extprocv3.ExternalProcessorClie
 
 // startProcess runs an ext_proc server process and waits for its health
 // endpoint; dir (if any) is removed when it stops.
-func startProcess(bin string, args []string, addr string, health int, dir string) (extprocv3.ExternalProcessorClient, func()) {
+func startProcess(bin string, args []string, addr string, health int, dir string) (extprocv3.ExternalProcessorClient, func(), int) {
 	if dir == "" {
 		var err error
 		if dir, err = os.MkdirTemp("", "medmesh-extproc-bench-"); err != nil {
@@ -103,17 +119,21 @@ func startProcess(bin string, args []string, addr string, health int, dir string
 		cmd.Wait()
 		logf.Close()
 		os.RemoveAll(dir)
-	}
+	}, cmd.Process.Pid
 }
 
 // serveEcho runs the do-nothing ext_proc server and a /readyz endpoint
 // until killed (the -serve-echo mode of this program).
-func serveEcho(addr, health string) {
-	lis, err := net.Listen("tcp", addr)
+func serveEcho(addr, health string, answer *extprocv3.ProcessingResponse) {
+	network := "tcp"
+	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
+		network, addr = "unix", path
+	}
+	lis, err := net.Listen(network, addr)
 	if err != nil {
 		fail(err)
 	}
-	g := newEchoServer()
+	g := newEchoServer(answer)
 	go http.ListenAndServe(health, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
 	g.Serve(lis)
 }

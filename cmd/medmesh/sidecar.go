@@ -46,7 +46,7 @@ func (f *sidecarFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&x.RulesPoll, "rules-poll", 2*time.Second, "how often --rules is checked for changes")
 	fs.StringVar(&x.AuditLog, "audit-log", "", "HIPAA audit trail (FHIR AuditEvent JSON lines), one record per PHI request")
 	fs.StringVar(&x.AuditKeyFile, "audit-key-file", "", "HMAC key for patient references in the audit trail (>= 16 bytes, not readable by others)")
-	fs.StringVar(&x.AuditDurability, "audit-durability", "sync", "sync (fsync every record) or batch (fsync every second)")
+	fs.StringVar(&x.AuditDurability, "audit-durability", "sync", "sync (write and fsync every record before answering) or batch (queue records; a writer writes them every 10ms and fsyncs every second; a full queue holds answers, never drops records)")
 	fs.Int64Var(&x.AuditMaxBytes, "audit-max-bytes", 100<<20, "rotate the audit trail at this size")
 	fs.IntVar(&x.Limit, "limit", sched.DefaultLimit, "concurrent requests admitted to the service")
 	fs.BoolVar(&x.Adaptive, "adaptive", false, "adapt the concurrency limit to the service's latency (gradient), starting at --limit")

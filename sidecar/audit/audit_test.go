@@ -3,9 +3,12 @@ package audit
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -153,5 +156,171 @@ func TestOpenErrors(t *testing.T) {
 	}
 	if _, err := ParseDurability("sometimes"); err == nil {
 		t.Error("bad durability accepted")
+	}
+}
+
+// TestBatchedCloseLosesNothing: records queued from many goroutines are
+// all in the file after a clean Close, including those that had to wait
+// for room in a queue far smaller than their number.
+func TestBatchedCloseLosesNothing(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	// A flush interval longer than the test: only FlushSize and Close
+	// write, so the test also shows Close writes what is still queued.
+	l, err := Open(Options{Path: path, Key: testKey, Durability: Batched, QueueSize: 64, FlushSize: 16, FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers, each = 8, 500
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				e := event()
+				e.RequestID = fmt.Sprintf("%08d-0000-0000-0000-%012d", w, i)
+				if err := l.Record(e); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	recs := readLines(t, path)
+	if len(recs) != writers*each {
+		t.Fatalf("%d records in the file after Close, want %d", len(recs), writers*each)
+	}
+	seen := map[string]bool{}
+	for _, r := range recs {
+		for _, d := range r["entity"].([]any)[0].(map[string]any)["detail"].([]any) {
+			if dm := d.(map[string]any); dm["type"] == "requestId" {
+				seen[dm["valueString"].(string)] = true
+			}
+		}
+	}
+	if len(seen) != writers*each {
+		t.Errorf("%d distinct records, want %d", len(seen), writers*each)
+	}
+	if n := l.Failures(); n != 0 {
+		t.Errorf("Failures() = %d, want 0", n)
+	}
+}
+
+// TestBatchedFullQueueWaits: with the writer stalled (as by a stalled
+// disk) a full queue holds the next record back instead of dropping it,
+// counts the wait, and lets it through once the writer catches up.
+func TestBatchedFullQueueWaits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(Options{Path: path, Key: testKey, Durability: Batched, QueueSize: 4, FlushSize: 4, FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock() // the file: the writer stalls on it
+	record := func(n int) {
+		for range n {
+			if err := l.Record(event()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The first 4 are taken by the writer, which then stalls; the next 4
+	// fill the queue.
+	record(4)
+	for queued(l) != 0 {
+		runtime.Gosched()
+	}
+	record(4)
+	recorded := make(chan error, 1)
+	go func() { recorded <- l.Record(event()) }()
+	for l.QueueFullWaits() == 0 {
+		runtime.Gosched()
+	}
+	select {
+	case err := <-recorded:
+		l.mu.Unlock()
+		t.Fatalf("Record returned (%v) while the queue was full", err)
+	default:
+	}
+	l.mu.Unlock()
+	if err := <-recorded; err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(readLines(t, path)); n != 9 {
+		t.Errorf("%d records, want 9", n)
+	}
+	if n := l.QueueFullWaits(); n != 1 {
+		t.Errorf("QueueFullWaits() = %d, want 1", n)
+	}
+	if err := l.Record(event()); err == nil {
+		t.Error("record after Close accepted")
+	}
+	if n := l.Failures(); n != 1 {
+		t.Errorf("Failures() = %d after a record refused by a closed trail, want 1", n)
+	}
+}
+
+// TestBatchedWriteFailureCounted: records the writer cannot write are
+// counted (the medmesh_audit_write_failures_total metric), not lost
+// silently, and Close reports the error.
+func TestBatchedWriteFailureCounted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(Options{Path: path, Key: testKey, Durability: Batched, FlushInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	l.f.Close() // every write now fails, as on a dead disk
+	l.mu.Unlock()
+	for range 3 {
+		if err := l.Record(event()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for l.Failures() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Failures() = %d after 3 unwritable records, want 3", l.Failures())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := l.Close(); err == nil {
+		t.Error("Close of a trail whose writes failed returned no error")
+	}
+}
+
+func queued(l *Log) int {
+	l.q.mu.Lock()
+	defer l.q.mu.Unlock()
+	return len(l.q.pending)
+}
+
+// BenchmarkRecord is what a PHI request pays for its audit record on its
+// own path (sync: encode, write, fsync; batch: a copy into the queue), and
+// with batch, the writer's work per record is in the CPU time.
+func BenchmarkRecord(b *testing.B) {
+	for _, d := range []Durability{Batched, SyncEach} {
+		b.Run([]string{"sync", "batch"}[map[Durability]int{SyncEach: 0, Batched: 1}[d]], func(b *testing.B) {
+			l, err := Open(Options{Path: filepath.Join(b.TempDir(), "audit.log"), Key: testKey, Durability: d})
+			if err != nil {
+				b.Fatal(err)
+			}
+			e := event()
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := l.Record(e); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := l.Close(); err != nil {
+				b.Fatal(err)
+			}
+		})
 	}
 }

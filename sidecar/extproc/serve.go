@@ -48,7 +48,10 @@ func Listen(addr string) (net.Listener, error) {
 // standard health service (for Envoy's gRPC health checks of the
 // ext_proc cluster).
 func NewGRPCServer(s *Server) (*grpc.Server, *health.Server) {
+	// The codec sends the answers encoded once as they are (encoded.go).
+	s.encoded = true
 	g := grpc.NewServer(
+		grpc.ForceServerCodecV2(newCodec()),
 		// Envoy opens one stream per HTTP request on a few long-lived
 		// HTTP/2 connections; allow as many concurrent streams as the
 		// scheduler can hold so the queue, not HTTP/2, decides.

@@ -52,8 +52,12 @@ const (
 // Server implements ExternalProcessorServer.
 type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
-	engine *phi.Engine
-	log    *slog.Logger
+	engine  *phi.Engine
+	log     *slog.Logger
+	answers *answers
+	// encoded: the gRPC server passes *encoded answers through (its codec
+	// is ours, NewGRPCServer); otherwise their messages are sent.
+	encoded bool
 	// Streams and ProtocolErrors are counters for /metrics and tests.
 	Streams        atomic.Int64
 	ProtocolErrors atomic.Int64
@@ -65,7 +69,7 @@ func New(engine *phi.Engine, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{engine: engine, log: log}
+	return &Server{engine: engine, log: log, answers: newAnswers()}
 }
 
 // Process handles one HTTP request's stream.
@@ -101,6 +105,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err 
 			return err
 		}
 		var resp *extprocv3.ProcessingResponse
+		var enc *encoded
 		switch v := req.GetRequest().(type) {
 		case *extprocv3.ProcessingRequest_RequestHeaders:
 			if seenRequest {
@@ -113,7 +118,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err 
 			switch {
 			case err == nil:
 				adm = a
-				resp = admitted(a.Decision)
+				enc = s.answers.admitted(a.Decision)
 			case errors.Is(err, sched.ErrShed):
 				resp = refused(a.Decision, err, isGRPC(in.Header))
 			default:
@@ -129,28 +134,37 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err 
 			if adm != nil {
 				adm.Done(responseStatus(v.ResponseHeaders), "")
 			}
-			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
-				ResponseHeaders: &extprocv3.HeadersResponse{}}}
+			enc = s.answers.responseHeaders
 		case *extprocv3.ProcessingRequest_RequestBody:
-			// We never ask for bodies; if a misconfigured filter sends
-			// them, pass them through unchanged rather than stall.
-			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
+			enc = s.answers.requestBody
 		case *extprocv3.ProcessingRequest_ResponseBody:
-			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}
+			enc = s.answers.responseBody
 		case *extprocv3.ProcessingRequest_RequestTrailers:
-			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}}
+			enc = s.answers.requestTrailers
 		case *extprocv3.ProcessingRequest_ResponseTrailers:
 			if adm != nil {
 				adm.Done(200, "")
 			}
-			resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
+			enc = s.answers.responseTrailers
 		default:
 			s.ProtocolErrors.Add(1)
 			return status.Error(codes.InvalidArgument, "medmesh ext_proc: message carries no request phase")
 		}
-		if err := stream.Send(resp); err != nil {
+		if err := s.send(stream, resp, enc); err != nil {
 			return err
 		}
+	}
+}
+
+// send sends enc if set, else resp.
+func (s *Server) send(stream extprocv3.ExternalProcessor_ProcessServer, resp *extprocv3.ProcessingResponse, enc *encoded) error {
+	switch {
+	case enc == nil:
+		return stream.Send(resp)
+	case s.encoded:
+		return stream.SendMsg(enc)
+	default:
+		return stream.Send(enc.msg)
 	}
 }
 

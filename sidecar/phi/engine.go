@@ -128,6 +128,13 @@ func (e *Engine) Decide(in Input) Decision {
 	return d
 }
 
+// The span kinds as start options, made once (an option is an interface
+// value: built per request, it is an allocation per request).
+var (
+	spanServer   = trace.WithSpanKind(trace.SpanKindServer)
+	spanInternal = trace.WithSpanKind(trace.SpanKindInternal)
+)
+
 // Admission is an admitted (or refused) request until it is done.
 type Admission struct {
 	Decision
@@ -154,17 +161,23 @@ func (e *Engine) Admit(ctx context.Context, in Input) (*Admission, error) {
 	// patient reference stay out of traces. Inside an instrumented server
 	// (the middleware) the request already has its server span: this one
 	// is a step of it. Behind Envoy (ext_proc) it stands for the request.
-	kind := trace.SpanKindServer
+	kind := spanServer
 	if trace.SpanContextFromContext(ctx).IsValid() {
-		kind = trace.SpanKindInternal
+		kind = spanInternal
 	}
-	_, a.span = e.o.Tracer.Start(ctx, "medmesh.sidecar.admit", trace.WithSpanKind(kind), trace.WithAttributes(
-		attribute.Bool("medmesh.phi", a.PHI),
-		attribute.String("medmesh.priority", a.Priority.String()),
-		attribute.String("medmesh.class", a.Class),
-		attribute.String("medmesh.rule", a.Rule),
-		attribute.String("medmesh.upstream", up),
-	))
+	_, a.span = e.o.Tracer.Start(ctx, "medmesh.sidecar.admit", kind)
+	// Without an exporter the span records nothing: the attributes are
+	// then not even built (they were a fifth of the allocations per
+	// request of a sidecar that exports no traces).
+	if a.span.IsRecording() {
+		a.span.SetAttributes(
+			attribute.Bool("medmesh.phi", a.PHI),
+			attribute.String("medmesh.priority", a.Priority.String()),
+			attribute.String("medmesh.class", a.Class),
+			attribute.String("medmesh.rule", a.Rule),
+			attribute.String("medmesh.upstream", up),
+		)
+	}
 	tk, err := e.o.Scheduler.Acquire(ctx, up, a.Priority)
 	if err != nil {
 		var se *sched.ShedError
@@ -178,7 +191,9 @@ func (e *Engine) Admit(ctx context.Context, in Input) (*Admission, error) {
 		return a, err
 	}
 	a.ticket = tk
-	a.span.SetAttributes(attribute.Float64("medmesh.queue_wait_ms", float64(tk.Waited().Microseconds())/1000))
+	if a.span.IsRecording() {
+		a.span.SetAttributes(attribute.Float64("medmesh.queue_wait_ms", float64(tk.Waited().Microseconds())/1000))
+	}
 	e.o.Metrics.observeWait(a.Priority, tk.Waited())
 	return a, nil
 }
@@ -216,9 +231,11 @@ func (a *Admission) finish(status int, reason string, shed bool) {
 			outcome = "error"
 		}
 		a.e.o.Metrics.count(a.Priority, a.Class, outcome)
-		a.span.SetAttributes(attribute.String("medmesh.outcome", outcome), attribute.Int("http.response.status_code", status))
-		if shed || status >= 500 {
-			a.span.SetStatus(codes.Error, outcome)
+		if a.span.IsRecording() {
+			a.span.SetAttributes(attribute.String("medmesh.outcome", outcome), attribute.Int("http.response.status_code", status))
+			if shed || status >= 500 {
+				a.span.SetStatus(codes.Error, outcome)
+			}
 		}
 		a.span.End()
 		if !a.PHI || a.e.o.Audit == nil {

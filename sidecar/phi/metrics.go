@@ -1,6 +1,7 @@
 package phi
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,17 @@ type Metrics struct {
 	// increase() sees the first critical request shed (a series born at 1
 	// shows no increase).
 	shed *prometheus.CounterVec
+	// The children are looked up once: WithLabelValues hashes every
+	// label on each call, a cost paid on every request otherwise.
+	waitBy   [classify.NumPriorities]prometheus.Observer
+	shedBy   [classify.NumPriorities]prometheus.Counter
+	mu       sync.RWMutex
+	counters map[requestKey]prometheus.Counter
+}
+
+type requestKey struct {
+	p              classify.Priority
+	class, outcome string
 }
 
 // NewMetrics registers the metrics with reg.
@@ -41,25 +53,40 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Requests the priority scheduler refused (shed), by priority.",
 		}, []string{"priority"}),
 	}
-	for p := classify.Priority(0); int(p) < classify.NumPriorities; p++ {
-		m.shed.WithLabelValues(p.String())
-	}
+	m.counters = map[requestKey]prometheus.Counter{}
 	reg.MustRegister(m.requests, m.wait, m.auditErrors, m.shed)
+	for p := range m.waitBy {
+		m.waitBy[p] = m.wait.WithLabelValues(classify.Priority(p).String())
+		m.shedBy[p] = m.shed.WithLabelValues(classify.Priority(p).String())
+	}
 	return m
 }
 
 func (m *Metrics) count(p classify.Priority, class, outcome string) {
-	if m != nil {
-		m.requests.WithLabelValues(p.String(), class, outcome).Inc()
-		if outcome == "shed" {
-			m.shed.WithLabelValues(p.String()).Inc()
-		}
+	if m == nil {
+		return
 	}
+	if outcome == "shed" && int(p) < len(m.shedBy) {
+		m.shedBy[p].Inc()
+	}
+	// Classes come from the rules, never from request text, so the keys
+	// are a small vocabulary.
+	k := requestKey{p, class, outcome}
+	m.mu.RLock()
+	c, ok := m.counters[k]
+	m.mu.RUnlock()
+	if !ok {
+		c = m.requests.WithLabelValues(p.String(), class, outcome)
+		m.mu.Lock()
+		m.counters[k] = c
+		m.mu.Unlock()
+	}
+	c.Inc()
 }
 
 func (m *Metrics) observeWait(p classify.Priority, d time.Duration) {
-	if m != nil {
-		m.wait.WithLabelValues(p.String()).Observe(d.Seconds())
+	if m != nil && p.Valid() {
+		m.waitBy[p].Observe(d.Seconds())
 	}
 }
 

@@ -93,11 +93,12 @@ func startExtProc(ctx context.Context, x ExtProc, service, nodeID, namespace str
 		if err != nil {
 			return nil, err
 		}
-		auditLog, err = audit.Open(audit.Options{Path: x.AuditLog, Key: key, Durability: d, MaxBytes: x.AuditMaxBytes, Observer: nodeID})
+		auditLog, err = audit.Open(audit.Options{Path: x.AuditLog, Key: key, Durability: d, MaxBytes: x.AuditMaxBytes, Observer: nodeID, Logger: log})
 		if err != nil {
 			return nil, err
 		}
 		o.Audit = auditLog
+		registerAuditMetrics(reg, auditLog)
 	} else {
 		log.Warn("no --audit-log: PHI requests are tagged and queued but NOT audited; never run a PHI service like this in production")
 	}
@@ -155,6 +156,22 @@ func startExtProc(ctx context.Context, x ExtProc, service, nodeID, namespace str
 		errc <- err
 	}()
 	return errc, nil
+}
+
+// registerAuditMetrics exports the trail's own counters. A record that
+// is not written is never dropped silently: it is counted here and
+// logged (without its content) by the trail.
+func registerAuditMetrics(reg prometheus.Registerer, l *audit.Log) {
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "medmesh_audit_write_failures_total",
+			Help: "Audit records that could not be written to the trail (encode, write, rotation or fsync errors, or refused after shutdown began).",
+		}, func() float64 { return float64(l.Failures()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "medmesh_audit_queue_full_total",
+			Help: "Times a finished PHI request waited for room in the batched audit queue (the disk not keeping up); its answer was held, its record kept.",
+		}, func() float64 { return float64(l.QueueFullWaits()) }),
+	)
 }
 
 func reloadOnHUP(ctx context.Context, rules *phi.Rules, path string, log *slog.Logger) {
