@@ -12,7 +12,6 @@ import (
 
 	"medmesh/controlplane/admin"
 	"medmesh/controlplane/adminauth"
-	"medmesh/sidecar/audit"
 )
 
 // AdminAuth says who may read and who may act on the admin API, and on
@@ -37,7 +36,7 @@ type AdminAuth struct {
 	DevLoopback bool
 	// Trail receives a FHIR AuditEvent line per audited call; nil: the
 	// audit is in the log only.
-	Trail *audit.Log
+	Trail *adminauth.Trail
 }
 
 // newGuard builds the admin API's guard from the options (New calls it).
@@ -50,7 +49,7 @@ func (cp *ControlPlane) newGuard() (*adminauth.Guard, error) {
 	g := &adminauth.Guard{
 		Authenticators: []adminauth.Authenticator{adminauth.MTLS{TrustDomain: td}},
 		DevLoopback:    a.DevLoopback,
-		Audit:          adminauth.NewAuditor(cp.log.With("component", "admin"), a.Trail, "medmesh-controlplane", cp.reg),
+		Audit:          adminauth.NewAuditor(cp.log.With("component", "admin"), a.Trail, cp.reg),
 	}
 	if a.Kube != nil {
 		g.Authenticators = append(g.Authenticators, &adminauth.Kube{Client: a.Kube})

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -10,7 +9,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"medmesh/controlplane"
-	"medmesh/sidecar/audit"
+	"medmesh/controlplane/adminauth"
 )
 
 // adminFlags are `medmesh controlplane`'s flags for who may read and act
@@ -32,7 +31,7 @@ func (a *adminFlags) register(fs *flag.FlagSet) {
 
 // build makes the control plane's AdminAuth; the trail, if any, is
 // closed by the caller.
-func (a *adminFlags) build(log *slog.Logger, dev bool, kubeconfig string) (controlplane.AdminAuth, *audit.Log, error) {
+func (a *adminFlags) build(log *slog.Logger, dev bool, kubeconfig string) (controlplane.AdminAuth, *adminauth.Trail, error) {
 	out := controlplane.AdminAuth{TLSListen: a.tlsListen, MetricsListen: a.metricsListen, DevLoopback: dev}
 	for _, h := range strings.Split(a.tlsDNS, ",") {
 		if h = strings.TrimSpace(h); h != "" {
@@ -58,11 +57,7 @@ func (a *adminFlags) build(log *slog.Logger, dev bool, kubeconfig string) (contr
 	if a.auditLog == "" {
 		return out, nil, nil
 	}
-	// The trail's writer keys patient hashes; admin records name no
-	// patient, so a throwaway key satisfies it without meaning anything.
-	key := make([]byte, 32)
-	rand.Read(key)
-	trail, err := audit.Open(audit.Options{Path: a.auditLog, Key: key, Observer: "medmesh-controlplane"})
+	trail, err := adminauth.OpenTrail(a.auditLog, "medmesh-controlplane")
 	if err != nil {
 		return out, nil, fmt.Errorf("--audit-log: %w", err)
 	}

@@ -21,7 +21,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 
 	"medmesh/certs"
-	"medmesh/sidecar/audit"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("medmesh.local")
@@ -74,7 +73,7 @@ type fixture struct {
 	reg              *prometheus.Registry
 	roots            *x509.CertPool
 	logs             *strings.Builder
-	trail            *audit.Log
+	trail            *Trail
 	servedOperations int
 }
 
@@ -86,13 +85,13 @@ func newFixture(t *testing.T, g *Guard) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{ca: ca, trailPath: filepath.Join(dir, "admin-audit.jsonl"), reg: prometheus.NewRegistry(), logs: &strings.Builder{}}
-	f.trail, err = audit.Open(audit.Options{Path: f.trailPath, Key: []byte("0123456789abcdef"), Observer: "medmesh-controlplane"})
+	f.trail, err = OpenTrail(f.trailPath, "medmesh-controlplane")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.trail.Close() })
 	log := slog.New(slog.NewJSONHandler(f.logs, nil))
-	g.Audit = NewAuditor(log, f.trail, "medmesh-controlplane", f.reg)
+	g.Audit = NewAuditor(log, f.trail, f.reg)
 	g.Authenticators = append([]Authenticator{MTLS{TrustDomain: td}}, g.Authenticators...)
 
 	mux := http.NewServeMux()

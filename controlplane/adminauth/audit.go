@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"medmesh/sidecar/audit"
 )
 
 // Record is one audited admin call: who, what, when and the outcome.
@@ -25,21 +23,18 @@ type Record struct {
 }
 
 // Auditor writes admin audit records: always a log line ("admin audit"),
-// and, with a Trail, a FHIR AuditEvent JSON line through the same writer
-// the sidecar's HIPAA trail uses (rotation, fsync per record).
+// and, with a Trail, a FHIR AuditEvent JSON line (trail.go).
 type Auditor struct {
 	Log   *slog.Logger
-	Trail *audit.Log // nil: log lines only
-	// Observer names this control plane in the trail.
-	Observer string
+	Trail *Trail // nil: log lines only
 
 	decisions *prometheus.CounterVec
 	failures  prometheus.Counter
 }
 
 // NewAuditor registers the admin metrics with reg.
-func NewAuditor(log *slog.Logger, trail *audit.Log, observer string, reg prometheus.Registerer) *Auditor {
-	a := &Auditor{Log: log, Trail: trail, Observer: observer,
+func NewAuditor(log *slog.Logger, trail *Trail, reg prometheus.Registerer) *Auditor {
+	a := &Auditor{Log: log, Trail: trail,
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "medmesh_admin_requests_total",
 			Help: "Admin API calls that needed a role, by role needed and outcome (allowed, unauthenticated, forbidden, unavailable).",
@@ -105,12 +100,11 @@ func (a *Auditor) Record(rec Record) {
 	if rec.Reason != "" {
 		rule = "refused: " + rec.Reason
 	}
-	err = a.Trail.Record(audit.Event{
-		Start: rec.Start, End: time.Now(), Method: r.Method, Status: rec.Status,
-		Source: who, SourceAddress: remote, Destination: a.Observer, Service: "medmesh-admin",
+	err = a.Trail.record(trailEvent{
+		Start: rec.Start, End: time.Now(), Who: who, Remote: remote, Method: r.Method, Status: rec.Status,
 		// The route is the action (fixed paths, no identifiers); the query
 		// (a service name, an overlap) is left out like the sidecar's paths.
-		Class: "admin " + path, Rule: rule,
+		Path: path, Rule: rule,
 	})
 	if err != nil {
 		a.failures.Inc()

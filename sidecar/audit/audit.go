@@ -12,66 +12,39 @@
 package audit
 
 import (
-	"bufio"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
+	"medmesh/internal/auditlog"
 	"medmesh/sidecar/classify"
 )
 
-// Durability chooses when records reach the disk.
-type Durability int
+// Durability chooses when records reach the disk (auditlog.SyncEach or
+// auditlog.Batched; see there).
+type Durability = auditlog.Durability
 
 const (
-	// SyncEach writes and fsyncs every record before Record returns:
-	// nothing acknowledged is lost, even on power failure, at the cost of
-	// one write and one fsync on every PHI request's path.
-	SyncEach Durability = iota
-	// Batched queues records in memory (a bounded queue, QueueSize) and
-	// returns at once; a writer goroutine encodes and writes them in
-	// batches (every FlushInterval, or as soon as FlushSize are queued)
-	// and fsyncs every BatchInterval. Close writes everything queued, so a
-	// clean shutdown loses nothing; a crash of the process loses what was
-	// queued (at most about one FlushInterval), a power failure what was
-	// not yet fsynced (at most about one BatchInterval). See queue.go for
-	// what happens when the queue is full.
-	Batched
+	SyncEach = auditlog.SyncEach
+	Batched  = auditlog.Batched
 )
 
 // ParseDurability parses "sync" or "batch".
-func ParseDurability(s string) (Durability, error) {
-	switch s {
-	case "sync", "":
-		return SyncEach, nil
-	case "batch", "batched":
-		return Batched, nil
-	}
-	return 0, fmt.Errorf("audit durability %q: want sync or batch", s)
-}
+func ParseDurability(s string) (Durability, error) { return auditlog.ParseDurability(s) }
 
-// Options configure a Log.
+// Options configure a Log. The file handling (rotation, durability, the
+// batched queue) is internal/auditlog's; Key and Observer are the trail's.
 type Options struct {
 	Path string
 	// Key is the HMAC key for patient references (at least 16 bytes).
 	Key           []byte
 	Durability    Durability
 	BatchInterval time.Duration // Batched: fsync period, default 1s
-	// Batched only: QueueSize bounds the records held in memory (default
-	// 8192); they are written every FlushInterval (default 10ms), or as
-	// soon as FlushSize (default 64) are queued. Small batches often, not
-	// large ones rarely: a batch takes a core while it is encoded, and
-	// 1 ms of it every 50 ms is 2% of the time, enough to reach the p99 of
-	// requests; the total work is the same.
+	// Batched only: queue bound and write cadence (auditlog.Options).
 	QueueSize     int
 	FlushInterval time.Duration
 	FlushSize     int
@@ -110,19 +83,11 @@ type Event struct {
 	Patient   classify.Secret
 }
 
-// Log is an append-only audit trail.
+// Log is an append-only audit trail of PHI requests.
 type Log struct {
-	opts Options
-	// mu guards the file: Record in SyncEach mode, the writer goroutine
-	// in Batched mode, and Close.
-	mu     sync.Mutex
-	f      *os.File
-	w      *bufio.Writer
-	size   int64
-	closed bool
-	q      *queue // Batched only
-	// failures counts records that could not be written (Failures).
-	failures atomic.Uint64
+	key      []byte
+	observer string
+	w        *auditlog.Writer[Event]
 }
 
 // Open opens (appending to) or creates the trail.
@@ -133,68 +98,20 @@ func Open(o Options) (*Log, error) {
 	if len(o.Key) < 16 {
 		return nil, fmt.Errorf("audit log %s: HMAC key has %d bytes, want at least 16", o.Path, len(o.Key))
 	}
-	if o.BatchInterval <= 0 {
-		o.BatchInterval = time.Second
-	}
-	if o.MaxBytes <= 0 {
-		o.MaxBytes = 100 << 20
-	}
-	if o.MaxFiles <= 0 {
-		o.MaxFiles = 10
-	}
 	if o.Observer == "" {
 		o.Observer = "medmesh-sidecar"
 	}
-	if o.QueueSize <= 0 {
-		o.QueueSize = 8192
-	}
-	if o.FlushInterval <= 0 {
-		o.FlushInterval = 10 * time.Millisecond
-	}
-	if o.FlushSize <= 0 || o.FlushSize > o.QueueSize {
-		o.FlushSize = min(64, o.QueueSize)
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	l := &Log{opts: o}
-	if err := l.open(); err != nil {
+	l := &Log{key: o.Key, observer: o.Observer}
+	w, err := auditlog.Open(auditlog.Options{
+		Path: o.Path, Durability: o.Durability, BatchInterval: o.BatchInterval,
+		QueueSize: o.QueueSize, FlushInterval: o.FlushInterval, FlushSize: o.FlushSize,
+		Logger: o.Logger, MaxBytes: o.MaxBytes, MaxFiles: o.MaxFiles,
+	}, func(e Event) any { return l.toAuditEvent(e) })
+	if err != nil {
 		return nil, err
 	}
-	if o.Durability == Batched {
-		l.q = newQueue(o)
-		go l.writer()
-	}
+	l.w = w
 	return l, nil
-}
-
-// Failures is the number of records that could not be written (encode,
-// write, rotation or fsync errors, or a record arriving after Close),
-// for the medmesh_audit_write_failures_total metric.
-func (l *Log) Failures() uint64 { return l.failures.Load() }
-
-// QueueFullWaits is the number of times a Batched Record waited for room
-// in a full queue (QueueFullWaits is 0 in SyncEach mode).
-func (l *Log) QueueFullWaits() uint64 {
-	if l.q == nil {
-		return 0
-	}
-	return l.q.fullWaits.Load()
-}
-
-func (l *Log) open() error {
-	// 0600: the trail says who looked at which patient's data.
-	f, err := os.OpenFile(l.opts.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("audit log %s: %w", l.opts.Path, err)
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return fmt.Errorf("audit log %s: %w", l.opts.Path, err)
-	}
-	l.f, l.w, l.size = f, bufio.NewWriterSize(f, 64<<10), st.Size()
-	return nil
 }
 
 // Record appends one event. SyncEach: it returns once the record is on
@@ -202,110 +119,19 @@ func (l *Log) open() error {
 // whether to fail the request). Batched: it returns once the record is
 // queued, waiting for room if the queue is full; an error only after
 // Close.
-func (l *Log) Record(e Event) error {
-	if l.q != nil {
-		if err := l.q.put(e); err != nil {
-			l.failures.Add(1)
-			return fmt.Errorf("audit log %s: %w", l.opts.Path, err)
-		}
-		return nil
-	}
-	err := l.recordSync(e)
-	if err != nil {
-		l.failures.Add(1)
-	}
-	return err
-}
+func (l *Log) Record(e Event) error { return l.w.Record(e) }
 
-func (l *Log) recordSync(e Event) error {
-	line, err := l.encode(nil, e)
-	if err != nil {
-		return err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return fmt.Errorf("audit log %s: closed", l.opts.Path)
-	}
-	if err := l.write(line); err != nil {
-		return err
-	}
-	if err := l.w.Flush(); err != nil {
-		return fmt.Errorf("audit log %s: write: %w", l.opts.Path, err)
-	}
-	if err := l.f.Sync(); err != nil {
-		return fmt.Errorf("audit log %s: fsync: %w", l.opts.Path, err)
-	}
-	return nil
-}
+// Failures is the number of records that could not be written, for the
+// medmesh_audit_write_failures_total metric.
+func (l *Log) Failures() uint64 { return l.w.Failures() }
 
-// encode appends e's JSON line to buf.
-func (l *Log) encode(buf []byte, e Event) ([]byte, error) {
-	line, err := json.Marshal(l.toAuditEvent(e))
-	if err != nil {
-		return buf, fmt.Errorf("audit log %s: encode: %w", l.opts.Path, err)
-	}
-	return append(append(buf, line...), '\n'), nil
-}
-
-// write appends one line to the buffer, rotating first if the line would
-// grow the file past MaxBytes. Called with l.mu held.
-func (l *Log) write(line []byte) error {
-	if l.size > 0 && l.size+int64(len(line)) > l.opts.MaxBytes {
-		if err := l.rotate(); err != nil {
-			return err
-		}
-	}
-	if _, err := l.w.Write(line); err != nil {
-		return fmt.Errorf("audit log %s: write: %w", l.opts.Path, err)
-	}
-	l.size += int64(len(line))
-	return nil
-}
-
-// rotate renames path -> path.1 -> path.2 ... keeping MaxFiles. Called
-// with l.mu held.
-func (l *Log) rotate() error {
-	if err := l.w.Flush(); err != nil {
-		return fmt.Errorf("audit log %s: rotate: %w", l.opts.Path, err)
-	}
-	if err := l.f.Sync(); err != nil {
-		return fmt.Errorf("audit log %s: rotate: %w", l.opts.Path, err)
-	}
-	l.f.Close()
-	for i := l.opts.MaxFiles - 1; i >= 1; i-- {
-		from := l.opts.Path + "." + strconv.Itoa(i)
-		if _, err := os.Stat(from); err == nil {
-			os.Rename(from, l.opts.Path+"."+strconv.Itoa(i+1))
-		}
-	}
-	if err := os.Rename(l.opts.Path, l.opts.Path+".1"); err != nil {
-		return fmt.Errorf("audit log %s: rotate: %w", l.opts.Path, err)
-	}
-	return l.open()
-}
+// QueueFullWaits is the number of times a Batched Record waited for room
+// in a full queue, for medmesh_audit_queue_full_total.
+func (l *Log) QueueFullWaits() uint64 { return l.w.QueueFullWaits() }
 
 // Close writes what is queued, fsyncs and closes the trail. Records
 // arriving afterwards are refused (and counted in Failures).
-func (l *Log) Close() error {
-	var werr error
-	if l.q != nil {
-		// The writer drains the queue, then stops; only then is the
-		// file closed under it.
-		werr = l.q.close()
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return nil
-	}
-	l.closed = true
-	err := errors.Join(werr, l.w.Flush(), l.f.Sync(), l.f.Close())
-	if err != nil {
-		return fmt.Errorf("audit log %s: close: %w", l.opts.Path, err)
-	}
-	return nil
-}
+func (l *Log) Close() error { return l.w.Close() }
 
 // HashPatient is the keyed hash recorded instead of a patient reference.
 func HashPatient(key []byte, ref string) string {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -208,97 +207,6 @@ func TestBatchedCloseLosesNothing(t *testing.T) {
 	if n := l.Failures(); n != 0 {
 		t.Errorf("Failures() = %d, want 0", n)
 	}
-}
-
-// TestBatchedFullQueueWaits: with the writer stalled (as by a stalled
-// disk) a full queue holds the next record back instead of dropping it,
-// counts the wait, and lets it through once the writer catches up.
-func TestBatchedFullQueueWaits(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.log")
-	l, err := Open(Options{Path: path, Key: testKey, Durability: Batched, QueueSize: 4, FlushSize: 4, FlushInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.mu.Lock() // the file: the writer stalls on it
-	record := func(n int) {
-		for range n {
-			if err := l.Record(event()); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	// The first 4 are taken by the writer, which then stalls; the next 4
-	// fill the queue.
-	record(4)
-	for queued(l) != 0 {
-		runtime.Gosched()
-	}
-	record(4)
-	recorded := make(chan error, 1)
-	go func() { recorded <- l.Record(event()) }()
-	for l.QueueFullWaits() == 0 {
-		runtime.Gosched()
-	}
-	select {
-	case err := <-recorded:
-		l.mu.Unlock()
-		t.Fatalf("Record returned (%v) while the queue was full", err)
-	default:
-	}
-	l.mu.Unlock()
-	if err := <-recorded; err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if n := len(readLines(t, path)); n != 9 {
-		t.Errorf("%d records, want 9", n)
-	}
-	if n := l.QueueFullWaits(); n != 1 {
-		t.Errorf("QueueFullWaits() = %d, want 1", n)
-	}
-	if err := l.Record(event()); err == nil {
-		t.Error("record after Close accepted")
-	}
-	if n := l.Failures(); n != 1 {
-		t.Errorf("Failures() = %d after a record refused by a closed trail, want 1", n)
-	}
-}
-
-// TestBatchedWriteFailureCounted: records the writer cannot write are
-// counted (the medmesh_audit_write_failures_total metric), not lost
-// silently, and Close reports the error.
-func TestBatchedWriteFailureCounted(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.log")
-	l, err := Open(Options{Path: path, Key: testKey, Durability: Batched, FlushInterval: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.mu.Lock()
-	l.f.Close() // every write now fails, as on a dead disk
-	l.mu.Unlock()
-	for range 3 {
-		if err := l.Record(event()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for l.Failures() < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("Failures() = %d after 3 unwritable records, want 3", l.Failures())
-		}
-		time.Sleep(time.Millisecond)
-	}
-	if err := l.Close(); err == nil {
-		t.Error("Close of a trail whose writes failed returned no error")
-	}
-}
-
-func queued(l *Log) int {
-	l.q.mu.Lock()
-	defer l.q.mu.Unlock()
-	return len(l.q.pending)
 }
 
 // BenchmarkRecord is what a PHI request pays for its audit record on its

@@ -1,4 +1,4 @@
-package audit
+package auditlog
 
 import (
 	"errors"
@@ -47,11 +47,11 @@ import (
 
 var errClosed = errors.New("closed")
 
-// queue is the Batched mode's bounded queue of events.
-type queue struct {
+// queue is the Batched mode's bounded queue of records.
+type queue[E any] struct {
 	mu        sync.Mutex
 	notFull   *sync.Cond
-	pending   []Event
+	pending   []E
 	size      int
 	flushSize int
 	closed    bool
@@ -64,9 +64,9 @@ type queue struct {
 	fullWaits atomic.Uint64
 }
 
-func newQueue(o Options) *queue {
-	q := &queue{
-		pending: make([]Event, 0, o.FlushSize), size: o.QueueSize, flushSize: o.FlushSize,
+func newQueue[E any](o Options) *queue[E] {
+	q := &queue[E]{
+		pending: make([]E, 0, o.FlushSize), size: o.QueueSize, flushSize: o.FlushSize,
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	q.notFull = sync.NewCond(&q.mu)
@@ -74,7 +74,7 @@ func newQueue(o Options) *queue {
 }
 
 // put queues e, waiting while the queue is full (see above).
-func (q *queue) put(e Event) error {
+func (q *queue[E]) put(e E) error {
 	q.mu.Lock()
 	if len(q.pending) >= q.size && !q.closed {
 		q.fullWaits.Add(1)
@@ -96,7 +96,7 @@ func (q *queue) put(e Event) error {
 	return nil
 }
 
-func (q *queue) wake() {
+func (q *queue[E]) wake() {
 	select {
 	case q.kick <- struct{}{}:
 	default:
@@ -104,7 +104,7 @@ func (q *queue) wake() {
 }
 
 // take swaps the queued events for the (emptied) buffer spare.
-func (q *queue) take(spare []Event) []Event {
+func (q *queue[E]) take(spare []E) []E {
 	q.mu.Lock()
 	batch := q.pending
 	q.pending = spare
@@ -115,7 +115,7 @@ func (q *queue) take(spare []Event) []Event {
 
 // close refuses further events, waits for the writer to write what is
 // queued, and returns its last error.
-func (q *queue) close() error {
+func (q *queue[E]) close() error {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -133,14 +133,14 @@ func (q *queue) close() error {
 // writer is the Batched mode's goroutine: it writes what is queued every
 // FlushInterval (or when kicked), fsyncs every BatchInterval, and on
 // stop writes the rest and returns.
-func (l *Log) writer() {
+func (l *Writer[E]) writer() {
 	q := l.q
 	defer close(q.done)
 	flush := time.NewTicker(l.opts.FlushInterval)
 	defer flush.Stop()
 	fsync := time.NewTicker(l.opts.BatchInterval)
 	defer fsync.Stop()
-	var batch []Event
+	var batch []E
 	var line []byte
 	unsynced := 0 // records written since the last fsync
 	for {
@@ -176,7 +176,7 @@ func (l *Log) writer() {
 
 // writeBatch encodes and writes batch, returning how many records reached
 // the kernel. Failures are counted and logged here.
-func (l *Log) writeBatch(batch []Event, line *[]byte) (int, error) {
+func (l *Writer[E]) writeBatch(batch []E, line *[]byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var last error
@@ -212,7 +212,7 @@ func (l *Log) writeBatch(batch []Event, line *[]byte) (int, error) {
 }
 
 // sync fsyncs the file if records were written since the last fsync.
-func (l *Log) sync(unsynced int) error {
+func (l *Writer[E]) sync(unsynced int) error {
 	if unsynced == 0 {
 		return nil
 	}
