@@ -76,7 +76,7 @@ func TestMetricsRulesAndDashboard(t *testing.T) {
 		"medmesh_xds_connected_proxies", "medmesh_svid_earliest_expiry_timestamp_seconds",
 		"medmesh_svid_earliest_expiry_lifetime_seconds", "medmesh_sidecar_shed_requests_total",
 		"medmesh_sidecar_audit_errors_total", "medmesh_admin_audit_write_failures_total", "medmesh_peer_stale",
-		"medmesh_peer_stale_since_timestamp_seconds"} {
+		"medmesh_peer_stale_since_timestamp_seconds", "medmesh_audit_write_failures_total", "medmesh_audit_queue_full_total"} {
 		if !names[n] {
 			t.Errorf("%s is not exported", n)
 		}
@@ -87,7 +87,8 @@ func TestMetricsRulesAndDashboard(t *testing.T) {
 	}
 	for _, n := range []string{"medmesh_xds_push_latency_seconds_bucket", "medmesh_xds_convergence_seconds_bucket",
 		"medmesh_xds_nacks_total", "medmesh_xds_connected_proxies", "medmesh_svid_earliest_expiry_timestamp_seconds",
-		"medmesh_sidecar_shed_requests_total", "medmesh_sidecar_audit_errors_total", "medmesh_peer_stale"} {
+		"medmesh_sidecar_shed_requests_total", "medmesh_sidecar_audit_errors_total", "medmesh_peer_stale",
+		"medmesh_audit_write_failures_total", "medmesh_audit_queue_full_total"} {
 		if !bytes.Contains(dash, []byte(n)) {
 			t.Errorf("the dashboard has no panel on %s", n)
 		}
@@ -240,7 +241,10 @@ func sidecarMetrics(t *testing.T) []byte {
 	sock, health := filepath.Join(dir, "extproc.sock"), testutil.FreeAddr(t)
 	o := run.Options{Namespace: "default", Logger: slog.New(slog.DiscardHandler),
 		ExtProc: run.ExtProc{Listen: "unix://" + sock, HealthListen: health, RulesPoll: 2 * time.Second,
-			AuditDurability: "sync", AuditMaxBytes: 100 << 20, Limit: sched.DefaultLimit, TrustDomain: "medmesh.local"}}
+			// A batched trail: the sidecar then exports its writer's
+			// counters, which the audit alert and panel watch.
+			AuditLog: filepath.Join(dir, "audit.log"), AuditDurability: "batch", AuditMaxBytes: 100 << 20,
+			Limit: sched.DefaultLimit, TrustDomain: "medmesh.local"}}
 	o.SVID.Service = "emr"
 	ctx, cancel := context.WithCancel(context.Background())
 	done, err := run.Start(ctx, o)

@@ -51,7 +51,17 @@ func TestAlertsFire(t *testing.T) {
   medmesh_sidecar_shed_requests_total{priority="low",instance="sc"} 0+10x10`, "7m", ""},
 		{"MedmeshAuditWriteFailure", `medmesh_sidecar_audit_errors_total{instance="sc"} 0 0 0 2 2 2 2 2`, "5m", `{instance="sc"} 2`},
 		{"MedmeshAuditWriteFailure", `medmesh_sidecar_audit_errors_total{instance="sc"} 3+0x10
+  medmesh_audit_write_failures_total{instance="sc"} 3+0x10
   medmesh_admin_audit_write_failures_total{instance="cp"} 0+0x10`, "9m", ""},
+		// A sidecar in batch audit mode: the writer counts what it could
+		// not write; the requests had already been answered, so the
+		// sidecar's per-request error counter stays at 0.
+		{"MedmeshAuditWriteFailure", `medmesh_sidecar_audit_errors_total{instance="sc"} 0+0x10
+  medmesh_audit_write_failures_total{instance="sc"} 0 0 0 3 3 3 3
+  medmesh_admin_audit_write_failures_total{instance="cp"} 0+0x10`, "5m", `{instance="sc"} 3`},
+		// Sync mode counts one failure in both sidecar counters: one series.
+		{"MedmeshAuditWriteFailure", `medmesh_sidecar_audit_errors_total{instance="sc"} 0 0 0 1 1 1 1
+  medmesh_audit_write_failures_total{instance="sc"} 0 0 0 1 1 1 1`, "5m", `{instance="sc"} 1`},
 		// The control plane's admin trail.
 		{"MedmeshAuditWriteFailure", `medmesh_sidecar_audit_errors_total{instance="sc"} 0+0x10
   medmesh_admin_audit_write_failures_total{instance="cp"} 0 0 0 1 1 1 1`, "5m", `{instance="cp"} 1`},
