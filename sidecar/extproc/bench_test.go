@@ -11,8 +11,13 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
@@ -100,6 +105,43 @@ func BenchmarkProcess(b *testing.B) {
 		if m.sent != 2 {
 			b.Fatalf("%d answers, want 2", m.sent)
 		}
+	}
+}
+
+// BenchmarkProcessTraceparent is BenchmarkProcess for requests carrying
+// a W3C traceparent (a traced caller, or an Envoy that traces): "off" is
+// the sidecar exporting nothing (the context is not read), "on" one with
+// a recording tracer (the admission span joins the request's trace; the
+// spans are dropped, their export is the SDK's cost).
+func BenchmarkProcessTraceparent(b *testing.B) {
+	prev := otel.GetTextMapPropagator()
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	b.Cleanup(func() { otel.SetTextMapPropagator(prev) })
+	reqs := make([][]*extprocv3.ProcessingRequest, len(benchPaths))
+	for i, p := range benchPaths {
+		reqs[i] = benchRequests(p)
+		h := reqs[i][0].GetRequestHeaders().GetHeaders()
+		h.Headers = append(h.Headers, &corev3.HeaderValue{Key: "traceparent",
+			RawValue: []byte("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")})
+	}
+	for _, tc := range []struct {
+		name   string
+		tracer trace.Tracer
+	}{{"off", nil}, {"on", sdktrace.NewTracerProvider().Tracer("bench")}} {
+		b.Run(tc.name, func(b *testing.B) {
+			eng := phi.New(phi.Options{Scheduler: sched.New(sched.Config{}), Service: "emr",
+				Metrics: phi.NewMetrics(prometheus.NewRegistry()), Audit: discard{}, Tracer: tc.tracer})
+			s := New(eng, nil)
+			s.encoded = true
+			ctx := context.Background()
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				m := &memStream{ctx: ctx, in: reqs[i%len(reqs)]}
+				if err := s.Process(m); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

@@ -114,7 +114,11 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err 
 			}
 			seenRequest = true
 			in := input(req, v.RequestHeaders)
-			a, err := s.engine.Admit(ctx, in)
+			actx := ctx
+			if s.engine.Tracing() {
+				actx = traceContext(ctx, v.RequestHeaders.GetHeaders())
+			}
+			a, err := s.engine.Admit(actx, in)
 			switch {
 			case err == nil:
 				adm = a

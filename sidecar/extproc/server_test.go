@@ -39,8 +39,14 @@ func start(t *testing.T, cfg sched.Config, rules *classify.Config) *harness {
 	if rules != nil {
 		r.Set(rules)
 	}
-	eng := phi.New(phi.Options{Rules: r, Scheduler: h.sched, Audit: h.audit, Service: "emr",
-		Identity: "spiffe://medmesh.local/ns/default/svc/emr"})
+	h.serve(t, phi.New(phi.Options{Rules: r, Scheduler: h.sched, Audit: h.audit, Service: "emr",
+		Identity: "spiffe://medmesh.local/ns/default/svc/emr"}))
+	return h
+}
+
+// serve serves eng's ext_proc API on loopback and connects h.client.
+func (h *harness) serve(t *testing.T, eng *phi.Engine) {
+	t.Helper()
 	h.server = New(eng, nil)
 	g, _ := NewGRPCServer(h.server)
 	lis, err := Listen("127.0.0.1:0")
@@ -56,7 +62,6 @@ func start(t *testing.T, cfg sched.Config, rules *classify.Config) *harness {
 	}
 	t.Cleanup(func() { conn.Close(); cancel(); <-done })
 	h.client = extprocv3.NewExternalProcessorClient(conn)
-	return h
 }
 
 func headers(kv ...string) *corev3.HeaderMap {

@@ -60,6 +60,8 @@ type Options struct {
 // Engine is safe for concurrent use.
 type Engine struct {
 	o Options
+	// globalTracer: o.Tracer is the global provider's (Tracing).
+	globalTracer bool
 }
 
 // New returns an engine; Rules, Scheduler and Logger default to built-in
@@ -77,10 +79,11 @@ func New(o Options) *Engine {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.Tracer == nil {
+	global := o.Tracer == nil
+	if global {
 		o.Tracer = otel.Tracer("medmesh/sidecar")
 	}
-	return &Engine{o: o}
+	return &Engine{o: o, globalTracer: global}
 }
 
 // Input is a request as seen by a front end.
@@ -158,14 +161,11 @@ func (e *Engine) Admit(ctx context.Context, in Input) (*Admission, error) {
 		up = e.o.Service
 	}
 	// Attributes are medmesh's own vocabulary; the path, headers and
-	// patient reference stay out of traces. Inside an instrumented server
-	// (the middleware) the request already has its server span: this one
-	// is a step of it. Behind Envoy (ext_proc) it stands for the request.
-	kind := spanServer
-	if trace.SpanContextFromContext(ctx).IsValid() {
-		kind = spanInternal
-	}
-	_, a.span = e.o.Tracer.Start(ctx, "medmesh.sidecar.admit", kind)
+	// patient reference stay out of traces. The parent is whatever span
+	// ctx carries: the server span of an instrumented server (the
+	// middleware), or the caller's or Envoy's span context that the front
+	// end read from the W3C trace context (startKind).
+	_, a.span = e.o.Tracer.Start(ctx, "medmesh.sidecar.admit", startKind(trace.SpanContextFromContext(ctx)))
 	// Without an exporter the span records nothing: the attributes are
 	// then not even built (they were a fifth of the allocations per
 	// request of a sidecar that exports no traces).
