@@ -1,7 +1,6 @@
 package translate
 
 import (
-	"fmt"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -58,17 +57,14 @@ func outOfScopeCluster() *clusterv3.Cluster {
 const permissionDenied = 7
 
 // outOfScopeBody says why a call was refused by the caller's own sidecar.
-func outOfScopeBody(caller string) string {
-	if caller == "" {
-		caller = "this service"
-	}
-	return fmt.Sprintf("medmesh: %q may not call this host: it is not a mesh service, or no intention or MeshAccess "+
-		"lets %q call it (PHI services deny callers by default), so this sidecar was not sent its configuration; "+
-		"`medmesh status --scope` shows what each service may call and why\n", caller, caller)
-}
+// It does not name the caller, so that callers with equal scopes share one
+// route configuration (in a full mesh, every caller).
+const outOfScopeBody = "medmesh: this sidecar's service may not call this host: it is not a mesh service, or no intention " +
+	"or MeshAccess lets the service call it (PHI services deny callers by default), so this sidecar was not sent its " +
+	"configuration; `medmesh status --scope SERVICE` shows what a service may call and why\n"
 
 // outOfScopeVirtualHost matches every host no other virtual host takes.
-func outOfScopeVirtualHost(caller string) *routev3.VirtualHost {
+func outOfScopeVirtualHost() *routev3.VirtualHost {
 	return &routev3.VirtualHost{
 		Name:    OutOfScopeVirtualHost,
 		Domains: []string{"*"},
@@ -77,7 +73,7 @@ func outOfScopeVirtualHost(caller string) *routev3.VirtualHost {
 			Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
 				Status: OutOfScopeStatus,
-				Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: outOfScopeBody(caller)}},
+				Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: outOfScopeBody}},
 			}},
 		}},
 	}
@@ -95,10 +91,10 @@ func serviceVirtualHost(s *ir.Service) *routev3.VirtualHost {
 // OutboundRouteConfig is an Envoy sidecar's outbound route table: the
 // virtual hosts of the services in its scope (shared messages), then the
 // catch-all that refuses everything else with a local reply.
-func OutboundRouteConfig(caller string, vhosts []*routev3.VirtualHost) *routev3.RouteConfiguration {
+func OutboundRouteConfig(vhosts []*routev3.VirtualHost) *routev3.RouteConfiguration {
 	all := make([]*routev3.VirtualHost, 0, len(vhosts)+1)
 	all = append(all, vhosts...)
-	return &routev3.RouteConfiguration{Name: wire.OutboundHTTPRoute, VirtualHosts: append(all, outOfScopeVirtualHost(caller))}
+	return &routev3.RouteConfiguration{Name: wire.OutboundHTTPRoute, VirtualHosts: append(all, outOfScopeVirtualHost())}
 }
 
 // proxylessDenied are the listener and route a gRPC client is sent for an
@@ -189,7 +185,7 @@ func ForCaller(m *ir.Mesh, caller string, kind wire.ProxyKind, meshWide *Resourc
 		}
 	}
 	r.Clusters = append(r.Clusters, meshWide.Clusters...) // the collector's, with tracing
-	r.Routes = []types.Resource{OutboundRouteConfig(caller, vhosts)}
+	r.Routes = []types.Resource{OutboundRouteConfig(vhosts)}
 	r.sort()
 	return r
 }

@@ -233,7 +233,7 @@ func Assemble(meshWide *Resources, sets []*ServiceSet) *SharedSet {
 		s.Envoy.Clusters = append(s.Envoy.Clusters, set.SubsetEnvoyClusters...)
 		s.Proxyless.Clusters = append(s.Proxyless.Clusters, set.SubsetProxylessClusters...)
 	}
-	s.Envoy.Routes = []types.Resource{OutboundRouteConfig("", vhosts)}
+	s.Envoy.Routes = []types.Resource{OutboundRouteConfig(vhosts)}
 	s.Envoy.sort()
 	s.Proxyless.sort()
 	sort.Slice(s.Endpoints, func(i, j int) bool { return name(s.Endpoints[i]) < name(s.Endpoints[j]) })

@@ -38,8 +38,12 @@ type callerSet struct {
 	// seen is the mesh generation that last asked for the set; sets no
 	// round asks for are dropped.
 	seen uint64
-	// scopeEpoch is the authorization the scope was worked out under.
-	scopeEpoch string
+	// scopeEpoch is the authorization the scope was worked out under, and
+	// contentEpoch the content of every piece when the set was checked:
+	// both unchanged (an endpoint change), the set is reused as it is.
+	scopeEpoch, contentEpoch string
+	// routeKey names the set's outbound route in scopes.routes.
+	routeKey string
 }
 
 // scopes is Publish's memory of caller sets between rounds.
@@ -54,6 +58,10 @@ type scopes struct {
 	warnings                 []string
 	hashes                   map[types.Resource]string // of every piece, by pointer
 	callers                  map[string]*callerSet     // by kind|service
+	// routes are the Envoy outbound route configurations by the virtual
+	// hosts they hold: callers with equal scopes share one message, hashed
+	// (marshalled) once; in a full mesh that is one for every caller.
+	routes map[string]Hashed
 }
 
 // scopeKey fingerprints what a service contributes to scopes: its
@@ -139,6 +147,13 @@ func (s *Server) callerShared(kind wire.ProxyKind, service string) (*callerSet, 
 	if cs != nil && cs.seen == sc.gen {
 		return cs, nil
 	}
+	if cs != nil && cs.scopeEpoch == sc.scopeEpoch && cs.contentEpoch == sc.contentEpoch {
+		// Nothing a caller set is made of changed (an endpoint change):
+		// skip even fingerprinting its scope, which is the size of the
+		// mesh for every caller of a full mesh.
+		cs.seen = sc.gen
+		return cs, nil
+	}
 	var scope []string
 	if cs != nil && cs.scopeEpoch == sc.scopeEpoch {
 		scope = cs.scope
@@ -147,14 +162,15 @@ func (s *Server) callerShared(kind wire.ProxyKind, service string) (*callerSet, 
 	}
 	key := s.callerKey(kind, scope)
 	if cs != nil && cs.key == key {
-		cs.seen, cs.scope, cs.scopeEpoch = sc.gen, scope, sc.scopeEpoch
+		cs.seen, cs.scope, cs.scopeEpoch, cs.contentEpoch = sc.gen, scope, sc.scopeEpoch, sc.contentEpoch
 		return cs, nil
 	}
-	shared, err := s.buildCallerSet(kind, service, scope)
+	shared, routeKey, err := s.buildCallerSet(kind, service, scope)
 	if err != nil {
 		return nil, err
 	}
-	cs = &callerSet{scope: scope, key: key, shared: shared, seen: sc.gen, scopeEpoch: sc.scopeEpoch}
+	cs = &callerSet{scope: scope, key: key, shared: shared, seen: sc.gen, scopeEpoch: sc.scopeEpoch,
+		contentEpoch: sc.contentEpoch, routeKey: routeKey}
 	sc.callers[k] = cs
 	return cs, nil
 }
@@ -191,8 +207,9 @@ func (s *Server) callerKey(kind wire.ProxyKind, scope []string) string {
 
 // buildCallerSet assembles, validates and hashes a caller's set. Every
 // piece but the Envoy outbound route was validated and hashed with its
-// service; the caller's own outbound route is hashed here.
-func (s *Server) buildCallerSet(kind wire.ProxyKind, service string, scope []string) (*sharedSet, error) {
+// service; the route is shared by callers with equal scopes (routeKey
+// names it in scopes.routes).
+func (s *Server) buildCallerSet(kind wire.ProxyKind, service string, scope []string) (*sharedSet, string, error) {
 	pub := &s.pub
 	hashes := pub.scopes.hashes
 	lookup := func(name string) *translate.ServiceSet {
@@ -210,39 +227,61 @@ func (s *Server) buildCallerSet(kind wire.ProxyKind, service string, scope []str
 		}
 	}
 	res := translate.ForCaller(pub.mesh, service, kind, meshWide, lookup, scope)
-	if kind == wire.ProxyEnvoy {
-		// The virtual hosts were validated with their services; what is
-		// the caller's own is the catch-all.
-		if err := translate.OutboundRouteConfig(service, nil).ValidateAll(); err != nil {
-			return nil, fmt.Errorf("outbound routes of %q: %w", service, err)
-		}
-		// The route is hashed like every resource, by its encoding: the
-		// hash is the version go-control-plane's delta server puts on the
-		// wire, so a delta proxy reconnecting to a restarted control plane
-		// with the route it holds is sent nothing. It costs a marshal of
-		// the route per caller set rebuilt, which happens only when a
-		// service in the scope changed (never for endpoints alone).
-		for _, r := range res.Routes {
-			defer delete(hashes, r) // the caller's own: not kept in the shared map
-			h, err := HashResource(r)
-			if err != nil {
-				return nil, err
+	routeKey := ""
+	if kind == wire.ProxyEnvoy && len(res.Routes) == 1 {
+		// The outbound route: its virtual hosts were validated with their
+		// services, and the catch-all is the same for every caller. It is
+		// hashed like every resource, by its encoding (the version
+		// go-control-plane's delta server puts on the wire, so a delta
+		// proxy reconnecting to a restarted control plane with the route
+		// it holds is sent nothing), once per distinct set of virtual
+		// hosts: callers with equal scopes share the message.
+		var b strings.Builder
+		for _, n := range scope {
+			if m := pub.services[n]; m != nil && m.set.EnvoyVirtualHost != nil {
+				b.WriteString(n + "=" + m.hashes[m.set.EnvoyVirtualHost] + ";")
 			}
-			hashes[r] = h
 		}
+		routeKey = Fingerprint([]byte(b.String()))
+		if pub.scopes.routes == nil {
+			pub.scopes.routes = map[string]Hashed{}
+		}
+		h, ok := pub.scopes.routes[routeKey]
+		if !ok {
+			if err := res.Routes[0].(interface{ ValidateAll() error }).ValidateAll(); err != nil {
+				return nil, "", fmt.Errorf("outbound routes of %q: %w", service, err)
+			}
+			hash, err := HashResource(res.Routes[0])
+			if err != nil {
+				return nil, "", err
+			}
+			h = Hashed{Name: wire.OutboundHTTPRoute, Resource: res.Routes[0], Hash: hash}
+			pub.scopes.routes[routeKey] = h
+		}
+		res.Routes[0] = h.Resource
+		hashes[h.Resource] = h.Hash
+		defer delete(hashes, h.Resource) // kept in scopes.routes, not the pieces' map
 	}
 	items, err := hashResources(res, hashes)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return newShared(items), nil
+	return newShared(items), routeKey, nil
 }
 
 // dropUnusedCallers forgets the sets no proxy of this mesh asked for.
 func (sc *scopes) dropUnusedCallers() {
+	inUse := make(map[string]bool, len(sc.routes))
 	for k, cs := range sc.callers {
 		if cs.seen != sc.gen {
 			delete(sc.callers, k)
+			continue
+		}
+		inUse[cs.routeKey] = true
+	}
+	for k := range sc.routes {
+		if !inUse[k] {
+			delete(sc.routes, k)
 		}
 	}
 }
