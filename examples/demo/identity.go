@@ -186,15 +186,18 @@ type probeSpec struct {
 }
 
 // deniedProbe: a workload of a service no intention allows (billing) gets
-// a real SVID and calls EMR at the hub. The mTLS handshake succeeds (both
-// sides prove who they are) and EMR's RBAC refuses the call.
+// a real SVID and calls EMR at the hub. Configuration follows
+// authorization: billing's scope does not hold EMR, so its own gRPC client
+// refuses the call at once (PermissionDenied) without connecting; EMR's
+// RBAC, after an mTLS handshake, is the second line.
 var deniedProbe = probeSpec{id: "billing-1", service: "billing", target: "emr", site: "hub", wait: 15 * time.Second,
 	judge: func(l *logLine) (string, bool) {
 		if l.Code == "PermissionDenied" {
-			return fmt.Sprintf("refused as intended: billing-1 (billing) -> emr: %s: %s. The mTLS handshake succeeded (server %s); "+
-				"emr's RBAC found no intention for billing.", l.Code, l.Err, l.ServerID), true
+			return fmt.Sprintf("refused as intended: billing-1 (billing) -> emr: %s: %s (server %s). billing's own client refused it: "+
+				"no intention allows billing -> emr, so the control plane sent billing nothing of emr (`medmesh status --scope billing`); "+
+				"emr's RBAC would refuse it as well.", l.Code, l.Err, l.ServerID), true
 		}
-		return fmt.Sprintf("billing-1 -> emr: %s (answered by %s): %s; want PermissionDenied from the server's RBAC", l.Code, l.AnsweredBy, l.Err), false
+		return fmt.Sprintf("billing-1 -> emr: %s (answered by %s): %s; want PermissionDenied", l.Code, l.AnsweredBy, l.Err), false
 	}}
 
 // residencyProbe: HIS at site north calls EMR, which runs only at the hub.

@@ -45,7 +45,8 @@ type step struct {
 // for as long as the demo runs.
 var story = []step{
 	{0, "billing-1 calls emr once at the hub. It proves it is 'billing' (join token, SVID from its own sidecar), but no Consul intention allows billing -> emr, " +
-		"and EMR is a PHI service: default deny. Watch: the call is refused with PermissionDenied after a successful mTLS handshake.",
+		"and EMR is a PHI service: default deny. Configuration follows authorization, so billing was never sent EMR's address. " +
+		"Watch: billing's own client refuses the call at once with PermissionDenied.",
 		func(ctx context.Context, d *demo) error { d.probe(ctx, deniedProbe); return nil }},
 	{1, "his-probe at site north calls emr once. EMR runs only at the hub and is PHI: the residency policy keeps patient data on its site, so north's control plane " +
 		"sends its proxies no EMR at all (north's status: 'residency: emr at hub: held back'). Watch: the call fails at north, with gRPC's own words for a service that does not exist here " +
