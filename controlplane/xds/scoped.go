@@ -62,6 +62,10 @@ type scopes struct {
 	// hosts they hold: callers with equal scopes share one message, hashed
 	// (marshalled) once; in a full mesh that is one for every caller.
 	routes map[string]Hashed
+	// byKey finds a live caller set by its key: callers whose scopes hold
+	// the same pieces (every caller of a full mesh) share one set, built
+	// once, and one snapshot layer per type.
+	byKey map[string]*callerSet
 }
 
 // scopeKey fingerprints what a service contributes to scopes: its
@@ -165,13 +169,23 @@ func (s *Server) callerShared(kind wire.ProxyKind, service string) (*callerSet, 
 		cs.seen, cs.scope, cs.scopeEpoch, cs.contentEpoch = sc.gen, scope, sc.scopeEpoch, sc.contentEpoch
 		return cs, nil
 	}
-	shared, routeKey, err := s.buildCallerSet(kind, service, scope)
-	if err != nil {
-		return nil, err
+	var shared *sharedSet
+	var routeKey string
+	if same := sc.byKey[key]; same != nil {
+		shared, routeKey = same.shared, same.routeKey
+	} else {
+		var err error
+		if shared, routeKey, err = s.buildCallerSet(kind, service, scope); err != nil {
+			return nil, err
+		}
 	}
 	cs = &callerSet{scope: scope, key: key, shared: shared, seen: sc.gen, scopeEpoch: sc.scopeEpoch,
 		contentEpoch: sc.contentEpoch, routeKey: routeKey}
 	sc.callers[k] = cs
+	if sc.byKey == nil {
+		sc.byKey = map[string]*callerSet{}
+	}
+	sc.byKey[key] = cs
 	return cs, nil
 }
 
@@ -272,12 +286,16 @@ func (s *Server) buildCallerSet(kind wire.ProxyKind, service string, scope []str
 // dropUnusedCallers forgets the sets no proxy of this mesh asked for.
 func (sc *scopes) dropUnusedCallers() {
 	inUse := make(map[string]bool, len(sc.routes))
+	clear(sc.byKey)
 	for k, cs := range sc.callers {
 		if cs.seen != sc.gen {
 			delete(sc.callers, k)
 			continue
 		}
 		inUse[cs.routeKey] = true
+		if sc.byKey != nil {
+			sc.byKey[cs.key] = cs
+		}
 	}
 	for k := range sc.routes {
 		if !inUse[k] {

@@ -125,3 +125,32 @@ func TestPublishScopedByAuthorization(t *testing.T) {
 		t.Errorf("nurse-2 kept emr after the intention was removed: %v", got)
 	}
 }
+
+// Callers whose scopes hold the same pieces share one set, built once:
+// nurse and labs (neither PHI, no intention for emr) may both call labs
+// and nurse. A caller whose scope then differs gets its own.
+func TestEqualScopesShareOneSet(t *testing.T) {
+	s := newTestServer(t)
+	ctx := context.Background()
+	if _, err := s.Publish(ctx, scopedRound(scopedMesh(t, registry.HealthPassing))); err != nil {
+		t.Fatal(err)
+	}
+	nurse, labs := string(wire.ProxyEnvoy)+"|nurse", string(wire.ProxyEnvoy)+"|labs"
+	cs := s.pub.scopes.callers
+	if cs[nurse] == nil || cs[labs] == nil || cs[nurse].shared != cs[labs].shared {
+		t.Fatalf("nurse and labs have equal scopes but not one shared set: %+v / %+v", cs[nurse], cs[labs])
+	}
+	allow := registry.Intention{Source: "nurse", Destination: "emr", Allow: true}
+	if _, err := s.Publish(ctx, scopedRound(scopedMesh(t, registry.HealthPassing, allow))); err != nil {
+		t.Fatal(err)
+	}
+	if cs[nurse].shared == cs[labs].shared {
+		t.Fatal("nurse may now call emr but still shares labs' set")
+	}
+	if got := publishedNames(t, s, "labs-1", resource.ClusterType); slices.Contains(got, "emr") {
+		t.Errorf("labs-1 got emr through a shared set: %v", got)
+	}
+	if got := publishedNames(t, s, "nurse-1", resource.ClusterType); !slices.Contains(got, "emr") {
+		t.Errorf("nurse-1 lacks emr: %v", got)
+	}
+}
