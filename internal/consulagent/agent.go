@@ -75,15 +75,41 @@ func New(dir string, dev bool) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{Bin: bin, DataDir: filepath.Join(dir, "consul-data"), Dev: dev, LogPath: filepath.Join(dir, "consul.log")}
-	if a.HTTP, err = FreePort(); err != nil {
+	if err := a.pickPorts(); err != nil {
 		return nil, err
 	}
+	return a, nil
+}
+
+// pickPorts chooses the agent's ports at once, holding each one's listener
+// until all are chosen: released one by one, the same port could come
+// back twice (Consul then refuses to start, e.g. "Serf Advertise WAN
+// address ... already configured for Serf Advertise LAN").
+func (a *Agent) pickPorts() error {
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	next := func() (int, error) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		held = append(held, l)
+		return l.Addr().(*net.TCPAddr).Port, nil
+	}
+	var err error
+	if a.HTTP, err = next(); err != nil {
+		return err
+	}
 	for i := range a.ports {
-		if a.ports[i], err = FreePort(); err != nil {
-			return nil, err
+		if a.ports[i], err = next(); err != nil {
+			return err
 		}
 	}
-	return a, nil
+	return nil
 }
 
 // Addr is the agent's HTTP address (host:port).
@@ -107,13 +133,8 @@ func (a *Agent) Start(ctx context.Context) error {
 		if err = a.start(ctx); err == nil || !errors.Is(err, errPortTaken) {
 			return err
 		}
-		if a.HTTP, err = FreePort(); err != nil {
+		if err = a.pickPorts(); err != nil {
 			return err
-		}
-		for i := range a.ports {
-			if a.ports[i], err = FreePort(); err != nil {
-				return err
-			}
 		}
 	}
 	return err
