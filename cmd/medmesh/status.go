@@ -101,25 +101,9 @@ func isTerminal(w io.Writer) bool {
 // print prints the status once; 0 on success, 1 if the control plane
 // could not be read.
 func (s statusCall) print(stdout, stderr io.Writer) int {
-	resp, err := s.c.Get(s.url + "/debug/proxies")
-	if err != nil {
-		fmt.Fprintf(stderr, "medmesh status: cannot reach the control plane at %s: %v\n", s.addr, err)
-		return 1
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "medmesh status: %s: %s\n", resp.Status, body)
-		return 1
-	}
-	if s.json {
-		stdout.Write(body)
-		return 0
-	}
 	var pr admin.ProxiesResponse
-	if err := json.Unmarshal(body, &pr); err != nil {
-		fmt.Fprintf(stderr, "medmesh status: bad response: %v\n", err)
-		return 1
+	if done, code := s.get(stdout, stderr, "/debug/proxies", &pr); done {
+		return code
 	}
 	PrintStatus(stdout, &pr)
 	if pr.Site != "" {
@@ -257,4 +241,30 @@ func printPeers(w io.Writer, peers []admin.Peer) {
 		fmt.Fprintf(w, "peer %s (site %s): %s; imports %d instances of %s\n", p.Name, p.Site, state, p.Instances,
 			orDash(strings.Join(p.Imported, ", ")))
 	}
+}
+
+// get reads one admin path into v. done is true when the caller has
+// nothing left to do: the control plane could not be read (code 1), or
+// with -o json the body was printed as it came (code 0).
+func (s statusCall) get(stdout, stderr io.Writer, path string, v any) (done bool, code int) {
+	resp, err := s.c.Get(s.url + path)
+	if err != nil {
+		fmt.Fprintf(stderr, "medmesh status: cannot reach the control plane at %s: %v\n", s.addr, err)
+		return true, 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "medmesh status: %s: %s\n", resp.Status, body)
+		return true, 1
+	}
+	if s.json {
+		stdout.Write(body)
+		return true, 0
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		fmt.Fprintf(stderr, "medmesh status: bad response: %v\n", err)
+		return true, 1
+	}
+	return false, 0
 }

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"text/tabwriter"
 
@@ -14,25 +12,9 @@ import (
 // printScope prints `medmesh status --scope SERVICE`: what the service's
 // proxies are sent, and why every service of the mesh is in or out.
 func (s statusCall) printScope(stdout, stderr io.Writer, service string) int {
-	resp, err := s.c.Get(s.url + "/debug/scope?service=" + url.QueryEscape(service))
-	if err != nil {
-		fmt.Fprintf(stderr, "medmesh status: cannot reach the control plane at %s: %v\n", s.addr, err)
-		return 1
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "medmesh status: %s: %s\n", resp.Status, body)
-		return 1
-	}
-	if s.json {
-		stdout.Write(body)
-		return 0
-	}
 	var sr admin.ScopeResponse
-	if err := json.Unmarshal(body, &sr); err != nil {
-		fmt.Fprintf(stderr, "medmesh status: bad response: %v\n", err)
-		return 1
+	if done, code := s.get(stdout, stderr, "/debug/scope?service="+url.QueryEscape(service), &sr); done {
+		return code
 	}
 	PrintScope(stdout, &sr)
 	return 0
