@@ -58,7 +58,7 @@ var mix = [classify.NumPriorities]int{1, 10, 30, 40, 19}
 func main() {
 	rate := flag.Int("rate", 5000, "overhead: requests per second")
 	overheadFor := flag.Duration("overhead-duration", 4*time.Second, "overhead: measured duration of each run (after 1s warm-up)")
-	rounds := flag.Int("rounds", 3, "overhead: rounds of the sidecar / floor / audited runs, interleaved; figures are medians over rounds")
+	rounds := flag.Int("rounds", 5, "overhead: rounds of the sidecar / floor / audited runs, interleaved in a new order each round; figures are medians over rounds")
 	overheadOnly := flag.Bool("overhead-only", false, "run the overhead experiment only (not the overload one)")
 	slots := flag.Int("slots", 64, "overload: backend capacity in concurrent requests (also the scheduler's limit)")
 	service := flag.Duration("service", 80*time.Millisecond, "overload: backend service time per request")
@@ -69,7 +69,17 @@ func main() {
 	echoHealth := flag.String("serve-health", "", "internal: with -serve-echo, the readiness address")
 	echoAnswer := flag.Bool("serve-answer", false, "internal: with -serve-echo, answer request headers as the sidecar does")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the overhead run to this file")
+	flag.StringVar(&pinClient, "pin-client", "", "run this program (the load generator, standing in for Envoy) on these CPUs (taskset list, e.g. 0)")
+	flag.StringVar(&pinServer, "pin-server", "", "run the ext_proc server processes on these CPUs (taskset list, e.g. 1)")
 	flag.Parse()
+	pinSelf()
+	// Same setting as `medmesh sidecar` (see its startExtProc): fewer GC
+	// cycles for a small heap. The do-nothing server gets it too, so the
+	// floor differs from the sidecar only in the extension's work; here
+	// it also covers the Envoy side, which runs in this process.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 	if *echoAddr != "" {
 		var answer *extprocv3.ProcessingResponse
 		if *echoAnswer {
@@ -78,13 +88,6 @@ func main() {
 		serveEcho(*echoAddr, *echoHealth, answer)
 		return
 	}
-	// Same setting as `medmesh sidecar` (see its startExtProc): fewer GC
-	// cycles for a small heap; here it also covers the Envoy side, which
-	// runs in this process.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(400)
-	}
-
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -126,8 +129,17 @@ func main() {
 	// cost beside the floor's even on a busy machine.
 	cpus := make([][]float64, len(procs))
 	wins := make([][]float64, len(procs)) // median over 1 s windows of each window's p99
+	// Each round runs every configuration once, in a new order, so that
+	// no configuration always follows another (a slow start-up, a page
+	// cache warmed by the one before); the ratios are taken within a
+	// round, between runs seconds apart, and their median over rounds is
+	// the figure (BENCH ..._ratio). On a small shared machine a p99 moves
+	// by tens of percent from one run to the next; a paired ratio moves
+	// less than the ratio of two medians.
+	order := rand.New(rand.NewPCG(7, 11))
 	for r := range *rounds {
-		for i, pr := range procs {
+		for _, i := range order.Perm(len(procs)) {
+			pr := procs[i]
 			c, stopProc, pid := sidecarProcess(pr.bin, pr.audit, pr.uds, pr.answer)
 			before, _ := procstat.Read(pid)
 			a, b, w, _ := overhead(c, *rate, *overheadFor)
@@ -141,10 +153,19 @@ func main() {
 		for i, pr := range procs {
 			fmt.Printf(" %s %.0f us", pr.name, p99s[i][r])
 		}
-		fmt.Println()
+		fmt.Printf("; sidecar/floor %.2f, unix %.2f, audited/sidecar %.2f\n", p99s[0][r]/p99s[1][r], p99s[2][r]/p99s[3][r], p99s[4][r]/p99s[0][r])
+	}
+	ratio := func(a, b int) []float64 {
+		var v []float64
+		for r := range p99s[a] {
+			v = append(v, p99s[a][r]/p99s[b][r])
+		}
+		return v
 	}
 	med := func(v []float64) float64 { w := slices.Clone(v); slices.Sort(w); return w[len(w)/2] }
 	spread := func(v []float64) string { return fmt.Sprintf("%.0f-%.0f", slices.Min(v), slices.Max(v)) }
+	spread2 := func(v []float64) string { return fmt.Sprintf("%.2f-%.2f", slices.Min(v), slices.Max(v)) }
+	tcpRatio, unixRatio, auditRatio := ratio(0, 1), ratio(2, 3), ratio(4, 0)
 	s50, s99 := med(p50s[0]), med(p99s[0])
 	e50, e99 := med(p50s[1]), med(p99s[1])
 	u50, u99 := med(p50s[2]), med(p99s[2])
@@ -170,18 +191,20 @@ func main() {
 	fmt.Printf("BENCH extproc_overhead_p99_us=%.0f\n", s99)
 	fmt.Printf("BENCH extproc_floor_p50_us=%.0f\n", e50)
 	fmt.Printf("BENCH extproc_floor_p99_us=%.0f\n", e99)
-	fmt.Printf("BENCH extproc_overhead_vs_floor_p99_ratio=%.2f\n", s99/e99)
+	fmt.Printf("  p99 ratios, median of the rounds' paired ratios (range): sidecar/floor TCP %.2f (%s), unix %.2f (%s); audited/unaudited %.2f (%s)\n",
+		med(tcpRatio), spread2(tcpRatio), med(unixRatio), spread2(unixRatio), med(auditRatio), spread2(auditRatio))
+	fmt.Printf("BENCH extproc_overhead_vs_floor_p99_ratio=%.2f\n", med(tcpRatio))
 	fmt.Printf("BENCH extproc_floor_same_answer_p50_us=%.0f\n", x50)
 	fmt.Printf("BENCH extproc_floor_same_answer_p99_us=%.0f\n", x99)
 	fmt.Printf("BENCH extproc_overhead_unix_p50_us=%.0f\n", u50)
 	fmt.Printf("BENCH extproc_overhead_unix_p99_us=%.0f\n", u99)
 	fmt.Printf("BENCH extproc_floor_unix_p50_us=%.0f\n", f50)
 	fmt.Printf("BENCH extproc_floor_unix_p99_us=%.0f\n", f99)
-	fmt.Printf("BENCH extproc_overhead_vs_floor_unix_p99_ratio=%.2f\n", u99/f99)
+	fmt.Printf("BENCH extproc_overhead_vs_floor_unix_p99_ratio=%.2f\n", med(unixRatio))
 	fmt.Printf("BENCH extproc_audit_p50_us=%.0f\n", a50)
 	fmt.Printf("BENCH extproc_audit_p99_us=%.0f\n", a99)
 	fmt.Printf("BENCH extproc_unaudited_p99_us=%.0f\n", s99)
-	fmt.Printf("BENCH extproc_audit_vs_unaudited_p99_ratio=%.2f\n", a99/s99)
+	fmt.Printf("BENCH extproc_audit_vs_unaudited_p99_ratio=%.2f\n", med(auditRatio))
 	// Earlier names of the audited figures, kept for comparisons.
 	fmt.Printf("BENCH extproc_overhead_audited_p50_us=%.0f\n", a50)
 	fmt.Printf("BENCH extproc_overhead_audited_p99_us=%.0f\n", a99)

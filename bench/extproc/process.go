@@ -83,6 +83,10 @@ func startProcess(bin string, args []string, addr string, health int, dir string
 			fail(err)
 		}
 	}
+	if pinServer != "" {
+		args = append([]string{"-c", pinServer, bin}, args...)
+		bin = "taskset"
+	}
 	cmd := exec.Command(bin, args...)
 	// Its log (start-up lines only) goes to a file, not into the figures.
 	logf, err := os.Create(filepath.Join(dir, "sidecar.log"))
@@ -136,4 +140,29 @@ func serveEcho(addr, health string, answer *extprocv3.ProcessingResponse) {
 	g := newEchoServer(answer)
 	go http.ListenAndServe(health, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
 	g.Serve(lis)
+}
+
+// The CPUs the load generator and the servers run on (-pin-client,
+// -pin-server): on a small machine the p99 of every variant, the floor
+// included, is set by the scheduler when the load generator and the
+// server share cores; pinned apart, each process has its own core, as
+// Envoy and the sidecar would on a node with cores to spare.
+var pinClient, pinServer string
+
+// pinSelf runs this program again under taskset with -pin-client, so that
+// every thread of it (and GOMAXPROCS) follows the CPU list.
+func pinSelf() {
+	if pinClient == "" || os.Getenv("MEDMESH_BENCH_PINNED") != "" {
+		return
+	}
+	taskset, err := exec.LookPath("taskset")
+	if err != nil {
+		fail(fmt.Errorf("-pin-client needs taskset: %w", err))
+	}
+	self, err := os.Executable()
+	if err != nil {
+		fail(err)
+	}
+	env := append(os.Environ(), "MEDMESH_BENCH_PINNED=1")
+	fail(syscall.Exec(taskset, append([]string{"taskset", "-c", pinClient, self}, os.Args[1:]...), env))
 }
