@@ -207,6 +207,14 @@ func (c *Catalog) computeHash() string {
 // equal whatever order the source listed them in.
 func (c *Catalog) normalize() {
 	sort.Slice(c.Services, func(i, j int) bool { return c.Services[i].Name < c.Services[j].Name })
+	c.sortIntentions()
+	for i := range c.Services {
+		inst := c.Services[i].Instances
+		slices.SortFunc(inst, func(a, b Instance) int { return compareInstances(&a, &b) })
+	}
+}
+
+func (c *Catalog) sortIntentions() {
 	sort.Slice(c.Intentions, func(i, j int) bool {
 		a, b := c.Intentions[i], c.Intentions[j]
 		if a.Destination != b.Destination {
@@ -214,10 +222,6 @@ func (c *Catalog) normalize() {
 		}
 		return a.Source < b.Source
 	})
-	for i := range c.Services {
-		inst := c.Services[i].Instances
-		slices.SortFunc(inst, func(a, b Instance) int { return compareInstances(&a, &b) })
-	}
 }
 
 // compareInstances orders instances by ID, then by where they run: Consul

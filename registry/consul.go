@@ -30,6 +30,11 @@ type ConsulOptions struct {
 	BackoffMin, BackoffMax time.Duration
 	// Fetchers bounds concurrent reads of service health.
 	Fetchers int
+	// ServiceWatches: while Consul lists at most this many services,
+	// each is followed with a blocking query of its own instead of the
+	// watch of every check (consulwatch.go). 0 means
+	// DefaultServiceWatches; negative, never.
+	ServiceWatches int
 	// PeerPoll is how often the peerings are listed (their state and the
 	// services each imports); imported instances themselves are followed
 	// with blocking queries.
@@ -46,19 +51,26 @@ type ConsulOptions struct {
 // alive (outlier detection skips dead ones within the grace anyway).
 const DefaultPeerStaleGrace = 24 * time.Hour
 
-// Consul watches the Consul catalog with four blocking queries (index-
-// based long polls): the service list, the nodes, every health check in
-// any state, and the service intentions. A change to a check re-reads
-// only the services it belongs to, and when only check statuses moved not
-// even those: their health is recomputed from the checks answer
-// (consulhealth.go). A change to the service list or to the nodes (which
-// can move locality) re-reads every service, a bounded number at a time.
+// Consul watches the Consul catalog with blocking queries (index-based
+// long polls): the service list, the nodes and the service intentions,
+// and the health of the services in one of two ways.
+//
+// While Consul lists at most ServiceWatches services (a site's usual
+// size), each service has a blocking health query of its own: a change
+// wakes only its service's query, which answers with that service alone
+// (consulwatch.go).
+//
+// Above that, one query watches every health check in any state: Consul
+// limits each client address to 200 concurrent HTTP connections by
+// default, and a hospital group easily runs more services than that. A
+// change to a check re-reads only the services it belongs to, and when
+// only check statuses moved not even those: their health is recomputed
+// from the checks answer (consulhealth.go). A change to the service list
+// or to the nodes (which can move locality) re-reads every service, a
+// bounded number at a time.
+//
 // A change after a quiet spell is emitted at once; only bursts wait for
 // the Coalesce window.
-//
-// A few long polls rather than one per service: Consul limits each client
-// address to 200 concurrent HTTP connections by default, and a hospital
-// group easily runs more services than that.
 //
 // Errors back off with jitter and never clear what was last seen: a
 // registry outage keeps the mesh as it was.
@@ -87,6 +99,9 @@ func NewConsul(opts ConsulOptions) *Consul {
 	}
 	if opts.Fetchers <= 0 {
 		opts.Fetchers = 16
+	}
+	if opts.ServiceWatches == 0 {
+		opts.ServiceWatches = DefaultServiceWatches
 	}
 	if opts.PeerPoll <= 0 {
 		opts.PeerPoll = 2 * time.Second
@@ -134,6 +149,10 @@ type fetchResult struct {
 	name      string
 	instances []fetchedInstance
 	err       error
+	// watch is set on answers of a service's own watch
+	// (consulwatch.go), which retries by itself, and nil on one-off
+	// reads.
+	watch *watch
 }
 
 // Run watches Consul until ctx ends, sending each new complete catalog on
@@ -156,13 +175,13 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 		}
 		return watchEvent{services: l}, meta.LastIndex, nil
 	})
-	go c.poll(ctx, "reading health checks", events, func(q *api.QueryOptions) (watchEvent, uint64, error) {
+	readChecks := func(q *api.QueryOptions) (watchEvent, uint64, error) {
 		checks, meta, err := c.opts.Client.Health().State(api.HealthAny, q)
 		if err != nil {
 			return watchEvent{}, 0, err
 		}
 		return watchEvent{checks: checks}, meta.LastIndex, nil
-	})
+	}
 	go c.poll(ctx, "listing intentions", events, func(q *api.QueryOptions) (watchEvent, uint64, error) {
 		entries, meta, err := c.opts.Client.ConfigEntries().List(api.ServiceIntentions, q)
 		if err != nil {
@@ -195,6 +214,9 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 		dirty      = map[string]bool{}
 		inflight   = map[string]bool{}
 		results    = make(chan fetchResult, c.opts.Fetchers)
+		watches    = newServiceWatches(ctx, c, results)
+		builds     = newServiceBuilds()
+		stopChecks context.CancelFunc // the watch of every check, while it runs
 		timer      <-chan time.Time
 		retry      <-chan time.Time
 		lastHash   string
@@ -212,6 +234,33 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 	arm := func() {
 		if timer == nil {
 			timer = time.After(coalesceDelay(lastFire, c.opts.Coalesce, time.Now()))
+		}
+	}
+	// Health is followed service by service while the list is short, by
+	// the watch of every check otherwise; the list decides which.
+	followHealth := func() {
+		if c.opts.ServiceWatches > 0 && len(listed) <= c.opts.ServiceWatches {
+			if stopChecks != nil {
+				stopChecks()
+				stopChecks, lastChecks, checkIdx = nil, nil, nil
+				clear(checkSig)
+				clear(nodeSig)
+			}
+			for _, name := range watches.follow(listed) {
+				inflight[name] = true // complete once its first answer is in
+			}
+			c.setHealthWatch(healthWatchPerService)
+			return
+		}
+		c.setHealthWatch(healthWatchAllChecks)
+		for _, name := range watches.stop() {
+			delete(inflight, name)
+			dirty[name] = true
+		}
+		if stopChecks == nil {
+			var cctx context.Context
+			cctx, stopChecks = context.WithCancel(ctx)
+			go c.poll(cctx, "reading health checks", events, readChecks)
 		}
 	}
 	markAll := func() {
@@ -239,6 +288,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			switch {
 			case ev.importsSet:
 				imported, importsSet, peerSites = ev.imports, true, ev.peerSites
+				builds.touchAll()
 				arm()
 			case ev.intentions != nil:
 				intentions = ev.intentions // non-nil once read, even if empty
@@ -248,17 +298,27 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 				for name := range entries {
 					if !listed[name] {
 						delete(entries, name)
+						builds.touch(name)
 						delete(fetched, name)
 						delete(checkSig, name)
 						delete(dirty, name)
 					}
 				}
-				// A registration can change meta, address or port of any
-				// service and the list does not say which: read them all.
-				markAll()
+				followHealth()
+				if !watches.active() {
+					// A registration can change meta, address or port of
+					// any service and the list does not say which: read
+					// them all. (A service's own watch sees its changes.)
+					markAll()
+				}
 			case ev.nodes:
-				markAll()
+				if !watches.active() {
+					markAll() // a service's own watch sees its nodes too
+				}
 			case ev.checks != nil:
+				if stopChecks == nil {
+					continue // an answer from before the switch to watches
+				}
 				lastChecks, checkIdx = ev.checks, nil
 				svcSig, nSig := checkFingerprints(ev.checks)
 				for name, sig := range svcSig {
@@ -292,6 +352,12 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 				}
 			}
 		case r := <-results:
+			if watches.stale(r) {
+				continue // its service is followed otherwise now
+			}
+			if r.watch != nil && firstSeen.IsZero() {
+				firstSeen = time.Now() // a watch answer is a change seen
+			}
 			delete(inflight, r.name)
 			if r.err != nil {
 				if ctx.Err() != nil {
@@ -299,6 +365,14 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 				}
 				c.setErr("reading health of "+r.name, r.err)
 				c.log.Warn("cannot read service health; keeping its last known instances", "service", r.name, "err", r.err)
+				if r.watch != nil {
+					// The watch retries by itself; until it has read the
+					// service once, no catalog is complete.
+					if _, read := fetched[r.name]; !read && listed[r.name] {
+						inflight[r.name] = true
+					}
+					continue
+				}
 				dirty[r.name] = true
 				if retry == nil {
 					retry = time.After(bo.Next())
@@ -313,6 +387,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 					raws[i] = r.instances[i].raw
 				}
 				entries[r.name] = raws
+				builds.touch(r.name)
 			}
 			arm()
 		case <-retry:
@@ -322,15 +397,13 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			if listed == nil || intentions == nil || !importsSet || len(dirty) > 0 || len(inflight) > 0 {
 				continue // not every service, intention and peer has been read yet
 			}
-			raw := append([]RawInstance(nil), imported...)
-			for _, inst := range entries {
-				raw = append(raw, inst...)
-			}
-			cat, warns := BuildCatalog(raw)
+			cat, warns := builds.build(entries, imported)
 			cat.Intentions = append([]Intention(nil), intentions...)
 			cat.PeerSites = peerSites
 			cat.Observed, firstSeen = firstSeen, time.Time{}
-			cat.normalize()
+			// Services and their instances come sorted, and shared with
+			// earlier catalogs (consulbuild.go): sort only what is new.
+			cat.sortIntentions()
 			c.logWarnings(warns)
 			if h := cat.computeHash(); h != lastHash {
 				lastHash, cat.hash = h, h
@@ -353,6 +426,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 				delete(healthOnly, name)
 				if ok && listed[name] {
 					entries[name] = inst
+					builds.touch(name)
 					delete(dirty, name)
 					arm()
 					continue
@@ -392,11 +466,7 @@ func (c *Consul) fetch(ctx context.Context, name string, out chan<- fetchResult)
 	entries, _, err := c.opts.Client.Health().Service(name, "", false, (&api.QueryOptions{}).WithContext(ctx))
 	r := fetchResult{name: name, err: err}
 	if err == nil {
-		r.instances = make([]fetchedInstance, 0, len(entries))
-		for _, e := range entries {
-			r.instances = append(r.instances, fetchedInstance{raw: rawFromEntry(e), weights: e.Service.Weights,
-				checks: checkIDs(e.Checks)})
-		}
+		r.instances = fetchedFrom(entries)
 	}
 	select {
 	case out <- r:

@@ -24,6 +24,11 @@ type SourceStatus struct {
 	LastError   string    `json:"lastError,omitempty"`
 	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
 	LastChange  time.Time `json:"lastChange,omitzero"`
+	// HealthWatch is how a Consul source follows health: "per-service"
+	// (a blocking query per service) or "all-checks" (one on every
+	// check), decided by the number of services (ConsulOptions.
+	// ServiceWatches).
+	HealthWatch string `json:"healthWatch,omitempty"`
 	// Peers are the Consul cluster peerings other sites' services come
 	// through (Consul sources only).
 	Peers []PeerStatus `json:"peers,omitempty"`

@@ -351,7 +351,7 @@ func measureChanges(ctx context.Context, c config, syn *synthetic, client *api.C
 	}
 	var probe *consulProbe
 	if c.stages {
-		if probe, err = newConsulProbe(ctx, client); err != nil {
+		if probe, err = newConsulProbe(ctx, client, c.services); err != nil {
 			return nil, err
 		}
 	}
@@ -373,7 +373,9 @@ func measureChanges(ctx context.Context, c config, syn *synthetic, client *api.C
 			status, present = api.HealthPassing, true
 		}
 		if probe != nil {
-			probe.arm(ctx)
+			if err := probe.arm(ctx, target.service); err != nil {
+				return nil, fmt.Errorf("arming the Consul probe: %w", err)
+			}
 		}
 		ch := fl.begin(target.service, net.JoinHostPort(target.addr, strconv.Itoa(target.port)), present)
 		if err := setHealth(ctx, client, target, status); err != nil {

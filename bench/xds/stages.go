@@ -13,6 +13,8 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"medmesh/registry"
 )
 
 // The per-stage breakdown of a change's latency. The control plane times
@@ -64,26 +66,48 @@ func scrapeStages(ctx context.Context, adminAddr string) (stageSums, error) {
 }
 
 // consulProbe times Consul's part of each change: from the write to the
-// answer of a blocking query on every check.
+// answer of a blocking query like the one the control plane holds for
+// it: on the changed service's health while the control plane follows
+// each service with a query of its own (registry.DefaultServiceWatches),
+// else on every check.
 type consulProbe struct {
-	client *api.Client
-	index  uint64
-	done   chan time.Time
-	waits  []time.Duration
-	writes []time.Duration // the write alone, until Consul answered it
+	client     *api.Client
+	perService bool
+	index      uint64
+	done       chan time.Time
+	waits      []time.Duration
+	writes     []time.Duration // the write alone, until Consul answered it
 }
 
-func newConsulProbe(ctx context.Context, c *api.Client) (*consulProbe, error) {
+func newConsulProbe(ctx context.Context, c *api.Client, services int) (*consulProbe, error) {
+	p := &consulProbe{client: c, perService: services <= registry.DefaultServiceWatches}
+	if p.perService {
+		return p, nil
+	}
 	_, meta, err := c.Health().State(api.HealthAny, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return nil, err
 	}
-	return &consulProbe{client: c, index: meta.LastIndex}, nil
+	p.index = meta.LastIndex
+	return p, nil
 }
 
-// arm starts the blocking query; call it before the write.
-func (p *consulProbe) arm(ctx context.Context) {
+// arm starts the blocking query for a change of service; call it before
+// the write.
+func (p *consulProbe) arm(ctx context.Context, service string) error {
 	p.done = make(chan time.Time, 1)
+	if p.perService {
+		// The service's current index first, so the query blocks.
+		_, meta, err := p.client.Health().Service(service, "", false, (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return err
+		}
+		go func(done chan time.Time, index uint64) {
+			p.client.Health().Service(service, "", false, (&api.QueryOptions{WaitIndex: index, WaitTime: time.Minute}).WithContext(ctx))
+			done <- time.Now()
+		}(p.done, meta.LastIndex)
+		return nil
+	}
 	go func(done chan time.Time) {
 		_, meta, err := p.client.Health().State(api.HealthAny, (&api.QueryOptions{WaitIndex: p.index, WaitTime: time.Minute}).WithContext(ctx))
 		if err == nil {
@@ -91,6 +115,7 @@ func (p *consulProbe) arm(ctx context.Context) {
 		}
 		done <- time.Now()
 	}(p.done)
+	return nil
 }
 
 // wait records how long after t0 the query was answered, and how long

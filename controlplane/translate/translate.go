@@ -141,10 +141,10 @@ type ServiceSet struct {
 // ForService translates one service's share of the shared resources.
 func ForService(m *ir.Mesh, svc *ir.Service) *ServiceSet {
 	set := &ServiceSet{
-		Endpoints:        loadAssignment(svc),
 		EnvoyCluster:     upstreamCluster(m, svc, wire.ProxyEnvoy),
 		ProxylessCluster: upstreamCluster(m, svc, wire.ProxyProxyless),
 	}
+	set.Endpoints, set.SubsetEndpoints = Endpoints(svc)
 	if svc.Protocol.IsHTTP() {
 		set.ProxylessListener = proxylessClientListener(svc)
 		set.ProxylessRoute = proxylessRouteConfig(svc)
@@ -153,11 +153,22 @@ func ForService(m *ir.Mesh, svc *ir.Service) *ServiceSet {
 	}
 	for i := range svc.Policy.Subsets {
 		sub := &svc.Policy.Subsets[i]
-		set.SubsetEndpoints = append(set.SubsetEndpoints, assignment(sub.Cluster, sub.Localities, svc.Policy.Failover))
 		set.SubsetEnvoyClusters = append(set.SubsetEnvoyClusters, subsetCluster(m, svc, sub, wire.ProxyEnvoy))
 		set.SubsetProxylessClusters = append(set.SubsetProxylessClusters, subsetCluster(m, svc, sub, wire.ProxyProxyless))
 	}
 	return set
+}
+
+// Endpoints translates a service's endpoint assignments: its own and its
+// subsets'. They are the only part of a ServiceSet that its instances
+// (svc.Localities, the subsets' Localities) decide, so a change of
+// instances alone needs only these again.
+func Endpoints(svc *ir.Service) (endpoints types.Resource, subsets []types.Resource) {
+	for i := range svc.Policy.Subsets {
+		sub := &svc.Policy.Subsets[i]
+		subsets = append(subsets, assignment(sub.Cluster, sub.Localities, svc.Policy.Failover))
+	}
+	return loadAssignment(svc), subsets
 }
 
 // Resources returns the set's resources, for validation and hashing (the

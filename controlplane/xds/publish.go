@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -87,7 +88,10 @@ type hashedShared struct {
 
 // serviceMemo is one service's translated share, valid while key holds.
 type serviceMemo struct {
-	key    string
+	// key fingerprints what the service's resources are made of except
+	// its endpoints; endpointsKey what its endpoint assignments are made
+	// of (serviceKeys).
+	key, endpointsKey string
 	set    *translate.ServiceSet
 	hashes map[types.Resource]string
 	// scopeKey and contentKey feed caller sets (scoped.go).
@@ -247,16 +251,24 @@ func translateShared(memo map[string]*serviceMemo, mesh *ir.Mesh) (*hashedShared
 	keep := make(map[string]*serviceMemo, len(mesh.Services))
 	for i := range mesh.Services {
 		svc := &mesh.Services[i]
-		b, err := json.Marshal(svc)
+		key, epKey, err := serviceKeys(mesh, svc)
 		if err != nil {
 			return nil, nil, err
 		}
-		key := Fingerprint(append(b, fmt.Sprintf("|%t|%s", mesh.MTLS, mesh.TrustDomain)...))
 		m, ok := memo[svc.Name]
-		if !ok || m.key != key {
+		switch {
+		case ok && m.key == key && m.endpointsKey == epKey:
+		case ok && m.key == key:
+			// Its instances alone changed (a health change, the most
+			// common change of all): its endpoints alone again.
+			if m, err = translateEndpoints(m, svc, epKey); err != nil {
+				return nil, nil, err
+			}
+		default:
 			if m, err = translateService(mesh, svc, key); err != nil {
 				return nil, nil, err
 			}
+			m.endpointsKey = epKey
 		}
 		keep[svc.Name] = m
 		eps = append(append(eps, m.set.Endpoints), m.set.SubsetEndpoints...)
@@ -309,6 +321,58 @@ func translateService(mesh *ir.Mesh, svc *ir.Service, key string) (*serviceMemo,
 	}
 	m.contentKey = contentKey(set, m.hashes)
 	return m, nil
+}
+
+// serviceKeys fingerprints a service's shared resources apart from its
+// endpoint assignments (key), and those (epKey): the endpoints are the
+// only part its instances decide (translate.Endpoints).
+func serviceKeys(mesh *ir.Mesh, svc *ir.Service) (key, epKey string, err error) {
+	rest := *svc
+	rest.Localities, rest.Instances = nil, nil
+	rest.Policy.Subsets = slices.Clone(svc.Policy.Subsets)
+	subsets := make([][]ir.LocalityEndpoints, len(rest.Policy.Subsets))
+	for i := range rest.Policy.Subsets {
+		subsets[i] = rest.Policy.Subsets[i].Localities
+		rest.Policy.Subsets[i].Localities = nil
+	}
+	b, err := json.Marshal(&rest)
+	if err != nil {
+		return "", "", err
+	}
+	e, err := json.Marshal(struct {
+		L []ir.LocalityEndpoints
+		S [][]ir.LocalityEndpoints
+	}{svc.Localities, subsets})
+	if err != nil {
+		return "", "", err
+	}
+	return Fingerprint(append(b, fmt.Sprintf("|%t|%s", mesh.MTLS, mesh.TrustDomain)...)), Fingerprint(e), nil
+}
+
+// translateEndpoints gives a service's memo new endpoint assignments,
+// validated and hashed, and keeps everything else of it.
+func translateEndpoints(old *serviceMemo, svc *ir.Service, epKey string) (*serviceMemo, error) {
+	set := *old.set
+	set.Endpoints, set.SubsetEndpoints = translate.Endpoints(svc)
+	fresh := &translate.Resources{Endpoints: append([]types.Resource{set.Endpoints}, set.SubsetEndpoints...)}
+	if err := fresh.Validate(); err != nil {
+		return nil, fmt.Errorf("service %q: translated configuration is invalid: %w", svc.Name, err)
+	}
+	m := *old
+	m.set, m.endpointsKey = &set, epKey
+	m.hashes = maps.Clone(old.hashes)
+	delete(m.hashes, old.set.Endpoints)
+	for _, r := range old.set.SubsetEndpoints {
+		delete(m.hashes, r)
+	}
+	h, err := HashAll(fresh.Endpoints, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, it := range h {
+		m.hashes[it.Resource] = it.Hash
+	}
+	return &m, nil
 }
 
 // hashResources hashes resources by type, endpoints excluded (they are
