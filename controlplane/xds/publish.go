@@ -92,8 +92,8 @@ type serviceMemo struct {
 	// its endpoints; endpointsKey what its endpoint assignments are made
 	// of (serviceKeys).
 	key, endpointsKey string
-	set    *translate.ServiceSet
-	hashes map[types.Resource]string
+	set               *translate.ServiceSet
+	hashes            map[types.Resource]string
 	// scopeKey and contentKey feed caller sets (scoped.go).
 	scopeKey, contentKey string
 }
