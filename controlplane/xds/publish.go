@@ -247,8 +247,8 @@ func (s *Server) publishedIDs() []string {
 func translateShared(memo map[string]*serviceMemo, mesh *ir.Mesh) (*hashedShared, map[string]*serviceMemo, error) {
 	// Proxyless clients' out-of-scope routes name an empty assignment.
 	eps := []types.Resource{translate.OutOfScopeEndpoints()}
-	hashes := map[types.Resource]string{}
 	keep := make(map[string]*serviceMemo, len(mesh.Services))
+	n := 0 // pieces, to size the map of every hash once
 	for i := range mesh.Services {
 		svc := &mesh.Services[i]
 		key, epKey, err := serviceKeys(mesh, svc)
@@ -272,6 +272,10 @@ func translateShared(memo map[string]*serviceMemo, mesh *ir.Mesh) (*hashedShared
 		}
 		keep[svc.Name] = m
 		eps = append(append(eps, m.set.Endpoints), m.set.SubsetEndpoints...)
+		n += len(m.hashes)
+	}
+	hashes := make(map[types.Resource]string, n+len(mesh.Services))
+	for _, m := range keep {
 		maps.Copy(hashes, m.hashes)
 	}
 	meshWide := translate.MeshWide(mesh)
