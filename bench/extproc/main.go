@@ -68,6 +68,7 @@ func main() {
 	echoAddr := flag.String("serve-echo", "", "internal: serve the do-nothing ext_proc server here (the baseline's own process)")
 	echoHealth := flag.String("serve-health", "", "internal: with -serve-echo, the readiness address")
 	echoAnswer := flag.Bool("serve-answer", false, "internal: with -serve-echo, answer request headers as the sidecar does")
+	seqRequests := flag.Int("seq-requests", 5000, "overhead: requests sent one at a time to each server after its paced run")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the overhead run to this file")
 	flag.StringVar(&pinClient, "pin-client", "", "run this program (the load generator, standing in for Envoy) on these CPUs (taskset list, e.g. 0)")
 	flag.StringVar(&pinServer, "pin-server", "", "run the ext_proc server processes on these CPUs (taskset list, e.g. 1)")
@@ -129,6 +130,11 @@ func main() {
 	// cost beside the floor's even on a busy machine.
 	cpus := make([][]float64, len(procs))
 	wins := make([][]float64, len(procs)) // median over 1 s windows of each window's p99
+	// One request at a time as well (closed loop): no queueing behind
+	// other requests, so the tail is the exchange's own and the
+	// scheduler's wake-ups, not the 2 cores' backlog at 5,000/s.
+	seq50s := make([][]float64, len(procs))
+	seq99s := make([][]float64, len(procs))
 	// Each round runs every configuration once, in a new order, so that
 	// no configuration always follows another (a slow start-up, a page
 	// cache warmed by the one before); the ratios are taken within a
@@ -144,6 +150,8 @@ func main() {
 			before, _ := procstat.Read(pid)
 			a, b, w, _ := overhead(c, *rate, *overheadFor)
 			after, _ := procstat.Read(pid)
+			q50, q99 := sequential(c, *seqRequests)
+			seq50s[i], seq99s[i] = append(seq50s[i], q50), append(seq99s[i], q99)
 			stopProc()
 			n := float64(*rate) * (1 + overheadFor.Seconds()) // warm-up included
 			p50s[i], p99s[i], wins[i] = append(p50s[i], a), append(p99s[i], b), append(wins[i], w)
@@ -155,13 +163,14 @@ func main() {
 		}
 		fmt.Printf("; sidecar/floor %.2f, unix %.2f, audited/sidecar %.2f\n", p99s[0][r]/p99s[1][r], p99s[2][r]/p99s[3][r], p99s[4][r]/p99s[0][r])
 	}
-	ratio := func(a, b int) []float64 {
+	ratioOf := func(p [][]float64, a, b int) []float64 {
 		var v []float64
-		for r := range p99s[a] {
-			v = append(v, p99s[a][r]/p99s[b][r])
+		for r := range p[a] {
+			v = append(v, p[a][r]/p[b][r])
 		}
 		return v
 	}
+	ratio := func(a, b int) []float64 { return ratioOf(p99s, a, b) }
 	med := func(v []float64) float64 { w := slices.Clone(v); slices.Sort(w); return w[len(w)/2] }
 	spread := func(v []float64) string { return fmt.Sprintf("%.0f-%.0f", slices.Min(v), slices.Max(v)) }
 	spread2 := func(v []float64) string { return fmt.Sprintf("%.2f-%.2f", slices.Min(v), slices.Max(v)) }
@@ -221,6 +230,20 @@ func main() {
 	fmt.Printf("BENCH extproc_sidecar_cpu_us_per_request=%.1f\n", med(cpus[0]))
 	fmt.Printf("BENCH extproc_floor_cpu_us_per_request=%.1f\n", med(cpus[1]))
 	fmt.Printf("BENCH extproc_audit_cpu_us_per_request=%.1f\n", med(cpus[4]))
+	seqTCP, seqUnix, seqAudit := ratioOf(seq99s, 0, 1), ratioOf(seq99s, 2, 3), ratioOf(seq99s, 4, 0)
+	fmt.Printf("one request at a time (%d per run), median of %d rounds: p50 / p99 us\n", *seqRequests, *rounds)
+	for i, pr := range procs {
+		fmt.Printf("  %-18s %5.0f / %5.0f (p99 %s)\n", pr.name, med(seq50s[i]), med(seq99s[i]), spread(seq99s[i]))
+	}
+	fmt.Printf("  p99 ratios, median of paired ratios (range): sidecar/floor TCP %.2f (%s), unix %.2f (%s); audited/unaudited %.2f (%s)\n",
+		med(seqTCP), spread2(seqTCP), med(seqUnix), spread2(seqUnix), med(seqAudit), spread2(seqAudit))
+	for i, name := range []string{"overhead", "floor", "overhead_unix", "floor_unix", "audit"} {
+		fmt.Printf("BENCH extproc_seq_%s_p50_us=%.0f\n", name, med(seq50s[i]))
+		fmt.Printf("BENCH extproc_seq_%s_p99_us=%.0f\n", name, med(seq99s[i]))
+	}
+	fmt.Printf("BENCH extproc_seq_overhead_vs_floor_p99_ratio=%.2f\n", med(seqTCP))
+	fmt.Printf("BENCH extproc_seq_overhead_vs_floor_unix_p99_ratio=%.2f\n", med(seqUnix))
+	fmt.Printf("BENCH extproc_seq_audit_vs_unaudited_p99_ratio=%.2f\n", med(seqAudit))
 	fmt.Printf("BENCH extproc_inprocess_p50_us=%.0f\n", p50)
 	fmt.Printf("BENCH extproc_inprocess_p99_us=%.0f\n", p99)
 	fmt.Printf("BENCH extproc_inprocess_p99_us_median_1s_window=%.0f\n", winP99)
@@ -317,6 +340,26 @@ func exchange(c extprocv3.ExternalProcessorClient, path string, admittedAt func(
 		return err
 	}
 	return s.CloseSend()
+}
+
+// sequential sends n requests one after the other (after 500 to warm
+// up), as a single client would, and returns the latency percentiles
+// until each answer (us).
+func sequential(c extprocv3.ExternalProcessorClient, n int) (p50, p99 float64) {
+	lat := make([]float64, 0, n)
+	for i := range n + 500 {
+		start := time.Now()
+		err := exchange(c, paths[i%len(paths)], func(at time.Time, _ bool) {
+			if i >= 500 {
+				lat = append(lat, float64(at.Sub(start).Microseconds()))
+			}
+		}, func() {})
+		if err != nil {
+			fail(err)
+		}
+	}
+	slices.Sort(lat)
+	return pct(lat, 50), pct(lat, 99)
 }
 
 // pace calls fire n times at rate per second, open loop (a slow answer

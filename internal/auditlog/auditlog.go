@@ -212,7 +212,14 @@ func (l *Writer[E]) recordSync(e E) error {
 
 // encode appends e's JSON line to buf.
 func (l *Writer[E]) encode(buf []byte, e E) ([]byte, error) {
-	line, err := json.Marshal(l.toJSON(e))
+	v := l.toJSON(e)
+	switch ev := v.(type) {
+	case AuditEvent:
+		return append(ev.AppendJSON(buf), '\n'), nil
+	case *AuditEvent:
+		return append(ev.AppendJSON(buf), '\n'), nil
+	}
+	line, err := json.Marshal(v)
 	if err != nil {
 		return buf, fmt.Errorf("audit log %s: encode: %w", l.opts.Path, err)
 	}

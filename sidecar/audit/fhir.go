@@ -61,7 +61,7 @@ func (l *Log) toAuditEvent(e Event) auditlog.AuditEvent {
 		ent.Detail = append(ent.Detail, auditlog.Detail{Type: "requestId", ValueString: e.RequestID})
 	}
 	if !e.Patient.Empty() {
-		ent.What = &auditlog.Reference{Identifier: auditlog.Identifier{System: PatientHashSystem, Value: HashPatient(l.key, e.Patient.Reveal())}}
+		ent.What = &auditlog.Reference{Identifier: auditlog.Identifier{System: PatientHashSystem, Value: l.hashPatient(e.Patient.Reveal())}}
 		ent.Type = &auditlog.Coding{System: auditlog.EntityTypeSystem, Code: "1", Display: "Person"}
 		ent.Role = &auditlog.Coding{System: "http://terminology.hl7.org/CodeSystem/object-role", Code: "1", Display: "Patient"}
 	}
