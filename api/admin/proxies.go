@@ -45,6 +45,10 @@ type SourceStatus struct {
 	LastError   string    `json:"lastError,omitempty"`
 	LastErrorAt time.Time `json:"lastErrorAt,omitzero"`
 	LastChange  time.Time `json:"lastChange,omitzero"`
+	// HealthWatch is how a Consul source follows health: "per-service"
+	// (a blocking query per service, on sites of up to 100 services) or
+	// "all-checks" (one query on every check).
+	HealthWatch string `json:"healthWatch,omitempty"`
 	// Peers are the Consul cluster peerings other sites' services come
 	// through; absent for a single site.
 	Peers []Peer `json:"peers,omitempty"`

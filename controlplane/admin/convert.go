@@ -41,6 +41,7 @@ func proxyRow(ps xds.ProxyStatus, published map[string]string, identity string) 
 func sourceStatus(s registry.SourceStatus) api.SourceStatus {
 	out := api.SourceStatus{
 		Synced: s.Synced, Services: s.Services, LastError: s.LastError, LastErrorAt: s.LastErrorAt, LastChange: s.LastChange,
+		HealthWatch: s.HealthWatch,
 	}
 	for _, p := range s.Peers {
 		out.Peers = append(out.Peers, api.Peer{Name: p.Name, Site: p.Site, State: p.State, LastReceive: p.LastReceive,
