@@ -86,6 +86,7 @@ func TestConsulSourceFollowsHealthBothWays(t *testing.T) {
 	if err := c.Agent().ServiceDeregister("imaging-1"); err != nil {
 		t.Fatal(err)
 	}
+	want("per-service", map[string]string{"imaging-1": "gone", "emr-1": "passing", "his-1": "warning"})
 	setHealth(t, c, "emr-2", api.HealthCritical)
 	want("per-service", map[string]string{"imaging-1": "gone", "emr-1": "passing", "emr-2": "critical", "his-1": "warning"})
 
@@ -95,6 +96,13 @@ func TestConsulSourceFollowsHealthBothWays(t *testing.T) {
 	}
 	register(t, c, "emr", "emr-3", 9005, nil, api.HealthPassing)
 	want("per-service", map[string]string{"emr-1": "passing", "emr-2": "gone", "emr-3": "passing", "his-1": "warning"})
+
+	// A whole service gone while followed service by service: the
+	// catalog loses it with no other change to carry it.
+	if err := c.Agent().ServiceDeregister("his-1"); err != nil {
+		t.Fatal(err)
+	}
+	want("per-service", map[string]string{"emr-1": "passing", "emr-3": "passing", "his-1": "gone"})
 }
 
 // healthDiff says which instances differ from want ("" when none).

@@ -311,6 +311,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 					// them all. (A service's own watch sees its changes.)
 					markAll()
 				}
+				arm() // a service gone is a new catalog too
 			case ev.nodes:
 				if !watches.active() {
 					markAll() // a service's own watch sees its nodes too
