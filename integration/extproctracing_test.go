@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -18,7 +17,6 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"medmesh/internal/jaegertest"
-	"medmesh/internal/telemetry"
 	"medmesh/sidecar/extproc"
 	"medmesh/sidecar/phi"
 	"medmesh/sidecar/sched"
@@ -34,31 +32,9 @@ import (
 // span in one trace, the admission span its child, and none of the PHI
 // the request carried.
 func TestExtProcTraceInJaeger(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts Jaeger")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
-	j, err := jaegertest.Start(ctx, t.TempDir())
-	if errors.Is(err, jaegertest.ErrNoBinary) {
-		t.Fatalf("%v: run make tools", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Stop()
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", j.OTLPEndpoint())
-	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-	t.Setenv("OTEL_SERVICE_NAME", "")
-	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-	provider := func(service, instance string) *telemetry.Provider {
-		p, err := telemetry.Setup(ctx, telemetry.Options{Service: service, Instance: instance, Site: "ward-a", NoGlobal: true})
-		if err != nil || !p.Enabled() {
-			t.Fatalf("telemetry for %s: enabled=%t %v", service, p.Enabled(), err)
-		}
-		t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
-		return p
-	}
+	j, provider := startJaeger(ctx, t, "ward-a")
 	callerTP, sidecarTP := provider("his", "his-1"), provider("medmesh-sidecar", "emr-1")
 	// The propagator is global in a process, as `medmesh sidecar` sets it.
 	prev := otel.GetTextMapPropagator()

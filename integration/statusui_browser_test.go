@@ -31,7 +31,6 @@ import (
 	"medmesh/examples/clinical"
 	"medmesh/internal/jaegertest"
 	"medmesh/internal/simproxy"
-	"medmesh/internal/telemetry"
 	"medmesh/registry"
 	"medmesh/sidecar/middleware"
 	"medmesh/sidecar/phi"
@@ -49,31 +48,9 @@ import (
 // and throw no exception. A screenshot of each view is saved as an
 // artifact ($MEDMESH_ARTIFACTS, else artifacts/ at the module root).
 func TestStatusUIInBrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts Jaeger, Consul and Chromium")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*testTimeout)
 	defer cancel()
-	j, err := jaegertest.Start(ctx, t.TempDir())
-	if errors.Is(err, jaegertest.ErrNoBinary) {
-		t.Fatalf("%v: run make tools", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Stop()
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", j.OTLPEndpoint())
-	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-	t.Setenv("OTEL_SERVICE_NAME", "")
-	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-	provider := func(service, instance string) *telemetry.Provider {
-		p, err := telemetry.Setup(ctx, telemetry.Options{Service: service, Instance: instance, NoGlobal: true})
-		if err != nil || !p.Enabled() {
-			t.Fatalf("telemetry for %s: enabled=%t %v", service, p.Enabled(), err)
-		}
-		t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
-		return p
-	}
+	j, provider := startJaeger(ctx, t, "")
 	cpTP, emrTP, hisTP := provider("medmesh-controlplane", "cp-1"), provider("emr", "emr-1"), provider("his", "his-1")
 
 	ca, err := certs.New(certs.Options{TrustDomain: "medmesh.local", StateDir: t.TempDir()})

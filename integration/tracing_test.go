@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,7 +22,6 @@ import (
 	cpxds "medmesh/controlplane/xds"
 	"medmesh/examples/clinical"
 	"medmesh/internal/jaegertest"
-	"medmesh/internal/telemetry"
 	"medmesh/registry"
 	"medmesh/sidecar/middleware"
 	"medmesh/sidecar/phi"
@@ -43,35 +41,9 @@ var tracePHI = []string{"MRN-7731", "Quincy", "1961-04-12"}
 // one trace with an EDS push per subscribed proxy ending in its ACK; and
 // nothing of the PHI the call carried was exported.
 func TestTracesInJaeger(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts Jaeger and Consul")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*testTimeout)
 	defer cancel()
-	j, err := jaegertest.Start(ctx, t.TempDir())
-	if errors.Is(err, jaegertest.ErrNoBinary) {
-		t.Fatalf("%v: run make tools", err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer j.Stop()
-
-	// Each program's provider is built the way the binaries build theirs:
-	// from the environment (not installed globally: three programs share
-	// this process).
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", j.OTLPEndpoint())
-	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-	t.Setenv("OTEL_SERVICE_NAME", "")
-	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100") // export promptly; the test polls Jaeger anyway
-	provider := func(service, instance string) *telemetry.Provider {
-		p, err := telemetry.Setup(ctx, telemetry.Options{Service: service, Instance: instance, Site: "ward-a", NoGlobal: true})
-		if err != nil || !p.Enabled() {
-			t.Fatalf("telemetry for %s: enabled=%t %v", service, p.Enabled(), err)
-		}
-		t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
-		return p
-	}
+	j, provider := startJaeger(ctx, t, "ward-a")
 	cpTP, emrTP, hisTP := provider("medmesh-controlplane", "cp-1"), provider("emr", "emr-1"), provider("his", "his-1")
 	prop := otelgrpc.WithPropagators(propagation.TraceContext{})
 

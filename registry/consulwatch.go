@@ -98,36 +98,53 @@ func (w *serviceWatches) stale(r fetchResult) bool {
 	return r.watch != nil && w.cancel[r.name] != r.watch
 }
 
-// watchService follows one service's instances and their health with a
-// blocking query until ctx ends, reporting every answer (the first at
-// once) as a fetchResult carrying wt. An error is reported too, then retried
-// with backoff; what was last read stays in the catalog meanwhile.
+// watchService follows one of this site's services with watchHealth,
+// reporting every answer and error as a fetchResult carrying wt; what was
+// last read stays in the catalog while errors are retried.
 func (c *Consul) watchService(ctx context.Context, name string, wt *watch, out chan<- fetchResult) {
-	bo := backoff.Backoff{Min: c.opts.BackoffMin, Max: c.opts.BackoffMax}
-	var index uint64
-	for ctx.Err() == nil {
-		q := (&api.QueryOptions{WaitIndex: index, WaitTime: c.opts.WaitTime}).WithContext(ctx)
-		entries, meta, err := c.opts.Client.Health().Service(name, "", false, q)
+	c.watchHealth(ctx, name, "", func(entries []*api.ServiceEntry, err error) bool {
 		r := fetchResult{name: name, err: err, watch: wt}
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
-				return
-			}
-		} else {
-			bo.Reset()
-			if meta.LastIndex == index && index != 0 {
-				continue // the wait timed out with no change
-			}
-			index = nextIndex(index, meta.LastIndex)
+		if err == nil {
 			r.instances = fetchedFrom(entries)
 		}
 		select {
 		case out <- r:
+			return true
 		case <-ctx.Done():
-			return
+			return false
 		}
+	})
+}
+
+// watchHealth follows a service's health entries (this site's, or with
+// peer set what Consul imported from that peer) with blocking queries
+// until ctx ends. It calls report with every new answer (the first at
+// once) and every error; after an error it backs off and reads afresh.
+// report returns false to stop (ctx ended while it waited).
+func (c *Consul) watchHealth(ctx context.Context, service, peer string, report func([]*api.ServiceEntry, error) bool) {
+	bo := backoff.Backoff{Min: c.opts.BackoffMin, Max: c.opts.BackoffMax}
+	var index uint64
+	for ctx.Err() == nil {
+		q := (&api.QueryOptions{Peer: peer, WaitIndex: index, WaitTime: c.opts.WaitTime}).WithContext(ctx)
+		entries, meta, err := c.opts.Client.Health().Service(service, "", false, q)
 		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+				return
+			}
+			index = 0
+			if !report(nil, err) {
+				return
+			}
 			sleep(ctx, bo.Next())
+			continue
+		}
+		bo.Reset()
+		if meta.LastIndex == index && index != 0 {
+			continue // the wait timed out with no change
+		}
+		index = nextIndex(index, meta.LastIndex)
+		if !report(entries, nil) {
+			return
 		}
 	}
 }

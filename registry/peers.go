@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"maps"
 	"slices"
 	"strings"
@@ -282,39 +281,21 @@ func (c *Consul) importedView(peers map[string]*peer) ([]RawInstance, []PeerStat
 // watchImport follows one imported service with blocking queries (the
 // `peer` parameter reads what Consul imported from that peer).
 func (c *Consul) watchImport(ctx context.Context, peerName, service string, out chan<- importResult) {
-	bo := backoff.Backoff{Min: c.opts.BackoffMin, Max: c.opts.BackoffMax}
-	var index uint64
-	for ctx.Err() == nil {
-		q := (&api.QueryOptions{Peer: peerName, WaitIndex: index, WaitTime: c.opts.WaitTime}).WithContext(ctx)
-		entries, meta, err := c.opts.Client.Health().Service(service, "", false, q)
-		r := importResult{peer: peerName, service: service}
+	c.watchHealth(ctx, service, peerName, func(entries []*api.ServiceEntry, err error) bool {
+		r := importResult{peer: peerName, service: service, err: err}
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
-				return
-			}
 			c.setErr("reading "+service+" imported from "+peerName, err)
-			r.err = err
-			index = 0
-		} else {
-			bo.Reset()
-			if meta.LastIndex == index && index != 0 {
-				continue // the wait timed out with no change
-			}
-			index = nextIndex(index, meta.LastIndex)
-			r.instances = make([]RawInstance, 0, len(entries))
-			for _, e := range entries {
-				r.instances = append(r.instances, rawFromEntry(e))
-			}
+		}
+		for _, e := range entries {
+			r.instances = append(r.instances, rawFromEntry(e))
 		}
 		select {
 		case out <- r:
+			return true
 		case <-ctx.Done():
-			return
+			return false
 		}
-		if err != nil {
-			sleep(ctx, bo.Next())
-		}
-	}
+	})
 }
 
 // fingerprintRaw identifies a set of instances whatever their order.

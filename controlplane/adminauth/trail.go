@@ -51,15 +51,6 @@ func (t *Trail) record(e trailEvent) error { return t.w.Record(e) }
 // as source agent, this control plane as destination, the route as the
 // entity's dataClass ("admin /join-tokens").
 func (t *Trail) toAuditEvent(e trailEvent) any {
-	outcome := "0"
-	switch {
-	case e.Status >= 500:
-		outcome = "8"
-	case e.Status == 0:
-		outcome = "12"
-	case e.Status >= 400:
-		outcome = "4"
-	}
 	src := auditlog.Agent{
 		Type:      auditlog.SourceRole,
 		Who:       &auditlog.Reference{Identifier: auditlog.Identifier{System: auditlog.URISystem, Value: e.Who}},
@@ -69,32 +60,25 @@ func (t *Trail) toAuditEvent(e trailEvent) any {
 		src.Network = &auditlog.Network{Address: e.Remote, Type: "2"} // 2 = IP address
 	}
 	const site = "medmesh-admin"
-	return auditlog.AuditEvent{
-		ResourceType: "AuditEvent",
-		Type:         auditlog.RESTType,
-		Subtype:      []auditlog.Coding{auditlog.MethodSubtype(e.Method)},
-		Action:       auditlog.Action(e.Method),
-		Period:       auditlog.Period{Start: auditlog.Timestamp(e.Start), End: auditlog.Timestamp(e.End)},
-		Recorded:     auditlog.Timestamp(e.End),
-		Outcome:      outcome,
-		OutcomeDesc:  strconv.Itoa(e.Status),
-		Agent: []auditlog.Agent{src, {
-			Type:      auditlog.DestinationRole,
-			Who:       &auditlog.Reference{Identifier: auditlog.Identifier{System: auditlog.URISystem, Value: t.observer}, Display: site},
-			Requestor: false,
-		}},
-		Source: auditlog.Source{
-			Site:     site,
-			Observer: auditlog.Reference{Identifier: auditlog.Identifier{System: auditlog.URISystem, Value: t.observer}},
-			Type:     []auditlog.Coding{auditlog.AppServerSource},
-		},
-		Entity: []auditlog.Entity{{
-			Type: &auditlog.Coding{System: auditlog.EntityTypeSystem, Code: "2", Display: "System Object"},
-			Detail: []auditlog.Detail{
-				{Type: "dataClass", ValueString: "admin " + e.Path},
-				{Type: "rule", ValueString: e.Rule},
-				{Type: "latencyMs", ValueString: strconv.FormatFloat(float64(e.End.Sub(e.Start).Microseconds())/1000, 'f', 3, 64)},
-			},
-		}},
+	ev := auditlog.REST(e.Method, e.Start, e.End, e.Status)
+	ev.OutcomeDesc = strconv.Itoa(e.Status)
+	ev.Agent = []auditlog.Agent{src, {
+		Type:      auditlog.DestinationRole,
+		Who:       &auditlog.Reference{Identifier: auditlog.Identifier{System: auditlog.URISystem, Value: t.observer}, Display: site},
+		Requestor: false,
+	}}
+	ev.Source = auditlog.Source{
+		Site:     site,
+		Observer: auditlog.Reference{Identifier: auditlog.Identifier{System: auditlog.URISystem, Value: t.observer}},
+		Type:     []auditlog.Coding{auditlog.AppServerSource},
 	}
+	ev.Entity = []auditlog.Entity{{
+		Type: &auditlog.Coding{System: auditlog.EntityTypeSystem, Code: "2", Display: "System Object"},
+		Detail: []auditlog.Detail{
+			{Type: "dataClass", ValueString: "admin " + e.Path},
+			{Type: "rule", ValueString: e.Rule},
+			{Type: "latencyMs", ValueString: auditlog.LatencyMs(e.Start, e.End)},
+		},
+	}}
+	return ev
 }

@@ -2,6 +2,7 @@ package auditlog
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 )
 
@@ -96,6 +97,37 @@ var (
 	SourceRole      = CodeableConcept{Coding: []Coding{{System: DCM, Code: "110153", Display: "Source Role ID"}}}
 	DestinationRole = CodeableConcept{Coding: []Coding{{System: DCM, Code: "110152", Display: "Destination Role ID"}}}
 )
+
+// REST returns what every trail's record of one HTTP call shares: the
+// event type, the method as subtype and action, the period, and the
+// outcome from the response status (FHIR audit-event-outcome: 0 success,
+// 4 minor failure (the caller's error), 8 serious failure, 12 major
+// failure (no response at all)).
+func REST(method string, start, end time.Time, status int) AuditEvent {
+	outcome := "0"
+	switch {
+	case status >= 500:
+		outcome = "8"
+	case status == 0:
+		outcome = "12"
+	case status >= 400:
+		outcome = "4"
+	}
+	return AuditEvent{
+		ResourceType: "AuditEvent",
+		Type:         RESTType,
+		Subtype:      []Coding{MethodSubtype(method)},
+		Action:       Action(method),
+		Period:       Period{Start: Timestamp(start), End: Timestamp(end)},
+		Recorded:     Timestamp(end),
+		Outcome:      outcome,
+	}
+}
+
+// LatencyMs is a call's duration in milliseconds as a detail value.
+func LatencyMs(start, end time.Time) string {
+	return strconv.FormatFloat(float64(end.Sub(start).Microseconds())/1000, 'f', 3, 64)
+}
 
 // Timestamp is FHIR's instant, in UTC.
 func Timestamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }

@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"log/slog"
 	"sync"
 	"time"
 
@@ -38,25 +37,13 @@ const (
 // ParseDurability parses "sync" or "batch".
 func ParseDurability(s string) (Durability, error) { return auditlog.ParseDurability(s) }
 
-// Options configure a Log. The file handling (rotation, durability, the
-// batched queue) is internal/auditlog's; Key and Observer are the trail's.
+// Options configure a Log: the file handling (path, rotation,
+// durability, the batched queue) is internal/auditlog's; Key and
+// Observer are the trail's.
 type Options struct {
-	Path string
+	auditlog.Options
 	// Key is the HMAC key for patient references (at least 16 bytes).
-	Key           []byte
-	Durability    Durability
-	BatchInterval time.Duration // Batched: fsync period, default 1s
-	// Batched only: queue bound and write cadence (auditlog.Options).
-	QueueSize     int
-	FlushInterval time.Duration
-	FlushSize     int
-	// Logger receives write errors of the Batched writer (which has no
-	// caller to return them to); nil: discarded. Never record content.
-	Logger *slog.Logger
-	// MaxBytes rotates the file when a record would grow it past this
-	// size (default 100 MiB); MaxFiles rotated files are kept (default 10).
-	MaxBytes int64
-	MaxFiles int
+	Key []byte
 	// Observer names the sidecar writing the trail (e.g. its node id).
 	Observer string
 }
@@ -108,11 +95,7 @@ func Open(o Options) (*Log, error) {
 	}
 	l := &Log{key: o.Key, observer: o.Observer}
 	l.macs.New = func() any { return hmac.New(sha256.New, l.key) }
-	w, err := auditlog.Open(auditlog.Options{
-		Path: o.Path, Durability: o.Durability, BatchInterval: o.BatchInterval,
-		QueueSize: o.QueueSize, FlushInterval: o.FlushInterval, FlushSize: o.FlushSize,
-		Logger: o.Logger, MaxBytes: o.MaxBytes, MaxFiles: o.MaxFiles,
-	}, func(e Event) any { return l.toAuditEvent(e) })
+	w, err := auditlog.Open(o.Options, func(e Event) any { return l.toAuditEvent(e) })
 	if err != nil {
 		return nil, err
 	}

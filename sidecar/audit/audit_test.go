@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"medmesh/internal/auditlog"
 	"medmesh/sidecar/classify"
 )
 
@@ -48,7 +49,7 @@ func event() Event {
 
 func TestRecordIsAuditEvent(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.log")
-	l, err := Open(Options{Path: path, Key: testKey, Observer: "emr-1"})
+	l, err := Open(Options{Options: auditlog.Options{Path: path}, Key: testKey, Observer: "emr-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +113,7 @@ func TestRecordIsAuditEvent(t *testing.T) {
 
 func TestRotation(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.log")
-	l, err := Open(Options{Path: path, Key: testKey, MaxBytes: 2000, MaxFiles: 2, Durability: Batched, BatchInterval: time.Millisecond})
+	l, err := Open(Options{Options: auditlog.Options{Path: path, MaxBytes: 2000, MaxFiles: 2, Durability: Batched, BatchInterval: time.Millisecond}, Key: testKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,10 +148,10 @@ func TestRotation(t *testing.T) {
 }
 
 func TestOpenErrors(t *testing.T) {
-	if _, err := Open(Options{Path: filepath.Join(t.TempDir(), "a"), Key: []byte("short")}); err == nil || !strings.Contains(err.Error(), "HMAC key") {
+	if _, err := Open(Options{Options: auditlog.Options{Path: filepath.Join(t.TempDir(), "a")}, Key: []byte("short")}); err == nil || !strings.Contains(err.Error(), "HMAC key") {
 		t.Errorf("short key: %v", err)
 	}
-	if _, err := Open(Options{Path: "/nonexistent/dir/audit.log", Key: testKey}); err == nil || !strings.Contains(err.Error(), "/nonexistent/dir/audit.log") {
+	if _, err := Open(Options{Options: auditlog.Options{Path: "/nonexistent/dir/audit.log"}, Key: testKey}); err == nil || !strings.Contains(err.Error(), "/nonexistent/dir/audit.log") {
 		t.Errorf("bad path error should name it: %v", err)
 	}
 	if _, err := ParseDurability("sometimes"); err == nil {
@@ -165,7 +166,7 @@ func TestBatchedCloseLosesNothing(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.log")
 	// A flush interval longer than the test: only FlushSize and Close
 	// write, so the test also shows Close writes what is still queued.
-	l, err := Open(Options{Path: path, Key: testKey, Durability: Batched, QueueSize: 64, FlushSize: 16, FlushInterval: time.Hour})
+	l, err := Open(Options{Options: auditlog.Options{Path: path, Durability: Batched, QueueSize: 64, FlushSize: 16, FlushInterval: time.Hour}, Key: testKey})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +216,7 @@ func TestBatchedCloseLosesNothing(t *testing.T) {
 func BenchmarkRecord(b *testing.B) {
 	for _, d := range []Durability{Batched, SyncEach} {
 		b.Run([]string{"sync", "batch"}[map[Durability]int{SyncEach: 0, Batched: 1}[d]], func(b *testing.B) {
-			l, err := Open(Options{Path: filepath.Join(b.TempDir(), "audit.log"), Key: testKey, Durability: d})
+			l, err := Open(Options{Options: auditlog.Options{Path: filepath.Join(b.TempDir(), "audit.log"), Durability: d}, Key: testKey})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -9,21 +9,6 @@ import (
 // PatientHashSystem identifies the keyed hash of a patient reference.
 const PatientHashSystem = "urn:medmesh:patient-reference:hmac-sha256"
 
-// outcome maps to FHIR's audit-event-outcome: 0 success, 4 minor failure
-// (the caller's error), 8 serious failure (refused or failed), 12 major
-// failure (no response at all).
-func outcome(e Event) string {
-	switch {
-	case e.Shed || e.Status >= 500:
-		return "8"
-	case e.Status == 0:
-		return "12"
-	case e.Status >= 400:
-		return "4"
-	}
-	return "0"
-}
-
 // toAuditEvent is the FHIR form of one PHI request: names and codes,
 // never content; the patient only as a keyed hash.
 func (l *Log) toAuditEvent(e Event) auditlog.AuditEvent {
@@ -54,7 +39,7 @@ func (l *Log) toAuditEvent(e Event) auditlog.AuditEvent {
 			{Type: "dataClass", ValueString: e.Class},
 			{Type: "priority", ValueString: e.Priority.String()},
 			{Type: "rule", ValueString: e.Rule},
-			{Type: "latencyMs", ValueString: strconv.FormatFloat(float64(e.End.Sub(e.Start).Microseconds())/1000, 'f', 3, 64)},
+			{Type: "latencyMs", ValueString: auditlog.LatencyMs(e.Start, e.End)},
 		},
 	}
 	if e.RequestID != "" {
@@ -65,21 +50,17 @@ func (l *Log) toAuditEvent(e Event) auditlog.AuditEvent {
 		ent.Type = &auditlog.Coding{System: auditlog.EntityTypeSystem, Code: "1", Display: "Person"}
 		ent.Role = &auditlog.Coding{System: "http://terminology.hl7.org/CodeSystem/object-role", Code: "1", Display: "Patient"}
 	}
-	return auditlog.AuditEvent{
-		ResourceType: "AuditEvent",
-		Type:         auditlog.RESTType,
-		Subtype:      []auditlog.Coding{auditlog.MethodSubtype(e.Method)},
-		Action:       auditlog.Action(e.Method),
-		Period:       auditlog.Period{Start: auditlog.Timestamp(e.Start), End: auditlog.Timestamp(e.End)},
-		Recorded:     auditlog.Timestamp(e.End),
-		Outcome:      outcome(e),
-		OutcomeDesc:  desc,
-		Agent:        []auditlog.Agent{src, dst},
-		Source: auditlog.Source{
-			Site:     e.Service,
-			Observer: auditlog.Reference{Identifier: auditlog.Identifier{System: auditlog.URISystem, Value: l.observer}},
-			Type:     []auditlog.Coding{auditlog.AppServerSource},
-		},
-		Entity: []auditlog.Entity{ent},
+	ev := auditlog.REST(e.Method, e.Start, e.End, e.Status)
+	if e.Shed {
+		ev.Outcome = "8" // refused by medmesh: a serious failure whatever the status
 	}
+	ev.OutcomeDesc = desc
+	ev.Agent = []auditlog.Agent{src, dst}
+	ev.Source = auditlog.Source{
+		Site:     e.Service,
+		Observer: auditlog.Reference{Identifier: auditlog.Identifier{System: auditlog.URISystem, Value: l.observer}},
+		Type:     []auditlog.Coding{auditlog.AppServerSource},
+	}
+	ev.Entity = []auditlog.Entity{ent}
+	return ev
 }

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"medmesh/internal/auditlog"
 	"medmesh/internal/fetchrpc"
 	"medmesh/sidecar/audit"
 	"medmesh/sidecar/classify"
@@ -69,7 +70,7 @@ func TestNoPHIInLogsAuditSpansOrMetrics(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(spans))
 	reg := prometheus.NewRegistry()
 	auditPath := filepath.Join(t.TempDir(), "audit.log")
-	al, err := audit.Open(audit.Options{Path: auditPath, Key: []byte("0123456789abcdef0123456789abcdef"), MaxBytes: 4096})
+	al, err := audit.Open(audit.Options{Options: auditlog.Options{Path: auditPath, MaxBytes: 4096}, Key: []byte("0123456789abcdef0123456789abcdef")})
 	if err != nil {
 		t.Fatal(err)
 	}

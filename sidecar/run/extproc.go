@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"medmesh/api/wire"
+	"medmesh/internal/auditlog"
 	"medmesh/sidecar/audit"
 	"medmesh/sidecar/extproc"
 	"medmesh/sidecar/phi"
@@ -93,7 +94,7 @@ func startExtProc(ctx context.Context, x ExtProc, service, nodeID, namespace str
 		if err != nil {
 			return nil, err
 		}
-		auditLog, err = audit.Open(audit.Options{Path: x.AuditLog, Key: key, Durability: d, MaxBytes: x.AuditMaxBytes, Observer: nodeID, Logger: log})
+		auditLog, err = audit.Open(audit.Options{Options: auditlog.Options{Path: x.AuditLog, Durability: d, MaxBytes: x.AuditMaxBytes, Logger: log}, Key: key, Observer: nodeID})
 		if err != nil {
 			return nil, err
 		}
