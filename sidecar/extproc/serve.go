@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -52,6 +53,16 @@ func NewGRPCServer(s *Server) (*grpc.Server, *health.Server) {
 	s.encoded = true
 	g := grpc.NewServer(
 		grpc.ForceServerCodecV2(newCodec()),
+		// Envoy opens a stream per HTTP request, and gRPC starts a
+		// goroutine per stream by default, whose stack then grows (copied,
+		// its frames walked) through the same decode on every request.
+		// Workers keep their grown stacks; when all are busy (requests
+		// queued for a slot hold theirs), a stream gets its own goroutine
+		// as before, so nothing waits for a worker. One request at a time,
+		// `go run ./bench/extproc` measured p50 163 -> 149 us and p99
+		// 315 -> 274 us with 2 workers on 2 cores (4 gave the same).
+		// The option is marked experimental in grpc-go.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		// Envoy opens one stream per HTTP request on a few long-lived
 		// HTTP/2 connections; allow as many concurrent streams as the
 		// scheduler can hold so the queue, not HTTP/2, decides.

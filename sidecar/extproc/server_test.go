@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 
@@ -197,6 +199,49 @@ func TestRequestResponseAndStreamEnd(t *testing.T) {
 	if e := h.audit.All()[1]; e.Status != 0 || e.Reason == "" {
 		t.Errorf("unfinished request audited as %+v", e)
 	}
+}
+
+// Stream workers (NewGRPCServer) must never make a request wait for a
+// worker: Envoy holds a stream per in-flight request, and queued ones
+// hold theirs for seconds. With every worker held by an admitted
+// request and more requests queued behind them than there are workers,
+// each queued request is answered as soon as a slot frees.
+func TestStreamsBeyondWorkersAreAnswered(t *testing.T) {
+	workers := runtime.GOMAXPROCS(0)
+	h := start(t, sched.Config{Limit: workers}, nil)
+	ctx := context.Background()
+	var held []extprocv3.ExternalProcessor_ProcessClient
+	for i := range workers {
+		s := h.open(t, ctx)
+		if r := send(t, s, reqHeaders(caller, ":method", "GET", ":path", "/api/records/"+strconv.Itoa(i))); r.GetRequestHeaders() == nil {
+			t.Fatalf("held request %d: %v", i, r)
+		}
+		held = append(held, s)
+	}
+	var queued []extprocv3.ExternalProcessor_ProcessClient
+	for i := range 2 * workers {
+		s := h.open(t, ctx)
+		if err := s.Send(reqHeaders(caller, ":method", "GET", ":path", "/api/records/q"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+		queued = append(queued, s)
+	}
+	waitFor(t, "requests queued", func() bool { return h.sched.Stats()["emr"].Queued[classify.Low] == len(queued) })
+	// Each finished request lets the oldest queued one in, which is
+	// answered on its own stream and then finishes in turn.
+	for _, s := range held {
+		send(t, s, respHeaders("200"))
+		s.CloseSend()
+	}
+	for i, s := range queued {
+		r, err := s.Recv()
+		if err != nil || r.GetRequestHeaders() == nil {
+			t.Fatalf("queued request %d: %v %v", i, r, err)
+		}
+		send(t, s, respHeaders("200"))
+		s.CloseSend()
+	}
+	h.idle(t)
 }
 
 func TestCallerCannotRaisePriority(t *testing.T) {
