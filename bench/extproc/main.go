@@ -68,6 +68,7 @@ func main() {
 	echoAddr := flag.String("serve-echo", "", "internal: serve the do-nothing ext_proc server here (the baseline's own process)")
 	echoHealth := flag.String("serve-health", "", "internal: with -serve-echo, the readiness address")
 	echoAnswer := flag.Bool("serve-answer", false, "internal: with -serve-echo, answer request headers as the sidecar does")
+	weighted := flag.Bool("weighted-floor", true, "overhead: also measure the do-nothing server built into a binary linked like medmesh (built with go build first; see weighted.go)")
 	seqRequests := flag.Int("seq-requests", 5000, "overhead: requests sent one at a time to each server after its paced run")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the overhead run to this file")
 	flag.StringVar(&pinClient, "pin-client", "", "run this program (the load generator, standing in for Envoy) on these CPUs (taskset list, e.g. 0)")
@@ -111,17 +112,32 @@ func main() {
 	// of load from another tenant of the machine falls on all of them
 	// alike rather than on one; each figure is the median over rounds,
 	// and the spread is printed beside it.
-	procs := []struct {
+	type proc struct {
 		name               string
-		bin                string
+		bin, floor         string
 		audit, uds, answer bool
-	}{
-		{"sidecar", *medmeshBin, false, false, false},
-		{"floor", "", false, false, false},
-		{"sidecar-unix", *medmeshBin, false, true, false},
-		{"floor-unix", "", false, true, false},
-		{"audited", *medmeshBin, true, false, false},
-		{"floor-same-answer", "", false, false, true},
+	}
+	procs := []proc{
+		{"sidecar", *medmeshBin, "", false, false, false},
+		{"floor", "", "", false, false, false},
+		{"sidecar-unix", *medmeshBin, "", false, true, false},
+		{"floor-unix", "", "", false, true, false},
+		{"audited", *medmeshBin, "", true, false, false},
+		{"floor-same-answer", "", "", false, false, true},
+	}
+	if *weighted {
+		dir, err := os.MkdirTemp("", "medmesh-extproc-floor-")
+		if err != nil {
+			fail(err)
+		}
+		defer os.RemoveAll(dir)
+		bin, err := buildWeightedFloor(dir)
+		if err != nil {
+			fail(err)
+		}
+		self, _ := os.Executable()
+		fmt.Printf("machine code: medmesh %.0f MiB, do-nothing server %.0f MiB, linked like medmesh %.0f MiB\n", textMiB(*medmeshBin), textMiB(self), textMiB(bin))
+		procs = append(procs, proc{"floor-weighted", "", bin, false, false, false})
 	}
 	p50s := make([][]float64, len(procs))
 	p99s := make([][]float64, len(procs))
@@ -146,7 +162,7 @@ func main() {
 	for r := range *rounds {
 		for _, i := range order.Perm(len(procs)) {
 			pr := procs[i]
-			c, stopProc, pid := sidecarProcess(pr.bin, pr.audit, pr.uds, pr.answer)
+			c, stopProc, pid := sidecarProcess(pr.bin, pr.floor, pr.audit, pr.uds, pr.answer)
 			before, _ := procstat.Read(pid)
 			a, b, w, _ := overhead(c, *rate, *overheadFor)
 			after, _ := procstat.Read(pid)
@@ -244,6 +260,23 @@ func main() {
 	fmt.Printf("BENCH extproc_seq_overhead_vs_floor_p99_ratio=%.2f\n", med(seqTCP))
 	fmt.Printf("BENCH extproc_seq_overhead_vs_floor_unix_p99_ratio=%.2f\n", med(seqUnix))
 	fmt.Printf("BENCH extproc_seq_audit_vs_unaudited_p99_ratio=%.2f\n", med(seqAudit))
+	if len(procs) > 6 {
+		// The floor linked like medmesh (weighted.go): the sidecar's
+		// distance from it is the extension's cost alone.
+		w := 6
+		seqW, pacedW := ratioOf(seq99s, 0, w), ratio(0, w)
+		fmt.Printf("  the do-nothing server linked like medmesh: one at a time p50 %.0f / p99 %.0f us, paced p50 %.0f / p99 %.0f us\n",
+			med(seq50s[w]), med(seq99s[w]), med(p50s[w]), med(p99s[w]))
+		fmt.Printf("  sidecar / that floor, p99, median of paired ratios (range): one at a time %.2f (%s), paced %.2f (%s)\n",
+			med(seqW), spread2(seqW), med(pacedW), spread2(pacedW))
+		fmt.Printf("  server process CPU per request, TCP: the do-nothing server linked like medmesh %.1f us\n", med(cpus[w]))
+		fmt.Printf("BENCH extproc_floor_weighted_cpu_us_per_request=%.1f\n", med(cpus[w]))
+		fmt.Printf("BENCH extproc_seq_floor_weighted_p50_us=%.0f\n", med(seq50s[w]))
+		fmt.Printf("BENCH extproc_seq_floor_weighted_p99_us=%.0f\n", med(seq99s[w]))
+		fmt.Printf("BENCH extproc_floor_weighted_p99_us=%.0f\n", med(p99s[w]))
+		fmt.Printf("BENCH extproc_seq_overhead_vs_weighted_floor_p99_ratio=%.2f\n", med(seqW))
+		fmt.Printf("BENCH extproc_overhead_vs_weighted_floor_p99_ratio=%.2f\n", med(pacedW))
+	}
 	fmt.Printf("BENCH extproc_inprocess_p50_us=%.0f\n", p50)
 	fmt.Printf("BENCH extproc_inprocess_p99_us=%.0f\n", p99)
 	fmt.Printf("BENCH extproc_inprocess_p99_us_median_1s_window=%.0f\n", winP99)

@@ -31,8 +31,9 @@ import (
 // the sidecar can share one in a pod) instead of loopback TCP.
 //
 // With medmesh "" it runs the do-nothing server instead, answering with
-// the sidecar's answer if answer is set (see echoProcessor).
-func sidecarProcess(medmesh string, audit, unix, answer bool) (extprocv3.ExternalProcessorClient, func(), int) {
+// the sidecar's answer if answer is set (see echoProcessor): this
+// program again, or floor if set (a build of it linked like medmesh).
+func sidecarProcess(medmesh, floor string, audit, unix, answer bool) (extprocv3.ExternalProcessorClient, func(), int) {
 	health, err := consulagent.FreePort()
 	if err != nil {
 		fail(err)
@@ -52,10 +53,13 @@ func sidecarProcess(medmesh string, audit, unix, answer bool) (extprocv3.Externa
 		addr = "127.0.0.1:" + strconv.Itoa(port)
 	}
 	if medmesh == "" {
-		// The do-nothing server in its own process: this program again.
+		// The do-nothing server in its own process.
 		self, err := os.Executable()
 		if err != nil {
 			fail(err)
+		}
+		if floor != "" {
+			self = floor
 		}
 		args := []string{"-serve-echo", addr, "-serve-health", "127.0.0.1:" + strconv.Itoa(health)}
 		if answer {
