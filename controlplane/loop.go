@@ -48,7 +48,10 @@ type loopState struct {
 
 	// observed is when the registry saw the oldest catalog change the
 	// next round carries, and received when the loop got it (the change
-	// stage metric); zero when the round carries none.
+	// stage metric); zero when the round carries none. Not the same as
+	// since: that counts from any trigger (a policy, a proxy) and
+	// survives a failed round, while these time catalog changes only,
+	// and each round's stages once, whether it publishes or not.
 	observed, received time.Time
 	// lastRound is when the last round ended: coalescing waits only for
 	// the rest of the window after it.

@@ -79,11 +79,11 @@ type Manager struct {
 	// RenewalsDue); statuses is its copy for readers.
 	proxies map[string]*proxyState
 
-	mu       sync.RWMutex
+	mu sync.RWMutex
+	// statuses is what readers see: /ui and /debug (Details, Statuses)
+	// and /metrics (metrics.go: a proxy holds an SVID while its Detail
+	// has a lifetime).
 	statuses map[string]Detail
-	// held is, per proxy, the SVID it was last issued: the copy of
-	// proxies' SVIDs that /metrics reads (metrics.go).
-	held map[string]svidLife
 }
 
 // Detail is one proxy's identity as status pages show it.
@@ -131,8 +131,7 @@ func New(o Options) *Manager {
 		o.Wake = func() {}
 	}
 	return &Manager{opts: o, log: o.Logger, tokens: newJoinTokens(), proofs: newProofChecks(o.Attestors, o.Logger, o.Wake),
-		proxies: map[string]*proxyState{}, statuses: map[string]Detail{},
-		held: map[string]svidLife{}}
+		proxies: map[string]*proxyState{}, statuses: map[string]Detail{}}
 }
 
 // Identify returns the SVID a proxy holds, issuing or renewing it when
@@ -149,10 +148,8 @@ func (m *Manager) Identify(ctx context.Context, c Claim) (*ir.Identity, error) {
 	if !ok && !pending && refusal == nil {
 		ok = m.coLocated(&c)
 	}
-	if pending || !ok {
-		// It is handed no SVID this round, whatever it was issued before.
-		m.unheld(c.ID, ps)
-	}
+	// Pending or refused, it is handed no SVID this round, whatever it
+	// was issued before: its status below carries no lifetime.
 	switch {
 	case pending:
 		m.setStatus(c.ID, ps, "checking "+string(c.Proof.Kind)+" proof")
@@ -181,24 +178,11 @@ func (m *Manager) Identify(ctx context.Context, c Claim) (*ir.Identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.mu.Lock()
-	m.held[c.ID] = svidLife{issuedAt: ps.svid.issuedAt, notAfter: ps.svid.notAfter}
-	m.mu.Unlock()
 	m.setStatus(c.ID, ps, ident.SPIFFEID)
 	if c.Kind == wire.ProxySVIDAgent && c.Proof.Kind == wire.ProofKubernetes {
 		ps.podAgent = &podAgent{service: c.Service, peer: c.Peer}
 	}
 	return ident, nil
-}
-
-// unheld drops a proxy's SVID from what /metrics counts as held.
-func (m *Manager) unheld(id string, ps *proxyState) {
-	if ps.svid == nil {
-		return
-	}
-	m.mu.Lock()
-	delete(m.held, id)
-	m.mu.Unlock()
 }
 
 // setStatus records what readers see of a proxy's identity: its status
@@ -226,7 +210,6 @@ func (m *Manager) Forget(live map[string]bool) {
 		if !live[id] {
 			delete(m.proxies, id)
 			delete(m.statuses, id)
-			delete(m.held, id)
 		}
 	}
 	m.mu.Unlock()

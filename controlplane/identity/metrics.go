@@ -25,9 +25,6 @@ var (
 		nil, nil)
 )
 
-// svidLife is an issued SVID's lifetime.
-type svidLife struct{ issuedAt, notAfter time.Time }
-
 // Collector returns the Prometheus collector of the SVID gauges.
 func (m *Manager) Collector() prometheus.Collector { return svidCollector{m} }
 
@@ -45,23 +42,27 @@ func (c svidCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c svidCollector) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
 	c.m.mu.RLock()
-	n := len(c.m.held)
-	var worst svidLife
+	n := 0
+	var worst Detail
 	worstLeft := 2.0 // fractions left are at most 1
-	for _, l := range c.m.held {
-		life := l.notAfter.Sub(l.issuedAt)
+	for _, d := range c.m.statuses {
+		if d.NotAfter.IsZero() {
+			continue // holds none
+		}
+		n++
+		life := d.NotAfter.Sub(d.IssuedAt)
 		if life <= 0 {
 			continue
 		}
-		if left := float64(l.notAfter.Sub(now)) / float64(life); left < worstLeft {
-			worst, worstLeft = l, left
+		if left := float64(d.NotAfter.Sub(now)) / float64(life); left < worstLeft {
+			worst, worstLeft = d, left
 		}
 	}
 	c.m.mu.RUnlock()
 	ch <- prometheus.MustNewConstMetric(heldDesc, prometheus.GaugeValue, float64(n))
 	ch <- prometheus.MustNewConstMetric(issuedDesc, prometheus.CounterValue, float64(c.m.issuedTotal.Load()))
 	if worstLeft <= 1 {
-		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, float64(worst.notAfter.UnixNano())/1e9)
-		ch <- prometheus.MustNewConstMetric(lifetimeDesc, prometheus.GaugeValue, worst.notAfter.Sub(worst.issuedAt).Seconds())
+		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, float64(worst.NotAfter.UnixNano())/1e9)
+		ch <- prometheus.MustNewConstMetric(lifetimeDesc, prometheus.GaugeValue, worst.NotAfter.Sub(worst.IssuedAt).Seconds())
 	}
 }
