@@ -184,6 +184,14 @@ func TestSiteKeepsWorkingWhileHubIsDown(t *testing.T) {
 	if err := envoy.Wait(ctx, func(s simproxy.State) bool { return s.Resources[resource.ClusterType]["sentinel"] != nil }); err != nil {
 		t.Fatal(err)
 	}
+	// The proxy counts an update after applying it (OnUpdate runs
+	// outside its lock), so the count may trail the state just seen.
+	eventually(t, "the sentinel's cluster push counted", func() error {
+		if counts.get(resource.ClusterType) == cdsBefore {
+			return fmt.Errorf("no cluster push counted yet")
+		}
+		return nil
+	})
 	if got := counts.get(resource.ClusterType) - cdsBefore; got != 1 {
 		t.Errorf("%d cluster pushes from the hub's return and the sentinel; want 1 (the sentinel's)", got)
 	}

@@ -37,7 +37,9 @@ type Options struct {
 	// Validate, when set, is called for every received resource; an
 	// error makes the proxy NACK the whole response, as Envoy does.
 	Validate func(typeURL string, r proto.Message) error
-	// OnUpdate is called after a response is applied.
+	// OnUpdate is called after a response is applied, outside the
+	// proxy's lock (it may read the proxy): a Wait can return on the new
+	// state before OnUpdate has run.
 	OnUpdate func(typeURL string, at time.Time)
 	// Decode, when set, replaces Any.UnmarshalNew. The benchmark uses it
 	// to share one decoded message among the thousand proxies that receive
