@@ -56,13 +56,17 @@ func NewGRPCServer(s *Server) (*grpc.Server, *health.Server) {
 		// Envoy opens a stream per HTTP request, and gRPC starts a
 		// goroutine per stream by default, whose stack then grows (copied,
 		// its frames walked) through the same decode on every request.
-		// Workers keep their grown stacks; when all are busy (requests
-		// queued for a slot hold theirs), a stream gets its own goroutine
-		// as before, so nothing waits for a worker. One request at a time,
-		// `go run ./bench/extproc` measured p50 163 -> 149 us and p99
-		// 315 -> 274 us with 2 workers on 2 cores (4 gave the same).
-		// The option is marked experimental in grpc-go.
-		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		// Workers keep their grown stacks. A stream's handler lasts as
+		// long as its request (it waits for the response headers while
+		// the upstream works), so there are as many workers as requests
+		// normally in flight, the scheduler's limit, not as CPUs; past
+		// them (requests queued for a slot, an adaptive limit grown), a
+		// stream gets its own goroutine as before, so nothing waits for a
+		// worker. One request at a time, `go run ./bench/extproc`
+		// measured p50 163 -> 149 us and p99 315 -> 274 us with workers
+		// (2, 4 and 64 alike). The option is marked experimental in
+		// grpc-go.
+		grpc.NumStreamWorkers(uint32(max(runtime.GOMAXPROCS(0), s.engine.Limit()))),
 		// Envoy opens one stream per HTTP request on a few long-lived
 		// HTTP/2 connections; allow as many concurrent streams as the
 		// scheduler can hold so the queue, not HTTP/2, decides.

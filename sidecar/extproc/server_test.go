@@ -207,7 +207,7 @@ func TestRequestResponseAndStreamEnd(t *testing.T) {
 // request and more requests queued behind them than there are workers,
 // each queued request is answered as soon as a slot frees.
 func TestStreamsBeyondWorkersAreAnswered(t *testing.T) {
-	workers := runtime.GOMAXPROCS(0)
+	workers := runtime.GOMAXPROCS(0) // NewGRPCServer: the limit, at least this
 	h := start(t, sched.Config{Limit: workers}, nil)
 	ctx := context.Background()
 	var held []extprocv3.ExternalProcessor_ProcessClient
@@ -225,8 +225,10 @@ func TestStreamsBeyondWorkersAreAnswered(t *testing.T) {
 			t.Fatal(err)
 		}
 		queued = append(queued, s)
+		// One at a time, so the queue's order is this order (their
+		// handlers run concurrently).
+		waitFor(t, "request queued", func() bool { return h.sched.Stats()["emr"].Queued[classify.Low] == len(queued) })
 	}
-	waitFor(t, "requests queued", func() bool { return h.sched.Stats()["emr"].Queued[classify.Low] == len(queued) })
 	// Each finished request lets the oldest queued one in, which is
 	// answered on its own stream and then finishes in turn.
 	for _, s := range held {

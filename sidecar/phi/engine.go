@@ -86,6 +86,10 @@ func New(o Options) *Engine {
 	return &Engine{o: o, globalTracer: global}
 }
 
+// Limit is the scheduler's configured concurrency per upstream: how many
+// requests are normally in flight at once.
+func (e *Engine) Limit() int { return e.o.Scheduler.Limit() }
+
 // Input is a request as seen by a front end.
 type Input struct {
 	Method string

@@ -182,6 +182,10 @@ func New(cfg Config) *Scheduler {
 	return &Scheduler{cfg: cfg.withDefaults(), upstreams: map[string]*Limiter{}}
 }
 
+// Limit is the configured concurrency per upstream (where an adaptive
+// limit starts).
+func (s *Scheduler) Limit() int { return s.cfg.Limit }
+
 // Limiter returns the upstream's limiter, creating it on first use.
 func (s *Scheduler) Limiter(upstream string) *Limiter {
 	s.mu.Lock()
