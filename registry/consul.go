@@ -30,10 +30,12 @@ type ConsulOptions struct {
 	BackoffMin, BackoffMax time.Duration
 	// Fetchers bounds concurrent reads of service health.
 	Fetchers int
-	// ServiceWatches: while Consul lists at most this many services,
-	// each is followed with a blocking query of its own instead of the
-	// watch of every check (consulwatch.go). 0 means
-	// DefaultServiceWatches; negative, never.
+	// ServiceWatches: while this site's services and the services
+	// imported from peers (each followed by a blocking query of its own,
+	// peers.go) number at most this many, each of this site's services is
+	// followed with a blocking query of its own instead of the watch of
+	// every check (consulwatch.go). 0 means DefaultServiceWatches;
+	// negative, never.
 	ServiceWatches int
 	// PeerPoll is how often the peerings are listed (their state and the
 	// services each imports); imported instances themselves are followed
@@ -55,10 +57,10 @@ const DefaultPeerStaleGrace = 24 * time.Hour
 // long polls): the service list, the nodes and the service intentions,
 // and the health of the services in one of two ways.
 //
-// While Consul lists at most ServiceWatches services (a site's usual
-// size), each service has a blocking health query of its own: a change
-// wakes only its service's query, which answers with that service alone
-// (consulwatch.go).
+// While Consul lists at most ServiceWatches services, imported ones
+// included (a site's usual size), each service has a blocking health
+// query of its own: a change wakes only its service's query, which
+// answers with that service alone (consulwatch.go).
 //
 // Above that, one query watches every health check in any state: Consul
 // limits each client address to 200 concurrent HTTP connections by
@@ -143,6 +145,9 @@ type watchEvent struct {
 	imports    []RawInstance
 	importsSet bool
 	peerSites  []string
+	// importWatches is how many imported services are followed, each
+	// with a blocking query (an HTTP connection) of its own.
+	importWatches int
 }
 
 type fetchResult struct {
@@ -226,6 +231,9 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 		// fired.
 		firstSeen, lastFire time.Time
 	)
+	// importWatches counts toward ServiceWatches: Consul's limit on
+	// connections is per client address, the imports' and ours.
+	var importWatches int
 	// Coalescing is on the trailing edge only under load: a change after
 	// a quiet spell is emitted as soon as it is read, and later ones wait
 	// until Coalesce has passed since the last emission, so a burst still
@@ -239,7 +247,7 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 	// Health is followed service by service while the list is short, by
 	// the watch of every check otherwise; the list decides which.
 	followHealth := func() {
-		if c.opts.ServiceWatches > 0 && len(listed) <= c.opts.ServiceWatches {
+		if c.opts.ServiceWatches > 0 && len(listed)+importWatches <= c.opts.ServiceWatches {
 			if stopChecks != nil {
 				stopChecks()
 				stopChecks, lastChecks, checkIdx = nil, nil, nil
@@ -290,6 +298,12 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 				imported, importsSet, peerSites = ev.imports, true, ev.peerSites
 				builds.touchAll()
 				arm()
+				if ev.importWatches != importWatches {
+					importWatches = ev.importWatches
+					if listed != nil {
+						followHealth()
+					}
+				}
 			case ev.intentions != nil:
 				intentions = ev.intentions // non-nil once read, even if empty
 				arm()

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -109,7 +110,11 @@ func (c *Consul) watchPeers(ctx context.Context, out chan<- watchEvent) {
 			}
 		}
 		slices.Sort(sites)
-		key := fingerprintRaw(raw) + strings.Join(sites, ",")
+		watching := 0
+		for _, p := range peers {
+			watching += len(p.services)
+		}
+		key := fingerprintRaw(raw) + strings.Join(sites, ",") + "|" + strconv.Itoa(watching)
 		c.mu.Lock()
 		c.status.Peers = statuses
 		c.mu.Unlock()
@@ -117,7 +122,7 @@ func (c *Consul) watchPeers(ctx context.Context, out chan<- watchEvent) {
 			return
 		}
 		select {
-		case out <- watchEvent{imports: raw, importsSet: true, peerSites: sites}:
+		case out <- watchEvent{imports: raw, importsSet: true, peerSites: sites, importWatches: watching}:
 			lastSent, sentOnce = key, true
 		case <-ctx.Done():
 		}
