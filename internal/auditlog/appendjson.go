@@ -34,34 +34,28 @@ func (e *AuditEvent) AppendJSON(b []byte) []byte {
 		b = appendString(b, e.OutcomeDesc)
 	}
 	b = append(b, `,"agent":`...)
-	if e.Agent == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i := range e.Agent {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = e.Agent[i].appendJSON(b)
-		}
-		b = append(b, ']')
-	}
+	b = appendArray(b, e.Agent, (*Agent).appendJSON)
 	b = append(b, `,"source":`...)
 	b = e.Source.appendJSON(b)
 	b = append(b, `,"entity":`...)
-	if e.Entity == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i := range e.Entity {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = e.Entity[i].appendJSON(b)
-		}
-		b = append(b, ']')
-	}
+	b = appendArray(b, e.Entity, (*Entity).appendJSON)
 	return append(b, '}')
+}
+
+// appendArray appends s as a JSON array, each element by elem; a nil
+// slice is null, as encoding/json writes it.
+func appendArray[T any](b []byte, s []T, elem func(*T, []byte) []byte) []byte {
+	if s == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i := range s {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = elem(&s[i], b)
+	}
+	return append(b, ']')
 }
 
 func (c *Coding) appendJSON(b []byte) []byte {
@@ -81,17 +75,7 @@ func (c *Coding) appendJSON(b []byte) []byte {
 }
 
 func appendCodings(b []byte, cs []Coding) []byte {
-	if cs == nil {
-		return append(b, "null"...)
-	}
-	b = append(b, '[')
-	for i := range cs {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = cs[i].appendJSON(b)
-	}
-	return append(b, ']')
+	return appendArray(b, cs, (*Coding).appendJSON)
 }
 
 func (r *Reference) appendJSON(b []byte) []byte {
@@ -167,22 +151,15 @@ func (e *Entity) appendJSON(b []byte) []byte {
 		b = e.Role.appendJSON(b)
 	}
 	field(`"detail":`)
-	if e.Detail == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i := range e.Detail {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, `{"type":`...)
-			b = appendString(b, e.Detail[i].Type)
-			b = append(b, `,"valueString":`...)
-			b = appendString(b, e.Detail[i].ValueString)
-			b = append(b, '}')
-		}
-		b = append(b, ']')
-	}
+	b = appendArray(b, e.Detail, (*Detail).appendJSON)
+	return append(b, '}')
+}
+
+func (d *Detail) appendJSON(b []byte) []byte {
+	b = append(b, `{"type":`...)
+	b = appendString(b, d.Type)
+	b = append(b, `,"valueString":`...)
+	b = appendString(b, d.ValueString)
 	return append(b, '}')
 }
 
