@@ -244,8 +244,8 @@ func (c *Consul) Run(ctx context.Context, out chan *Catalog) error {
 			timer = time.After(coalesceDelay(lastFire, c.opts.Coalesce, time.Now()))
 		}
 	}
-	// Health is followed service by service while the list is short, by
-	// the watch of every check otherwise; the list decides which.
+	// Health is followed service by service while the list and the
+	// imports are short together, by the watch of every check otherwise.
 	followHealth := func() {
 		if c.opts.ServiceWatches > 0 && len(listed)+importWatches <= c.opts.ServiceWatches {
 			if stopChecks != nil {

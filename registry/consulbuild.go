@@ -61,7 +61,7 @@ func (b *serviceBuilds) build(local map[string][]RawInstance, imported []RawInst
 	var warns []Warning
 	for _, name := range names {
 		bs, ok := b.built[name]
-		if !ok || b.all || b.changed[name] || importedBy[name] != nil {
+		if !ok || b.all || b.changed[name] {
 			one, w := BuildCatalog(append(append([]RawInstance(nil), local[name]...), importedBy[name]...))
 			bs = builtService{warns: w}
 			if len(one.Services) == 1 {
